@@ -1,0 +1,3 @@
+from user_metrics.cli import main
+
+raise SystemExit(main())

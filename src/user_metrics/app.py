@@ -1,0 +1,75 @@
+"""The app factory: builds the store, the pipeline and the servers from Settings."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import duckdb
+import grpc
+
+from user_metrics import __version__
+from user_metrics.ingest import Ingestor
+from user_metrics.mapping import compile_conventions
+from user_metrics.pricing import Pricer, load_price_file
+from user_metrics.receivers.grpc import trace_service_handler
+from user_metrics.settings import Settings, SettingsError, split_address
+from user_metrics.stats import Stats
+from user_metrics.store import Store
+
+log = logging.getLogger("user_metrics")
+
+
+class App:
+    """One running service: ``start()``, then ``stop()`` flushes everything acknowledged."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        custom = load_price_file(settings.price_file) if settings.price_file else []
+        self.pricer = Pricer(custom)
+        self.conventions = compile_conventions(settings.property_keys, settings.max_value_length)
+        self.store = Store(settings.db, self.stats)
+        self.ingestor = Ingestor(self.conventions, self.pricer, self.store, self.stats)
+        limit = settings.max_message_mib * 1024 * 1024
+        self._executor = ThreadPoolExecutor(settings.grpc_workers, thread_name_prefix="grpc")
+        self.grpc_server = grpc.server(
+            self._executor,
+            handlers=[trace_service_handler(self.ingestor)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            ],
+        )
+        self.grpc_address = ""
+
+    def start(self) -> None:
+        """Bind and start serving; logs where it listens and which database it writes."""
+        host, _port = split_address(self.settings.grpc_listen, "grpc_listen")
+        try:
+            port = self.grpc_server.add_insecure_port(self.settings.grpc_listen)
+        except RuntimeError as exc:
+            self.store.close()
+            raise SettingsError(f"cannot listen on {self.settings.grpc_listen}: {exc}") from exc
+        self.grpc_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.grpc_server.start()
+        log.info(
+            "user-metrics %s listening: OTLP gRPC on %s; database %s (DuckDB %s)",
+            __version__,
+            self.grpc_address,
+            Path(self.settings.db).resolve(),
+            duckdb.__version__,
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop taking requests, finish the ones in flight, commit and close the database."""
+        self.grpc_server.stop(grace).wait()
+        self._executor.shutdown(wait=True)
+        self.store.close()
+        log.info(
+            "user-metrics stopped: %d spans stored, %d duplicates ignored, %d rejected",
+            self.stats.spans_stored,
+            self.stats.spans_duplicate,
+            sum(self.stats.spans_rejected.values()),
+        )

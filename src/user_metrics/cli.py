@@ -1,0 +1,72 @@
+"""The ``user-metrics`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from user_metrics import __version__
+from user_metrics.errors import UserMetricsError
+from user_metrics.pricing import PriceFileError
+from user_metrics.settings import CONFIG_ENV, SPECS, SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="user-metrics", description="Per-user LLM usage analytics from OpenTelemetry spans."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="receive OTLP spans and store per-user request records",
+        description="Receive OTLP spans, map LLM calls to priced request records, store them in DuckDB.",
+    )
+    serve.add_argument("--config", metavar="FILE", help=f"TOML config file (also ${CONFIG_ENV})")
+    for spec in SPECS:
+        help_text = f"{spec.help} [env {spec.env}; default {spec.default!r}]"
+        if spec.kind is list:
+            serve.add_argument(spec.flag, dest=spec.name, action="append", metavar="KEY", help=help_text)
+        else:
+            serve.add_argument(spec.flag, dest=spec.name, type=spec.kind, metavar=spec.name.upper(), help=help_text)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    from user_metrics.app import App  # imported here so `--help` stays fast
+
+    flags: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in SPECS}
+    settings = load_settings(flags, config_file=args.config)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    app = App(settings)
+    app.start()
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        logging.getLogger("user_metrics").info("shutting down: finishing in-flight exports")
+        app.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+    except (SettingsError, PriceFileError, UserMetricsError) as exc:
+        print(f"user-metrics: {exc}", file=sys.stderr)
+        return 2
+    return 1

@@ -1,0 +1,192 @@
+"""The attribute conventions: which span attributes mean what, in every dialect we read.
+
+This is data, not code. Each field lists its sources in priority order (first match wins).
+A source is an attribute key, optionally with a key inside a JSON-encoded string value
+(OpenInference's ``llm.invocation_parameters``, Langfuse's ``cost_details``).
+``mapping.compile_conventions`` turns this table into a key -> targets index once at start-up,
+so the per-span loop does one dictionary lookup per attribute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a field can be read from: an attribute key, or a key inside its JSON value."""
+
+    key: str
+    json_key: str | None = None
+    # The value when the attribute is a JSON object without json_key (e.g. OpenAI's `stream`
+    # parameter is false unless given).
+    json_default: object = None
+
+
+def _keys(*keys: str) -> tuple[Source, ...]:
+    return tuple(Source(k) for k in keys)
+
+
+# field -> sources, first match wins. Identity fields (user_id, session_id) are inherited from
+# ancestor spans of the same trace; the rest belong to the LLM span itself.
+FIELDS: dict[str, tuple[Source, ...]] = {
+    "user_id": _keys(
+        "user.id",
+        "langfuse.user.id",
+        "traceloop.association.properties.user_id",
+        "enduser.id",
+        # The OpenAI `user` request parameter, as instrumentations record it.
+        "gen_ai.request.user",
+        "gen_ai.user",
+        "llm.user",
+    )
+    + (
+        Source("llm.invocation_parameters", "user"),
+        Source("embedding.invocation_parameters", "user"),
+        # Helicone-User-Id captured by an HTTP client instrumentation (string[] value; Python and
+        # Node contrib instrumentations write `-` as `_` in the header name).
+        Source("http.request.header.helicone-user-id"),
+        Source("http.request.header.helicone_user_id"),
+    ),
+    "session_id": _keys(
+        "session.id",
+        "gen_ai.conversation.id",
+        "langfuse.session.id",
+        "traceloop.association.properties.session_id",
+        "http.request.header.helicone-session-id",
+        "http.request.header.helicone_session_id",
+    ),
+    "operation": _keys("gen_ai.operation.name", "llm.request.type"),
+    "openinference_kind": _keys("openinference.span.kind"),
+    "langfuse_type": _keys("langfuse.observation.type"),
+    "response_model": _keys(
+        "gen_ai.response.model", "llm.response.model_name", "llm.model_name", "embedding.model_name"
+    ),
+    "request_model": _keys("gen_ai.request.model", "llm.request.model", "embedding.model_name")
+    + (
+        Source("llm.invocation_parameters", "model"),
+        Source("embedding.invocation_parameters", "model"),
+    )
+    + _keys("langfuse.observation.model.name"),
+    "provider": _keys("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "input_tokens": _keys(
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.usage.prompt_tokens",
+        "llm.token_count.prompt",
+    )
+    + (
+        Source("langfuse.observation.usage_details", "input"),
+        Source("langfuse.observation.usage_details", "prompt_tokens"),
+    ),
+    "output_tokens": _keys(
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.usage.completion_tokens",
+        "llm.token_count.completion",
+    )
+    + (
+        Source("langfuse.observation.usage_details", "output"),
+        Source("langfuse.observation.usage_details", "completion_tokens"),
+    ),
+    "cache_read_tokens": _keys(
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+        "gen_ai.usage.details.cache_read_tokens",  # pydantic-ai
+    ),
+    "cache_write_tokens": _keys(
+        "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+        "gen_ai.usage.details.cache_write_tokens",  # pydantic-ai
+    ),
+    "reasoning_tokens": _keys(
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+    ),
+    "cost": _keys("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
+    + (Source("langfuse.observation.cost_details", "total"),),
+    "streaming": _keys("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming", "gen_ai.request.is_stream")
+    + (
+        Source("llm.invocation_parameters", "stream", json_default=False),
+        Source("embedding.invocation_parameters", "stream", json_default=False),
+    ),
+    "error_type": _keys("error.type"),
+}
+
+# Fields that an LLM span inherits from its ancestors (nearest first) and, last, from the resource.
+IDENTITY_FIELDS = ("user_id", "session_id")
+
+# Fields that must be whole, non-negative numbers.
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+# What marks a span as an LLM call: a model operation, an LLM kind, or (for an unknown operation
+# or none) a model attribute together with a token attribute. Keys are the field names above.
+MODEL_OPERATIONS = frozenset(
+    {"chat", "generate_content", "text_completion", "completion", "embeddings", "embedding"}
+)
+LLM_KIND_VALUES = {
+    "openinference_kind": frozenset({"llm", "embedding"}),
+    "langfuse_type": frozenset({"generation", "embedding"}),
+}
+# GenAI operations that describe work around model calls, not a model call: an agent span carries
+# aggregated usage of the calls inside it, so counting it would count those tokens twice.
+NON_MODEL_OPERATIONS = frozenset(
+    {
+        "invoke_agent",
+        "create_agent",
+        "execute_tool",
+        "invoke_workflow",
+        "retrieval",
+        "plan",
+        "workflow",
+        "task",
+        "tool",
+        "agent",
+        "rerank",
+    }
+)
+# How operation names are written down (older OpenLLMetry `llm.request.type`, OpenInference kinds).
+OPERATION_ALIASES = {
+    "completion": "text_completion",
+    "embedding": "embeddings",
+    "llm": "chat",
+    "generation": "chat",
+}
+
+# Custom properties: these prefixes are stripped and the rest of the key, lower-cased, is the
+# property name. Earlier prefixes win when two name the same property on one span.
+PROPERTY_PREFIXES = (
+    "property.",
+    "helicone.property.",
+    "traceloop.association.properties.",
+    "langfuse.trace.metadata.",
+    "langfuse.metadata.",
+    "langfuse.observation.metadata.",
+    "http.request.header.helicone-property-",
+    "http.request.header.helicone_property_",
+)
+# Property names under those prefixes that are identity, not properties.
+PROPERTY_EXCLUDED = frozenset({"user_id", "session_id"})
+# Attributes whose value is a JSON object of properties (its top-level scalar keys).
+PROPERTY_JSON_KEYS = ("metadata",)
+
+# Resource attributes.
+SERVICE_NAME_KEY = "service.name"
+ENVIRONMENT_KEYS = ("deployment.environment.name", "deployment.environment")
+
+# Provider names as instrumentations write them -> the stored, lower-case name.
+PROVIDER_ALIASES = {
+    "az.ai.openai": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference",
+}

@@ -1,0 +1,32 @@
+"""The few domain errors, and the one table that maps them to protocol answers."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class UserMetricsError(Exception):
+    """Base of the errors a front-end turns into a protocol answer."""
+
+
+class InvalidInput(UserMetricsError):
+    """The request cannot be decoded or is malformed (not retryable)."""
+
+
+class Unavailable(UserMetricsError):
+    """The service cannot take the request now (retryable: store down, shutting down)."""
+
+
+# error class -> (gRPC status, HTTP status). Looked up by the front-ends, nowhere else.
+PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
+    InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
+}
+
+
+def grpc_status(error: UserMetricsError) -> grpc.StatusCode:
+    """The gRPC status code for a domain error."""
+    for cls in type(error).__mro__:
+        if cls in PROTOCOL_STATUS:
+            return PROTOCOL_STATUS[cls][0]
+    return grpc.StatusCode.INTERNAL

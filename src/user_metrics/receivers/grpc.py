@@ -1,0 +1,52 @@
+"""OTLP/gRPC front-end: ``TraceService/Export`` over the shared ingest core.
+
+Registered as a generic handler that receives the raw request bytes, so an undecodable body is
+answered ``INVALID_ARGUMENT`` with a message (a generated servicer would answer ``INTERNAL``).
+gRPC itself decompresses gzip and enforces the message size limit (``RESOURCE_EXHAUSTED``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from user_metrics.errors import UserMetricsError, grpc_status
+from user_metrics.ingest import Ingestor, decode_protobuf
+
+log = logging.getLogger(__name__)
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+def trace_service_handler(ingestor: Ingestor) -> grpc.GenericRpcHandler:
+    """The OTLP trace Export method, bound to an ingestor."""
+
+    def export(body: bytes, context: Any) -> ExportTraceServiceResponse:
+        try:
+            result = ingestor.export(decode_protobuf(body))
+        except UserMetricsError as exc:
+            context.abort(grpc_status(exc), str(exc))
+        if not result.rejected_spans:
+            return ExportTraceServiceResponse()
+        return ExportTraceServiceResponse(
+            partial_success=ExportTracePartialSuccess(
+                rejected_spans=result.rejected_spans, error_message=result.error_message
+            )
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                export,
+                request_deserializer=None,  # raw bytes: we decode, and answer bad input ourselves
+                response_serializer=ExportTraceServiceResponse.SerializeToString,
+            )
+        },
+    )

@@ -1,0 +1,153 @@
+"""Settings, declared once as data: flag > ``USER_METRICS_*`` environment > TOML file > default.
+
+``load_settings`` is the only place that reads the environment or the config file; the frozen
+``Settings`` it returns is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "USER_METRICS_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting: its name (TOML key), type, default and the help shown everywhere."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SPECS: tuple[SettingSpec, ...] = (
+    SettingSpec("db", str, "./user_metrics.duckdb", "DuckDB database file (created if missing)"),
+    SettingSpec(
+        "grpc_listen", str, "127.0.0.1:4317", "OTLP/gRPC listen address HOST:PORT (port 0 picks a free port)"
+    ),
+    SettingSpec(
+        "price_file", str, "", "TOML file of model prices that add to or override genai-prices' data"
+    ),
+    SettingSpec(
+        "property_keys",
+        list,
+        (),
+        "bare attribute keys recorded as custom properties, e.g. plan,feature (OpenLIT copies custom "
+        "attributes un-prefixed)",
+    ),
+    SettingSpec("max_message_mib", int, 64, "largest OTLP request accepted, in MiB (after decompression)"),
+    SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
+    SettingSpec("grpc_workers", int, 16, "gRPC worker threads (concurrent Export calls being served)"),
+    SettingSpec("log_level", str, "info", "debug, info, warning or error"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one service instance."""
+
+    db: str = "./user_metrics.duckdb"
+    grpc_listen: str = "127.0.0.1:4317"
+    price_file: str = ""
+    property_keys: tuple[str, ...] = ()
+    max_message_mib: int = 64
+    max_value_length: int = 4096
+    grpc_workers: int = 16
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        split_address(self.grpc_listen, "grpc_listen")
+        for name in ("max_message_mib", "max_value_length", "grpc_workers"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_message_mib > 2047:
+            raise SettingsError("max_message_mib must be below 2048 (gRPC's limit is 2 GiB)")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+        if not self.db:
+            raise SettingsError("db must name a file")
+
+
+assert [s.name for s in SPECS] == [f.name for f in fields(Settings)], "SPECS and Settings disagree"
+
+
+def split_address(address: str, name: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') -> (host, port)."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise SettingsError(f"{name} must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port_text)
+
+
+def _convert(spec: SettingSpec, value: Any, origin: str) -> Any:
+    if spec.kind is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{spec.name} ({origin}) must be a list of strings")
+        return tuple(value)
+    if spec.kind is int:
+        if isinstance(value, bool):
+            raise SettingsError(f"{spec.name} ({origin}) must be a whole number")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{spec.name} ({origin}) must be a whole number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise SettingsError(f"{spec.name} ({origin}) must be a string, got {value!r}")
+    return value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The TOML config file as a dict; unknown keys are an error."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    known = {s.name for s in SPECS}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown settings {unknown}; known: {sorted(known)}")
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Resolve every setting: flags > environment > config file > defaults."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(CONFIG_ENV) or None
+    file_values = read_config_file(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        if spec.name in flags:
+            values[spec.name] = _convert(spec, flags[spec.name], spec.flag)
+        elif spec.env in environ:
+            values[spec.name] = _convert(spec, environ[spec.env], spec.env)
+        elif spec.name in file_values:
+            values[spec.name] = _convert(spec, file_values[spec.name], f"in {config_file}")
+    return Settings(**values)

@@ -1,0 +1,32 @@
+"""The service's own counters (spans received, stored, rejected; commits), thread-safe."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    """Monotonic counters, read by logs now and by ``/metrics`` later."""
+
+    exports: int = 0
+    spans_received: int = 0
+    spans_skipped: int = 0  # not LLM calls
+    spans_rejected: Counter[str] = field(default_factory=Counter)  # by reason
+    spans_stored: int = 0
+    spans_duplicate: int = 0
+    values_truncated: int = 0
+    commits: int = 0
+    commit_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **amounts: int | float) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.spans_rejected[reason] += count

@@ -1,0 +1,223 @@
+"""The store: the ``requests`` table in DuckDB, written by one thread with group commit.
+
+Front-ends hand ``write`` an Arrow table and wait on the returned future; it resolves only after
+the transaction holding those rows has committed (DuckDB syncs its WAL on commit). The writer
+thread takes everything queued while the previous commit ran and commits it together, so many
+small exports share one disk sync.
+
+Each (trace_id, span_id) is stored once. ``span_keys`` holds a 127-bit hash of the pair under a
+primary key: the fast path inserts keys and rows in one transaction; a constraint violation (a
+retry, a replay) rolls back and takes the slow path, which inserts keys with
+``ON CONFLICT DO NOTHING RETURNING`` and stores only the rows whose keys were new.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from user_metrics.errors import Unavailable
+from user_metrics.stats import Stats
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+
+REQUESTS_DDL = """
+CREATE TABLE IF NOT EXISTS requests (
+    trace_id           VARCHAR NOT NULL,
+    span_id            VARCHAR NOT NULL,
+    parent_span_id     VARCHAR,
+    start_time         TIMESTAMPTZ NOT NULL,
+    duration_ms        DOUBLE,
+    user_id            VARCHAR,
+    session_id         VARCHAR,
+    service_name       VARCHAR,
+    environment        VARCHAR,
+    operation          VARCHAR,
+    provider           VARCHAR,
+    request_model      VARCHAR,
+    response_model     VARCHAR,
+    input_tokens       BIGINT,
+    output_tokens      BIGINT,
+    cache_read_tokens  BIGINT,
+    cache_write_tokens BIGINT,
+    reasoning_tokens   BIGINT,
+    cost_usd           DECIMAL(18, 9),
+    cost_source        VARCHAR NOT NULL,
+    status             VARCHAR NOT NULL,
+    error_type         VARCHAR,
+    streaming          BOOLEAN,
+    properties         MAP(VARCHAR, VARCHAR)
+)
+"""
+OTHER_DDL = (
+    "CREATE TABLE IF NOT EXISTS span_keys (k HUGEINT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+)
+# 32 + 16 hex characters, so the concatenation is unambiguous; >> 1 makes md5's 128 bits fit HUGEINT.
+SPAN_KEY_SQL = "(md5_number(trace_id || span_id) >> 1)::HUGEINT"
+
+
+@dataclass
+class _Pending:
+    table: pa.Table
+    future: Future[int]
+
+
+_STOP = object()
+
+
+class Store:
+    """Owns the DuckDB file while the service runs; one writer thread."""
+
+    def __init__(self, path: str | Path, stats: Stats, *, max_group_rows: int = 200_000) -> None:
+        self.path = str(path)
+        self._stats = stats
+        self._max_group_rows = max_group_rows
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.Error as exc:
+            raise Unavailable(f"cannot open database {self.path}: {exc}") from exc
+        self._init_schema()
+        self._queue: queue.Queue[_Pending | object] = queue.Queue()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def _init_schema(self) -> None:
+        con = self._con
+        con.execute("BEGIN")
+        con.execute(REQUESTS_DDL)
+        for ddl in OTHER_DDL:
+            con.execute(ddl)
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        elif row[0] != SCHEMA_VERSION:
+            con.execute("ROLLBACK")
+            raise Unavailable(f"{self.path} has schema version {row[0]}, this build needs {SCHEMA_VERSION}")
+        con.execute("COMMIT")
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def write(self, table: pa.Table) -> Future[int]:
+        """Queue rows for the next commit; the future gives the number of new rows once durable."""
+        future: Future[int] = Future()
+        if self._closed:
+            future.set_exception(Unavailable("the store is shutting down"))
+            return future
+        self._queue.put(_Pending(table, future))
+        return future
+
+    def close(self) -> None:
+        """Commit everything queued, checkpoint, and close the file."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        try:
+            self._con.execute("CHECKPOINT")
+        finally:
+            self._con.close()
+
+    # ---- the writer thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            assert isinstance(item, _Pending)
+            group = [item]
+            rows = item.table.num_rows
+            while rows < self._max_group_rows:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(more, _Pending)
+                group.append(more)
+                rows += more.table.num_rows
+            self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        started = time.perf_counter()
+        table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
+        try:
+            stored = self._insert(table)
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting exporters
+            log.exception("commit of %d rows failed", table.num_rows)
+            error = Unavailable(f"could not store the batch: {exc}")
+            for pending in group:
+                pending.future.set_exception(error)
+            return
+        self._stats.add(
+            commits=1,
+            commit_seconds=time.perf_counter() - started,
+            spans_stored=stored,
+            spans_duplicate=table.num_rows - stored,
+        )
+        for pending in group:
+            pending.future.set_result(pending.table.num_rows)
+
+    def _insert(self, batch: pa.Table) -> int:
+        con = self._con
+        con.register("batch", batch)
+        try:
+            con.execute("BEGIN")
+            try:
+                con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
+                con.execute("INSERT INTO requests SELECT * FROM batch")
+                con.execute("COMMIT")
+                return batch.num_rows
+            except duckdb.ConstraintException:
+                con.execute("ROLLBACK")
+            return self._insert_new_only()
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        finally:
+            con.unregister("batch")
+
+    def _insert_new_only(self) -> int:
+        con = self._con
+        con.execute("BEGIN")
+        fresh = con.execute(
+            f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM batch "
+            "ON CONFLICT DO NOTHING RETURNING k"
+        ).arrow()
+        con.register("fresh_keys", fresh)
+        try:
+            con.execute(
+                f"""INSERT INTO requests
+                SELECT * EXCLUDE (_k, _n) FROM (
+                    SELECT *, {SPAN_KEY_SQL} AS _k,
+                           row_number() OVER (PARTITION BY {SPAN_KEY_SQL}) AS _n
+                    FROM batch)
+                WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
+            )
+        finally:
+            con.unregister("fresh_keys")
+        con.execute("COMMIT")
+        return fresh.num_rows

@@ -1,0 +1,84 @@
+"""Shared fixtures: a real service on a free loopback port, real DuckDB files, capture loading."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from user_metrics.app import App
+from user_metrics.settings import Settings
+
+CAPTURES = Path(__file__).parent / "captures"
+CAPTURE_NAMES = sorted(p.name for p in CAPTURES.iterdir() if p.is_dir())
+
+
+def capture_expected(name: str) -> list[dict[str, Any]]:
+    """The ground truth rows of one capture (one per call)."""
+    lines = (CAPTURES / name / "expected.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def capture_requests(name: str) -> list[bytes]:
+    """The raw Export requests of one capture, byte for byte."""
+    return [p.read_bytes() for p in sorted((CAPTURES / name / "raw").glob("*.pb"))]
+
+
+def read_requests(db: Path, where: str = "TRUE") -> list[dict[str, Any]]:
+    """All rows of `requests` (read-only; the server must be stopped)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cur = con.execute(f"SELECT * FROM requests WHERE {where} ORDER BY start_time, span_id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+class Service:
+    """Starts and restarts a real App on a DuckDB file; `target` is its gRPC address."""
+
+    def __init__(self, db: Path, **overrides: Any) -> None:
+        self.settings = replace(Settings(db=str(db), grpc_listen="127.0.0.1:0"), **overrides)
+        self.db = db
+        self.app: App | None = None
+
+    @property
+    def target(self) -> str:
+        assert self.app is not None
+        return self.app.grpc_address
+
+    def start(self) -> App:
+        self.app = App(self.settings)
+        self.app.start()
+        return self.app
+
+    def stop(self) -> None:
+        if self.app is not None:
+            self.app.stop()
+            self.app = None
+
+    def restart(self) -> App:
+        """Stop, then start again on the same file and the same port."""
+        port = self.target.rsplit(":", 1)[1]
+        self.stop()
+        self.settings = replace(self.settings, grpc_listen=f"127.0.0.1:{port}")
+        return self.start()
+
+    def rows(self, where: str = "TRUE") -> list[dict[str, Any]]:
+        """Stop the service (it holds the file) and read what it stored."""
+        self.stop()
+        return read_requests(self.db, where)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(tmp_path / "user_metrics.duckdb")
+    svc.start()
+    yield svc
+    svc.stop()
