@@ -206,7 +206,7 @@ class Store:
         fresh = con.execute(
             f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM batch "
             "ON CONFLICT DO NOTHING RETURNING k"
-        ).arrow()
+        ).to_arrow_table()
         con.register("fresh_keys", fresh)
         try:
             con.execute(
