@@ -73,7 +73,9 @@ def request(spans: Sequence[Span], resource: Mapping[str, Any] | None = None) ->
     return req
 
 
-def chat(user: str | None = "u1", model: str = "gpt-4o-mini", inp: int = 100, out: int = 50, **more: Any) -> dict[str, Any]:
+def chat(
+    user: str | None = "u1", model: str = "gpt-4o-mini", inp: int = 100, out: int = 50, **more: Any
+) -> dict[str, Any]:
     """Attributes of a current-semconv chat span."""
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "chat",

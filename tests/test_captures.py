@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import CAPTURE_NAMES, capture_expected, capture_requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from conftest import CAPTURE_NAMES, capture_expected, capture_requests
 from user_metrics.mapping import RequestRecord, compile_conventions, map_request
 
 NOW = 2**63 - 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import Service
 from genai_prices import Usage, calc_price
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import Compression, OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -16,19 +17,49 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
-
-from conftest import Service
 from otlp import chat, request, span
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 START = int(datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp() * 1e9)
 
 CALLS: list[dict[str, Any]] = [
-    {"user": "alice", "plan": "free", "model": "gpt-4o-mini", "in": 1200, "out": 300, "cached": 200, "reasoning": 0},
+    {
+        "user": "alice",
+        "plan": "free",
+        "model": "gpt-4o-mini",
+        "in": 1200,
+        "out": 300,
+        "cached": 200,
+        "reasoning": 0,
+    },
     {"user": "alice", "plan": "free", "model": "gpt-4o", "in": 50, "out": 900, "cached": 0, "reasoning": 120},
-    {"user": "bob", "plan": "premium", "model": "gpt-4o", "in": 3000, "out": 10, "cached": 1024, "reasoning": 0},
-    {"user": "carol 'quoted' ✓", "plan": "premium", "model": "o3", "in": 777, "out": 5555, "cached": 0, "reasoning": 4000},
-    {"user": "dave", "plan": "free", "model": "no-such-model-xyz", "in": 10, "out": 10, "cached": 0, "reasoning": 0},
+    {
+        "user": "bob",
+        "plan": "premium",
+        "model": "gpt-4o",
+        "in": 3000,
+        "out": 10,
+        "cached": 1024,
+        "reasoning": 0,
+    },
+    {
+        "user": "carol 'quoted' ✓",
+        "plan": "premium",
+        "model": "o3",
+        "in": 777,
+        "out": 5555,
+        "cached": 0,
+        "reasoning": 4000,
+    },
+    {
+        "user": "dave",
+        "plan": "free",
+        "model": "no-such-model-xyz",
+        "in": 10,
+        "out": 10,
+        "cached": 0,
+        "reasoning": 0,
+    },
 ]
 
 
@@ -53,14 +84,22 @@ def expected_cost(call: dict[str, Any], start_ns: int) -> Decimal | None:
 
 def send_with_sdk(target: str, calls: list[dict[str, Any]]) -> None:
     """One `handle_request` parent span with the user and plan; its child is the LLM span."""
-    provider = TracerProvider(resource=Resource.create({"service.name": "shop", "deployment.environment.name": "test"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "shop", "deployment.environment.name": "test"})
+    )
     exporter = OTLPSpanExporter(endpoint=target, insecure=True, compression=Compression.Gzip)
     # One Export request: attribution across requests is a later feature (parents end after children).
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=512))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=512)
+    )
     tracer = provider.get_tracer("tests")
     for i, call in enumerate(calls):
         t = START + i * 1_000_000_000
-        parent = tracer.start_span("handle_request", start_time=t, attributes={"user.id": call["user"], "property.Plan": call["plan"]})
+        parent = tracer.start_span(
+            "handle_request",
+            start_time=t,
+            attributes={"user.id": call["user"], "property.Plan": call["plan"]},
+        )
         from opentelemetry.trace import set_span_in_context
 
         child = tracer.start_span(
@@ -87,8 +126,12 @@ def send_with_sdk(target: str, calls: list[dict[str, Any]]) -> None:
 
 
 def raw_export(target: str, body: bytes, **kw: Any) -> ExportTraceServiceResponse:
-    with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]) as channel:
-        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString)
+    with grpc.insecure_channel(
+        target, options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]
+    ) as channel:
+        call = channel.unary_unary(
+            EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+        )
         return call(body, timeout=30, **kw)
 
 
@@ -178,8 +221,12 @@ class TestBadInput:
     def test_ten_megabyte_attribute_is_accepted(self, service: Service) -> None:
         """A 10 MB attribute value (prompt content) is accepted; the stored property is cut to the limit."""
         big = "x" * (10 * 1024 * 1024)
-        body = request([span(chat(user="big", **{"gen_ai.input.messages": big, "property.blob": big}))]).SerializeToString()
-        assert not raw_export(service.target, body, compression=grpc.Compression.Gzip).HasField("partial_success")
+        body = request(
+            [span(chat(user="big", **{"gen_ai.input.messages": big, "property.blob": big}))]
+        ).SerializeToString()
+        assert not raw_export(service.target, body, compression=grpc.Compression.Gzip).HasField(
+            "partial_success"
+        )
         (row,) = service.rows()
         assert row["user_id"] == "big" and len(row["properties"]["blob"]) == service.settings.max_value_length
 
@@ -193,7 +240,9 @@ class TestBadInput:
         svc = Service(tmp_path / "limit.duckdb", max_message_mib=1)
         svc.start()
         try:
-            body = request([span(chat(**{"gen_ai.input.messages": "y" * (2 * 1024 * 1024)}))]).SerializeToString()
+            body = request(
+                [span(chat(**{"gen_ai.input.messages": "y" * (2 * 1024 * 1024)}))]
+            ).SerializeToString()
             with pytest.raises(grpc.RpcError) as info:
                 raw_export(svc.target, body)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -203,7 +252,9 @@ class TestBadInput:
 
     def test_non_llm_spans_are_skipped_not_errors(self, service: Service) -> None:
         """HTTP and database spans are not requests and are not rejected."""
-        body = request([span({"http.request.method": "GET"}), span({"db.system": "postgresql"})]).SerializeToString()
+        body = request(
+            [span({"http.request.method": "GET"}), span({"db.system": "postgresql"})]
+        ).SerializeToString()
         assert not raw_export(service.target, body).HasField("partial_success")
         assert service.rows() == []
 

@@ -7,8 +7,8 @@ import os
 from decimal import Decimal
 
 import pytest
-
 from otlp import T0, chat, request, span
+
 from user_metrics.mapping import compile_conventions, map_request
 
 NOW = T0 + 10**12
@@ -76,7 +76,11 @@ class TestDialects:
                 "operation.cost": 0.000363,
             }
         )
-        assert (r.provider, r.response_model, r.operation) == ("anthropic", "claude-3-5-sonnet-20241022", None)
+        assert (r.provider, r.response_model, r.operation) == (
+            "anthropic",
+            "claude-3-5-sonnet-20241022",
+            None,
+        )
         assert r.cost_usd == Decimal("0.000363")
 
     def test_older_openllmetry_keys(self) -> None:
@@ -94,7 +98,12 @@ class TestDialects:
                 "llm.user": "old-user",
             }
         )
-        assert (r.provider, r.operation, r.user_id, r.streaming) == ("openai", "text_completion", "old-user", False)
+        assert (r.provider, r.operation, r.user_id, r.streaming) == (
+            "openai",
+            "text_completion",
+            "old-user",
+            False,
+        )
         assert (r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens) == (12, 4, 2, 3)
 
     def test_helicone_header_bridge(self) -> None:
@@ -114,7 +123,9 @@ class TestDialects:
 
     def test_priority_first_match_wins(self) -> None:
         """user.id beats gen_ai.user; response model is separate from request model; empty strings are missing."""
-        r = map_one(chat(user="", **{"enduser.id": "eu", "gen_ai.user": "param", "gen_ai.response.model": "snap"}))
+        r = map_one(
+            chat(user="", **{"enduser.id": "eu", "gen_ai.user": "param", "gen_ai.response.model": "snap"})
+        )
         assert r.user_id == "eu"
         assert (r.request_model, r.response_model) == ("gpt-4o-mini", "snap")
 
@@ -125,7 +136,10 @@ class TestDialects:
 
     def test_user_from_resource_when_no_span_has_one(self) -> None:
         """A user on the resource applies when the span and its ancestors name none."""
-        r = map_one(chat(user=None), resource={"service.name": "svc", "user.id": "res-user", "deployment.environment": "prod"})
+        r = map_one(
+            chat(user=None),
+            resource={"service.name": "svc", "user.id": "res-user", "deployment.environment": "prod"},
+        )
         assert (r.user_id, r.service_name, r.environment) == ("res-user", "svc", "prod")
 
     def test_agent_and_tool_spans_are_not_requests(self) -> None:
@@ -144,7 +158,16 @@ class TestInheritance:
         tid = os.urandom(16)
         root, mid, leaf = os.urandom(8), os.urandom(8), os.urandom(8)
         spans = [
-            span({"user.id": "root-user", "session.id": "s-root", "property.plan": "free", "property.region": "us"}, trace_id=tid, span_id=root),
+            span(
+                {
+                    "user.id": "root-user",
+                    "session.id": "s-root",
+                    "property.plan": "free",
+                    "property.region": "us",
+                },
+                trace_id=tid,
+                span_id=root,
+            ),
             span({"user.id": "mid-user", "property.plan": "pro"}, trace_id=tid, span_id=mid, parent=root),
             span(chat(user=None, **{"property.feature": "chat"}), trace_id=tid, span_id=leaf, parent=mid),
         ]
@@ -156,7 +179,10 @@ class TestInheritance:
     def test_own_attributes_win_over_ancestors(self) -> None:
         """The LLM span's own user beats its parent's."""
         tid, parent = os.urandom(16), os.urandom(8)
-        spans = [span({"user.id": "parent"}, trace_id=tid, span_id=parent), span(chat(user="own"), trace_id=tid, parent=parent)]
+        spans = [
+            span({"user.id": "parent"}, trace_id=tid, span_id=parent),
+            span(chat(user="own"), trace_id=tid, parent=parent),
+        ]
         (r,) = map_request(request(spans), compile_conventions(), now_unix_nano=NOW).records
         assert r.user_id == "own"
 
@@ -170,7 +196,10 @@ class TestInheritance:
     def test_parent_cycle_terminates(self) -> None:
         """Spans that name each other as parents (malformed input) do not loop."""
         tid, a, b = os.urandom(16), os.urandom(8), os.urandom(8)
-        spans = [span({"user.id": "x"}, trace_id=tid, span_id=a, parent=b), span(chat(user=None), trace_id=tid, span_id=b, parent=a)]
+        spans = [
+            span({"user.id": "x"}, trace_id=tid, span_id=a, parent=b),
+            span(chat(user=None), trace_id=tid, span_id=b, parent=a),
+        ]
         (r,) = map_request(request(spans), compile_conventions(), now_unix_nano=NOW).records
         assert r.user_id == "x"
 
@@ -181,7 +210,10 @@ class TestRejections:
         [
             ({"gen_ai.usage.input_tokens": "lots"}, "gen_ai.usage.input_tokens is not a number: 'lots'"),
             ({"gen_ai.usage.input_tokens": -5}, "gen_ai.usage.input_tokens is negative"),
-            ({"gen_ai.usage.output_tokens": float("nan")}, "gen_ai.usage.output_tokens is not a whole token count"),
+            (
+                {"gen_ai.usage.output_tokens": float("nan")},
+                "gen_ai.usage.output_tokens is not a whole token count",
+            ),
             ({"gen_ai.usage.output_tokens": 1.5}, "gen_ai.usage.output_tokens is not a whole token count"),
             ({"gen_ai.usage.input_tokens": True}, "gen_ai.usage.input_tokens is not a token count"),
             ({"gen_ai.usage.cost": "free"}, "gen_ai.usage.cost is not a number"),
@@ -223,7 +255,9 @@ class TestRejections:
     def test_long_values_are_truncated_and_counted(self) -> None:
         """Values over the length limit are cut, and the cut is counted."""
         conv = compile_conventions(max_value_length=16)
-        mapped = map_request(request([span(chat(user="u" * 100, **{"property.note": "n" * 100}))]), conv, now_unix_nano=NOW)
+        mapped = map_request(
+            request([span(chat(user="u" * 100, **{"property.note": "n" * 100}))]), conv, now_unix_nano=NOW
+        )
         (r,) = mapped.records
         assert r.user_id == "u" * 16 and r.properties == {"note": "n" * 16}
         assert mapped.truncated_values == 2

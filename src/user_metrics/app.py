@@ -39,6 +39,8 @@ class App:
             handlers=[trace_service_handler(self.ingestor)],
             options=[
                 ("grpc.max_receive_message_length", limit),
+                # Without this gRPC sets SO_REUSEPORT and a second server silently shares the port.
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_send_message_length", 16 * 1024 * 1024),
             ],
         )

@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         if spec.kind is list:
             serve.add_argument(spec.flag, dest=spec.name, action="append", metavar="KEY", help=help_text)
         else:
-            serve.add_argument(spec.flag, dest=spec.name, type=spec.kind, metavar=spec.name.upper(), help=help_text)
+            serve.add_argument(
+                spec.flag, dest=spec.name, type=spec.kind, metavar=spec.name.upper(), help=help_text
+            )
     return parser
 
 

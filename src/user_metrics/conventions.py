@@ -110,7 +110,9 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     ),
     "cost": _keys("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
     + (Source("langfuse.observation.cost_details", "total"),),
-    "streaming": _keys("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming", "gen_ai.request.is_stream")
+    "streaming": _keys(
+        "gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming", "gen_ai.request.is_stream"
+    )
     + (
         Source("llm.invocation_parameters", "stream", json_default=False),
         Source("embedding.invocation_parameters", "stream", json_default=False),

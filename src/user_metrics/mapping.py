@@ -97,9 +97,7 @@ class Conventions:
     max_value_length: int
 
 
-def compile_conventions(
-    bare_property_keys: Iterable[str] = (), max_value_length: int = 4096
-) -> Conventions:
+def compile_conventions(bare_property_keys: Iterable[str] = (), max_value_length: int = 4096) -> Conventions:
     """Index ``conventions.FIELDS`` by attribute key. Done once at start-up."""
     by_key: dict[str, list[_Target]] = {}
     for field_name, sources in c.FIELDS.items():
@@ -415,9 +413,7 @@ def map_request(
             record = _record(span, scan, user_id, session_id, properties, service_name, environment)
             _check_time(span, future_limit)
         except MappingError as exc:
-            out.rejected.append(
-                Rejection(span.trace_id.hex(), span.span_id.hex(), span.name[:128], str(exc))
-            )
+            out.rejected.append(Rejection(span.trace_id.hex(), span.span_id.hex(), span.name[:128], str(exc)))
             continue
         record, cut = _truncate(record, limit)
         out.truncated_values += cut

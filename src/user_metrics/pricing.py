@@ -134,7 +134,9 @@ def load_price_file(path: str | Path) -> list[CustomPrice]:
         if not isinstance(entry.get("name"), str) or not entry["name"]:
             raise PriceFileError(f"{where}: 'name' (the model name) is required")
 
-        def usd(key: str, default: Decimal | None = None, *, _entry: Any = entry, _where: str = where) -> Decimal:
+        def usd(
+            key: str, default: Decimal | None = None, *, _entry: Any = entry, _where: str = where
+        ) -> Decimal:
             value = _entry.get(key)
             if value is None:
                 if default is None:

@@ -1,0 +1,150 @@
+"""`user-metrics serve` as a real process: start-up line, clean shutdown, durability of acknowledged spans."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import read_requests
+from otlp import chat, request, span
+from test_grpc_receiver import raw_export
+
+LISTENING = re.compile(r"OTLP gRPC on (\S+); database (\S+)")
+
+
+def start_server(
+    db: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "user_metrics",
+            "serve",
+            "--db",
+            str(db),
+            "--grpc-listen",
+            "127.0.0.1:0",
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        match = LISTENING.search(line)
+        if match:
+            assert match.group(2) == str(db.resolve())
+            return proc, match.group(1)
+    proc.kill()
+    raise AssertionError(f"server did not start: {proc.stderr.read()}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_shuts_down_cleanly_and_keeps_everything(tmp_path: Path, signum: int) -> None:
+    """SIGTERM/SIGINT stop the server with exit code 0; all acknowledged spans are in the file."""
+    db = tmp_path / "um.duckdb"
+    proc, target = start_server(db)
+    for i in range(5):
+        raw_export(target, request([span(chat(user=f"user{i}")) for _ in range(10)]).SerializeToString())
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped: 50 spans stored" in err
+    assert len(read_requests(db)) == 50
+
+
+def test_acknowledged_spans_survive_sigkill(tmp_path: Path) -> None:
+    """An Export that returned success is on disk: SIGKILL right after it loses nothing."""
+    db = tmp_path / "um.duckdb"
+    proc, target = start_server(db)
+    sent = [span(chat(user="durable")) for _ in range(25)]
+    raw_export(target, request(sent).SerializeToString())
+    proc.kill()
+    proc.wait(timeout=10)
+    rows = read_requests(db)
+    assert sorted(r["span_id"] for r in rows) == sorted(s.span_id.hex() for s in sent)
+    # ...and a restart on the WAL-recovered file dedupes the exporter's retry.
+    proc, target = start_server(db)
+    raw_export(target, request(sent).SerializeToString())
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert len(read_requests(db)) == 25
+
+
+def test_environment_and_config_file_are_used(tmp_path: Path) -> None:
+    """USER_METRICS_* and a --config TOML file configure the server."""
+    config = tmp_path / "um.toml"
+    config.write_text('property_keys = ["plan"]\n')
+    db = tmp_path / "env.duckdb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "user_metrics", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "USER_METRICS_DB": str(db), "USER_METRICS_GRPC_LISTEN": "127.0.0.1:0"},
+    )
+    assert proc.stderr is not None
+    target = LISTENING.search(proc.stderr.readline())
+    assert target, "no start-up line"
+    raw_export(target.group(1), request([span(chat(user="cfg", plan="gold"))]).SerializeToString())
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert [r["properties"] for r in read_requests(db)] == [{"plan": "gold"}]
+
+
+def test_bad_setting_exits_with_a_clear_message(tmp_path: Path) -> None:
+    """A bad listen address is reported on stderr with exit code 2."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "user_metrics",
+            "serve",
+            "--db",
+            str(tmp_path / "x.duckdb"),
+            "--grpc-listen",
+            "nowhere",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "grpc_listen must be HOST:PORT" in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    """A second server on a taken port exits with a message instead of hanging."""
+    proc, target = start_server(tmp_path / "a.duckdb")
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "user_metrics",
+                "serve",
+                "--db",
+                str(tmp_path / "b.duckdb"),
+                "--grpc-listen",
+                target,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2
+        assert f"cannot listen on {target}" in result.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

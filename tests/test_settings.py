@@ -1,0 +1,82 @@
+"""Settings: flags > environment > TOML file > defaults, validated; every setting documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from user_metrics.settings import SPECS, Settings, SettingsError, load_settings
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_defaults() -> None:
+    """With nothing given, the service uses ./user_metrics.duckdb and 127.0.0.1:4317."""
+    s = load_settings({}, environ={})
+    assert (s.db, s.grpc_listen, s.max_message_mib) == ("./user_metrics.duckdb", "127.0.0.1:4317", 64)
+
+
+def test_precedence(tmp_path: Path) -> None:
+    """A flag beats the environment, which beats the file, which beats the default."""
+    config = tmp_path / "um.toml"
+    config.write_text(
+        'db = "file.duckdb"\ngrpc_listen = "127.0.0.1:1111"\nlog_level = "debug"\nproperty_keys = ["plan"]\n'
+    )
+    env = {
+        "USER_METRICS_GRPC_LISTEN": "127.0.0.1:2222",
+        "USER_METRICS_DB": "env.duckdb",
+        "USER_METRICS_CONFIG": str(config),
+    }
+    s = load_settings({"db": "flag.duckdb"}, environ=env)
+    assert (s.db, s.grpc_listen, s.log_level, s.property_keys) == (
+        "flag.duckdb",
+        "127.0.0.1:2222",
+        "debug",
+        ("plan",),
+    )
+
+
+def test_list_from_environment_is_comma_separated() -> None:
+    """USER_METRICS_PROPERTY_KEYS=plan,feature gives two keys."""
+    assert load_settings({}, environ={"USER_METRICS_PROPERTY_KEYS": "plan, feature"}).property_keys == (
+        "plan",
+        "feature",
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"USER_METRICS_GRPC_LISTEN": "nope"}, "HOST:PORT"),
+        ({"USER_METRICS_GRPC_LISTEN": "127.0.0.1:70000"}, "HOST:PORT"),
+        ({"USER_METRICS_MAX_MESSAGE_MIB": "lots"}, "whole number"),
+        ({"USER_METRICS_MAX_MESSAGE_MIB": "0"}, "at least 1"),
+        ({"USER_METRICS_LOG_LEVEL": "loud"}, "log_level"),
+    ],
+)
+def test_bad_values_are_refused(environ: dict[str, str], message: str) -> None:
+    """A value that cannot be used is an error naming the setting."""
+    with pytest.raises(SettingsError, match=message):
+        load_settings({}, environ=environ)
+
+
+def test_unknown_key_in_config_file(tmp_path: Path) -> None:
+    """A misspelt key in the TOML file is an error, not silently ignored."""
+    config = tmp_path / "um.toml"
+    config.write_text('grpc_lisen = "127.0.0.1:1"\n')
+    with pytest.raises(SettingsError, match="unknown settings"):
+        load_settings({}, environ={}, config_file=str(config))
+
+
+def test_every_setting_is_documented_in_readme() -> None:
+    """README names each setting's flag, environment variable and TOML key."""
+    text = README.read_text()
+    for spec in SPECS:
+        assert spec.flag in text and spec.env in text and f"`{spec.name}`" in text, spec.name
+
+
+def test_settings_object_is_frozen() -> None:
+    """Settings cannot be changed once built."""
+    with pytest.raises(AttributeError):
+        Settings().db = "x"  # type: ignore[misc]
