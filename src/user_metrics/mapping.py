@@ -124,6 +124,10 @@ def compile_conventions(bare_property_keys: Iterable[str] = (), max_value_length
 def any_value(value: AnyValue) -> Any:
     """An OTLP ``AnyValue`` as a plain Python value (None when unset)."""
     which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which == "int_value":
+        return value.int_value
     if which is None:
         return None
     if which == "array_value":
@@ -201,7 +205,7 @@ class _Scan:
     __slots__ = ("hits", "prefixed", "bare", "json_cache")
 
     def __init__(self) -> None:
-        self.hits: dict[str, list[tuple[int, str, _Target, AnyValue]]] = {}
+        self.hits: dict[str, list[tuple[_Target, str, AnyValue]]] = {}
         self.prefixed: list[tuple[str, AnyValue]] = []
         self.bare: list[tuple[str, AnyValue]] = []
         self.json_cache: dict[str, Any] = {}
@@ -215,8 +219,8 @@ class _Scan:
         if not candidates:
             return
         if len(candidates) > 1:
-            candidates.sort(key=lambda hit: hit[0])
-        for _rank, key, target, value in candidates:
+            candidates.sort(key=lambda hit: hit[0].rank)
+        for target, key, value in candidates:
             json_key = target.json_key
             if json_key is None:
                 yield key, any_value(value)
@@ -241,7 +245,21 @@ class _Scan:
             self.json_cache[key] = decoded
         return self.json_cache[key]
 
+    def _single(self, field_name: str) -> tuple[bool, Any]:
+        """(True, value) when the field has one plain source: the common case, without a generator."""
+        candidates = self.hits.get(field_name)
+        if candidates is None:
+            return True, None
+        if len(candidates) == 1:
+            target, _key, value = candidates[0]
+            if target.json_key is None:
+                return True, any_value(value)
+        return False, None
+
     def text(self, field_name: str) -> str | None:
+        simple, value = self._single(field_name)
+        if simple:
+            return _as_text(value)
         for _key, value in self.raw(field_name):
             text = _as_text(value)
             if text is not None:
@@ -249,6 +267,11 @@ class _Scan:
         return None
 
     def count(self, field_name: str) -> int | None:
+        simple, value = self._single(field_name)
+        if simple and (value is None or type(value) is int):
+            if value is not None and value < 0:
+                raise MappingError(f"{self.hits[field_name][0][1]} is negative: {value}")
+            return value
         for key, value in self.raw(field_name):
             if value is None or value == "":
                 continue
@@ -307,12 +330,11 @@ def scan_attributes(attributes: Sequence[Any], conv: Conventions) -> _Scan:
         if targets is not None:
             value = kv.value
             for target in targets:
-                entry = (target.rank, key, target, value)
                 bucket = hits.get(target.field)
                 if bucket is None:
-                    hits[target.field] = [entry]
+                    hits[target.field] = [(target, key, value)]
                 else:
-                    bucket.append(entry)
+                    bucket.append((target, key, value))
             if key in json_keys:
                 scan.bare.append((key, value))
         elif key.startswith(prefixes):
@@ -336,10 +358,8 @@ def _identity(scan: _Scan, conv: Conventions, parent: bytes) -> _Identity:
     return _Identity(scan.text("user_id"), scan.text("session_id"), scan.properties(conv), parent)
 
 
-def _is_llm_call(scan: _Scan) -> bool:
-    operation = scan.text("operation")
+def _is_llm_call(scan: _Scan, operation: str | None) -> bool:
     if operation is not None:
-        operation = operation.lower()
         if operation in c.MODEL_OPERATIONS:
             return True
         if operation in c.NON_MODEL_OPERATIONS:
@@ -354,13 +374,11 @@ def _is_llm_call(scan: _Scan) -> bool:
 
 
 def _operation(scan: _Scan) -> str | None:
+    """The operation as written (lower-case), else derived from an OpenInference/Langfuse kind."""
     operation = scan.text("operation")
     if operation is None:
         operation = scan.text("openinference_kind") or scan.text("langfuse_type")
-    if operation is None:
-        return None
-    operation = operation.lower()
-    return c.OPERATION_ALIASES.get(operation, operation)
+    return operation.lower() if operation is not None else None
 
 
 def _provider(scan: _Scan) -> str | None:
@@ -385,7 +403,7 @@ def map_request(
     future_limit = now_unix_nano + 86_400 * 10**9
     # (trace_id, span_id) -> identity facts of every span, for inheritance within the request.
     identities: dict[tuple[bytes, bytes], _Identity] = {}
-    pending: list[tuple[Any, _Scan, _Identity, _Identity, str | None, str | None]] = []
+    pending: list[tuple[Any, _Scan, str | None, _Identity, _Identity, str | None, str | None]] = []
 
     for resource_spans in request.resource_spans:
         resource_scan = scan_attributes(resource_spans.resource.attributes, conv)
@@ -396,21 +414,26 @@ def map_request(
                 scan = scan_attributes(span.attributes, conv)
                 identity = _identity(scan, conv, span.parent_span_id)
                 identities[(span.trace_id, span.span_id)] = identity
-                if _is_llm_call(scan):
-                    pending.append((span, scan, identity, resource_identity, service_name, environment))
+                operation = _operation(scan)
+                if _is_llm_call(scan, operation if scan.has("operation") else None):
+                    pending.append(
+                        (span, scan, operation, identity, resource_identity, service_name, environment)
+                    )
                 else:
                     out.skipped += 1
 
     seen: set[tuple[bytes, bytes]] = set()
     limit = conv.max_value_length
-    for span, scan, identity, resource_identity, service_name, environment in pending:
+    for span, scan, operation, identity, resource_identity, service_name, environment in pending:
         key = (span.trace_id, span.span_id)
         if key in seen:  # the same span twice in one request is one call
             continue
         seen.add(key)
         try:
             user_id, session_id, properties = _inherit(span, identity, resource_identity, identities)
-            record = _record(span, scan, user_id, session_id, properties, service_name, environment)
+            record = _record(
+                span, scan, operation, user_id, session_id, properties, service_name, environment
+            )
             _check_time(span, future_limit)
         except MappingError as exc:
             out.rejected.append(Rejection(span.trace_id.hex(), span.span_id.hex(), span.name[:128], str(exc)))
@@ -466,6 +489,7 @@ def _inherit(
 def _record(
     span: Any,
     scan: _Scan,
+    operation: str | None,
     user_id: str | None,
     session_id: str | None,
     properties: dict[str, str],
@@ -481,15 +505,19 @@ def _record(
     if is_error and error_type is None:
         error_type = span.status.message or None
     cost = None
-    for key, value in scan.raw("cost"):
-        if value is not None and value != "":
-            cost = _as_cost(value, key)
-            break
-    streaming = None
-    for _key, value in scan.raw("streaming"):
-        streaming = _as_bool(value)
-        if streaming is not None:
-            break
+    if scan.has("cost"):
+        for key, value in scan.raw("cost"):
+            if value is not None and value != "":
+                cost = _as_cost(value, key)
+                break
+    simple, streaming = scan._single("streaming")
+    if simple:
+        streaming = _as_bool(streaming)
+    else:
+        for _key, value in scan.raw("streaming"):
+            streaming = _as_bool(value)
+            if streaming is not None:
+                break
     parent = span.parent_span_id
     return RequestRecord(
         trace_id=span.trace_id.hex(),
@@ -501,7 +529,7 @@ def _record(
         session_id=session_id,
         service_name=service_name,
         environment=environment,
-        operation=_operation(scan),
+        operation=c.OPERATION_ALIASES.get(operation, operation) if operation else None,
         provider=_provider(scan),
         request_model=scan.text("request_model"),
         response_model=scan.text("response_model"),

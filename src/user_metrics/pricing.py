@@ -32,7 +32,6 @@ from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
 from user_metrics.mapping import RequestRecord
 
 ATTO_PER_NANO = 10**9
-ATTO_PER_USD = 10**18
 _MTOK = 1_000_000
 
 # gen_ai.provider.name values (and older gen_ai.system ones) -> genai-prices provider ids.
@@ -210,7 +209,7 @@ class Pricer:
         self._lock = threading.Lock()
 
     def _resolve(self, provider: str | None, model: str, minute: int) -> tuple[str, Any]:
-        """('custom', Coefficients) | ('computed', Coefficients | (provider, model, price)) | ('unpriced', None)."""
+        """(cost_source, how): Coefficients, a tiered (provider, model, price), or None if unpriced."""
         key = (provider, model, minute)
         hit = self._by_minute.get(key)
         if hit is not None:

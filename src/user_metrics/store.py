@@ -13,6 +13,7 @@ retry, a replay) rolls back and takes the slow path, which inserts keys with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -192,10 +193,8 @@ class Store:
                 con.execute("ROLLBACK")
             return self._insert_new_only()
         except BaseException:
-            try:
+            with contextlib.suppress(duckdb.Error):  # no transaction open is fine
                 con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             raise
         finally:
             con.unregister("batch")

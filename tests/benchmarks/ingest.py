@@ -1,0 +1,215 @@
+"""Ingest benchmark: durable spans/s over loopback gRPC, against the parse-only ceiling.
+
+    python tests/benchmarks/ingest.py [--requests 400] [--threads 1,4]
+
+For each client thread count, a separate client process pre-builds N Export requests of 512
+realistic LLM spans (unique ids, 1,000 users, 3 models, semconv attributes as the contrib and
+OpenLLMetry instrumentations write them), then sends them over loopback gRPC and times it.
+It runs twice: against the real service on a fresh DuckDB file (every answer means committed),
+and against a servicer that only parses the same requests (the ceiling). Prints spans/s and the
+ratio. Bounded: N requests per run, loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from otlp import attributes  # noqa: E402
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+SPANS_PER_REQUEST = 512
+MODELS = [
+    ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+    ("gpt-4o", "gpt-4o-2024-08-06"),
+    ("o3-mini", "o3-mini-2025-01-31"),
+]
+
+
+def build_request(rng: random.Random, now_ns: int) -> bytes:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(
+        attributes(
+            {
+                "service.name": "chat-api",
+                "deployment.environment.name": "prod",
+                "telemetry.sdk.language": "python",
+                "telemetry.sdk.name": "opentelemetry",
+                "telemetry.sdk.version": "1.45.2",
+            }
+        )
+    )
+    ss = rs.scope_spans.add()
+    ss.scope.name = "opentelemetry.instrumentation.openai_v2"
+    ss.scope.version = "2.4b0"
+    for _ in range(SPANS_PER_REQUEST):
+        user = int(rng.paretovariate(1.2)) % 1000
+        request_model, response_model = rng.choice(MODELS)
+        inp = rng.randint(20, 4000)
+        out = rng.randint(5, 1500)
+        start = now_ns - rng.randint(0, 60_000_000_000)
+        span = ss.spans.add()
+        span.trace_id = os.urandom(16)
+        span.span_id = os.urandom(8)
+        span.parent_span_id = os.urandom(8)
+        span.name = f"chat {request_model}"
+        span.kind = 3  # CLIENT
+        span.start_time_unix_nano = start
+        span.end_time_unix_nano = start + rng.randint(200_000_000, 9_000_000_000)
+        span.attributes.extend(
+            attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": request_model,
+                    "gen_ai.response.model": response_model,
+                    "gen_ai.response.id": f"chatcmpl-{rng.getrandbits(64):x}",
+                    "gen_ai.response.finish_reasons": ["stop"],
+                    "gen_ai.usage.input_tokens": inp,
+                    "gen_ai.usage.output_tokens": out,
+                    "gen_ai.usage.cache_read.input_tokens": rng.randint(0, inp),
+                    "gen_ai.usage.reasoning.output_tokens": rng.randint(0, out)
+                    if request_model == "o3-mini"
+                    else 0,
+                    "gen_ai.request.stream": rng.random() < 0.3,
+                    "server.address": "api.openai.com",
+                    "server.port": 443,
+                    "user.id": f"user-{user:04d}",
+                    "session.id": f"sess-{user:04d}-{rng.randint(0, 20)}",
+                    "property.plan": "premium" if user % 5 == 0 else "free",
+                    "property.feature": rng.choice(["chat", "search", "summarise"]),
+                }
+            )
+        )
+    return req.SerializeToString()
+
+
+def client_main(target: str, n: int, threads: int, seed: int) -> None:
+    """Build n requests, send them from `threads` threads, print JSON timings."""
+    rng = random.Random(seed)
+    now = time.time_ns()
+    bodies = [build_request(rng, now) for _ in range(n)]
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
+    export = channel.unary_unary(
+        EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+    )
+    grpc.channel_ready_future(channel).result(timeout=30)
+    export(bodies[0], timeout=60)  # warm-up: connection, first commit (counted below)
+    rejected = 0
+    lock = threading.Lock()
+
+    def send(body: bytes) -> None:
+        nonlocal rejected
+        response = export(body, timeout=120)
+        with lock:
+            rejected += response.partial_success.rejected_spans
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(send, bodies[1:]))
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"spans": (n - 1) * SPANS_PER_REQUEST, "seconds": elapsed, "rejected": rejected}))
+
+
+def run_client(target: str, n: int, threads: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--client", target, "--requests", str(n), "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_only_server() -> tuple[grpc.Server, str]:
+    def export(body: bytes, context: object) -> ExportTraceServiceResponse:
+        ExportTraceServiceRequest.FromString(body)
+        return ExportTraceServiceResponse()
+
+    handler = grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                export,
+                request_deserializer=None,
+                response_serializer=ExportTraceServiceResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.server(
+        ThreadPoolExecutor(16), handlers=[handler], options=[("grpc.max_receive_message_length", 64 << 20)]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=400, help="Export requests per run (512 spans each)")
+    parser.add_argument("--threads", default="1,4", help="client sender threads; comma-separated runs")
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", help="write a pyinstrument HTML profile of the service run here")
+    args = parser.parse_args()
+    if args.client:
+        client_main(args.client, args.requests, int(args.threads), seed=os.getpid())
+        return
+
+    from user_metrics.app import App
+    from user_metrics.settings import Settings
+
+    print(f"{args.requests} requests x {SPANS_PER_REQUEST} spans per run; {os.cpu_count()} cores")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        server, target = parse_only_server()
+        ceiling = run_client(target, args.requests, threads)
+        server.stop(0).wait()
+
+        with tempfile.TemporaryDirectory() as tmp:
+            app = App(Settings(db=f"{tmp}/bench.duckdb", grpc_listen="127.0.0.1:0"))
+            app.start()
+            profiler = None
+            if args.profile:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(async_mode="disabled")
+                profiler.start()
+            durable = run_client(app.grpc_address, args.requests, threads)
+            if profiler is not None:
+                profiler.stop()
+                Path(args.profile).write_text(profiler.output_html())
+            stats = app.stats
+            app.stop()
+            size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        assert durable["rejected"] == 0
+        c_rate = ceiling["spans"] / ceiling["seconds"]
+        d_rate = durable["spans"] / durable["seconds"]
+        print(
+            f"threads={threads}: parse-only ceiling {c_rate:,.0f} spans/s | durable {d_rate:,.0f} spans/s "
+            f"| ratio {d_rate / c_rate:.2f} | {stats.commits} commits for {stats.exports} exports "
+            f"(avg {stats.spans_stored / max(stats.commits, 1):,.0f} spans/commit, "
+            f"{1000 * stats.commit_seconds / max(stats.commits, 1):.1f} ms/commit) | db {size / 1e6:.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()
