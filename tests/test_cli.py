@@ -103,23 +103,15 @@ def test_environment_and_config_file_are_used(tmp_path: Path) -> None:
     assert [r["properties"] for r in read_requests(db)] == [{"plan": "gold"}]
 
 
+def serve_until_exit(db: Path, listen: str) -> subprocess.CompletedProcess[str]:
+    """Run `user-metrics serve` expecting it to exit on its own (a start-up error)."""
+    command = [sys.executable, "-m", "user_metrics", "serve", "--db", str(db), "--grpc-listen", listen]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
 def test_bad_setting_exits_with_a_clear_message(tmp_path: Path) -> None:
     """A bad listen address is reported on stderr with exit code 2."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "user_metrics",
-            "serve",
-            "--db",
-            str(tmp_path / "x.duckdb"),
-            "--grpc-listen",
-            "nowhere",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_until_exit(tmp_path / "x.duckdb", "nowhere")
     assert result.returncode == 2
     assert "grpc_listen must be HOST:PORT" in result.stderr
 
@@ -128,21 +120,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     """A second server on a taken port exits with a message instead of hanging."""
     proc, target = start_server(tmp_path / "a.duckdb")
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "user_metrics",
-                "serve",
-                "--db",
-                str(tmp_path / "b.duckdb"),
-                "--grpc-listen",
-                target,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = serve_until_exit(tmp_path / "b.duckdb", target)
         assert result.returncode == 2
         assert f"cannot listen on {target}" in result.stderr
     finally:

@@ -271,3 +271,23 @@ def test_sixty_four_mib_request_is_accepted(tmp_path: Any) -> None:
         assert [r["user_id"] for r in svc.rows()] == ["huge"]
     finally:
         svc.stop()
+
+
+def test_store_failure_is_unavailable_and_nothing_is_acknowledged(service: Service) -> None:
+    """When the commit fails, Export answers UNAVAILABLE (retryable) and the server keeps serving."""
+    assert service.app is not None
+    store = service.app.store
+    original = store._insert
+
+    def broken(batch: Any) -> int:
+        raise OSError("disk full")
+
+    store._insert = broken  # type: ignore[method-assign]
+    body = request([span(chat(user="lost"))]).SerializeToString()
+    with pytest.raises(grpc.RpcError) as info:
+        raw_export(service.target, body)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "disk full" in info.value.details()
+    store._insert = original  # type: ignore[method-assign]
+    assert not raw_export(service.target, body).HasField("partial_success")  # the exporter's retry
+    assert [r["user_id"] for r in service.rows()] == ["lost"]

@@ -161,11 +161,12 @@ class Store:
 
     def _commit(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
-        table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
+        rows = sum(p.table.num_rows for p in group)
         try:
+            table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
             stored = self._insert(table)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting exporters
-            log.exception("commit of %d rows failed", table.num_rows)
+            log.exception("commit of %d rows failed", rows)
             error = Unavailable(f"could not store the batch: {exc}")
             for pending in group:
                 pending.future.set_exception(error)
@@ -174,7 +175,7 @@ class Store:
             commits=1,
             commit_seconds=time.perf_counter() - started,
             spans_stored=stored,
-            spans_duplicate=table.num_rows - stored,
+            spans_duplicate=rows - stored,
         )
         for pending in group:
             pending.future.set_result(pending.table.num_rows)
