@@ -63,8 +63,8 @@ class Ingestor:
         self._store = store
         self._stats = stats
         self._clock = clock
-        # Mapping is pure Python and holds the GIL; more than a couple of mappers at once only
-        # starve the store's writer thread (measured: 16 concurrent mappers cut throughput).
+        # Mapping is pure Python and holds the GIL: more mappers at once than cores cannot run
+        # faster, and they compete with the store's writer thread for the GIL.
         self._mapping_slots = threading.BoundedSemaphore(mapping_concurrency)
 
     def export(self, request: ExportTraceServiceRequest) -> ExportResult:

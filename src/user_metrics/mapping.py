@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
@@ -256,15 +256,19 @@ class _Scan:
                 return True, any_value(value)
         return False, None
 
-    def text(self, field_name: str) -> str | None:
+    def first(self, field_name: str, convert: Callable[[Any], Any]) -> Any:
+        """The first source of a field that ``convert`` turns into something other than None."""
         simple, value = self._single(field_name)
         if simple:
-            return _as_text(value)
+            return convert(value)
         for _key, value in self.raw(field_name):
-            text = _as_text(value)
-            if text is not None:
-                return text
+            converted = convert(value)
+            if converted is not None:
+                return converted
         return None
+
+    def text(self, field_name: str) -> str | None:
+        return self.first(field_name, _as_text)  # type: ignore[no-any-return]
 
     def count(self, field_name: str) -> int | None:
         simple, value = self._single(field_name)
@@ -358,7 +362,13 @@ def _identity(scan: _Scan, conv: Conventions, parent: bytes) -> _Identity:
     return _Identity(scan.text("user_id"), scan.text("session_id"), scan.properties(conv), parent)
 
 
+def _declared_operation(scan: _Scan) -> str | None:
+    operation = scan.text("operation")
+    return operation.lower() if operation is not None else None
+
+
 def _is_llm_call(scan: _Scan, operation: str | None) -> bool:
+    """``operation`` is the declared one (gen_ai.operation.name / llm.request.type), lower-cased."""
     if operation is not None:
         if operation in c.MODEL_OPERATIONS:
             return True
@@ -373,12 +383,13 @@ def _is_llm_call(scan: _Scan, operation: str | None) -> bool:
     return has_model and has_tokens
 
 
-def _operation(scan: _Scan) -> str | None:
-    """The operation as written (lower-case), else derived from an OpenInference/Langfuse kind."""
-    operation = scan.text("operation")
+def _operation(scan: _Scan, declared: str | None) -> str | None:
+    """The declared operation, else one derived from an OpenInference/Langfuse kind, normalised."""
+    operation = declared
     if operation is None:
-        operation = scan.text("openinference_kind") or scan.text("langfuse_type")
-    return operation.lower() if operation is not None else None
+        kind = scan.text("openinference_kind") or scan.text("langfuse_type")
+        operation = kind.lower() if kind is not None else None
+    return c.OPERATION_ALIASES.get(operation, operation) if operation is not None else None
 
 
 def _provider(scan: _Scan) -> str | None:
@@ -414,8 +425,9 @@ def map_request(
                 scan = scan_attributes(span.attributes, conv)
                 identity = _identity(scan, conv, span.parent_span_id)
                 identities[(span.trace_id, span.span_id)] = identity
-                operation = _operation(scan)
-                if _is_llm_call(scan, operation if scan.has("operation") else None):
+                declared = _declared_operation(scan)
+                if _is_llm_call(scan, declared):
+                    operation = _operation(scan, declared)
                     pending.append(
                         (span, scan, operation, identity, resource_identity, service_name, environment)
                     )
@@ -510,14 +522,6 @@ def _record(
             if value is not None and value != "":
                 cost = _as_cost(value, key)
                 break
-    simple, streaming = scan._single("streaming")
-    if simple:
-        streaming = _as_bool(streaming)
-    else:
-        for _key, value in scan.raw("streaming"):
-            streaming = _as_bool(value)
-            if streaming is not None:
-                break
     parent = span.parent_span_id
     return RequestRecord(
         trace_id=span.trace_id.hex(),
@@ -529,7 +533,7 @@ def _record(
         session_id=session_id,
         service_name=service_name,
         environment=environment,
-        operation=c.OPERATION_ALIASES.get(operation, operation) if operation else None,
+        operation=operation,
         provider=_provider(scan),
         request_model=scan.text("request_model"),
         response_model=scan.text("response_model"),
@@ -542,7 +546,7 @@ def _record(
         cost_source="reported" if cost is not None else None,
         status="error" if is_error else "ok",
         error_type=error_type,
-        streaming=streaming,
+        streaming=scan.first("streaming", _as_bool),
         properties=properties,
     )
 
