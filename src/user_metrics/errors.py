@@ -13,6 +13,10 @@ class InvalidInput(UserMetricsError):
     """The request cannot be decoded or is malformed (not retryable)."""
 
 
+class NotFound(UserMetricsError):
+    """The thing asked for does not exist (an unknown user)."""
+
+
 class Unavailable(UserMetricsError):
     """The service cannot take the request now (retryable: store down, shutting down)."""
 
@@ -20,6 +24,7 @@ class Unavailable(UserMetricsError):
 # error class -> (gRPC status, HTTP status). Looked up by the front-ends, nowhere else.
 PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
     InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    NotFound: (grpc.StatusCode.NOT_FOUND, 404),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
 }
 
@@ -30,3 +35,11 @@ def grpc_status(error: UserMetricsError) -> grpc.StatusCode:
         if cls in PROTOCOL_STATUS:
             return PROTOCOL_STATUS[cls][0]
     return grpc.StatusCode.INTERNAL
+
+
+def http_status(error: UserMetricsError) -> int:
+    """The HTTP status for a domain error."""
+    for cls in type(error).__mro__:
+        if cls in PROTOCOL_STATUS:
+            return PROTOCOL_STATUS[cls][1]
+    return 500

@@ -8,7 +8,13 @@ small exports share one disk sync.
 Each (trace_id, span_id) is stored once. ``span_keys`` holds a 127-bit hash of the pair under a
 primary key: the fast path inserts keys and rows in one transaction; a constraint violation (a
 retry, a replay) rolls back and takes the slow path, which inserts keys with
-``ON CONFLICT DO NOTHING RETURNING`` and stores only the rows whose keys were new.
+``ON CONFLICT DO NOTHING RETURNING`` and stores only the rows whose keys were new. The rows
+stored are added to the rollups (``rollups.py``) in the same transaction, so the aggregates are
+exactly the sum of the stored rows.
+
+The database is locked down once the schema is ready: no file, network or extension access and
+no configuration changes, for this connection and every reader cursor (``reader()``), which is
+what makes the read-only SQL endpoint safe.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from user_metrics import rollups
 from user_metrics.errors import Unavailable
 from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2 added the rollups
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -102,12 +109,27 @@ class Store:
         for ddl in OTHER_DDL:
             con.execute(ddl)
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
-        elif row[0] != SCHEMA_VERSION:
+        version = row[0] if row else None
+        if version not in (None, "1", SCHEMA_VERSION):
             con.execute("ROLLBACK")
-            raise Unavailable(f"{self.path} has schema version {row[0]}, this build needs {SCHEMA_VERSION}")
+            raise Unavailable(f"{self.path} has schema version {version}, this build needs {SCHEMA_VERSION}")
+        for ddl in rollups.DDL:
+            con.execute(ddl)
+        if version == "1":
+            log.info("upgrading %s to schema %s: building rollups from requests", self.path, SCHEMA_VERSION)
+            rollups.apply(con, "requests")
+        con.execute(
+            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+            [SCHEMA_VERSION],
+        )
         con.execute("COMMIT")
+        # From here on SQL can reach no file, network or extension, and nothing can undo that.
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the same database for one reader thread (close it when done)."""
+        return self._con.cursor()
 
     @property
     def queue_depth(self) -> int:
@@ -188,6 +210,7 @@ class Store:
             try:
                 con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
                 con.execute("INSERT INTO requests SELECT * FROM batch")
+                rollups.apply(con, "batch")
                 con.execute("COMMIT")
                 return batch.num_rows
             except duckdb.ConstraintException:
@@ -210,13 +233,16 @@ class Store:
         con.register("fresh_keys", fresh)
         try:
             con.execute(
-                f"""INSERT INTO requests
+                f"""CREATE OR REPLACE TEMP TABLE fresh_rows AS
                 SELECT * EXCLUDE (_k, _n) FROM (
                     SELECT *, {SPAN_KEY_SQL} AS _k,
                            row_number() OVER (PARTITION BY {SPAN_KEY_SQL}) AS _n
                     FROM batch)
                 WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
             )
+            con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
+            rollups.apply(con, "fresh_rows")
+            con.execute("DROP TABLE fresh_rows")
         finally:
             con.unregister("fresh_keys")
         con.execute("COMMIT")

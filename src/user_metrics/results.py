@@ -1,0 +1,201 @@
+"""What the query functions answer, and its one JSON form (HTTP API, CLI ``--format json``, client).
+
+Money is ``Decimal`` in Python and a decimal string in JSON (``"12.345678901"``), so no reader
+ever sees a rounded cost. Instants are timezone-aware UTC datetimes in Python and ISO-8601 with
+``Z`` in JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelUsage:
+    """One model a user called in the window."""
+
+    provider: str | None
+    model: str | None
+    requests: int
+    cost_usd: Decimal | None
+    unpriced_requests: int
+
+
+@dataclasses.dataclass(frozen=True)
+class UserStats:
+    """The per-user fields of the design, the same names in every reader."""
+
+    user_id: str | None  # None: the requests that named no user, never mixed into a real user
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: Decimal | None  # None when no request in the window had a known price
+    unpriced_requests: int
+    first_active: datetime | None
+    last_active: datetime | None
+    active_days: int
+    avg_requests_per_active_day: float | None
+    avg_tokens_per_request: float | None
+    avg_latency_ms: float | None
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    models: tuple[ModelUsage, ...]
+
+
+USER_FIELDS = tuple(f.name for f in dataclasses.fields(UserStats))
+SORTABLE_USER_FIELDS = tuple(name for name in USER_FIELDS if name != "models")
+
+
+@dataclasses.dataclass(frozen=True)
+class UserPage:
+    """One page of users, ``total`` counting every user in the window (the null user included)."""
+
+    users: tuple[UserStats, ...]
+    total: int
+    since: datetime
+    until: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One bucket of a time series; ``start`` is the bucket's UTC start."""
+
+    start: datetime
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: Decimal
+    unpriced_requests: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeseries:
+    """Buckets from the one holding ``since`` to the one holding the end, empty ones included."""
+
+    user_id: str | None
+    bucket: str
+    since: datetime
+    until: datetime
+    points: tuple[Point, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PropertyValue:
+    """The users, requests and cost of one value of a property (``value`` None: not set)."""
+
+    value: str | None
+    users: int
+    requests: int
+    cost_usd: Decimal
+    avg_cost_per_user: Decimal
+    unpriced_requests: int
+    most_costly_user: str | None
+    most_costly_user_cost_usd: Decimal
+    least_costly_user: str | None
+    least_costly_user_cost_usd: Decimal
+
+
+@dataclasses.dataclass(frozen=True)
+class PropertyBreakdown:
+    key: str
+    since: datetime
+    until: datetime
+    values: tuple[PropertyValue, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """The whole application in the window."""
+
+    since: datetime
+    until: datetime
+    users: int  # distinct user ids; requests without one are not a user
+    anonymous_requests: int
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: Decimal
+    unpriced_requests: int
+    avg_latency_ms: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlResult:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    truncated: bool
+
+
+def to_json(value: Any) -> Any:
+    """A result as JSON-ready data: dicts, lists, strings for money and instants."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_instant(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # DuckDB's other types (UUID, intervals, dates) as their text
+
+
+def format_instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        return value.isoformat()
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def from_json(cls: type, data: Any) -> Any:
+    """The inverse of ``to_json`` for the result types above."""
+    return _convert(cls, data)
+
+
+def _convert(kind: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
+        return _convert(inner, data)
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in data)
+        return tuple(data)
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return kind(**{f.name: _convert(hints[f.name], data[f.name]) for f in dataclasses.fields(kind)})
+    if kind is Decimal:
+        return Decimal(data)
+    if kind is datetime:
+        return _parse_instant(data)
+    if kind is float and isinstance(data, int):
+        return float(data)
+    return data
