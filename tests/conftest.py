@@ -44,7 +44,9 @@ class Service:
     """Starts and restarts a real App on a DuckDB file; `target` is its gRPC address."""
 
     def __init__(self, db: Path, **overrides: Any) -> None:
-        self.settings = replace(Settings(db=str(db), grpc_listen="127.0.0.1:0"), **overrides)
+        self.settings = replace(
+            Settings(db=str(db), grpc_listen="127.0.0.1:0", api_listen="127.0.0.1:0"), **overrides
+        )
         self.db = db
         self.app: App | None = None
 

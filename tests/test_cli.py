@@ -15,24 +15,39 @@ from conftest import read_requests
 from otlp import chat, request, span
 from test_grpc_receiver import raw_export
 
-LISTENING = re.compile(r"OTLP gRPC on (\S+); database (\S+)")
+LISTENING = re.compile(r"OTLP gRPC and queries on (\S+); HTTP API on (\S+); database (\S+)")
+
+
+def serve_command(db: Path, grpc_listen: str = "127.0.0.1:0") -> list[str]:
+    """`user-metrics serve` on a file, on free ports unless told otherwise."""
+    return [
+        sys.executable,
+        "-m",
+        "user_metrics",
+        "serve",
+        "--db",
+        str(db),
+        "--grpc-listen",
+        grpc_listen,
+        "--api-listen",
+        "127.0.0.1:0",
+    ]
 
 
 def start_server(
     db: Path, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str]:
+    """Run `user-metrics serve` on free ports; returns the process and its gRPC address."""
+    proc, target, _ = start_server_with_api(db, *extra, env=env)
+    return proc, target
+
+
+def start_server_with_api(
+    db: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, str]:
+    """Run `user-metrics serve` on free ports; returns the process, gRPC address and API URL."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "user_metrics",
-            "serve",
-            "--db",
-            str(db),
-            "--grpc-listen",
-            "127.0.0.1:0",
-            *extra,
-        ],
+        [*serve_command(db), *extra],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
@@ -45,8 +60,8 @@ def start_server(
             break
         match = LISTENING.search(line)
         if match:
-            assert match.group(2) == str(db.resolve())
-            return proc, match.group(1)
+            assert match.group(3) == str(db.resolve())
+            return proc, match.group(1), match.group(2)
     proc.kill()
     raise AssertionError(f"server did not start: {proc.stderr.read()}")
 
@@ -105,7 +120,7 @@ def test_environment_and_config_file_are_used(tmp_path: Path) -> None:
 
 def serve_until_exit(db: Path, listen: str) -> subprocess.CompletedProcess[str]:
     """Run `user-metrics serve` expecting it to exit on its own (a start-up error)."""
-    command = [sys.executable, "-m", "user_metrics", "serve", "--db", str(db), "--grpc-listen", listen]
+    command = serve_command(db, listen)
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 

@@ -10,9 +10,11 @@ import duckdb
 import grpc
 
 from user_metrics import __version__
+from user_metrics.api import ApiServer
 from user_metrics.ingest import Ingestor
 from user_metrics.mapping import compile_conventions
 from user_metrics.pricing import Pricer, load_price_file
+from user_metrics.query_grpc import user_metrics_service_handler
 from user_metrics.receivers.grpc import trace_service_handler
 from user_metrics.settings import Settings, SettingsError, split_address
 from user_metrics.stats import Stats
@@ -36,7 +38,7 @@ class App:
         self._executor = ThreadPoolExecutor(settings.grpc_workers, thread_name_prefix="grpc")
         self.grpc_server = grpc.server(
             self._executor,
-            handlers=[trace_service_handler(self.ingestor)],
+            handlers=[trace_service_handler(self.ingestor), user_metrics_service_handler(self.store.reader)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 # Without this gRPC sets SO_REUSEPORT and a second server silently shares the port.
@@ -45,6 +47,8 @@ class App:
             ],
         )
         self.grpc_address = ""
+        self.api: ApiServer | None = None
+        self.api_url = ""
 
     def start(self) -> None:
         """Bind and start serving; logs where it listens and which database it writes."""
@@ -54,18 +58,35 @@ class App:
         except RuntimeError as exc:
             self.store.close()
             raise SettingsError(f"cannot listen on {self.settings.grpc_listen}: {exc}") from exc
-        self.grpc_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.grpc_address = _join(host, port)
+        api_host, api_port = split_address(self.settings.api_listen, "api_listen")
+        try:
+            self.api = ApiServer(
+                (api_host, api_port),
+                self.store.reader,
+                sql_timeout=self.settings.sql_timeout_seconds,
+                sql_max_rows=self.settings.sql_max_rows,
+            )
+        except OSError as exc:
+            self.grpc_server.stop(0)
+            self.store.close()
+            raise SettingsError(f"cannot listen on {self.settings.api_listen}: {exc}") from exc
+        self.api_url = f"http://{_join(api_host, self.api.port)}"
         self.grpc_server.start()
+        self.api.start()
         log.info(
-            "user-metrics %s listening: OTLP gRPC on %s; database %s (DuckDB %s)",
+            "user-metrics %s listening: OTLP gRPC and queries on %s; HTTP API on %s; database %s (DuckDB %s)",
             __version__,
             self.grpc_address,
+            self.api_url,
             Path(self.settings.db).resolve(),
             duckdb.__version__,
         )
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, finish the ones in flight, commit and close the database."""
+        if self.api is not None:
+            self.api.stop()
         self.grpc_server.stop(grace).wait()
         self._executor.shutdown(wait=True)
         self.store.close()
@@ -75,3 +96,7 @@ class App:
             self.stats.spans_duplicate,
             sum(self.stats.spans_rejected.values()),
         )
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from user_metrics import __version__
-from user_metrics.errors import UserMetricsError
+from user_metrics.cli_query import add_commands
+from user_metrics.errors import InvalidInput, UserMetricsError
 from user_metrics.pricing import PriceFileError
 from user_metrics.settings import CONFIG_ENV, SPECS, SettingsError, load_settings
 
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             serve.add_argument(
                 spec.flag, dest=spec.name, type=spec.kind, metavar=spec.name.upper(), help=help_text
             )
+    add_commands(commands)
     return parser
 
 
@@ -68,7 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
-    except (SettingsError, PriceFileError, UserMetricsError) as exc:
+        from user_metrics.cli_query import run
+
+        return run(args)
+    except (SettingsError, PriceFileError, InvalidInput) as exc:
         print(f"user-metrics: {exc}", file=sys.stderr)
         return 2
-    return 1
+    except UserMetricsError as exc:  # not found, unavailable
+        print(f"user-metrics: {exc}", file=sys.stderr)
+        return 1

@@ -283,7 +283,7 @@ def users(
 ) -> UserPage:
     """One row per user active in the window, sorted (``-field`` for descending), paged."""
     descending = sort.startswith("-")
-    field = sort.lstrip("-+").strip()
+    field = sort[1:] if sort[:1] in ("-", "+") else sort
     if field not in SORTABLE_USER_FIELDS:
         raise InvalidInput(f"sort: {field!r} is not a user field; one of {', '.join(SORTABLE_USER_FIELDS)}")
     if not 1 <= limit <= MAX_PAGE:

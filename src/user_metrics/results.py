@@ -8,6 +8,7 @@ ever sees a rounded cost. Instants are timezone-aware UTC datetimes in Python an
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from datetime import UTC, datetime
@@ -152,11 +153,13 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")  # plain notation: "0.000000150", never "1.50E-7"
     if isinstance(value, datetime):
         return format_instant(value)
     if isinstance(value, (bytes, bytearray)):
         return value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or infinity
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)  # DuckDB's other types (UUID, intervals, dates) as their text

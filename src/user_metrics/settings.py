@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -45,6 +46,12 @@ SPECS: tuple[SettingSpec, ...] = (
         "grpc_listen", str, "127.0.0.1:4317", "OTLP/gRPC listen address HOST:PORT (port 0 picks a free port)"
     ),
     SettingSpec(
+        "api_listen",
+        str,
+        "127.0.0.1:9464",
+        "HTTP API listen address HOST:PORT (JSON API; port 0 picks a free port)",
+    ),
+    SettingSpec(
         "price_file", str, "", "TOML file of model prices that add to or override genai-prices' data"
     ),
     SettingSpec(
@@ -57,6 +64,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("max_message_mib", int, 64, "largest OTLP request accepted, in MiB (after decompression)"),
     SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
     SettingSpec("grpc_workers", int, 16, "gRPC worker threads (concurrent Export calls being served)"),
+    SettingSpec("sql_timeout_seconds", float, 10.0, "time limit of one read-only SQL query"),
+    SettingSpec("sql_max_rows", int, 10_000, "most rows one read-only SQL query may return"),
     SettingSpec("log_level", str, "info", "debug, info, warning or error"),
 )
 
@@ -67,15 +76,25 @@ class Settings:
 
     db: str = "./user_metrics.duckdb"
     grpc_listen: str = "127.0.0.1:4317"
+    api_listen: str = "127.0.0.1:9464"
     price_file: str = ""
     property_keys: tuple[str, ...] = ()
     max_message_mib: int = 64
     max_value_length: int = 4096
     grpc_workers: int = 16
+    sql_timeout_seconds: float = 10.0
+    sql_max_rows: int = 10_000
     log_level: str = "info"
 
     def __post_init__(self) -> None:
         split_address(self.grpc_listen, "grpc_listen")
+        split_address(self.api_listen, "api_listen")
+        if not 0 < self.sql_timeout_seconds <= 3600:
+            raise SettingsError(
+                f"sql_timeout_seconds must be above 0 and at most 3600, got {self.sql_timeout_seconds}"
+            )
+        if not 1 <= self.sql_max_rows <= 100_000:
+            raise SettingsError(f"sql_max_rows must be from 1 to 100000, got {self.sql_max_rows}")
         for name in ("max_message_mib", "max_value_length", "grpc_workers"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -105,6 +124,16 @@ def _convert(spec: SettingSpec, value: Any, origin: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise SettingsError(f"{spec.name} ({origin}) must be a list of strings")
         return tuple(value)
+    if spec.kind is float:
+        if isinstance(value, bool):
+            raise SettingsError(f"{spec.name} ({origin}) must be a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{spec.name} ({origin}) must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise SettingsError(f"{spec.name} ({origin}) must be a finite number, got {value!r}")
+        return number
     if spec.kind is int:
         if isinstance(value, bool):
             raise SettingsError(f"{spec.name} ({origin}) must be a whole number")

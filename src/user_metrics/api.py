@@ -1,0 +1,220 @@
+"""The HTTP JSON API (default 127.0.0.1:9464): a thin adapter over the query functions.
+
+Every route parses its parameters into the same arguments the Python functions take, calls the
+function on a fresh reader cursor, and answers the result's JSON form. Errors answer
+``{"error": "...", "status": N}`` with that status; the error classes decide the status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import duckdb
+
+from user_metrics import __version__, query
+from user_metrics.errors import InvalidInput, NotFound, UserMetricsError, http_status
+from user_metrics.results import to_json
+from user_metrics.safe_sql import DEFAULT_ROWS, run_sql
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+FILTERS = ("since", "until", "property", "model", "service", "environment")
+# route -> the query parameters it accepts (besides the path's own)
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "users": (*FILTERS, "sort", "limit", "offset"),
+    "user": FILTERS,
+    "timeseries": (*FILTERS, "bucket"),
+    "properties": FILTERS,
+    "totals": FILTERS,
+}
+
+
+class MethodNotAllowed(UserMetricsError):
+    pass
+
+
+def _int(params: dict[str, Any], name: str, default: int) -> int:
+    text = params.pop(name, None)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"{name}: must be a whole number, got {text!r}") from None
+
+
+def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Query-string pairs -> keyword arguments of the query function; unknown names are errors."""
+    allowed = PARAMETERS[route]
+    params: dict[str, Any] = {}
+    properties = []
+    for name, value in pairs:
+        if name not in allowed:
+            raise InvalidInput(f"{name}: unknown parameter; this endpoint takes {', '.join(allowed)}")
+        if name == "property":
+            properties.append(value)
+        elif name in params:
+            raise InvalidInput(f"{name}: given more than once")
+        else:
+            params[name] = value
+    if properties:
+        params["properties"] = properties
+    if route == "users":
+        params["limit"] = _int(params, "limit", 100)
+        params["offset"] = _int(params, "offset", 0)
+    return params
+
+
+class ApiServer:
+    """Serves the API on its own threads; ``open_reader`` gives one DuckDB cursor per request."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        open_reader: Callable[[], duckdb.DuckDBPyConnection],
+        *,
+        sql_timeout: float,
+        sql_max_rows: int,
+    ) -> None:
+        self.open_reader = open_reader
+        self.sql_timeout = sql_timeout
+        self.sql_max_rows = sql_max_rows
+        api = self
+
+        class Handler(_Handler):
+            server_api = api
+
+        self.httpd = ThreadingHTTPServer(address, Handler)
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http-api", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join()
+
+    def route(self, method: str, path: str, pairs: list[tuple[str, str]], body: bytes) -> Any:
+        """The JSON answer for one request; raises a domain error for the error envelope."""
+        segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+        if segments == ["healthz"]:
+            self._method(method, "GET")
+            return {"status": "ok", "version": __version__}
+        if segments[:2] != ["api", "v1"] or len(segments) < 3:
+            raise NotFound(f"no such endpoint: {path}")
+        rest = segments[2:]
+        if rest == ["sql"]:
+            self._method(method, "POST")
+            return self._sql(body)
+        self._method(method, "GET")
+        reader = self.open_reader()
+        try:
+            if rest == ["users"]:
+                return query.users(reader, **_arguments("users", pairs))
+            if len(rest) == 2 and rest[0] == "users":
+                return query.user(reader, rest[1], **_arguments("user", pairs))
+            if len(rest) == 3 and rest[0] == "users" and rest[2] == "timeseries":
+                return query.timeseries(reader, rest[1], **_arguments("timeseries", pairs))
+            if rest == ["timeseries"]:
+                return query.timeseries(reader, None, **_arguments("timeseries", pairs))
+            if len(rest) == 2 and rest[0] == "properties":
+                return query.by_property(reader, rest[1], **_arguments("properties", pairs))
+            if rest == ["totals"]:
+                return query.totals(reader, **_arguments("totals", pairs))
+        finally:
+            reader.close()
+        raise NotFound(f"no such endpoint: {path}")
+
+    @staticmethod
+    def _method(method: str, allowed: str) -> None:
+        if method != allowed:
+            raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}")
+
+    def _sql(self, body: bytes) -> Any:
+        try:
+            request = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"body: not JSON ({exc})") from None
+        if not isinstance(request, dict) or not isinstance(request.get("sql"), str):
+            raise InvalidInput('body: must be {"sql": "SELECT ...", "limit": 1000}')
+        unknown = sorted(set(request) - {"sql", "limit"})
+        if unknown:
+            raise InvalidInput(f"body: unknown fields {unknown}; known: sql, limit")
+        limit = request.get("limit", min(DEFAULT_ROWS, self.sql_max_rows))
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > self.sql_max_rows:
+            raise InvalidInput(f"limit: at most {self.sql_max_rows} rows, got {limit}")
+        reader = self.open_reader()
+        try:
+            return run_sql(reader, request["sql"], limit=limit, timeout=self.sql_timeout)
+        finally:
+            reader.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_api: ApiServer
+    protocol_version = "HTTP/1.1"
+    server_version = f"user-metrics/{__version__}"
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        self._serve("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        try:
+            body = self._body()
+            result = self.server_api.route(
+                method, url.path, parse_qsl(url.query, keep_blank_values=True), body
+            )
+            self._answer(HTTPStatus.OK, to_json(result))
+        except MethodNotAllowed as exc:
+            self._answer(HTTPStatus.METHOD_NOT_ALLOWED, {"error": str(exc), "status": 405})
+        except UserMetricsError as exc:
+            status = http_status(exc)
+            self._answer(HTTPStatus(status), {"error": str(exc), "status": status})
+        except Exception as exc:  # noqa: BLE001 - a reader's bug must still get an answer
+            log.exception("%s %s failed", method, self.path)
+            self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {exc}", "status": 500})
+
+    def _body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        if not length.isdigit() or int(length) > MAX_BODY:
+            self.close_connection = True
+            raise InvalidInput(f"body: Content-Length must be at most {MAX_BODY} bytes")
+        return self.rfile.read(int(length))
+
+    def _answer(self, status: HTTPStatus, payload: Any) -> None:
+        data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s " + format, self.address_string(), *args)

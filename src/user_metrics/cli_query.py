@@ -1,0 +1,219 @@
+"""The reading commands of ``user-metrics``: users, user, timeseries, properties, totals, sql.
+
+They find the data the way an operator expects: ``--url`` asks that server, ``--db`` reads that
+file; with neither, the configured server is asked first (while it runs it holds the file) and
+the configured file is read when no server answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from user_metrics.client import LocalClient, RemoteClient
+from user_metrics.errors import Unavailable
+from user_metrics.results import SORTABLE_USER_FIELDS, USER_FIELDS, to_json
+from user_metrics.settings import load_settings, split_address
+
+NO_USER = "(no user id)"
+USER_TABLE = (
+    "user_id",
+    "requests",
+    "errors",
+    "cost_usd",
+    "total_tokens",
+    "active_days",
+    "avg_latency_ms",
+    "p95_latency_ms",
+    "last_active",
+)
+
+
+def add_commands(commands: Any) -> None:
+    """Register the reading subcommands on the top-level parser's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("where to read")
+    where.add_argument("--db", metavar="PATH", help="read this DuckDB file (only while no server holds it)")
+    where.add_argument("--url", metavar="URL", help="ask the server at this URL, e.g. http://127.0.0.1:9464")
+    where.add_argument("--config", metavar="FILE", help="TOML config naming db and api_listen")
+    shape = common.add_argument_group("output")
+    shape.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
+    window = argparse.ArgumentParser(add_help=False)
+    group = window.add_argument_group("window and filters")
+    group.add_argument("--since", help="30d, 24h, 90m or an ISO-8601 instant (default 30d)")
+    group.add_argument("--until", help="same forms (default now)")
+    group.add_argument("--property", action="append", metavar="KEY=VALUE", help="repeatable, e.g. plan=pro")
+    group.add_argument("--model")
+    group.add_argument("--service")
+    group.add_argument("--environment")
+    parents = [common, window]
+
+    users = commands.add_parser("users", parents=parents, help="per-user usage, one row per user")
+    users.add_argument(
+        "--sort",
+        default="-cost_usd",
+        help=f"field, '-' prefix for descending (write --sort=-requests): {', '.join(SORTABLE_USER_FIELDS)}",
+    )
+    users.add_argument("--limit", type=int, default=100)
+    users.add_argument("--offset", type=int, default=0)
+    one = commands.add_parser("user", parents=parents, help="one user's usage and models")
+    one.add_argument("user_id", metavar="ID")
+    series = commands.add_parser(
+        "timeseries", parents=parents, help="usage per hour or day, empty ones included"
+    )
+    series.add_argument("--user", metavar="ID", help="one user (default: the whole application)")
+    series.add_argument("--bucket", choices=("hour", "day"), default="day")
+    props = commands.add_parser("properties", parents=parents, help="users and cost per value of a property")
+    props.add_argument("key", metavar="KEY")
+    commands.add_parser("totals", parents=parents, help="the whole application in the window")
+    sql = commands.add_parser("sql", parents=[common], help="run one read-only SELECT")
+    sql.add_argument("sql", metavar="QUERY")
+    sql.add_argument("--limit", type=int, default=1000)
+
+
+def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
+    if args.url:
+        return RemoteClient(args.url)
+    if args.db:
+        return LocalClient(args.db)
+    settings = load_settings({}, config_file=args.config)
+    host, port = split_address(settings.api_listen, "api_listen")
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    remote = RemoteClient(url, timeout=60)
+    try:
+        remote._call("/healthz")
+        return remote
+    except Unavailable as not_served:
+        try:
+            return LocalClient(settings.db)
+        except Unavailable as no_file:
+            raise Unavailable(
+                f"nothing to read: no server answers at {url} ({not_served}), and {no_file}. "
+                "Start `user-metrics serve`, or pass --url or --db."
+            ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one reading command and print its answer."""
+    filters = {
+        name: getattr(args, attr, None)
+        for name, attr in (("properties", "property"), ("model",) * 2, ("service",) * 2, ("environment",) * 2)
+    }
+    with _client(args) as client:
+        if args.command == "sql":
+            result: Any = client.sql(args.sql, limit=args.limit)
+        elif args.command == "users":
+            result = client.users(
+                args.since, args.until, sort=args.sort, limit=args.limit, offset=args.offset, **filters
+            )
+        elif args.command == "user":
+            result = client.user(args.user_id, args.since, args.until, **filters)
+        elif args.command == "timeseries":
+            result = client.timeseries(args.user, args.since, args.until, bucket=args.bucket, **filters)
+        elif args.command == "properties":
+            result = client.by_property(args.key, args.since, args.until, **filters)
+        else:
+            result = client.totals(args.since, args.until, **filters)
+    print(render(args.command, to_json(result), args.format), end="")
+    return 0
+
+
+def render(command: str, data: dict[str, Any], fmt: str) -> str:
+    """The JSON form (as the HTTP API answers it), CSV, or a readable table."""
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    header, rows, note = _tabular(command, data, full=fmt == "csv")
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([[_exact(v) for v in row] for row in rows])
+        return out.getvalue()
+    text_rows = [[_text(v) for v in row] for row in rows]
+    return _table(header, text_rows) + (note + "\n" if note else "")
+
+
+def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[str], list[list[Any]], str]:
+    window = f"{data.get('since')} .. {data.get('until')}"
+    if command == "users":
+        fields = [f for f in USER_FIELDS if f != "models"] if full else list(USER_TABLE)
+        rows = [[_cell(u, f, full) for f in fields] for u in data["users"]]
+        if full:
+            fields.append("models")
+            for row, u in zip(rows, data["users"], strict=True):
+                row.append(";".join(f"{m['provider']}/{m['model']}" for m in u["models"]))
+        return fields, rows, f"{len(rows)} of {data['total']} users, {window}"
+    if command in ("user", "totals"):
+        pairs = [[k, v] for k, v in data.items() if k != "models"]
+        if command == "user" and not full:
+            for m in data["models"]:
+                pairs.append(
+                    [f"model {m['provider']}/{m['model']}", f"{m['requests']} requests, ${m['cost_usd']}"]
+                )
+        elif command == "user":
+            pairs.append(["models", ";".join(f"{m['provider']}/{m['model']}" for m in data["models"])])
+        return ["field", "value"], pairs, ""
+    if command == "timeseries":
+        fields = ["start", "requests", "errors", "total_tokens", "cost_usd", "unpriced_requests"]
+        if full:
+            fields = list(data["points"][0]) if data["points"] else fields
+        return fields, [[p[f] for f in fields] for p in data["points"]], ""
+    if command == "properties":
+        fields = [
+            "value",
+            "users",
+            "requests",
+            "cost_usd",
+            "avg_cost_per_user",
+            "most_costly_user",
+            "least_costly_user",
+        ]
+        if full:
+            fields = list(data["values"][0]) if data["values"] else fields
+        rows = [[_cell(v, f, full, missing="(not set)") for f in fields] for v in data["values"]]
+        return fields, rows, f"property {data['key']!r}, {window}"
+    # sql
+    rows = [list(row) for row in data["rows"]]
+    note = "(truncated: more rows exist; raise --limit)" if data["truncated"] else f"{len(rows)} rows"
+    return data["columns"], rows, note
+
+
+def _cell(item: dict[str, Any], field: str, full: bool, missing: str = NO_USER) -> Any:
+    value = item[field]
+    if value is None and field in ("user_id", "value") and not full:
+        return missing
+    return value
+
+
+def _exact(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: list[list[Any]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"

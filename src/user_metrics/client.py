@@ -1,0 +1,193 @@
+"""``user_metrics.connect``: the query functions, from the DuckDB file or from a running server.
+
+Both clients answer with the same result objects. ``LocalClient`` opens the file read-only
+(possible only while no server holds it) and calls the query functions; ``RemoteClient`` calls
+the HTTP JSON API and turns the JSON back into the same objects.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import duckdb
+
+from user_metrics import query
+from user_metrics.errors import InvalidInput, NotFound, Unavailable, UserMetricsError
+from user_metrics.results import (
+    PropertyBreakdown,
+    SqlResult,
+    Timeseries,
+    Totals,
+    UserPage,
+    UserStats,
+    format_instant,
+    from_json,
+)
+from user_metrics.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
+from user_metrics.settings import Settings
+
+Instant = str | datetime | date | None
+
+
+def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """Open the database file for reading, locked down like the server's readers."""
+    path = Path(path)
+    if not path.exists():
+        raise Unavailable(f"no database file at {path}")
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        raise Unavailable(
+            f"cannot open {path} read-only: {str(exc).splitlines()[0]} "
+            "(a running server holds the file; ask it with url=http://HOST:PORT)"
+        ) from exc
+    try:
+        con.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    except duckdb.CatalogException as exc:
+        con.close()
+        raise Unavailable(f"{path} is not a user-metrics database (no meta table)") from exc
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+class LocalClient:
+    """Reads the DuckDB file directly (read-only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._con = open_read_only(self.path)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> LocalClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def users(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> UserPage:
+        return query.users(self._con, since, until, **kwargs)
+
+    def user(
+        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> UserStats:
+        return query.user(self._con, user_id, since, until, **kwargs)
+
+    def timeseries(
+        self, user_id: str | None = None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> Timeseries:
+        return query.timeseries(self._con, user_id, since, until, **kwargs)
+
+    def by_property(
+        self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> PropertyBreakdown:
+        return query.by_property(self._con, key, since, until, **kwargs)
+
+    def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
+        return query.totals(self._con, since, until, **kwargs)
+
+    def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
+        return run_sql(self._con, sql, limit=limit, timeout=timeout)
+
+
+class RemoteClient:
+    """Asks a running server's HTTP JSON API."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RemoteClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        pairs: list[tuple[str, str]] = []
+        for name, value in (params or {}).items():
+            if value is None:
+                continue
+            if name == "properties":
+                items = value.items() if isinstance(value, dict) else value
+                pairs += [("property", v if isinstance(v, str) else f"{v[0]}={v[1]}") for v in items]
+            elif isinstance(value, datetime | date):
+                pairs.append(
+                    (name, format_instant(value) if isinstance(value, datetime) else value.isoformat())
+                )
+            else:
+                pairs.append((name, str(value)))
+        url = self.url + path + ("?" + urlencode(pairs) if pairs else "")
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read())["error"]
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {exc.code} from {url}"
+            error: type[UserMetricsError] = {400: InvalidInput, 404: NotFound}.get(exc.code, Unavailable)
+            raise error(message) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Unavailable(f"cannot reach the server at {self.url}: {reason}") from exc
+
+    def users(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> UserPage:
+        return from_json(UserPage, self._call("/api/v1/users", {"since": since, "until": until, **kwargs}))
+
+    def user(
+        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> UserStats:
+        if user_id is None:
+            raise InvalidInput(
+                "user_id: the HTTP API names users by id; list users to see requests without one"
+            )
+        path = f"/api/v1/users/{quote(user_id, safe='')}"
+        return from_json(UserStats, self._call(path, {"since": since, "until": until, **kwargs}))
+
+    def timeseries(
+        self, user_id: str | None = None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> Timeseries:
+        path = (
+            "/api/v1/timeseries" if user_id is None else f"/api/v1/users/{quote(user_id, safe='')}/timeseries"
+        )
+        return from_json(Timeseries, self._call(path, {"since": since, "until": until, **kwargs}))
+
+    def by_property(
+        self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> PropertyBreakdown:
+        path = f"/api/v1/properties/{quote(key, safe='')}"
+        return from_json(PropertyBreakdown, self._call(path, {"since": since, "until": until, **kwargs}))
+
+    def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
+        return from_json(Totals, self._call("/api/v1/totals", {"since": since, "until": until, **kwargs}))
+
+    def sql(self, sql: str, limit: int = DEFAULT_ROWS) -> SqlResult:
+        return from_json(SqlResult, self._call("/api/v1/sql", body={"sql": sql, "limit": limit}))
+
+
+def connect(path: str | Path | None = None, url: str | None = None) -> LocalClient | RemoteClient:
+    """A client for the database file at ``path`` (read-only) or the server at ``url``.
+
+    With neither, the default database file (``./user_metrics.duckdb``).
+    """
+    if path is not None and url is not None:
+        raise InvalidInput("connect: give path or url, not both")
+    if url is not None:
+        return RemoteClient(url)
+    return LocalClient(path if path is not None else Settings().db)

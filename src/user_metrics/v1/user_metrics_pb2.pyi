@@ -1,0 +1,267 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Window(_message.Message):
+    __slots__ = ("since", "until")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    until: str
+    def __init__(self, since: _Optional[str] = ..., until: _Optional[str] = ...) -> None: ...
+
+class Filters(_message.Message):
+    __slots__ = ("properties", "model", "service", "environment")
+    class PropertiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    properties: _containers.ScalarMap[str, str]
+    model: str
+    service: str
+    environment: str
+    def __init__(self, properties: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
+
+class ListUsersRequest(_message.Message):
+    __slots__ = ("window", "filters", "sort", "limit", "offset")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    window: Window
+    filters: Filters
+    sort: str
+    limit: int
+    offset: int
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., sort: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class GetUserRequest(_message.Message):
+    __slots__ = ("user_id", "anonymous", "window", "filters")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    anonymous: bool
+    window: Window
+    filters: Filters
+    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[bool] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+
+class GetTimeseriesRequest(_message.Message):
+    __slots__ = ("user_id", "window", "filters", "bucket")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    window: Window
+    filters: Filters
+    bucket: str
+    def __init__(self, user_id: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., bucket: _Optional[str] = ...) -> None: ...
+
+class GetPropertyBreakdownRequest(_message.Message):
+    __slots__ = ("key", "window", "filters")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    window: Window
+    filters: Filters
+    def __init__(self, key: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+
+class GetTotalsRequest(_message.Message):
+    __slots__ = ("window", "filters")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    window: Window
+    filters: Filters
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+
+class ModelUsage(_message.Message):
+    __slots__ = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    requests: int
+    cost_usd: str
+    unpriced_requests: int
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
+
+class UserStats(_message.Message):
+    __slots__ = ("user_id", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "first_active", "last_active", "active_days", "avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "models")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_READ_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    AVG_REQUESTS_PER_ACTIVE_DAY_FIELD_NUMBER: _ClassVar[int]
+    AVG_TOKENS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: str
+    unpriced_requests: int
+    first_active: _timestamp_pb2.Timestamp
+    last_active: _timestamp_pb2.Timestamp
+    active_days: int
+    avg_requests_per_active_day: float
+    avg_tokens_per_request: float
+    avg_latency_ms: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    models: _containers.RepeatedCompositeFieldContainer[ModelUsage]
+    def __init__(self, user_id: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., first_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_days: _Optional[int] = ..., avg_requests_per_active_day: _Optional[float] = ..., avg_tokens_per_request: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., p50_latency_ms: _Optional[float] = ..., p95_latency_ms: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ...) -> None: ...
+
+class UserPage(_message.Message):
+    __slots__ = ("users", "total", "since", "until")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[UserStats]
+    total: int
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, users: _Optional[_Iterable[_Union[UserStats, _Mapping]]] = ..., total: _Optional[int] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Point(_message.Message):
+    __slots__ = ("start", "requests", "errors", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "unpriced_requests")
+    START_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: str
+    unpriced_requests: int
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
+
+class Timeseries(_message.Message):
+    __slots__ = ("user_id", "bucket", "since", "until", "points")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    bucket: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    def __init__(self, user_id: _Optional[str] = ..., bucket: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
+
+class PropertyValue(_message.Message):
+    __slots__ = ("value", "users", "requests", "cost_usd", "avg_cost_per_user", "unpriced_requests", "most_costly_user", "most_costly_user_cost_usd", "least_costly_user", "least_costly_user_cost_usd")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    AVG_COST_PER_USER_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MOST_COSTLY_USER_FIELD_NUMBER: _ClassVar[int]
+    MOST_COSTLY_USER_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LEAST_COSTLY_USER_FIELD_NUMBER: _ClassVar[int]
+    LEAST_COSTLY_USER_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    users: int
+    requests: int
+    cost_usd: str
+    avg_cost_per_user: str
+    unpriced_requests: int
+    most_costly_user: str
+    most_costly_user_cost_usd: str
+    least_costly_user: str
+    least_costly_user_cost_usd: str
+    def __init__(self, value: _Optional[str] = ..., users: _Optional[int] = ..., requests: _Optional[int] = ..., cost_usd: _Optional[str] = ..., avg_cost_per_user: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., most_costly_user: _Optional[str] = ..., most_costly_user_cost_usd: _Optional[str] = ..., least_costly_user: _Optional[str] = ..., least_costly_user_cost_usd: _Optional[str] = ...) -> None: ...
+
+class PropertyBreakdown(_message.Message):
+    __slots__ = ("key", "since", "until", "values")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    values: _containers.RepeatedCompositeFieldContainer[PropertyValue]
+    def __init__(self, key: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Iterable[_Union[PropertyValue, _Mapping]]] = ...) -> None: ...
+
+class Totals(_message.Message):
+    __slots__ = ("since", "until", "users", "anonymous_requests", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "avg_latency_ms")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_READ_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    users: int
+    anonymous_requests: int
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: str
+    unpriced_requests: int
+    avg_latency_ms: float
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., users: _Optional[int] = ..., anonymous_requests: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., avg_latency_ms: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,179 @@
+"""The reading commands as a user runs them: against a running server, against the file, and neither."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+import pytest
+from query_data import USERS, build, requests_for
+from test_cli import start_server_with_api
+from test_grpc_receiver import raw_export
+
+TRUTHS = build(seed=5, count=120)
+WINDOW = ["--since", "2026-11-09T00:00:00Z", "--until", "2026-11-15T00:00:00Z"]
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "user_metrics", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A `user-metrics serve` process holding known spans; yields its file and API URL."""
+    db = tmp_path_factory.mktemp("cli") / "um.duckdb"
+    proc, target, url = start_server_with_api(db)
+    for req in requests_for(TRUTHS):
+        raw_export(target, req.SerializeToString())
+    yield db, url
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+
+
+def http_json(url: str) -> Any:
+    with urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+class TestWhileServing:
+    def test_json_output_is_exactly_the_http_answer(self, server: tuple[Path, str]) -> None:
+        """`--format json` prints what the HTTP API answers for the same arguments."""
+        _, url = server
+        done = cli(
+            "users", "--url", url, *WINDOW, "--sort=-requests", "--property", "plan=pro", "--format", "json"
+        )
+        assert done.returncode == 0, done.stderr
+        query = "since=2026-11-09T00:00:00Z&until=2026-11-15T00:00:00Z&sort=-requests&property=plan%3Dpro"
+        assert json.loads(done.stdout) == http_json(f"{url}/api/v1/users?{query}")
+
+    def test_without_url_or_db_the_cli_asks_the_configured_server(
+        self, server: tuple[Path, str], tmp_path: Path
+    ) -> None:
+        """While the server holds the file, the CLI finds it at its configured API address."""
+        _, url = server
+        env = {
+            "USER_METRICS_API_LISTEN": url.removeprefix("http://"),
+            "USER_METRICS_DB": str(tmp_path / "absent.duckdb"),
+        }
+        done = cli("totals", *WINDOW, "--format", "json", env=env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["requests"] == sum(1 for t in TRUTHS)
+
+    def test_the_table_is_readable_and_marks_the_null_user(self, server: tuple[Path, str]) -> None:
+        """The default table has a header, one line per user, and names the no-user row."""
+        _, url = server
+        done = cli("users", "--url", url, *WINDOW)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].split()[:3] == ["user_id", "requests", "errors"]
+        assert any(line.startswith("(no user id)") for line in lines)
+        for user in USERS:
+            if any(t.user == user for t in TRUTHS):
+                assert any(line.startswith(user) for line in lines), user
+        assert lines[-1].startswith(
+            f"{len({t.user for t in TRUTHS})} of {len({t.user for t in TRUTHS})} users"
+        )
+
+    def test_csv_has_every_field_and_exact_costs(self, server: tuple[Path, str]) -> None:
+        """CSV carries all user fields; costs keep all nine decimals."""
+        _, url = server
+        done = cli("users", "--url", url, *WINDOW, "--format", "csv")
+        rows = list(csv.DictReader(io.StringIO(done.stdout)))
+        assert "p95_latency_ms" in rows[0] and "models" in rows[0]
+        by_id = {r["user_id"]: r for r in rows}
+        assert by_id["alice"]["cost_usd"] == str(
+            sum(t.cost for t in TRUTHS if t.user == "alice" and t.cost is not None)
+        )
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["user", "zoë 🙂"],
+            ["user", "x'); DROP TABLE requests; --"],
+            ["timeseries", "--user", "alice", "--bucket", "hour"],
+            ["timeseries"],
+            ["properties", "plan"],
+            ["totals", "--model", "gpt-4o-mini"],
+        ],
+    )
+    @pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+    def test_every_command_in_every_format(self, server: tuple[Path, str], args: list[str], fmt: str) -> None:
+        """Each reading command answers in each format."""
+        _, url = server
+        done = cli(*args, "--url", url, *WINDOW, "--format", fmt)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip()
+        if fmt == "json":
+            json.loads(done.stdout)
+
+    def test_sql_runs_and_refuses(self, server: tuple[Path, str]) -> None:
+        """`user-metrics sql` runs a SELECT and refuses anything else with exit status 2."""
+        _, url = server
+        done = cli("sql", "SELECT count(*) AS n FROM requests", "--url", url, "--format", "json")
+        assert json.loads(done.stdout)["rows"] == [[len(TRUTHS)]]
+        done = cli("sql", "DROP TABLE requests", "--url", url)
+        assert done.returncode == 2 and "not DROP" in done.stderr
+
+    def test_an_unknown_user_exits_1_and_a_bad_window_2(self, server: tuple[Path, str]) -> None:
+        """Not found is a failure (1); a bad argument is a usage error (2); both say why."""
+        _, url = server
+        done = cli("user", "nobody", "--url", url)
+        assert done.returncode == 1 and "nobody" in done.stderr
+        done = cli("users", "--url", url, "--since", "last tuesday")
+        assert done.returncode == 2 and "since" in done.stderr
+
+
+def test_reads_the_file_when_no_server_runs(tmp_path: Path) -> None:
+    """With the server stopped, --db (or the configured file) is opened read-only, with the same answer."""
+    db = tmp_path / "um.duckdb"
+    proc, target, url = start_server_with_api(db)
+    for req in requests_for(TRUTHS):
+        raw_export(target, req.SerializeToString())
+    served = cli("users", "--url", url, *WINDOW, "--format", "json").stdout
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    from_file = cli("users", "--db", str(db), *WINDOW, "--format", "json")
+    assert from_file.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout) == json.loads(served)
+    env = {"USER_METRICS_DB": str(db), "USER_METRICS_API_LISTEN": "127.0.0.1:9"}  # nothing listens on 9
+    fallback = cli("users", *WINDOW, "--format", "json", env=env)
+    assert fallback.returncode == 0, fallback.stderr
+    assert json.loads(fallback.stdout) == json.loads(served)
+
+
+def test_says_clearly_when_neither_server_nor_file_is_there(tmp_path: Path) -> None:
+    """No server and no file: exit 1 naming both places it looked."""
+    env = {"USER_METRICS_API_LISTEN": "127.0.0.1:9", "USER_METRICS_DB": str(tmp_path / "none.duckdb")}
+    done = cli("users", env=env)
+    assert done.returncode == 1
+    assert "127.0.0.1:9" in done.stderr and "none.duckdb" in done.stderr and "serve" in done.stderr
+
+
+def test_a_file_held_by_the_server_is_explained(tmp_path: Path) -> None:
+    """--db on a file the server holds says to ask the server instead."""
+    db = tmp_path / "um.duckdb"
+    proc, _, _ = start_server_with_api(db)
+    try:
+        done = cli("users", "--db", str(db))
+        assert done.returncode == 1 and "url" in done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
