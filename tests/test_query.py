@@ -372,3 +372,96 @@ class TestRollups:
 
         with pytest.raises(Unavailable, match="schema version 99"):
             Store(db, Stats())
+
+
+class TestDecompose:
+    @pytest.mark.parametrize("seed", range(20))
+    def test_pieces_tile_the_window_exactly(self, seed: int) -> None:
+        """Whole days, then whole hours, then raw microseconds: contiguous, no gap, no overlap."""
+        import random
+
+        from user_metrics.cells import PER_USER, decompose
+
+        rng = random.Random(seed)
+        since = rng.randrange(10**15, 2 * 10**15)
+        until = (
+            since
+            + rng.choice([1, 59 * 10**6, 3 * 3600 * 10**6, 86_400 * 10**6, 40 * 86_400 * 10**6])
+            + rng.randrange(10**9)
+        )
+        pieces = decompose(since, until, PER_USER)
+        edges = [
+            (first * level.unit_us, last * level.unit_us) if level else (first, last)
+            for level, first, last in pieces
+        ]
+        assert edges[0][0] == since and edges[-1][1] == until
+        assert all(a[1] == b[0] for a, b in zip(edges, edges[1:], strict=False))
+        levels = [level.table if level else "raw" for level, _, _ in pieces]
+        assert levels.count("rollup_user_day") <= 1 and levels.count("raw") <= 2
+        # Coarsest in the middle: raw only at the ends, hours next to them, days inside.
+        rank = [{"raw": 0, "rollup_user_hour": 1, "rollup_user_day": 2}[x] for x in levels]
+        top = rank.index(max(rank))
+        assert rank[: top + 1] == sorted(rank[: top + 1]) and rank[top:] == sorted(rank[top:], reverse=True)
+
+
+class TestCompaction:
+    def test_merging_fragments_changes_no_answer_and_shrinks_the_rollups(self, tmp_path: Path) -> None:
+        """Many small commits leave one rollup row per cell and commit; compaction merges them exactly."""
+        from user_metrics.ingest import Ingestor
+        from user_metrics.mapping import compile_conventions
+        from user_metrics.pricing import Pricer
+        from user_metrics.stats import Stats
+
+        db = tmp_path / "um.duckdb"
+        stats = Stats()
+        store = Store(db, stats, compact_after_rows=10**9, compact_after_seconds=10**9)
+        ingestor = Ingestor(compile_conventions((), 4096), Pricer([]), store, stats)
+        for req in requests_for(TRUTHS, per_request=7):  # ~60 commits
+            ingestor.export(req)
+        since, until = WINDOWS["ragged both ends"]
+        with store.reader() as con:
+            before = (query.users(con, since, until), query.totals(con, since, until))
+            fragmented = con.execute("SELECT count(*) FROM rollup_user_day").fetchone()[0]
+            cells = con.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT day, user_key, dims_id FROM rollup_user_day)"
+            ).fetchone()[0]
+        assert fragmented > cells, "small commits should leave several rows for some cells"
+        store.close()  # compacts what is left, then checkpoints
+        assert stats.compactions == 1 and stats.rollup_rows_merged > 0
+        with user_metrics.connect(path=db) as client:
+            assert (client.users(since, until), client.totals(since, until)) == before
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            for table, keys in (
+                ("rollup_user_day", "day, user_key, dims_id"),
+                ("rollup_user_hour", "hour, user_key, dims_id"),
+                ("rollup_hour", "hour, dims_id"),
+                ("rollup_latency_day", "day, user_key, dims_id, bucket"),
+            ):
+                rows, distinct = con.execute(
+                    f"SELECT count(*), count(DISTINCT ({keys})) FROM {table}"
+                ).fetchone()
+                assert rows == distinct, table
+        finally:
+            con.close()
+
+    def test_the_writer_compacts_as_it_goes(self, tmp_path: Path) -> None:
+        """Past compact_after_rows the writer compacts between commits, and answers stay exact."""
+        from user_metrics.ingest import Ingestor
+        from user_metrics.mapping import compile_conventions
+        from user_metrics.pricing import Pricer
+        from user_metrics.stats import Stats
+
+        stats = Stats()
+        store = Store(tmp_path / "um.duckdb", stats, compact_after_rows=50)
+        ingestor = Ingestor(compile_conventions((), 4096), Pricer([]), store, stats)
+        try:
+            for req in requests_for(TRUTHS, per_request=10):
+                ingestor.export(req)
+            assert stats.compactions >= 5
+            with store.reader() as con:
+                got = query.totals(con, START, END)
+            assert got.requests == len(TRUTHS)
+            assert got.cost_usd == sum((t.cost for t in TRUTHS if t.cost is not None), Decimal(0))
+        finally:
+            store.close()

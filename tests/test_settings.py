@@ -80,3 +80,18 @@ def test_settings_object_is_frozen() -> None:
     """Settings cannot be changed once built."""
     with pytest.raises(AttributeError):
         Settings().db = "x"  # type: ignore[misc]
+
+
+def test_the_memory_limit_reaches_duckdb(tmp_path: Path) -> None:
+    """memory_limit_mib becomes the store's DuckDB memory_limit; 0 keeps DuckDB's default."""
+    from user_metrics.stats import Stats
+    from user_metrics.store import Store
+
+    store = Store(tmp_path / "a.duckdb", Stats(), memory_limit_mib=256)
+    try:
+        with store.reader() as con:
+            assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "256.0 MiB"
+    finally:
+        store.close()
+    with pytest.raises(SettingsError, match="memory_limit_mib"):
+        Settings(memory_limit_mib=64)

@@ -32,7 +32,7 @@ class App:
         custom = load_price_file(settings.price_file) if settings.price_file else []
         self.pricer = Pricer(custom)
         self.conventions = compile_conventions(settings.property_keys, settings.max_value_length)
-        self.store = Store(settings.db, self.stats)
+        self.store = Store(settings.db, self.stats, memory_limit_mib=settings.memory_limit_mib)
         self.ingestor = Ingestor(self.conventions, self.pricer, self.store, self.stats)
         limit = settings.max_message_mib * 1024 * 1024
         self._executor = ThreadPoolExecutor(settings.grpc_workers, thread_name_prefix="grpc")

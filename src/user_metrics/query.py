@@ -1,21 +1,22 @@
 """The query layer: every reader (Python client, CLI, HTTP API, gRPC) calls these functions.
 
 Each function takes an open DuckDB connection (a reader cursor of the running service, or a
-read-only connection to the file), a time window and filters, and reads the rollups for the
-whole days (or hours) inside the window plus the ``requests`` rows at its ragged edges, so the
-answer is exact for any instant while a 30-day query touches no more than two days of rows.
+read-only connection to the file), a time window and filters. It reads rollup cells for the
+whole days and hours inside the window and ``requests`` rows only for the partial hours at its
+two ends (``cells.py``), so the answer is exact for any instant while a 30-day query reads at
+most two hours of request rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import duckdb
 
+from user_metrics.cells import APP_HOUR, PER_USER, USER_HOUR, CellSql
 from user_metrics.errors import InvalidInput, NotFound
 from user_metrics.results import (
     SORTABLE_USER_FIELDS,
@@ -28,35 +29,13 @@ from user_metrics.results import (
     UserPage,
     UserStats,
 )
-from user_metrics.rollups import (
-    LATENCY_BUCKET_SQL,
-    LATENCY_BUCKETS_PER_DOUBLING,
-    METRIC_NAMES,
-    METRICS,
-    MODEL_SQL,
-    US_PER_DAY,
-    US_PER_HOUR,
-)
+from user_metrics.rollups import LATENCY_BUCKETS_PER_DOUBLING, METRIC_NAMES, US_PER_DAY, US_PER_HOUR
 from user_metrics.window import Filters, Window, from_micros
 
 Instant = str | datetime | date | None
 MAX_PAGE = 10_000
 NANO = Decimal("0.000000001")
 
-
-@dataclass(frozen=True)
-class _Source:
-    """A rollup table and the width of its time buckets."""
-
-    table: str
-    time_column: str
-    unit_us: int
-    per_user: bool
-
-
-USER_DAY = _Source("rollup_user_day", "day", US_PER_DAY, per_user=True)
-APP_HOUR = _Source("rollup_hour", "hour", US_PER_HOUR, per_user=False)
-RAW_HOUR = _Source("", "", US_PER_HOUR, per_user=True)  # no rollup: the request rows themselves
 
 # Per-user fields as aggregates over cells; p50/p95 and models are computed separately.
 _FIELD_SQL = {
@@ -78,103 +57,7 @@ _FIELD_SQL = {
     "avg_latency_ms": "sum(duration_sum) / nullif(sum(duration_count), 0)",
 }
 _PERCENTILES = {"p50_latency_ms": 0.5, "p95_latency_ms": 0.95}
-
-
-class _Sql:
-    """Builds one statement with named parameters."""
-
-    def __init__(self, window: Window, filters: Filters) -> None:
-        self.window = window
-        self.filters = filters
-        self.params: dict[str, Any] = {}
-        self.predicate = ""
-        self.begin()
-
-    def begin(self, **params: Any) -> _Sql:
-        """Start the next statement: DuckDB wants exactly the parameters a statement uses."""
-        self.params = dict(params)
-        self.predicate = self.filters.predicate(self.params)
-        return self
-
-    def _raw(self, start_us: int, end_us: int, unit_us: int, select: str, users: Sequence[int] | None) -> str:
-        n = len(self.params)
-        self.params[f"a{n}"] = from_micros(start_us)
-        self.params[f"b{n}"] = from_micros(end_us)
-        user_filter = "" if users is None else f" AND coalesce(u.user_key, 0) IN ({_ints(users)})"
-        return f"""SELECT coalesce(u.user_key, 0) AS user_key,
-                   epoch_us(r.start_time) // {unit_us} AS t, {select}
-            FROM (SELECT *, {MODEL_SQL} AS model FROM requests
-                  WHERE start_time >= $a{n} AND start_time < $b{n}) AS r
-            LEFT JOIN users AS u ON u.user_id = r.user_id
-            WHERE {self.predicate}{user_filter}"""
-
-    def _pieces(self, unit_us: int) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
-        """Whole buckets [first, last) inside the window, and the raw ranges around them."""
-        since, until = self.window.since_us, self.window.until_us
-        first, last = -(-since // unit_us), until // unit_us
-        if first >= last:
-            return None, [(since, until)]
-        edges = [(s, e) for s, e in ((since, first * unit_us), (last * unit_us, until)) if s < e]
-        return (first, last), edges
-
-    def cells(
-        self,
-        source: _Source,
-        users: Sequence[int] | None = None,
-        extra: dict[str, tuple[str, str]] | None = None,
-    ) -> str:
-        """Rows (user_key, t, extra..., metrics) whose sums are the window's exact totals."""
-        extra = extra or {}
-        window = (self.window.since_us, self.window.until_us)
-        whole, edges = self._pieces(source.unit_us) if source.table else (None, [window])
-        parts = []
-        if whole is not None:
-            cols = "".join(f"{rollup_expr} AS {name}, " for name, (rollup_expr, _) in extra.items())
-            user_col = "c.user_key" if source.per_user else "NULL::BIGINT"
-            where = [f"c.{source.time_column} >= {whole[0]}", f"c.{source.time_column} < {whole[1]}"]
-            if users is not None:
-                where.append(f"c.user_key IN ({_ints(users)})")
-            if extra:
-                join, where = " JOIN dims AS d USING (dims_id)", [*where, self.predicate]
-            else:
-                join = ""
-                if self.filters.active:
-                    where.append(f"c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})")
-            parts.append(
-                f"SELECT {user_col} AS user_key, c.{source.time_column} AS t, {cols}"
-                + ", ".join(f"c.{m}" for m in METRIC_NAMES)
-                + f" FROM {source.table} AS c{join} WHERE "
-                + " AND ".join(where)
-            )
-        raw_cols = "".join(f"{raw_expr} AS {name}, " for name, (_, raw_expr) in extra.items())
-        contributions = ", ".join(f"{expr} AS {name}" for name, _, expr in METRICS)
-        for start, end in edges:
-            parts.append(self._raw(start, end, source.unit_us, raw_cols + contributions, users))
-        return " UNION ALL ".join(f"({p})" for p in parts)
-
-    def latency_cells(self, users: Sequence[int] | None) -> str:
-        """Rows (user_key, bucket, n): request counts per logarithmic latency bucket."""
-        whole, edges = self._pieces(US_PER_DAY)
-        parts = []
-        user_filter = "" if users is None else f" AND c.user_key IN ({_ints(users)})"
-        if whole is not None:
-            dims = (
-                f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
-                if self.filters.active
-                else ""
-            )
-            parts.append(
-                f"SELECT c.user_key, c.bucket, c.n FROM rollup_latency_day AS c "
-                f"WHERE c.day >= {whole[0]} AND c.day < {whole[1]}{user_filter}{dims}"
-            )
-        for start, end in edges:
-            raw = self._raw(start, end, US_PER_DAY, f"{LATENCY_BUCKET_SQL} AS bucket, 1 AS n", users)
-            parts.append(f"SELECT user_key, bucket, n FROM ({raw} AND duration_ms IS NOT NULL)")
-        return " UNION ALL ".join(f"({p})" for p in parts)
-
-
-def _ints(values: Sequence[int]) -> str:
-    return ", ".join(str(int(v)) for v in values) or "NULL"
+_MODEL_FIELDS = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,7 +78,7 @@ def _window(since: Instant, until: Instant, now: Callable[[], datetime]) -> Wind
 
 
 def _percentiles(
-    con: duckdb.DuckDBPyConnection, q: _Sql, users: Sequence[int] | None
+    con: duckdb.DuckDBPyConnection, q: CellSql, users: Sequence[int] | None
 ) -> dict[int, dict[str, float | None]]:
     q.begin()
     picks = ", ".join(
@@ -220,42 +103,42 @@ def _bucket_value(bucket: int | None) -> float | None:
     return round(2 ** ((bucket + 0.5) / LATENCY_BUCKETS_PER_DOUBLING), 3)
 
 
-def _user_stats(con: duckdb.DuckDBPyConnection, q: _Sql, keys: Sequence[int]) -> dict[int, UserStats]:
-    """Every per-user field for the given user keys."""
+def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int]) -> dict[int, UserStats]:
+    """Every per-user field for the given user keys: one scan for the fields and the models."""
     if not keys:
         return {}
     fields = ", ".join(f"{expr} AS {name}" for name, expr in _FIELD_SQL.items())
     q.begin()
-    base = _rows(
+    by_model = {"provider": ("d.provider", "provider"), "model": ("d.model", "model")}
+    rows = _rows(
         con,
-        f"SELECT u.user_id, a.* FROM (SELECT user_key, {fields} FROM ({q.cells(USER_DAY, keys)}) "
-        "GROUP BY user_key) AS a JOIN users AS u USING (user_key)",
+        f"""SELECT u.user_id, a.* FROM (
+                SELECT user_key, provider, model, GROUPING(provider, model) AS whole_user, {fields}
+                FROM ({q.cells(PER_USER, US_PER_DAY, keys, by_model)})
+                GROUP BY GROUPING SETS ((user_key), (user_key, provider, model))) AS a
+            JOIN users AS u USING (user_key)
+            ORDER BY cost_usd DESC NULLS LAST, requests DESC, provider, model""",
         q.params,
     )
-    model_extra = {"provider": ("d.provider", "r.provider"), "model": ("d.model", "r.model")}
     models: dict[int, list[ModelUsage]] = {}
-    q.begin()
-    for row in _rows(
-        con,
-        f"""SELECT user_key, provider, model, sum(requests) AS requests,
-                   CASE WHEN sum(priced_requests) > 0 THEN sum(cost_usd) END AS cost_usd,
-                   sum(unpriced_requests) AS unpriced_requests
-            FROM ({q.cells(USER_DAY, keys, model_extra)}) GROUP BY ALL
-            ORDER BY user_key, cost_usd DESC NULLS LAST, requests DESC, provider, model""",
-        q.params,
-    ):
-        models.setdefault(row.pop("user_key"), []).append(ModelUsage(**_ints_of(row)))
+    totals: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        row = _ints_of(row)
+        if row.pop("whole_user"):
+            totals[row["user_key"]] = row
+        else:
+            models.setdefault(row["user_key"], []).append(ModelUsage(**{f: row[f] for f in _MODEL_FIELDS}))
     latency = _percentiles(con, q, keys)
     out = {}
-    for row in base:
-        key = row.pop("user_key")
-        row = _ints_of(row)
-        row["first_active"] = from_micros(row["first_active"])
-        row["last_active"] = from_micros(row["last_active"])
+    for key, row in totals.items():
+        fields_of = {name: row[name] for name in _FIELD_SQL}
+        fields_of["first_active"] = from_micros(row["first_active"])
+        fields_of["last_active"] = from_micros(row["last_active"])
         for name in ("avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms"):
-            row[name] = None if row[name] is None else float(row[name])
+            fields_of[name] = None if row[name] is None else float(row[name])
         out[key] = UserStats(
-            **row,
+            user_id=row["user_id"],
+            **fields_of,
             **latency.get(key, dict.fromkeys(_PERCENTILES)),
             models=tuple(models.get(key, ())),
         )
@@ -291,16 +174,16 @@ def users(
     if offset < 0:
         raise InvalidInput(f"offset: must be 0 or more, got {offset}")
     window = _window(since, until, now)
-    q = _Sql(window, Filters.of(properties, model, service, environment))
+    q = CellSql(window, Filters.of(properties, model, service, environment))
     if field in _PERCENTILES:
         page, total = _rank_by_latency(con, q, field, descending, limit, offset)
     else:
         expr = "u.user_id" if field == "user_id" else _FIELD_SQL[field]
         q.begin()
         grouped = (
-            f"SELECT user_key, {expr} AS s FROM ({q.cells(USER_DAY)}) GROUP BY user_key"
+            f"SELECT user_key, {expr} AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) GROUP BY user_key"
             if field != "user_id"
-            else f"SELECT DISTINCT user_key, u.user_id AS s FROM ({q.cells(USER_DAY)}) AS c "
+            else f"SELECT DISTINCT user_key, u.user_id AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) AS c "
             f"JOIN users AS u USING (user_key)"
         )
         order = f"s {'DESC' if descending else 'ASC'} NULLS LAST, user_key"
@@ -316,19 +199,20 @@ def users(
     return UserPage(tuple(stats[k] for k in page), int(total), window.since, window.until)
 
 
-def _count_users(con: duckdb.DuckDBPyConnection, q: _Sql) -> int:
+def _count_users(con: duckdb.DuckDBPyConnection, q: CellSql) -> int:
     q.begin()
-    (row,) = _rows(con, f"SELECT count(DISTINCT user_key) AS n FROM ({q.cells(USER_DAY)})", q.params)
+    cells = q.cells(PER_USER, US_PER_DAY)
+    (row,) = _rows(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells})", q.params)
     return int(row["n"])
 
 
 def _rank_by_latency(
-    con: duckdb.DuckDBPyConnection, q: _Sql, field: str, descending: bool, limit: int, offset: int
+    con: duckdb.DuckDBPyConnection, q: CellSql, field: str, descending: bool, limit: int, offset: int
 ) -> tuple[list[int], int]:
     """The slow path: percentiles of every user in the window, from the latency rollup."""
     values: dict[int, float | None] = {key: p[field] for key, p in _percentiles(con, q, None).items()}
     q.begin()
-    everyone = _rows(con, f"SELECT DISTINCT user_key FROM ({q.cells(USER_DAY)})", q.params)
+    everyone = _rows(con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY)})", q.params)
     for row in everyone:  # users whose requests carry no duration sort last
         values.setdefault(row["user_key"], None)
     sign = -1 if descending else 1
@@ -351,7 +235,7 @@ def user(
     """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
     window = _window(since, until, now)
     key = _user_key(con, user_id)
-    q = _Sql(window, Filters.of(properties, model, service, environment))
+    q = CellSql(window, Filters.of(properties, model, service, environment))
     found = _user_stats(con, q, [key])
     if key in found:
         return found[key]
@@ -382,7 +266,6 @@ def timeseries(
     until: Instant = None,
     *,
     bucket: str = "day",
-    all_users: bool | None = None,
     properties: Any = None,
     model: str | None = None,
     service: str | None = None,
@@ -402,19 +285,16 @@ def timeseries(
         raise InvalidInput(
             f"the window holds more than {MAX_PAGE} {bucket}s; use a shorter window or bucket=day"
         )
-    q = _Sql(window, Filters.of(properties, model, service, environment))
+    q = CellSql(window, Filters.of(properties, model, service, environment))
     if user_id is None:
         # The hourly application rollup serves both buckets: a day is 24 of its hours.
-        cells, scale = q.cells(APP_HOUR), unit // US_PER_HOUR
+        cells = q.cells((APP_HOUR,), unit, by_user=False)
     else:
         key = _user_key(con, user_id)
-        if bucket == "day":
-            cells, scale = q.cells(USER_DAY, [key]), 1
-        else:  # no per-user hourly rollup: one user's rows over the window
-            cells, scale = q.cells(RAW_HOUR, [key]), 1
+        cells = q.cells(PER_USER if bucket == "day" else (USER_HOUR,), unit, [key])
     rows = _rows(
         con,
-        f"""SELECT t // {scale} AS t, sum(requests) AS requests, sum(errors) AS errors,
+        f"""SELECT t, sum(requests) AS requests, sum(errors) AS errors,
                    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                    sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests
             FROM ({cells}) GROUP BY 1""",
@@ -464,32 +344,33 @@ def by_property(
     if not key:
         raise InvalidInput("key: name a property, e.g. plan")
     window = _window(since, until, now)
-    q = _Sql(window, Filters.of(properties, model, service, environment))
+    q = CellSql(window, Filters.of(properties, model, service, environment))
     q.params["pkey"] = key
-    extra = {"pvalue": ("d.properties[$pkey]", "r.properties[$pkey]")}
+    # Rollup cells carry dims_id, request rows their value; both meet after a first aggregation.
+    extra = {"dims_id": ("c.dims_id", "NULL::INTEGER"), "pvalue": ("NULL::VARCHAR", "properties[$pkey]")}
+    per_user = f"""
+        SELECT coalesce(c.pvalue, d.properties[$pkey]) AS pvalue, c.user_key,
+               sum(c.requests) AS requests, sum(c.cost_usd) AS cost_usd,
+               sum(c.unpriced_requests) AS unpriced_requests
+        FROM (SELECT dims_id, pvalue, user_key, sum(requests) AS requests, sum(cost_usd) AS cost_usd,
+                     sum(unpriced_requests) AS unpriced_requests
+              FROM ({q.cells(PER_USER, US_PER_DAY, None, extra)}) GROUP BY ALL) AS c
+        LEFT JOIN dims AS d USING (dims_id) GROUP BY ALL"""
+    # Ties between users go to the lower user key, so the answer is the same every time.
     rows = _rows(
         con,
-        f"""WITH pu AS (
-                SELECT pvalue, user_key, sum(requests) AS requests, sum(cost_usd) AS cost_usd,
-                       sum(unpriced_requests) AS unpriced_requests
-                FROM ({q.cells(USER_DAY, None, extra)}) GROUP BY ALL),
-            ranked AS (
-                SELECT pu.*, u.user_id,
-                       row_number() OVER (PARTITION BY pvalue, user_key <> 0
-                                          ORDER BY cost_usd DESC, u.user_id) AS top,
-                       row_number() OVER (PARTITION BY pvalue, user_key <> 0
-                                          ORDER BY cost_usd ASC, u.user_id) AS bottom
-                FROM pu JOIN users AS u USING (user_key))
-            SELECT pvalue AS value, count(*) FILTER (user_key <> 0) AS users, sum(requests) AS requests,
-                   sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests,
-                   coalesce(sum(cost_usd) FILTER (user_key <> 0), 0) AS user_cost,
-                   any_value(user_id) FILTER (user_key <> 0 AND top = 1) AS most_costly_user,
-                   coalesce(any_value(cost_usd) FILTER (user_key <> 0 AND top = 1), 0)
-                       AS most_costly_user_cost_usd,
-                   any_value(user_id) FILTER (user_key <> 0 AND bottom = 1) AS least_costly_user,
-                   coalesce(any_value(cost_usd) FILTER (user_key <> 0 AND bottom = 1), 0)
-                       AS least_costly_user_cost_usd
-            FROM ranked GROUP BY pvalue ORDER BY cost_usd DESC, value NULLS LAST""",
+        f"""WITH v AS (
+                SELECT pvalue AS value, count(*) FILTER (user_key <> 0) AS users, sum(requests) AS requests,
+                       sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests,
+                       coalesce(sum(cost_usd) FILTER (user_key <> 0), 0) AS user_cost,
+                       arg_max(user_key, (cost_usd, -user_key)) FILTER (user_key <> 0) AS top,
+                       coalesce(max(cost_usd) FILTER (user_key <> 0), 0) AS most_costly_user_cost_usd,
+                       arg_min(user_key, (cost_usd, user_key)) FILTER (user_key <> 0) AS bottom,
+                       coalesce(min(cost_usd) FILTER (user_key <> 0), 0) AS least_costly_user_cost_usd
+                FROM ({per_user}) GROUP BY pvalue)
+            SELECT v.* EXCLUDE (top, bottom), t.user_id AS most_costly_user, b.user_id AS least_costly_user
+            FROM v LEFT JOIN users AS t ON t.user_key = v.top LEFT JOIN users AS b ON b.user_key = v.bottom
+            ORDER BY cost_usd DESC, value NULLS LAST""",
         q.params,
     )
     values = []
@@ -514,17 +395,21 @@ def totals(
 ) -> Totals:
     """The whole application in the window."""
     window = _window(since, until, now)
-    q = _Sql(window, Filters.of(properties, model, service, environment))
+    q = CellSql(window, Filters.of(properties, model, service, environment))
     sums = ", ".join(
         f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")
     )
-    (row,) = _rows(
+    # Sums from the application's hourly rollup; who was active needs the per-user cells.
+    (row,) = _rows(con, f"SELECT {sums} FROM ({q.cells((APP_HOUR,), US_PER_HOUR, by_user=False)})", q.params)
+    q.begin()
+    (who,) = _rows(
         con,
         f"""SELECT count(DISTINCT user_key) FILTER (user_key <> 0) AS users,
-                   coalesce(sum(requests) FILTER (user_key = 0), 0) AS anonymous_requests, {sums}
-            FROM ({q.cells(USER_DAY)})""",
+                   coalesce(sum(requests) FILTER (user_key = 0), 0) AS anonymous_requests
+            FROM ({q.cells(PER_USER, US_PER_DAY)})""",
         q.params,
     )
+    row |= who
     row = _ints_of(row)
     count = row.pop("duration_count")
     duration = row.pop("duration_sum")

@@ -8,6 +8,8 @@ adds its new rows to small aggregate tables (the write path calls ``apply``):
   any of those become ``dims_id IN (...)`` over a table of a few rows.
 - ``rollup_user_day``: per UTC day, user and dims: counts, token sums, exact cost (DECIMAL),
   latency sum, first and last request (epoch microseconds).
+- ``rollup_user_hour``: the same per UTC hour, for hourly charts and the partial days at the
+  edges of a window.
 - ``rollup_latency_day``: per UTC day, user and dims, request counts in logarithmic latency
   buckets (8 per doubling), from which p50/p95 are read with at most 4.4 % relative error.
 - ``rollup_hour``: the whole application per UTC hour and dims (hourly charts and totals).
@@ -15,9 +17,17 @@ adds its new rows to small aggregate tables (the write path calls ``apply``):
 Days and hours are integers counted from the Unix epoch in UTC, so no time zone setting can
 shift a bucket. Everything but the latency percentiles is exact: the query layer adds the
 request rows at the ragged edges of a window to the whole days (or hours) inside it.
+
+Rollup tables are append-only: each commit appends its own partial sums, and every query sums
+cells anyway, so a cell split over several rows is still exact. ``compact`` merges the rows of
+the buckets written since the last compaction (the store's writer calls it every so often), so
+tables stay about one row per cell. There are no indexes on them: upserts through a primary key
+made each commit ~20x slower as the tables grew, and the ART indexes cost memory.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import duckdb
 
@@ -50,16 +60,10 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 METRIC_NAMES = tuple(name for name, _, _ in METRICS)
 
 
-def _merge(name: str) -> str:
-    if name == "first_us":
-        return "least(first_us, excluded.first_us)"
-    if name == "last_us":
-        return "greatest(last_us, excluded.last_us)"
-    return f"{name} + excluded.{name}"
-
-
-def _aggregate(name: str) -> str:
-    return {"first_us": "min(first_us)", "last_us": "max(last_us)"}.get(name, f"sum({name})")
+def aggregate(name: str, expr: str | None = None) -> str:
+    """How values of metric ``name`` (the column, or ``expr``) combine: min, max or sum."""
+    fn = {"first_us": "min", "last_us": "max"}.get(name, "sum")
+    return f"{fn}({expr or name})"
 
 
 _METRIC_COLUMNS = ",\n    ".join(f"{name} {kind} NOT NULL" for name, kind, _ in METRICS)
@@ -67,13 +71,13 @@ _METRIC_COLUMNS = ",\n    ".join(f"{name} {kind} NOT NULL" for name, kind, _ in 
 DDL: tuple[str, ...] = (
     "CREATE SEQUENCE IF NOT EXISTS user_key_seq START 1",
     """CREATE TABLE IF NOT EXISTS users (
-    user_key BIGINT PRIMARY KEY DEFAULT nextval('user_key_seq'),
+    user_key BIGINT NOT NULL DEFAULT nextval('user_key_seq'),
     user_id  VARCHAR UNIQUE
 )""",
-    "INSERT INTO users VALUES (0, NULL) ON CONFLICT DO NOTHING",
+    "INSERT INTO users SELECT 0, NULL WHERE NOT EXISTS (SELECT 1 FROM users WHERE user_key = 0)",
     "CREATE SEQUENCE IF NOT EXISTS dims_id_seq START 1",
     """CREATE TABLE IF NOT EXISTS dims (
-    dims_id      INTEGER PRIMARY KEY DEFAULT nextval('dims_id_seq'),
+    dims_id      INTEGER NOT NULL DEFAULT nextval('dims_id_seq'),
     dims_hash    UHUGEINT UNIQUE NOT NULL,
     service_name VARCHAR,
     environment  VARCHAR,
@@ -83,22 +87,24 @@ DDL: tuple[str, ...] = (
 )""",
     f"""CREATE TABLE IF NOT EXISTS rollup_user_day (
     day INTEGER NOT NULL, user_key BIGINT NOT NULL, dims_id INTEGER NOT NULL,
-    {_METRIC_COLUMNS},
-    PRIMARY KEY (day, user_key, dims_id)
+    {_METRIC_COLUMNS}
 )""",
-    "CREATE INDEX IF NOT EXISTS rollup_user_day_user ON rollup_user_day (user_key)",
+    f"""CREATE TABLE IF NOT EXISTS rollup_user_hour (
+    hour INTEGER NOT NULL, user_key BIGINT NOT NULL, dims_id INTEGER NOT NULL,
+    {_METRIC_COLUMNS}
+)""",
     """CREATE TABLE IF NOT EXISTS rollup_latency_day (
     day INTEGER NOT NULL, user_key BIGINT NOT NULL, dims_id INTEGER NOT NULL,
-    bucket SMALLINT NOT NULL, n BIGINT NOT NULL,
-    PRIMARY KEY (day, user_key, dims_id, bucket)
+    bucket SMALLINT NOT NULL, n BIGINT NOT NULL
 )""",
-    "CREATE INDEX IF NOT EXISTS rollup_latency_day_user ON rollup_latency_day (user_key)",
     f"""CREATE TABLE IF NOT EXISTS rollup_hour (
     hour INTEGER NOT NULL, dims_id INTEGER NOT NULL,
-    {_METRIC_COLUMNS},
-    PRIMARY KEY (hour, dims_id)
+    {_METRIC_COLUMNS}
 )""",
 )
+
+TABLES = ("rollup_user_day", "rollup_user_hour", "rollup_latency_day", "rollup_hour", "dims", "users")
+SEQUENCES = ("user_key_seq", "dims_id_seq")
 
 # A canonical, unambiguous identity for a dims combination (property order does not matter).
 DIMS_HASH_SQL = (
@@ -108,8 +114,11 @@ DIMS_HASH_SQL = (
 )
 
 
-def apply(con: duckdb.DuckDBPyConnection, rows: str) -> None:
-    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction)."""
+def apply(con: duckdb.DuckDBPyConnection, rows: str) -> set[int]:
+    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction).
+
+    Returns the UTC hours (since the epoch) it wrote to, for ``compact``.
+    """
     con.execute(
         f"INSERT INTO users (user_id) SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL "
         "ON CONFLICT (user_id) DO NOTHING"
@@ -130,23 +139,92 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str) -> None:
         JOIN dims AS d ON d.dims_hash = r.h"""
     )
     try:
-        sums = ", ".join(f"{_aggregate(name)} AS {name}" for name in METRIC_NAMES)
-        merges = ", ".join(f"{name} = {_merge(name)}" for name in METRIC_NAMES)
-        con.execute(
-            f"""INSERT INTO rollup_user_day
-            SELECT us // {US_PER_DAY} AS day, user_key, dims_id, {sums} FROM rollup_input GROUP BY ALL
-            ON CONFLICT DO UPDATE SET {merges}"""
-        )
-        con.execute(
-            f"""INSERT INTO rollup_hour
-            SELECT us // {US_PER_HOUR} AS hour, dims_id, {sums} FROM rollup_input GROUP BY ALL
-            ON CONFLICT DO UPDATE SET {merges}"""
-        )
-        con.execute(
-            f"""INSERT INTO rollup_latency_day
-            SELECT us // {US_PER_DAY} AS day, user_key, dims_id, bucket, count(*) AS n
-            FROM rollup_input WHERE duration_ms IS NOT NULL GROUP BY ALL
-            ON CONFLICT DO UPDATE SET n = n + excluded.n"""
-        )
+        for table in ROLLUPS:
+            _insert_aggregated(con, table, "rollup_input")
+        (touched,) = con.execute(
+            f"SELECT list(DISTINCT us // {US_PER_HOUR}) FROM rollup_input"
+        ).fetchone() or ([],)
     finally:
         con.execute("DROP TABLE rollup_input")
+    return {int(hour) for hour in touched or ()}
+
+
+@dataclass(frozen=True)
+class _Rollup:
+    table: str
+    bucket: str  # "day" or "hour"
+    keys: tuple[str, ...]  # besides the time bucket
+    latency: bool = False
+
+
+ROLLUPS = (
+    _Rollup("rollup_user_day", "day", ("user_key", "dims_id")),
+    _Rollup("rollup_user_hour", "hour", ("user_key", "dims_id")),
+    _Rollup("rollup_hour", "hour", ("dims_id",)),
+    _Rollup("rollup_latency_day", "day", ("user_key", "dims_id", "bucket"), latency=True),
+)
+
+
+def _bucket_sql(rollup: _Rollup) -> str:
+    return f"us // {US_PER_DAY if rollup.bucket == 'day' else US_PER_HOUR}"
+
+
+def _insert_aggregated(con: duckdb.DuckDBPyConnection, rollup: _Rollup, source: str) -> None:
+    """Append one row per cell of the request contributions in ``source``, in time order."""
+    keys = ", ".join(rollup.keys)
+    if rollup.latency:
+        values, where = "count(*) AS n", "WHERE duration_ms IS NOT NULL"
+    else:
+        values, where = ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES), ""
+    con.execute(
+        f"""INSERT INTO {rollup.table}
+        SELECT {_bucket_sql(rollup)} AS {rollup.bucket}, {keys}, {values} FROM {source} {where}
+        GROUP BY ALL ORDER BY 1"""
+    )
+
+
+def compact(con: duckdb.DuckDBPyConnection, hours: set[int]) -> int:
+    """Merge the rows of each cell in the buckets holding these hours; returns the rows removed.
+
+    Runs in one transaction, so readers see the table before or after, never half of it.
+    """
+    if not hours:
+        return 0
+    days = sorted({h * US_PER_HOUR // US_PER_DAY for h in hours})
+    removed = 0
+    con.execute("BEGIN")
+    try:
+        for rollup in ROLLUPS:
+            buckets = days if rollup.bucket == "day" else sorted(hours)
+            keys = ", ".join(rollup.keys)
+            values = (
+                "sum(n) AS n"
+                if rollup.latency
+                else ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)
+            )
+            inside = f"{rollup.bucket} IN ({', '.join(map(str, buckets))})"
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE compacted AS
+                SELECT {rollup.bucket}, {keys}, {values} FROM {rollup.table} WHERE {inside}
+                GROUP BY ALL ORDER BY ALL"""
+            )
+            (before,) = con.execute(f"DELETE FROM {rollup.table} WHERE {inside}").fetchone() or (0,)
+            (after,) = con.execute(f"INSERT INTO {rollup.table} SELECT * FROM compacted").fetchone() or (0,)
+            removed += int(before) - int(after)
+            con.execute("DROP TABLE compacted")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return removed
+
+
+def rebuild(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the rollups and build them again from ``requests`` (inside the caller's transaction)."""
+    for table in TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    for sequence in SEQUENCES:
+        con.execute(f"DROP SEQUENCE IF EXISTS {sequence}")
+    for ddl in DDL:
+        con.execute(ddl)
+    apply(con, "requests")  # one statement per table: every cell is one row already

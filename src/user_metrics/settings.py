@@ -64,6 +64,13 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("max_message_mib", int, 64, "largest OTLP request accepted, in MiB (after decompression)"),
     SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
     SettingSpec("grpc_workers", int, 16, "gRPC worker threads (concurrent Export calls being served)"),
+    SettingSpec(
+        "memory_limit_mib",
+        int,
+        1024,
+        "DuckDB's memory limit in MiB (cache, hash tables; it spills to disk beyond it); 0: DuckDB's "
+        "default of 80 % of RAM",
+    ),
     SettingSpec("sql_timeout_seconds", float, 10.0, "time limit of one read-only SQL query"),
     SettingSpec("sql_max_rows", int, 10_000, "most rows one read-only SQL query may return"),
     SettingSpec("log_level", str, "info", "debug, info, warning or error"),
@@ -82,6 +89,7 @@ class Settings:
     max_message_mib: int = 64
     max_value_length: int = 4096
     grpc_workers: int = 16
+    memory_limit_mib: int = 1024
     sql_timeout_seconds: float = 10.0
     sql_max_rows: int = 10_000
     log_level: str = "info"
@@ -92,6 +100,10 @@ class Settings:
         if not 0 < self.sql_timeout_seconds <= 3600:
             raise SettingsError(
                 f"sql_timeout_seconds must be above 0 and at most 3600, got {self.sql_timeout_seconds}"
+            )
+        if self.memory_limit_mib != 0 and self.memory_limit_mib < 128:
+            raise SettingsError(
+                f"memory_limit_mib must be 0 (DuckDB's default) or at least 128, got {self.memory_limit_mib}"
             )
         if not 1 <= self.sql_max_rows <= 100_000:
             raise SettingsError(f"sql_max_rows must be from 1 to 100000, got {self.sql_max_rows}")

@@ -20,6 +20,9 @@ class Stats:
     values_truncated: int = 0
     commits: int = 0
     commit_seconds: float = 0.0
+    compactions: int = 0
+    compaction_seconds: float = 0.0
+    rollup_rows_merged: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: int | float) -> None:

@@ -37,7 +37,7 @@ from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"  # 2 added the rollups
+SCHEMA_VERSION = "4"  # 2 added rollups, 3 the hourly per-user one, 4 made them append-only
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -87,12 +87,31 @@ _STOP = object()
 class Store:
     """Owns the DuckDB file while the service runs; one writer thread."""
 
-    def __init__(self, path: str | Path, stats: Stats, *, max_group_rows: int = 200_000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        stats: Stats,
+        *,
+        max_group_rows: int = 200_000,
+        memory_limit_mib: int = 0,
+        compact_after_rows: int = 100_000,
+        compact_after_seconds: float = 30.0,
+    ) -> None:
         self.path = str(path)
         self._stats = stats
         self._max_group_rows = max_group_rows
+        # Rollup rows appended since the last compaction: their hours, and how many rows.
+        self._dirty_hours: set[int] = set()
+        self._rows_since_compaction = 0
+        self._last_compaction = time.monotonic()
+        self._compact_after_rows = compact_after_rows
+        self._compact_after_seconds = compact_after_seconds
+        # DuckDB's default buffer pool is 80 % of RAM: it keeps every block it ever read.
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"memory_limit": f"{memory_limit_mib}MiB"} if memory_limit_mib else {}
+        )
         try:
-            self._con = duckdb.connect(self.path)
+            self._con = duckdb.connect(self.path, config=config)
         except duckdb.Error as exc:
             raise Unavailable(f"cannot open database {self.path}: {exc}") from exc
         self._init_schema()
@@ -110,14 +129,14 @@ class Store:
             con.execute(ddl)
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = row[0] if row else None
-        if version not in (None, "1", SCHEMA_VERSION):
+        if version not in (None, "1", "2", "3", SCHEMA_VERSION):
             con.execute("ROLLBACK")
             raise Unavailable(f"{self.path} has schema version {version}, this build needs {SCHEMA_VERSION}")
+        if version in ("1", "2", "3"):
+            log.info("upgrading %s to schema %s: building rollups from requests", self.path, SCHEMA_VERSION)
+            rollups.rebuild(con)
         for ddl in rollups.DDL:
             con.execute(ddl)
-        if version == "1":
-            log.info("upgrading %s to schema %s: building rollups from requests", self.path, SCHEMA_VERSION)
-            rollups.apply(con, "requests")
         con.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
             [SCHEMA_VERSION],
@@ -153,6 +172,7 @@ class Store:
         self._queue.put(_STOP)
         self._thread.join()
         try:
+            self._compact()
             self._con.execute("CHECKPOINT")
         finally:
             self._con.close()
@@ -180,6 +200,26 @@ class Store:
                 group.append(more)
                 rows += more.table.num_rows
             self._commit(group)
+            if self._rows_since_compaction >= self._compact_after_rows or (
+                self._dirty_hours and time.monotonic() - self._last_compaction >= self._compact_after_seconds
+            ):
+                self._compact()
+
+    def _compact(self) -> None:
+        """Merge the rollup rows written since the last time (failure only costs query speed)."""
+        hours, self._dirty_hours = self._dirty_hours, set()
+        self._rows_since_compaction = 0
+        self._last_compaction = time.monotonic()
+        started = time.perf_counter()
+        try:
+            removed = rollups.compact(self._con, hours)
+        except duckdb.Error:
+            log.exception("compacting the rollups failed; they stay correct, only larger")
+            self._dirty_hours |= hours
+            return
+        self._stats.add(
+            compactions=1, compaction_seconds=time.perf_counter() - started, rollup_rows_merged=removed
+        )
 
     def _commit(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -210,8 +250,9 @@ class Store:
             try:
                 con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
                 con.execute("INSERT INTO requests SELECT * FROM batch")
-                rollups.apply(con, "batch")
+                hours = rollups.apply(con, "batch")
                 con.execute("COMMIT")
+                self._written(hours, batch.num_rows)
                 return batch.num_rows
             except duckdb.ConstraintException:
                 con.execute("ROLLBACK")
@@ -241,9 +282,14 @@ class Store:
                 WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
             )
             con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
-            rollups.apply(con, "fresh_rows")
+            hours = rollups.apply(con, "fresh_rows")
             con.execute("DROP TABLE fresh_rows")
         finally:
             con.unregister("fresh_keys")
         con.execute("COMMIT")
+        self._written(hours, fresh.num_rows)
         return fresh.num_rows
+
+    def _written(self, hours: set[int], rows: int) -> None:
+        self._dirty_hours |= hours
+        self._rows_since_compaction += rows
