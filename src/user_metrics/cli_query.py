@@ -86,7 +86,7 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     remote = RemoteClient(url, timeout=60)
     try:
-        remote._call("/healthz")
+        remote.health()
         return remote
     except Unavailable as not_served:
         try:

@@ -147,6 +147,11 @@ class RemoteClient:
             reason = getattr(exc, "reason", exc)
             raise Unavailable(f"cannot reach the server at {self.url}: {reason}") from exc
 
+    def health(self) -> dict[str, Any]:
+        """The server's /healthz answer; Unavailable when nothing answers."""
+        answer: dict[str, Any] = self._call("/healthz")
+        return answer
+
     def users(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> UserPage:
         return from_json(UserPage, self._call("/api/v1/users", {"since": since, "until": until, **kwargs}))
 

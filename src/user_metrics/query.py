@@ -70,8 +70,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _window(since: Instant, until: Instant, now: Callable[[], datetime]) -> Window:
-    return Window.parse(since, until, now())
+def _statement(
+    since: Instant,
+    until: Instant,
+    now: Callable[[], datetime],
+    properties: Any,
+    model: str | None,
+    service: str | None,
+    environment: str | None,
+) -> CellSql:
+    """The window and filters every query function takes, parsed and checked once."""
+    window = Window.parse(since, until, now())
+    return CellSql(window, Filters.of(properties, model, service, environment))
 
 
 # ---- users -------------------------------------------------------------------------------------
@@ -173,8 +183,8 @@ def users(
         raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
     if offset < 0:
         raise InvalidInput(f"offset: must be 0 or more, got {offset}")
-    window = _window(since, until, now)
-    q = CellSql(window, Filters.of(properties, model, service, environment))
+    q = _statement(since, until, now, properties, model, service, environment)
+    window = q.window
     if field in _PERCENTILES:
         page, total = _rank_by_latency(con, q, field, descending, limit, offset)
     else:
@@ -233,9 +243,8 @@ def user(
     now: Callable[[], datetime] = _now,
 ) -> UserStats:
     """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
-    window = _window(since, until, now)
+    q = _statement(since, until, now, properties, model, service, environment)
     key = _user_key(con, user_id)
-    q = CellSql(window, Filters.of(properties, model, service, environment))
     found = _user_stats(con, q, [key])
     if key in found:
         return found[key]
@@ -280,12 +289,12 @@ def timeseries(
     if bucket not in units:
         raise InvalidInput(f"bucket: must be hour or day, got {bucket!r}")
     unit = units[bucket]
-    window = _window(since, until, now)
+    q = _statement(since, until, now, properties, model, service, environment)
+    window = q.window
     if (window.until_us - window.since_us) // unit > MAX_PAGE:
         raise InvalidInput(
             f"the window holds more than {MAX_PAGE} {bucket}s; use a shorter window or bucket=day"
         )
-    q = CellSql(window, Filters.of(properties, model, service, environment))
     if user_id is None:
         # The hourly application rollup serves both buckets: a day is 24 of its hours.
         cells = q.cells((APP_HOUR,), unit, by_user=False)
@@ -343,8 +352,8 @@ def by_property(
     key = key.strip().lower()
     if not key:
         raise InvalidInput("key: name a property, e.g. plan")
-    window = _window(since, until, now)
-    q = CellSql(window, Filters.of(properties, model, service, environment))
+    q = _statement(since, until, now, properties, model, service, environment)
+    window = q.window
     q.params["pkey"] = key
     # Rollup cells carry dims_id, request rows their value; both meet after a first aggregation.
     extra = {"dims_id": ("c.dims_id", "NULL::INTEGER"), "pvalue": ("NULL::VARCHAR", "properties[$pkey]")}
@@ -394,8 +403,8 @@ def totals(
     now: Callable[[], datetime] = _now,
 ) -> Totals:
     """The whole application in the window."""
-    window = _window(since, until, now)
-    q = CellSql(window, Filters.of(properties, model, service, environment))
+    q = _statement(since, until, now, properties, model, service, environment)
+    window = q.window
     sums = ", ".join(
         f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")
     )
