@@ -115,6 +115,10 @@ class Store:
         except duckdb.Error as exc:
             raise Unavailable(f"cannot open database {self.path}: {exc}") from exc
         self._init_schema()
+        # Readers get cursors of their own, made from a connection the writer thread never uses,
+        # one at a time: a DuckDB connection object is not safe to share between threads.
+        self._reader_root = self._con.cursor()
+        self._reader_lock = threading.Lock()
         self._queue: queue.Queue[_Pending | object] = queue.Queue()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -148,7 +152,10 @@ class Store:
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database for one reader thread (close it when done)."""
-        return self._con.cursor()
+        with self._reader_lock:
+            if self._closed:
+                raise Unavailable("the store is shutting down")
+            return self._reader_root.cursor()
 
     @property
     def queue_depth(self) -> int:
@@ -175,6 +182,8 @@ class Store:
             self._compact()
             self._con.execute("CHECKPOINT")
         finally:
+            with self._reader_lock:
+                self._reader_root.close()
             self._con.close()
 
     # ---- the writer thread --------------------------------------------------------------------
