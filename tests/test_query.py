@@ -437,6 +437,9 @@ class TestCompaction:
                 ("rollup_user_hour", "hour, user_key, dims_id"),
                 ("rollup_hour", "hour, dims_id"),
                 ("rollup_latency_day", "day, user_key, dims_id, bucket"),
+                ("user_totals", "user_key"),
+                ("dims_totals", "dims_id"),
+                ("dims_durations", "dims_id, le"),
             ):
                 rows, distinct = con.execute(
                     f"SELECT count(*), count(DISTINCT ({keys})) FROM {table}"

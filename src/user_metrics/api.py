@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
 
 from user_metrics import __version__, query
 from user_metrics.errors import InvalidInput, NotFound, UserMetricsError, http_status
@@ -83,8 +85,10 @@ class ApiServer:
         *,
         sql_timeout: float,
         sql_max_rows: int,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self.open_reader = open_reader
+        self.metrics = metrics
         self.sql_timeout = sql_timeout
         self.sql_max_rows = sql_max_rows
         api = self
@@ -183,6 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         url = urlsplit(self.path)
+        if url.path == "/metrics" and method == "GET" and self.server_api.metrics is not None:
+            self._scrape(self.server_api.metrics)
+            return
         try:
             body = self._body()
             result = self.server_api.route(
@@ -197,6 +204,21 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a reader's bug must still get an answer
             log.exception("%s %s failed", method, self.path)
             self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {exc}", "status": 500})
+
+    def _scrape(self, metrics: CollectorRegistry) -> None:
+        """The exposition format the scraper asks for (OpenMetrics or Prometheus text)."""
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            data = encoder(metrics)
+        except Exception as exc:  # noqa: BLE001 - a failed scrape must still be answered
+            log.exception("scrape failed")
+            self._answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"scrape failed: {exc}", "status": 503})
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _body(self) -> bytes:
         length = self.headers.get("Content-Length")

@@ -14,6 +14,7 @@ from user_metrics.api import ApiServer
 from user_metrics.ingest import Ingestor
 from user_metrics.mapping import compile_conventions
 from user_metrics.pricing import Pricer, load_price_file
+from user_metrics.prom import UsageCollector, registry
 from user_metrics.query_grpc import user_metrics_service_handler
 from user_metrics.receivers.grpc import trace_service_handler
 from user_metrics.settings import Settings, SettingsError, split_address
@@ -47,6 +48,15 @@ class App:
             ],
         )
         self.grpc_address = ""
+        self.metrics = registry(
+            UsageCollector(
+                self.store.reader,
+                self.stats,
+                lambda: self.store.queue_depth,
+                max_users=settings.metrics_max_users,
+                property_keys=settings.metrics_properties,
+            )
+        )
         self.api: ApiServer | None = None
         self.api_url = ""
 
@@ -66,6 +76,7 @@ class App:
                 self.store.reader,
                 sql_timeout=self.settings.sql_timeout_seconds,
                 sql_max_rows=self.settings.sql_max_rows,
+                metrics=self.metrics,
             )
         except OSError as exc:
             self.grpc_server.stop(0)

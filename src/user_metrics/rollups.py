@@ -101,10 +101,43 @@ DDL: tuple[str, ...] = (
     hour INTEGER NOT NULL, dims_id INTEGER NOT NULL,
     {_METRIC_COLUMNS}
 )""",
+    # All-time totals, for /metrics: per user, per dims, and a duration histogram per dims.
+    f"""CREATE TABLE IF NOT EXISTS user_totals (
+    user_key BIGINT NOT NULL,
+    {_METRIC_COLUMNS}
+)""",
+    f"""CREATE TABLE IF NOT EXISTS dims_totals (
+    dims_id INTEGER NOT NULL,
+    {_METRIC_COLUMNS}
+)""",
+    """CREATE TABLE IF NOT EXISTS dims_durations (
+    dims_id INTEGER NOT NULL, le SMALLINT NOT NULL, n BIGINT NOT NULL
+)""",
 )
 
-TABLES = ("rollup_user_day", "rollup_user_hour", "rollup_latency_day", "rollup_hour", "dims", "users")
+TABLES = (
+    "rollup_user_day",
+    "rollup_user_hour",
+    "rollup_latency_day",
+    "rollup_hour",
+    "user_totals",
+    "dims_totals",
+    "dims_durations",
+    "dims",
+    "users",
+)
 SEQUENCES = ("user_key_seq", "dims_id_seq")
+
+# Upper bounds (seconds) of the request-duration histogram that /metrics exposes; +Inf is implied.
+DURATION_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# Index of the first bound a duration fits under (len(DURATION_BOUNDS) for +Inf).
+DURATION_LE_SQL = (
+    "coalesce(list_position(list_transform("
+    + repr(list(DURATION_BOUNDS))
+    + ", b -> duration_ms <= b * 1000), true) - 1, "
+    + str(len(DURATION_BOUNDS))
+    + ")::SMALLINT"
+)
 
 # A canonical, unambiguous identity for a dims combination (property order does not matter).
 DIMS_HASH_SQL = (
@@ -114,11 +147,24 @@ DIMS_HASH_SQL = (
 )
 
 
-def apply(con: duckdb.DuckDBPyConnection, rows: str) -> set[int]:
-    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction).
+@dataclass
+class Touched:
+    """What a commit appended to: UTC hours since the epoch and user keys, for ``compact``."""
 
-    Returns the UTC hours (since the epoch) it wrote to, for ``compact``.
-    """
+    hours: set[int]
+    users: set[int]
+
+    def __ior__(self, other: Touched) -> Touched:
+        self.hours |= other.hours
+        self.users |= other.users
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.hours or self.users)
+
+
+def apply(con: duckdb.DuckDBPyConnection, rows: str) -> Touched:
+    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction)."""
     con.execute(
         f"INSERT INTO users (user_id) SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL "
         "ON CONFLICT (user_id) DO NOTHING"
@@ -133,7 +179,7 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str) -> set[int]:
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE rollup_input AS
         SELECT epoch_us(r.start_time) AS us, coalesce(u.user_key, 0) AS user_key, d.dims_id,
-               {LATENCY_BUCKET_SQL} AS bucket, duration_ms, {contributions}
+               {LATENCY_BUCKET_SQL} AS bucket, {DURATION_LE_SQL} AS le, duration_ms, {contributions}
         FROM (SELECT *, {DIMS_HASH_SQL} AS h FROM {rows}) AS r
         LEFT JOIN users AS u ON u.user_id = r.user_id
         JOIN dims AS d ON d.dims_hash = r.h"""
@@ -141,74 +187,87 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str) -> set[int]:
     try:
         for table in ROLLUPS:
             _insert_aggregated(con, table, "rollup_input")
-        (touched,) = con.execute(
-            f"SELECT list(DISTINCT us // {US_PER_HOUR}) FROM rollup_input"
-        ).fetchone() or ([],)
+        hours, users = con.execute(
+            f"SELECT list(DISTINCT us // {US_PER_HOUR}), list(DISTINCT user_key) FROM rollup_input"
+        ).fetchone() or ([], [])
     finally:
         con.execute("DROP TABLE rollup_input")
-    return {int(hour) for hour in touched or ()}
+    return Touched({int(h) for h in hours or ()}, {int(u) for u in users or ()})
 
 
 @dataclass(frozen=True)
 class _Rollup:
     table: str
-    bucket: str  # "day" or "hour"
+    bucket: str | None  # "day", "hour", or None for all time
     keys: tuple[str, ...]  # besides the time bucket
-    latency: bool = False
+    counts: bool = False  # a histogram: n requests per key, instead of the metrics
+
+    @property
+    def columns(self) -> str:
+        return ", ".join(([self.bucket] if self.bucket else []) + list(self.keys))
+
+    def values(self, source_rows: bool) -> str:
+        """Aggregates over request contributions (source_rows) or over rows of this table."""
+        if self.counts:
+            return "count(*) AS n" if source_rows else "sum(n) AS n"
+        return ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)
 
 
 ROLLUPS = (
     _Rollup("rollup_user_day", "day", ("user_key", "dims_id")),
     _Rollup("rollup_user_hour", "hour", ("user_key", "dims_id")),
     _Rollup("rollup_hour", "hour", ("dims_id",)),
-    _Rollup("rollup_latency_day", "day", ("user_key", "dims_id", "bucket"), latency=True),
+    _Rollup("rollup_latency_day", "day", ("user_key", "dims_id", "bucket"), counts=True),
+    _Rollup("user_totals", None, ("user_key",)),
+    _Rollup("dims_totals", None, ("dims_id",)),
+    _Rollup("dims_durations", None, ("dims_id", "le"), counts=True),
 )
-
-
-def _bucket_sql(rollup: _Rollup) -> str:
-    return f"us // {US_PER_DAY if rollup.bucket == 'day' else US_PER_HOUR}"
 
 
 def _insert_aggregated(con: duckdb.DuckDBPyConnection, rollup: _Rollup, source: str) -> None:
     """Append one row per cell of the request contributions in ``source``, in time order."""
-    keys = ", ".join(rollup.keys)
-    if rollup.latency:
-        values, where = "count(*) AS n", "WHERE duration_ms IS NOT NULL"
-    else:
-        values, where = ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES), ""
+    bucket = ""
+    if rollup.bucket:
+        bucket = f"us // {US_PER_DAY if rollup.bucket == 'day' else US_PER_HOUR} AS {rollup.bucket}, "
+    where = "WHERE duration_ms IS NOT NULL" if rollup.counts else ""
     con.execute(
         f"""INSERT INTO {rollup.table}
-        SELECT {_bucket_sql(rollup)} AS {rollup.bucket}, {keys}, {values} FROM {source} {where}
+        SELECT {bucket}{", ".join(rollup.keys)}, {rollup.values(True)} FROM {source} {where}
         GROUP BY ALL ORDER BY 1"""
     )
 
 
-def compact(con: duckdb.DuckDBPyConnection, hours: set[int]) -> int:
-    """Merge the rows of each cell in the buckets holding these hours; returns the rows removed.
+def compact(con: duckdb.DuckDBPyConnection, touched: Touched) -> int:
+    """Merge the rows of each cell written to since the last compaction; returns the rows removed.
 
-    Runs in one transaction, so readers see the table before or after, never half of it.
+    Runs in one transaction, so readers see the tables before or after, never half of them.
     """
-    if not hours:
+    if not touched:
         return 0
-    days = sorted({h * US_PER_HOUR // US_PER_DAY for h in hours})
+    days = sorted({h * US_PER_HOUR // US_PER_DAY for h in touched.hours})
+    scopes = {
+        "day": "day IN (SELECT unnest($days::INTEGER[]))",
+        "hour": "hour IN (SELECT unnest($hours::INTEGER[]))",
+    }
+    params = {"days": days, "hours": sorted(touched.hours), "users": sorted(touched.users)}
     removed = 0
     con.execute("BEGIN")
     try:
         for rollup in ROLLUPS:
-            buckets = days if rollup.bucket == "day" else sorted(hours)
-            keys = ", ".join(rollup.keys)
-            values = (
-                "sum(n) AS n"
-                if rollup.latency
-                else ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)
-            )
-            inside = f"{rollup.bucket} IN ({', '.join(map(str, buckets))})"
+            if rollup.bucket:
+                inside = scopes[rollup.bucket]
+            elif "user_key" in rollup.keys:
+                inside = "user_key IN (SELECT unnest($users::BIGINT[]))"
+            else:
+                inside = "TRUE"  # per-dims tables: a few rows, merged whole
+            used = {k: v for k, v in params.items() if f"${k}" in inside}
             con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE compacted AS
-                SELECT {rollup.bucket}, {keys}, {values} FROM {rollup.table} WHERE {inside}
-                GROUP BY ALL ORDER BY ALL"""
+                SELECT {rollup.columns}, {rollup.values(False)} FROM {rollup.table} WHERE {inside}
+                GROUP BY ALL ORDER BY ALL""",
+                used,
             )
-            (before,) = con.execute(f"DELETE FROM {rollup.table} WHERE {inside}").fetchone() or (0,)
+            (before,) = con.execute(f"DELETE FROM {rollup.table} WHERE {inside}", used).fetchone() or (0,)
             (after,) = con.execute(f"INSERT INTO {rollup.table} SELECT * FROM compacted").fetchone() or (0,)
             removed += int(before) - int(after)
             con.execute("DROP TABLE compacted")

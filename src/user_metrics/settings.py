@@ -65,6 +65,18 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
     SettingSpec("grpc_workers", int, 16, "gRPC worker threads (concurrent Export calls being served)"),
     SettingSpec(
+        "metrics_max_users",
+        int,
+        1000,
+        "most users in the per-user /metrics families (the most recently active); 0 turns them off",
+    ),
+    SettingSpec(
+        "metrics_properties",
+        list,
+        (),
+        "property keys with /metrics families of requests and cost per value, e.g. plan",
+    ),
+    SettingSpec(
         "memory_limit_mib",
         int,
         1024,
@@ -89,6 +101,8 @@ class Settings:
     max_message_mib: int = 64
     max_value_length: int = 4096
     grpc_workers: int = 16
+    metrics_max_users: int = 1000
+    metrics_properties: tuple[str, ...] = ()
     memory_limit_mib: int = 1024
     sql_timeout_seconds: float = 10.0
     sql_max_rows: int = 10_000
@@ -101,6 +115,8 @@ class Settings:
             raise SettingsError(
                 f"sql_timeout_seconds must be above 0 and at most 3600, got {self.sql_timeout_seconds}"
             )
+        if self.metrics_max_users < 0:
+            raise SettingsError(f"metrics_max_users must be 0 or more, got {self.metrics_max_users}")
         if self.memory_limit_mib != 0 and self.memory_limit_mib < 128:
             raise SettingsError(
                 f"memory_limit_mib must be 0 (DuckDB's default) or at least 128, got {self.memory_limit_mib}"

@@ -37,7 +37,7 @@ from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "4"  # 2 added rollups, 3 the hourly per-user one, 4 made them append-only
+SCHEMA_VERSION = "5"  # 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -100,8 +100,8 @@ class Store:
         self.path = str(path)
         self._stats = stats
         self._max_group_rows = max_group_rows
-        # Rollup rows appended since the last compaction: their hours, and how many rows.
-        self._dirty_hours: set[int] = set()
+        # Rollup rows appended since the last compaction: their hours and users, and how many rows.
+        self._dirty = rollups.Touched(set(), set())
         self._rows_since_compaction = 0
         self._last_compaction = time.monotonic()
         self._compact_after_rows = compact_after_rows
@@ -133,10 +133,10 @@ class Store:
             con.execute(ddl)
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = row[0] if row else None
-        if version not in (None, "1", "2", "3", SCHEMA_VERSION):
+        if version not in (None, "1", "2", "3", "4", SCHEMA_VERSION):
             con.execute("ROLLBACK")
             raise Unavailable(f"{self.path} has schema version {version}, this build needs {SCHEMA_VERSION}")
-        if version in ("1", "2", "3"):
+        if version in ("1", "2", "3", "4"):
             log.info("upgrading %s to schema %s: building rollups from requests", self.path, SCHEMA_VERSION)
             rollups.rebuild(con)
         for ddl in rollups.DDL:
@@ -210,21 +210,21 @@ class Store:
                 rows += more.table.num_rows
             self._commit(group)
             if self._rows_since_compaction >= self._compact_after_rows or (
-                self._dirty_hours and time.monotonic() - self._last_compaction >= self._compact_after_seconds
+                self._dirty and time.monotonic() - self._last_compaction >= self._compact_after_seconds
             ):
                 self._compact()
 
     def _compact(self) -> None:
         """Merge the rollup rows written since the last time (failure only costs query speed)."""
-        hours, self._dirty_hours = self._dirty_hours, set()
+        touched, self._dirty = self._dirty, rollups.Touched(set(), set())
         self._rows_since_compaction = 0
         self._last_compaction = time.monotonic()
         started = time.perf_counter()
         try:
-            removed = rollups.compact(self._con, hours)
+            removed = rollups.compact(self._con, touched)
         except duckdb.Error:
             log.exception("compacting the rollups failed; they stay correct, only larger")
-            self._dirty_hours |= hours
+            self._dirty |= touched
             return
         self._stats.add(
             compactions=1, compaction_seconds=time.perf_counter() - started, rollup_rows_merged=removed
@@ -259,9 +259,9 @@ class Store:
             try:
                 con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
                 con.execute("INSERT INTO requests SELECT * FROM batch")
-                hours = rollups.apply(con, "batch")
+                touched = rollups.apply(con, "batch")
                 con.execute("COMMIT")
-                self._written(hours, batch.num_rows)
+                self._written(touched, batch.num_rows)
                 return batch.num_rows
             except duckdb.ConstraintException:
                 con.execute("ROLLBACK")
@@ -291,14 +291,14 @@ class Store:
                 WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
             )
             con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
-            hours = rollups.apply(con, "fresh_rows")
+            touched = rollups.apply(con, "fresh_rows")
             con.execute("DROP TABLE fresh_rows")
         finally:
             con.unregister("fresh_keys")
         con.execute("COMMIT")
-        self._written(hours, fresh.num_rows)
+        self._written(touched, fresh.num_rows)
         return fresh.num_rows
 
-    def _written(self, hours: set[int], rows: int) -> None:
-        self._dirty_hours |= hours
+    def _written(self, touched: rollups.Touched, rows: int) -> None:
+        self._dirty |= touched
         self._rows_since_compaction += rows

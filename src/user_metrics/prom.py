@@ -1,0 +1,182 @@
+"""``/metrics``: a prometheus_client collector over the store's all-time totals.
+
+The collector reads ``snapshot`` on every scrape (maintained totals: no scan of ``requests``)
+and the service's own counters; prometheus_client writes the text format or OpenMetrics, as the
+scraper's Accept header asks. Counters are exact all-time totals, so they never go backwards,
+across restarts too.
+
+Per-user families hold at most ``metrics_max_users`` users: the most recently active ones (ties:
+the user seen first). ``user_metrics_users_left_out`` says how many were not exposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import duckdb
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from user_metrics.rollups import DURATION_BOUNDS
+from user_metrics.snapshot import Usage, snapshot
+from user_metrics.stats import Stats
+
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+
+def _tokens(usage: Usage) -> Iterable[tuple[str, int]]:
+    return zip(
+        TOKEN_TYPES,
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+        ),
+        strict=True,
+    )
+
+
+def _text(value: str | None) -> str:
+    return "" if value is None else value
+
+
+class UsageCollector(Collector):
+    """The per-user, per-model, per-property and self families, built fresh on each scrape."""
+
+    def __init__(
+        self,
+        open_reader: Callable[[], duckdb.DuckDBPyConnection],
+        stats: Stats,
+        queue_depth: Callable[[], int],
+        *,
+        max_users: int,
+        property_keys: Sequence[str],
+    ) -> None:
+        self._open_reader = open_reader
+        self._stats = stats
+        self._queue_depth = queue_depth
+        self._max_users = max_users
+        self._property_keys = tuple(property_keys)
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registering must not query the database
+
+    def collect(self) -> Iterable[Metric]:
+        con = self._open_reader()
+        try:
+            snap = snapshot(con, self._max_users, self._property_keys)
+        finally:
+            con.close()
+        yield from self._users(snap.users)
+        left_out = GaugeMetricFamily(
+            "user_metrics_users_left_out",
+            "Users with requests who are not in the per-user families (metrics_max_users)",
+        )
+        left_out.add_metric([], snap.users_total - len(snap.users))
+        yield left_out
+        yield from self._models(snap.models)
+        requests = CounterMetricFamily(
+            "llm_property_requests",
+            "LLM requests by value of a chosen property",
+            labels=["property", "value"],
+        )
+        cost = CounterMetricFamily(
+            "llm_property_cost_usd", "Cost in USD by value of a chosen property", labels=["property", "value"]
+        )
+        for p in snap.properties:
+            requests.add_metric([p.key, p.value], p.requests)
+            cost.add_metric([p.key, p.value], float(p.cost_usd))
+        yield requests
+        yield cost
+        yield from self._self()
+
+    def _users(self, users: Sequence[Any]) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "llm_user_requests", "LLM requests per user", labels=["user_id", "status"]
+        )
+        tokens = CounterMetricFamily("llm_user_tokens", "Tokens per user", labels=["user_id", "type"])
+        cost = CounterMetricFamily(
+            "llm_user_cost_usd", "Cost in USD per user (priced requests)", labels=["user_id"]
+        )
+        last = GaugeMetricFamily(
+            "llm_user_last_active_timestamp_seconds", "Start of the user's latest request", labels=["user_id"]
+        )
+        for user in users:
+            u = user.usage
+            requests.add_metric([user.user_id, "ok"], u.requests - u.errors)
+            requests.add_metric([user.user_id, "error"], u.errors)
+            for kind, count in _tokens(u):
+                tokens.add_metric([user.user_id, kind], count)
+            cost.add_metric([user.user_id], float(u.cost_usd))
+            last.add_metric([user.user_id], u.last_active_us / 1e6)
+        yield from (requests, tokens, cost, last)
+
+    def _models(self, models: Sequence[Any]) -> Iterable[Metric]:
+        labels = ["provider", "model"]
+        requests = CounterMetricFamily("llm_requests", "LLM requests", labels=[*labels, "status"])
+        tokens = CounterMetricFamily("llm_tokens", "Tokens", labels=[*labels, "type"])
+        cost = CounterMetricFamily("llm_cost_usd", "Cost in USD of priced requests", labels=labels)
+        unpriced = CounterMetricFamily(
+            "llm_unpriced_requests", "Requests of models with no known price", labels=labels
+        )
+        duration = HistogramMetricFamily(
+            "llm_request_duration_seconds", "LLM request duration", labels=labels
+        )
+        for m in models:
+            key = [_text(m.provider), _text(m.model)]
+            u = m.usage
+            requests.add_metric([*key, "ok"], u.requests - u.errors)
+            requests.add_metric([*key, "error"], u.errors)
+            for kind, count in _tokens(u):
+                tokens.add_metric([*key, kind], count)
+            cost.add_metric(key, float(u.cost_usd))
+            unpriced.add_metric(key, u.unpriced_requests)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(str, DURATION_BOUNDS), "+Inf"), m.duration_counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            duration.add_metric(key, buckets, u.duration_ms_sum / 1000)
+        yield from (requests, tokens, cost, unpriced, duration)
+
+    def _self(self) -> Iterable[Metric]:
+        s = self._stats
+        received = CounterMetricFamily("user_metrics_spans_received", "Spans received in OTLP exports")
+        received.add_metric([], s.spans_received)
+        stored = CounterMetricFamily("user_metrics_spans_stored", "LLM spans stored as request records")
+        stored.add_metric([], s.spans_stored)
+        duplicate = CounterMetricFamily("user_metrics_spans_duplicate", "LLM spans already stored (re-sent)")
+        duplicate.add_metric([], s.spans_duplicate)
+        skipped = CounterMetricFamily("user_metrics_spans_skipped", "Spans that are not LLM calls")
+        skipped.add_metric([], s.spans_skipped)
+        rejected = CounterMetricFamily("user_metrics_spans_rejected", "LLM spans rejected", labels=["reason"])
+        for reason, count in sorted(s.spans_rejected.items()):
+            rejected.add_metric([reason], count)
+        truncated = CounterMetricFamily(
+            "user_metrics_values_truncated", "Attribute values cut to max_value_length"
+        )
+        truncated.add_metric([], s.values_truncated)
+        batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")
+        batch.add_metric([], s.exports, s.spans_received)
+        commit = SummaryMetricFamily(
+            "user_metrics_commit_duration_seconds", "Time to store and commit a group"
+        )
+        commit.add_metric([], s.commits, s.commit_seconds)
+        queue = GaugeMetricFamily("user_metrics_queue_depth", "Batches waiting for the store's writer")
+        queue.add_metric([], self._queue_depth())
+        yield from (received, stored, duplicate, skipped, rejected, truncated, batch, commit, queue)
+
+
+def registry(collector: UsageCollector) -> CollectorRegistry:
+    """A registry of our own (no process-wide default, no import-time globals)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg

@@ -1,0 +1,256 @@
+"""/metrics: exposition checked by promtool, values against the query layer, the cap, escaping."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from conftest import Service
+from otlp import T0, chat, request, span
+from prometheus_client.parser import text_string_to_metric_families
+from query_data import build, requests_for
+
+from user_metrics import query
+
+TRUTHS = build(seed=3, count=150)
+ODD_IDS = ['quote"d', "back\\slash", "new\nline", "zoë 🙂", "trailing\\"]
+PROMTOOL = shutil.which("promtool")
+PROMETHEUS = shutil.which("prometheus")
+CONFIG = Path(__file__).resolve().parents[1] / "collector-config"
+# .ci/run installs Debian's prometheus package and sets this, so CI cannot skip these tests.
+REQUIRED = os.environ.get("USER_METRICS_REQUIRE_PROMETHEUS") == "1"
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None and not REQUIRED, reason="promtool is not installed (.ci/run installs it)"
+)
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None and not REQUIRED, reason="prometheus is not installed (.ci/run installs it)"
+)
+
+
+def scrape(svc: Service, accept: str | None = None) -> tuple[str, str]:
+    assert svc.app is not None
+    req = urllib.request.Request(svc.app.api_url + "/metrics", headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(req, timeout=30) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Sample values of one family, keyed by their sorted labels."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("prom") / "um.duckdb", metrics_properties=("plan",))
+    app = svc.start()
+    for req in requests_for(TRUTHS):
+        app.ingestor.export(req)
+    app.ingestor.export(request([span(chat(user), start=T0 + i) for i, user in enumerate(ODD_IDS)]))
+    yield svc
+    svc.stop()
+
+
+@needs_promtool
+def test_promtool_finds_nothing_to_complain_about(served: Service) -> None:
+    """`promtool check metrics` on a real scrape prints nothing and exits 0."""
+    _, text = scrape(served)
+    assert PROMTOOL is not None
+    done = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_openmetrics_when_the_scraper_asks(served: Service) -> None:
+    """Accept: application/openmetrics-text gets OpenMetrics, ending in # EOF."""
+    content_type, text = scrape(served, "application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text") and text.endswith("# EOF\n")
+    content_type, text = scrape(served)
+    assert content_type.startswith("text/plain") and "# EOF" not in text
+
+
+def test_per_user_counters_equal_the_query_layer_all_time(served: Service) -> None:
+    """Requests, errors, tokens and cost per user are the store's exact all-time totals."""
+    _, text = scrape(served)
+    requests = samples(text, "llm_user_requests_total")
+    tokens = samples(text, "llm_user_tokens_total")
+    cost = samples(text, "llm_user_cost_usd_total")
+    assert served.app is not None
+    with served.app.store.reader() as con:
+        for user in {t.user for t in TRUTHS if t.user is not None} | set(ODD_IDS):
+            want = query.user(con, user, "1970-01-01", "2100-01-01")
+            assert requests[(("status", "ok"), ("user_id", user))] == want.requests - want.errors
+            assert requests[(("status", "error"), ("user_id", user))] == want.errors
+            assert tokens[(("type", "input"), ("user_id", user))] == want.input_tokens
+            assert tokens[(("type", "output"), ("user_id", user))] == want.output_tokens
+            assert cost[(("user_id", user),)] == pytest.approx(float(want.cost_usd or 0), rel=1e-12)
+
+
+def test_label_values_are_escaped_whatever_the_id(served: Service) -> None:
+    """Quotes, backslashes, newlines and unicode in ids come back exactly from the parsed scrape."""
+    _, text = scrape(served)
+    ids = {dict(k)["user_id"] for k in samples(text, "llm_user_cost_usd_total")}
+    assert set(ODD_IDS) <= ids
+
+
+def test_global_and_property_families(served: Service) -> None:
+    """Per provider/model and per plan totals, and the duration histogram, match the spans."""
+    _, text = scrape(served)
+    requests = samples(text, "llm_requests_total")
+    total = sum(requests.values())
+    assert total == len(TRUTHS) + len(ODD_IDS)
+    unpriced = samples(text, "llm_unpriced_requests_total")
+    assert sum(unpriced.values()) == sum(t.cost is None for t in TRUTHS)
+    plan_cost = samples(text, "llm_property_cost_usd_total")
+    for plan in ("free", "pro", "enterprise"):
+        want = sum((t.cost for t in TRUTHS if t.plan == plan and t.cost is not None), Decimal(0))
+        assert plan_cost[(("property", "plan"), ("value", plan))] == pytest.approx(float(want), rel=1e-12)
+    infinite = samples(text, "llm_request_duration_seconds_bucket")
+    counts = samples(text, "llm_request_duration_seconds_count")
+    assert sum(v for k, v in infinite.items() if dict(k)["le"] == "+Inf") == sum(counts.values()) == total
+    under_100ms = sum(v for k, v in infinite.items() if dict(k)["le"] == "0.1")
+    assert under_100ms == sum(t.duration_ms <= 100 for t in TRUTHS)
+
+
+def test_counters_survive_a_restart_unchanged(served: Service) -> None:
+    """A restart recomputes every usage counter from the store: the same values, none lower."""
+    families = (
+        "llm_user_requests_total",
+        "llm_user_cost_usd_total",
+        "llm_requests_total",
+        "llm_tokens_total",
+    )
+    before = {f: samples(scrape(served)[1], f) for f in families}
+    served.restart()
+    after = {f: samples(scrape(served)[1], f) for f in families}
+    assert after == before
+
+
+class TestCap:
+    def _service(self, tmp_path: Path, max_users: int) -> Service:
+        svc = Service(tmp_path / "um.duckdb", metrics_max_users=max_users)
+        app = svc.start()
+        # user-00 is the oldest, user-29 the most recent
+        app.ingestor.export(request([span(chat(f"user-{i:02}"), start=T0 + i * 10**9) for i in range(30)]))
+        return svc
+
+    def test_only_the_most_recently_active_users_are_exposed(self, tmp_path: Path) -> None:
+        """With 30 users and max_users=10: users 20..29, and the gauge says 20 were left out."""
+        svc = self._service(tmp_path, 10)
+        try:
+            _, text = scrape(svc)
+        finally:
+            svc.stop()
+        ids = {dict(k)["user_id"] for k in samples(text, "llm_user_cost_usd_total")}
+        assert ids == {f"user-{i:02}" for i in range(20, 30)}
+        assert len(samples(text, "llm_user_requests_total")) == 20  # ok and error per user
+        assert samples(text, "user_metrics_users_left_out") == {(): 20.0}
+
+    def test_zero_turns_per_user_families_off(self, tmp_path: Path) -> None:
+        """max_users=0 exposes no per-user series; global families still count everything."""
+        svc = self._service(tmp_path, 0)
+        try:
+            _, text = scrape(svc)
+        finally:
+            svc.stop()
+        assert samples(text, "llm_user_requests_total") == {}
+        assert samples(text, "user_metrics_users_left_out") == {(): 30.0}
+        assert sum(samples(text, "llm_requests_total").values()) == 30
+
+
+@needs_promtool
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ],
+)
+def test_the_shipped_prometheus_config_and_alert_rules(args: list[str]) -> None:
+    """collector-config/prometheus.yml and alerts.yml are valid, and the alert rules pass their unit tests."""
+    assert PROMTOOL is not None, "promtool is required here"
+    done = subprocess.run([PROMTOOL, *args], cwd=CONFIG, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _prometheus_query(base: str, expr: str) -> list[dict[str, object]]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer = json.loads(response.read())
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+@needs_prometheus
+def test_a_real_prometheus_scrapes_per_user_values(served: Service, tmp_path: Path) -> None:
+    """Prometheus, scraping every second, holds the per-user values the test sent."""
+    assert PROMETHEUS is not None and served.app is not None, "prometheus is required here"
+    target = served.app.api_url.removeprefix("http://")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: um\n    static_configs:\n      - targets: ['{target}']\n"
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        result: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            try:
+                result = _prometheus_query(base, 'llm_user_requests_total{job="um"}')
+            except OSError:
+                result = []
+            if result:
+                break
+            time.sleep(0.5)
+        assert result, "Prometheus never scraped the service"
+        got: dict[str, float] = {}
+        for series in _prometheus_query(base, 'sum by (user_id) (llm_user_requests_total{job="um"})'):
+            metric, value = series["metric"], series["value"]
+            assert isinstance(metric, dict) and isinstance(value, list)
+            got[str(metric["user_id"])] = float(value[1])
+        want: dict[str, int] = {}
+        for t in TRUTHS:
+            if t.user is not None:
+                want[t.user] = want.get(t.user, 0) + 1
+        for odd in ODD_IDS:
+            want[odd] = want.get(odd, 0) + 1
+        assert got == want
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
