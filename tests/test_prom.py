@@ -254,3 +254,35 @@ def test_a_real_prometheus_scrapes_per_user_values(served: Service, tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+class TestRendering:
+    def _total(self, svc: Service) -> float:
+        return sum(samples(scrape(svc)[1], "llm_requests_total").values())
+
+    def test_a_background_rendering_catches_up_with_new_data(self, tmp_path: Path) -> None:
+        """With a refresh interval, a scrape answers the last rendering, which follows new exports."""
+        svc = Service(tmp_path / "um.duckdb", metrics_refresh_seconds=0.2)
+        app = svc.start()
+        try:
+            app.ingestor.export(request([span(chat("a")) for _ in range(3)]))
+            assert self._total(svc) == 3
+            app.ingestor.export(request([span(chat("b")) for _ in range(4)]))
+            deadline, seen = time.monotonic() + 10, [3.0]
+            while seen[-1] != 7 and time.monotonic() < deadline:
+                seen.append(self._total(svc))
+                time.sleep(0.05)
+            assert seen[-1] == 7 and seen == sorted(seen)
+        finally:
+            svc.stop()
+
+    def test_zero_renders_on_every_scrape(self, tmp_path: Path) -> None:
+        """metrics_refresh_seconds=0: each scrape reflects everything committed before it."""
+        svc = Service(tmp_path / "um.duckdb", metrics_refresh_seconds=0)
+        app = svc.start()
+        try:
+            for n in range(1, 4):
+                app.ingestor.export(request([span(chat("a"))]))
+                assert self._total(svc) == n
+        finally:
+            svc.stop()

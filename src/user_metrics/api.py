@@ -17,11 +17,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
 
 from user_metrics import __version__, query
 from user_metrics.errors import InvalidInput, NotFound, UserMetricsError, http_status
+from user_metrics.prom import RenderedMetrics
 from user_metrics.results import to_json
 from user_metrics.safe_sql import DEFAULT_ROWS, run_sql
 
@@ -85,7 +84,7 @@ class ApiServer:
         *,
         sql_timeout: float,
         sql_max_rows: int,
-        metrics: CollectorRegistry | None = None,
+        metrics: RenderedMetrics | None = None,
     ) -> None:
         self.open_reader = open_reader
         self.metrics = metrics
@@ -205,11 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("%s %s failed", method, self.path)
             self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {exc}", "status": 500})
 
-    def _scrape(self, metrics: CollectorRegistry) -> None:
+    def _scrape(self, metrics: RenderedMetrics) -> None:
         """The exposition format the scraper asks for (OpenMetrics or Prometheus text)."""
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            data = encoder(metrics)
+            data, content_type = metrics.render(self.headers.get("Accept", ""))
         except Exception as exc:  # noqa: BLE001 - a failed scrape must still be answered
             log.exception("scrape failed")
             self._answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"scrape failed: {exc}", "status": 503})

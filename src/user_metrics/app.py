@@ -14,7 +14,7 @@ from user_metrics.api import ApiServer
 from user_metrics.ingest import Ingestor
 from user_metrics.mapping import compile_conventions
 from user_metrics.pricing import Pricer, load_price_file
-from user_metrics.prom import UsageCollector, registry
+from user_metrics.prom import RenderedMetrics, UsageCollector, registry
 from user_metrics.query_grpc import user_metrics_service_handler
 from user_metrics.receivers.grpc import trace_service_handler
 from user_metrics.settings import Settings, SettingsError, split_address
@@ -48,14 +48,17 @@ class App:
             ],
         )
         self.grpc_address = ""
-        self.metrics = registry(
-            UsageCollector(
-                self.store.reader,
-                self.stats,
-                lambda: self.store.queue_depth,
-                max_users=settings.metrics_max_users,
-                property_keys=settings.metrics_properties,
-            )
+        collector = UsageCollector(
+            self.store.reader,
+            self.stats,
+            lambda: self.store.queue_depth,
+            max_users=settings.metrics_max_users,
+            property_keys=settings.metrics_properties,
+        )
+        self.metrics = RenderedMetrics(
+            registry(collector),
+            lambda: (self.stats.exports, self.stats.commits, self.stats.compactions),
+            settings.metrics_refresh_seconds,
         )
         self.api: ApiServer | None = None
         self.api_url = ""
@@ -85,6 +88,7 @@ class App:
         self.api_url = f"http://{_join(api_host, self.api.port)}"
         self.grpc_server.start()
         self.api.start()
+        self.metrics.start()
         log.info(
             "user-metrics %s listening: OTLP gRPC and queries on %s; HTTP API on %s; database %s (DuckDB %s)",
             __version__,
@@ -96,6 +100,7 @@ class App:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, finish the ones in flight, commit and close the database."""
+        self.metrics.stop()
         if self.api is not None:
             self.api.stop()
         self.grpc_server.stop(grace).wait()

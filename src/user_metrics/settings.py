@@ -71,6 +71,12 @@ SPECS: tuple[SettingSpec, ...] = (
         "most users in the per-user /metrics families (the most recently active); 0 turns them off",
     ),
     SettingSpec(
+        "metrics_refresh_seconds",
+        float,
+        5.0,
+        "how often /metrics is rendered again in the background after new data; 0 renders on every scrape",
+    ),
+    SettingSpec(
         "metrics_properties",
         list,
         (),
@@ -102,6 +108,7 @@ class Settings:
     max_value_length: int = 4096
     grpc_workers: int = 16
     metrics_max_users: int = 1000
+    metrics_refresh_seconds: float = 5.0
     metrics_properties: tuple[str, ...] = ()
     memory_limit_mib: int = 1024
     sql_timeout_seconds: float = 10.0
@@ -114,6 +121,10 @@ class Settings:
         if not 0 < self.sql_timeout_seconds <= 3600:
             raise SettingsError(
                 f"sql_timeout_seconds must be above 0 and at most 3600, got {self.sql_timeout_seconds}"
+            )
+        if not 0 <= self.metrics_refresh_seconds <= 3600:
+            raise SettingsError(
+                f"metrics_refresh_seconds must be from 0 to 3600, got {self.metrics_refresh_seconds}"
             )
         if self.metrics_max_users < 0:
             raise SettingsError(f"metrics_max_users must be 0 or more, got {self.metrics_max_users}")

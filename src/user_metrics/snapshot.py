@@ -16,6 +16,11 @@ import duckdb
 from user_metrics.rollups import DURATION_BOUNDS, METRIC_NAMES, aggregate
 
 _SUMS = ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)
+# The same, typed for a fast fetch: BIGINT counts, cost as DOUBLE (Prometheus values are floats).
+_FAST_SUMS = ", ".join(
+    f"{aggregate(name)}::{'DOUBLE' if name in ('cost_usd', 'duration_sum') else 'BIGINT'} AS {name}"
+    for name in METRIC_NAMES
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class Usage:
     cache_read_tokens: int
     cache_write_tokens: int
     reasoning_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | float  # Decimal, or float where only a Prometheus value needs it
     duration_ms_sum: float
     last_active_us: int
 
@@ -95,15 +100,20 @@ def snapshot(con: duckdb.DuckDBPyConnection, max_users: int, property_keys: Sequ
     given properties."""
     users: list[UserTotals] = []
     if max_users > 0:
-        for row in _rows(
-            con,
-            f"""SELECT u.user_id, t.* FROM (
-                    SELECT user_key, {_SUMS} FROM user_totals WHERE user_key <> 0 GROUP BY user_key
-                    ORDER BY last_us DESC, user_key LIMIT $n) AS t
+        # Choose the users on one aggregate, then sum only theirs; fetch columns, not row objects.
+        columns = con.execute(
+            f"""WITH chosen AS (
+                    SELECT user_key FROM user_totals WHERE user_key <> 0 GROUP BY user_key
+                    ORDER BY max(last_us) DESC, user_key LIMIT $n)
+                SELECT u.user_id, t.* FROM (
+                    SELECT user_key, {_FAST_SUMS} FROM user_totals
+                    WHERE user_key IN (SELECT user_key FROM chosen) GROUP BY user_key) AS t
                 JOIN users AS u USING (user_key) ORDER BY t.last_us DESC, user_key""",
             {"n": max_users},
-        ):
-            users.append(UserTotals(row["user_id"], _usage(row)))
+        ).fetchnumpy()
+        names = [n for n in columns if n not in ("user_id", "user_key")]
+        for i, user_id in enumerate(columns["user_id"].tolist()):
+            users.append(UserTotals(user_id, _usage({n: columns[n][i] for n in names})))
     (count,) = con.execute(
         "SELECT count(DISTINCT user_key) FROM user_totals WHERE user_key <> 0"
     ).fetchone() or (0,)
