@@ -60,8 +60,11 @@ _PERCENTILES = {"p50_latency_ms": 0.5, "p95_latency_ms": 0.95}
 _MODEL_FIELDS = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cur = con.execute(sql, params)
+def fetch_dicts(
+    con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The result of one statement as dicts keyed by column name."""
+    cur = con.execute(sql, params or {})
     names = [d[0] for d in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -100,7 +103,7 @@ def _percentiles(
                      sum(n) OVER (PARTITION BY user_key) AS total FROM h)
         SELECT user_key, {picks} FROM c GROUP BY user_key"""
     out = {}
-    for row in _rows(con, sql, q.params):
+    for row in fetch_dicts(con, sql, q.params):
         key = row.pop("user_key")
         out[key] = {name: _bucket_value(b) for name, b in row.items()}
     return out
@@ -120,7 +123,7 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
     fields = ", ".join(f"{expr} AS {name}" for name, expr in _FIELD_SQL.items())
     q.begin()
     by_model = {"provider": ("d.provider", "provider"), "model": ("d.model", "model")}
-    rows = _rows(
+    rows = fetch_dicts(
         con,
         f"""SELECT u.user_id, a.* FROM (
                 SELECT user_key, provider, model, GROUPING(provider, model) AS whole_user, {fields}
@@ -197,7 +200,7 @@ def users(
             f"JOIN users AS u USING (user_key)"
         )
         order = f"s {'DESC' if descending else 'ASC'} NULLS LAST, user_key"
-        rows = _rows(
+        rows = fetch_dicts(
             con,
             f"SELECT user_key, count(*) OVER () AS total FROM ({grouped}) "
             f"ORDER BY {order} LIMIT {limit} OFFSET {offset}",
@@ -212,7 +215,7 @@ def users(
 def _count_users(con: duckdb.DuckDBPyConnection, q: CellSql) -> int:
     q.begin()
     cells = q.cells(PER_USER, US_PER_DAY)
-    (row,) = _rows(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells})", q.params)
+    (row,) = fetch_dicts(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells})", q.params)
     return int(row["n"])
 
 
@@ -222,7 +225,7 @@ def _rank_by_latency(
     """The slow path: percentiles of every user in the window, from the latency rollup."""
     values: dict[int, float | None] = {key: p[field] for key, p in _percentiles(con, q, None).items()}
     q.begin()
-    everyone = _rows(con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY)})", q.params)
+    everyone = fetch_dicts(con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY)})", q.params)
     for row in everyone:  # users whose requests carry no duration sort last
         values.setdefault(row["user_key"], None)
     sign = -1 if descending else 1
@@ -301,7 +304,7 @@ def timeseries(
     else:
         key = _user_key(con, user_id)
         cells = q.cells(PER_USER if bucket == "day" else (USER_HOUR,), unit, [key])
-    rows = _rows(
+    rows = fetch_dicts(
         con,
         f"""SELECT t, sum(requests) AS requests, sum(errors) AS errors,
                    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
@@ -366,7 +369,7 @@ def by_property(
               FROM ({q.cells(PER_USER, US_PER_DAY, None, extra)}) GROUP BY ALL) AS c
         LEFT JOIN dims AS d USING (dims_id) GROUP BY ALL"""
     # Ties between users go to the lower user key, so the answer is the same every time.
-    rows = _rows(
+    rows = fetch_dicts(
         con,
         f"""WITH v AS (
                 SELECT pvalue AS value, count(*) FILTER (user_key <> 0) AS users, sum(requests) AS requests,
@@ -409,9 +412,11 @@ def totals(
         f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")
     )
     # Sums from the application's hourly rollup; who was active needs the per-user cells.
-    (row,) = _rows(con, f"SELECT {sums} FROM ({q.cells((APP_HOUR,), US_PER_HOUR, by_user=False)})", q.params)
+    (row,) = fetch_dicts(
+        con, f"SELECT {sums} FROM ({q.cells((APP_HOUR,), US_PER_HOUR, by_user=False)})", q.params
+    )
     q.begin()
-    (who,) = _rows(
+    (who,) = fetch_dicts(
         con,
         f"""SELECT count(DISTINCT user_key) FILTER (user_key <> 0) AS users,
                    coalesce(sum(requests) FILTER (user_key = 0), 0) AS anonymous_requests

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from user_metrics import query
 from user_metrics.errors import InvalidInput, Unavailable, UserMetricsError, grpc_status
+from user_metrics.results import decimal_text
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceServicer
 
@@ -38,11 +39,6 @@ DEFAULT_BUCKET = "day"
 
 OpenReader = Callable[[], duckdb.DuckDBPyConnection]
 M = TypeVar("M", bound=Message)
-
-
-def decimal_text(value: Decimal) -> str:
-    """Exact, plain notation: ``Decimal("1.5E-7")`` is ``"0.00000015"``, never scientific."""
-    return format(value, "f")
 
 
 def to_message(result: Any, message: M) -> M:

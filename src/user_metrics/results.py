@@ -153,7 +153,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, Decimal):
-        return format(value, "f")  # plain notation: "0.000000150", never "1.50E-7"
+        return decimal_text(value)
     if isinstance(value, datetime):
         return format_instant(value)
     if isinstance(value, (bytes, bytearray)):
@@ -163,6 +163,11 @@ def to_json(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)  # DuckDB's other types (UUID, intervals, dates) as their text
+
+
+def decimal_text(value: Decimal) -> str:
+    """Money as exact text in plain notation: ``"0.000000150"``, never ``"1.50E-7"``."""
+    return format(value, "f")
 
 
 def format_instant(value: datetime) -> str:

@@ -66,6 +66,10 @@ def aggregate(name: str, expr: str | None = None) -> str:
     return f"{fn}({expr or name})"
 
 
+# Every metric column, combined over the rows of a group.
+SUMS = ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)
+
+
 _METRIC_COLUMNS = ",\n    ".join(f"{name} {kind} NOT NULL" for name, kind, _ in METRICS)
 
 DDL: tuple[str, ...] = (
@@ -210,7 +214,7 @@ class _Rollup:
         """Aggregates over request contributions (source_rows) or over rows of this table."""
         if self.counts:
             return "count(*) AS n" if source_rows else "sum(n) AS n"
-        return ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)
+        return SUMS
 
 
 ROLLUPS = (

@@ -13,9 +13,9 @@ from typing import Any
 
 import duckdb
 
-from user_metrics.rollups import DURATION_BOUNDS, METRIC_NAMES, aggregate
+from user_metrics.query import fetch_dicts
+from user_metrics.rollups import DURATION_BOUNDS, METRIC_NAMES, SUMS, aggregate
 
-_SUMS = ", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)
 # The same, typed for a fast fetch: BIGINT counts, cost as DOUBLE (Prometheus values are floats).
 _FAST_SUMS = ", ".join(
     f"{aggregate(name)}::{'DOUBLE' if name in ('cost_usd', 'duration_sum') else 'BIGINT'} AS {name}"
@@ -86,14 +86,6 @@ def _usage(row: dict[str, Any]) -> Usage:
     )
 
 
-def _rows(
-    con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    cur = con.execute(sql, params or {})
-    names = [d[0] for d in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 def snapshot(con: duckdb.DuckDBPyConnection, max_users: int, property_keys: Sequence[str]) -> Snapshot:
     """Per-user totals of the ``max_users`` most recently active users (ties: the older user
     first), per provider/model totals with a duration histogram, and per-value totals of the
@@ -118,7 +110,7 @@ def snapshot(con: duckdb.DuckDBPyConnection, max_users: int, property_keys: Sequ
         "SELECT count(DISTINCT user_key) FROM user_totals WHERE user_key <> 0"
     ).fetchone() or (0,)
     counts: dict[tuple[str | None, str | None], list[int]] = {}
-    for row in _rows(
+    for row in fetch_dicts(
         con,
         "SELECT d.provider, d.model, t.le, sum(t.n) AS n FROM dims_durations AS t "
         "JOIN dims AS d USING (dims_id) GROUP BY ALL",
@@ -132,15 +124,15 @@ def snapshot(con: duckdb.DuckDBPyConnection, max_users: int, property_keys: Sequ
             _usage(row),
             tuple(counts.get((row["provider"], row["model"]), [0] * (len(DURATION_BOUNDS) + 1))),
         )
-        for row in _rows(
+        for row in fetch_dicts(
             con,
-            f"SELECT d.provider, d.model, {_SUMS} FROM dims_totals AS t JOIN dims AS d USING (dims_id) "
+            f"SELECT d.provider, d.model, {SUMS} FROM dims_totals AS t JOIN dims AS d USING (dims_id) "
             "GROUP BY ALL ORDER BY ALL",
         )
     ]
     properties = []
     for key in property_keys:
-        for row in _rows(
+        for row in fetch_dicts(
             con,
             """SELECT d.properties[$key] AS value, sum(t.requests) AS requests, sum(t.cost_usd) AS cost_usd
                FROM dims_totals AS t JOIN dims AS d USING (dims_id)
