@@ -45,7 +45,13 @@ class Service:
 
     def __init__(self, db: Path, **overrides: Any) -> None:
         self.settings = replace(
-            Settings(db=str(db), grpc_listen="127.0.0.1:0", api_listen="127.0.0.1:0"), **overrides
+            Settings(
+                db=str(db),
+                grpc_listen="127.0.0.1:0",
+                api_listen="127.0.0.1:0",
+                otlp_http_listen="127.0.0.1:0",
+            ),
+            **overrides,
         )
         self.db = db
         self.app: App | None = None

@@ -15,7 +15,9 @@ from conftest import read_requests
 from otlp import chat, request, span
 from test_grpc_receiver import raw_export
 
-LISTENING = re.compile(r"OTLP gRPC and queries on (\S+); HTTP API on (\S+); database (\S+)")
+LISTENING = re.compile(
+    r"OTLP gRPC and queries on (\S+); OTLP/HTTP on (\S+); HTTP API on (\S+); database (\S+)"
+)
 
 
 def serve_command(db: Path, grpc_listen: str = "127.0.0.1:0") -> list[str]:
@@ -30,6 +32,8 @@ def serve_command(db: Path, grpc_listen: str = "127.0.0.1:0") -> list[str]:
         "--grpc-listen",
         grpc_listen,
         "--api-listen",
+        "127.0.0.1:0",
+        "--otlp-http-listen",
         "127.0.0.1:0",
     ]
 
@@ -46,6 +50,14 @@ def start_server_with_api(
     db: Path, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str, str]:
     """Run `user-metrics serve` on free ports; returns the process, gRPC address and API URL."""
+    proc, (target, _, api_url) = start_server_listening(db, *extra, env=env)
+    return proc, target, api_url
+
+
+def start_server_listening(
+    db: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], tuple[str, str, str]]:
+    """Run `user-metrics serve`; returns the process and (gRPC address, OTLP/HTTP URL, API URL)."""
     proc = subprocess.Popen(
         [*serve_command(db), *extra],
         stderr=subprocess.PIPE,
@@ -60,8 +72,8 @@ def start_server_with_api(
             break
         match = LISTENING.search(line)
         if match:
-            assert match.group(3) == str(db.resolve())
-            return proc, match.group(1), match.group(2)
+            assert match.group(4) == str(db.resolve())
+            return proc, (match.group(1), match.group(2), match.group(3))
     proc.kill()
     raise AssertionError(f"server did not start: {proc.stderr.read()}")
 
@@ -107,7 +119,13 @@ def test_environment_and_config_file_are_used(tmp_path: Path) -> None:
         [sys.executable, "-m", "user_metrics", "serve", "--config", str(config)],
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "USER_METRICS_DB": str(db), "USER_METRICS_GRPC_LISTEN": "127.0.0.1:0"},
+        env={
+            **os.environ,
+            "USER_METRICS_DB": str(db),
+            "USER_METRICS_GRPC_LISTEN": "127.0.0.1:0",
+            "USER_METRICS_API_LISTEN": "127.0.0.1:0",
+            "USER_METRICS_OTLP_HTTP_LISTEN": "127.0.0.1:0",
+        },
     )
     assert proc.stderr is not None
     target = LISTENING.search(proc.stderr.readline())

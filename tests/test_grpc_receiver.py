@@ -15,7 +15,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import Compression, O
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, set_span_in_context
 from otlp import chat, request, span
 
@@ -82,12 +82,16 @@ def expected_cost(call: dict[str, Any], start_ns: int) -> Decimal | None:
     return price.total_price.quantize(Decimal("1e-9"), rounding=ROUND_HALF_EVEN)
 
 
-def send_with_sdk(target: str, calls: list[dict[str, Any]]) -> None:
-    """One `handle_request` parent span with the user and plan; its child is the LLM span."""
+def send_with_sdk(target: str, calls: list[dict[str, Any]], exporter: SpanExporter | None = None) -> None:
+    """One `handle_request` parent span with the user and plan; its child is the LLM span.
+
+    Sent by the SDK's gRPC exporter to ``target``, or by the ``exporter`` given.
+    """
     provider = TracerProvider(
         resource=Resource.create({"service.name": "shop", "deployment.environment.name": "test"})
     )
-    exporter = OTLPSpanExporter(endpoint=target, insecure=True, compression=Compression.Gzip)
+    if exporter is None:
+        exporter = OTLPSpanExporter(endpoint=target, insecure=True, compression=Compression.Gzip)
     # One Export request: attribution across requests is a later feature (parents end after children).
     provider.add_span_processor(
         BatchSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=512)

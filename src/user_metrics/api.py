@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
+import ssl
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
 
 from user_metrics import __version__, query
-from user_metrics.errors import InvalidInput, NotFound, UserMetricsError, http_status
+from user_metrics.auth import Tokens
+from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, UserMetricsError, http_status
+from user_metrics.httpserve import BackgroundServer, Handler
 from user_metrics.prom import RenderedMetrics
 from user_metrics.results import to_json
 from user_metrics.safe_sql import DEFAULT_ROWS, run_sql
@@ -74,8 +75,11 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return params
 
 
-class ApiServer:
-    """Serves the API on its own threads; ``open_reader`` gives one DuckDB cursor per request."""
+class ApiServer(BackgroundServer):
+    """Serves the API on its own threads; ``open_reader`` gives one DuckDB cursor per request.
+
+    Everything but ``/healthz`` needs one of ``read_tokens`` when any are configured.
+    """
 
     def __init__(
         self,
@@ -85,31 +89,20 @@ class ApiServer:
         sql_timeout: float,
         sql_max_rows: int,
         metrics: RenderedMetrics | None = None,
+        read_tokens: Tokens | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.open_reader = open_reader
         self.metrics = metrics
         self.sql_timeout = sql_timeout
         self.sql_max_rows = sql_max_rows
+        self.read_tokens = read_tokens or Tokens((), "read")
         api = self
 
-        class Handler(_Handler):
+        class ApiHandler(_Handler):
             server_api = api
 
-        self.httpd = ThreadingHTTPServer(address, Handler)
-        self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http-api", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join()
+        super().__init__(address, ApiHandler, tls)
 
     def route(self, method: str, path: str, pairs: list[tuple[str, str]], body: bytes) -> Any:
         """The JSON answer for one request; raises a domain error for the error envelope."""
@@ -167,29 +160,17 @@ class ApiServer:
             reader.close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server_api: ApiServer
-    protocol_version = "HTTP/1.1"
-    server_version = f"user-metrics/{__version__}"
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
-        self._serve("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
+    def serve(self, method: str) -> None:
         url = urlsplit(self.path)
-        if url.path == "/metrics" and method == "GET" and self.server_api.metrics is not None:
-            self._scrape(self.server_api.metrics)
-            return
         try:
+            if url.path.rstrip("/") != "/healthz":
+                self.authenticate(self.server_api.read_tokens)
+            if url.path == "/metrics" and method == "GET" and self.server_api.metrics is not None:
+                self._scrape(self.server_api.metrics)
+                return
             body = self._body()
             result = self.server_api.route(
                 method, url.path, parse_qsl(url.query, keep_blank_values=True), body
@@ -197,6 +178,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(HTTPStatus.OK, to_json(result))
         except MethodNotAllowed as exc:
             self._answer(HTTPStatus.METHOD_NOT_ALLOWED, {"error": str(exc), "status": 405})
+        except Unauthenticated as exc:
+            self.close_connection = self.close_connection or not self.discard_body()
+            self._answer(
+                HTTPStatus.UNAUTHORIZED,
+                {"error": str(exc), "status": 401},
+                [("WWW-Authenticate", 'Bearer realm="user-metrics"')],
+            )
         except UserMetricsError as exc:
             status = http_status(exc)
             self._answer(HTTPStatus(status), {"error": str(exc), "status": status})
@@ -212,11 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("scrape failed")
             self._answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"scrape failed: {exc}", "status": 503})
             return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send(HTTPStatus.OK, data, content_type)
 
     def _body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -227,14 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise InvalidInput(f"body: Content-Length must be at most {MAX_BODY} bytes")
         return self.rfile.read(int(length))
 
-    def _answer(self, status: HTTPStatus, payload: Any) -> None:
+    def _answer(self, status: HTTPStatus, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
         data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        log.debug("%s " + format, self.address_string(), *args)
+        self.send(
+            status, data, "application/json; charset=utf-8", [("Cache-Control", "no-store"), *(headers or [])]
+        )

@@ -3,55 +3,84 @@
 from __future__ import annotations
 
 import logging
+import ssl
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import grpc
 
 from user_metrics import __version__
 from user_metrics.api import ApiServer
+from user_metrics.auth import BearerInterceptor, Tokens, check_exposure
+from user_metrics.httpserve import BackgroundServer, tls_context
 from user_metrics.ingest import Ingestor
 from user_metrics.mapping import compile_conventions
 from user_metrics.pricing import Pricer, load_price_file
 from user_metrics.prom import RenderedMetrics, UsageCollector, registry
 from user_metrics.query_grpc import user_metrics_service_handler
 from user_metrics.receivers.grpc import trace_service_handler
+from user_metrics.receivers.http import OtlpHttpServer
 from user_metrics.settings import Settings, SettingsError, split_address
 from user_metrics.stats import Stats
 from user_metrics.store import Store
 
 log = logging.getLogger("user_metrics")
 
+# gRPC calls that may wait for a worker thread, per worker; beyond them gRPC answers RESOURCE_EXHAUSTED.
+GRPC_WAITING_PER_WORKER = 4
+S = TypeVar("S", bound=BackgroundServer)
+
 
 class App:
     """One running service: ``start()``, then ``stop()`` flushes everything acknowledged."""
 
     def __init__(self, settings: Settings) -> None:
+        check_exposure(settings)
         self.settings = settings
+        self.ingest_tokens = Tokens(settings.ingest_tokens, "ingest")
+        self.read_tokens = Tokens(settings.read_tokens, "read")
+        self.tls = _load_tls(settings)
         self.stats = Stats()
         custom = load_price_file(settings.price_file) if settings.price_file else []
         self.pricer = Pricer(custom)
-        self.conventions = compile_conventions(settings.property_keys, settings.max_value_length)
-        self.store = Store(settings.db, self.stats, memory_limit_mib=settings.memory_limit_mib)
-        self.ingestor = Ingestor(self.conventions, self.pricer, self.store, self.stats)
-        limit = settings.max_message_mib * 1024 * 1024
+        self.conventions = compile_conventions(
+            settings.property_keys, settings.max_value_length, settings.max_properties
+        )
+        self.store = Store(
+            settings.db,
+            self.stats,
+            memory_limit_mib=settings.memory_limit_mib,
+            max_queue_rows=settings.write_queue_rows,
+        )
+        self.ingestor = Ingestor(
+            self.conventions,
+            self.pricer,
+            self.store,
+            self.stats,
+            max_property_keys=settings.max_property_keys,
+        )
+        self.max_message_bytes = settings.max_message_mib * 1024 * 1024
         self._executor = ThreadPoolExecutor(settings.grpc_workers, thread_name_prefix="grpc")
         self.grpc_server = grpc.server(
             self._executor,
             handlers=[trace_service_handler(self.ingestor), user_metrics_service_handler(self.store.reader)],
+            interceptors=[BearerInterceptor(self.ingest_tokens, self.read_tokens)],
             options=[
-                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_receive_message_length", self.max_message_bytes),
                 # Without this gRPC sets SO_REUSEPORT and a second server silently shares the port.
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_send_message_length", 16 * 1024 * 1024),
             ],
+            maximum_concurrent_rpcs=settings.grpc_workers * (1 + GRPC_WAITING_PER_WORKER),
         )
         self.grpc_address = ""
         collector = UsageCollector(
             self.store.reader,
             self.stats,
-            lambda: self.store.queue_depth,
+            lambda: self.store.queue,
             max_users=settings.metrics_max_users,
             property_keys=settings.metrics_properties,
         )
@@ -60,49 +89,89 @@ class App:
             lambda: (self.stats.exports, self.stats.commits, self.stats.compactions),
             settings.metrics_refresh_seconds,
         )
+        self.otlp_http: OtlpHttpServer | None = None
+        self.otlp_http_url = ""
         self.api: ApiServer | None = None
         self.api_url = ""
 
     def start(self) -> None:
         """Bind and start serving; logs where it listens and which database it writes."""
-        host, _port = split_address(self.settings.grpc_listen, "grpc_listen")
+        settings = self.settings
+        host, _port = split_address(settings.grpc_listen, "grpc_listen")
         try:
-            port = self.grpc_server.add_insecure_port(self.settings.grpc_listen)
+            if self.tls is not None:
+                port = self.grpc_server.add_secure_port(settings.grpc_listen, _grpc_credentials(settings))
+            else:
+                port = self.grpc_server.add_insecure_port(settings.grpc_listen)
         except RuntimeError as exc:
             self.store.close()
-            raise SettingsError(f"cannot listen on {self.settings.grpc_listen}: {exc}") from exc
+            raise SettingsError(f"cannot listen on {settings.grpc_listen}: {exc}") from exc
         self.grpc_address = _join(host, port)
-        api_host, api_port = split_address(self.settings.api_listen, "api_listen")
         try:
-            self.api = ApiServer(
-                (api_host, api_port),
-                self.store.reader,
-                sql_timeout=self.settings.sql_timeout_seconds,
-                sql_max_rows=self.settings.sql_max_rows,
-                metrics=self.metrics,
+            self.otlp_http = self._bind(
+                "otlp_http_listen",
+                lambda address: OtlpHttpServer(
+                    address,
+                    self.ingestor,
+                    self.stats,
+                    max_body_bytes=self.max_message_bytes,
+                    workers=settings.http_workers,
+                    ingest_tokens=self.ingest_tokens,
+                    tls=self.tls,
+                ),
             )
-        except OSError as exc:
+            self.api = self._bind(
+                "api_listen",
+                lambda address: ApiServer(
+                    address,
+                    self.store.reader,
+                    sql_timeout=settings.sql_timeout_seconds,
+                    sql_max_rows=settings.sql_max_rows,
+                    metrics=self.metrics,
+                    read_tokens=self.read_tokens,
+                    tls=self.tls,
+                ),
+            )
+        except SettingsError:
+            if self.otlp_http is not None:
+                self.otlp_http.stop()
             self.grpc_server.stop(0)
             self.store.close()
-            raise SettingsError(f"cannot listen on {self.settings.api_listen}: {exc}") from exc
-        self.api_url = f"http://{_join(api_host, self.api.port)}"
+            raise
+        self.otlp_http_url = _url(self.otlp_http, settings.otlp_http_listen)
+        self.api_url = _url(self.api, settings.api_listen)
         self.grpc_server.start()
+        self.otlp_http.start()
         self.api.start()
         self.metrics.start()
         log.info(
-            "user-metrics %s listening: OTLP gRPC and queries on %s; HTTP API on %s; database %s (DuckDB %s)",
+            "user-metrics %s listening: OTLP gRPC and queries on %s; OTLP/HTTP on %s; HTTP API on %s; "
+            "database %s (DuckDB %s)",
             __version__,
             self.grpc_address,
+            self.otlp_http_url,
             self.api_url,
-            Path(self.settings.db).resolve(),
+            Path(settings.db).resolve(),
             duckdb.__version__,
         )
+        for tokens in (self.ingest_tokens, self.read_tokens):
+            if tokens.open:
+                log.info("no %s_tokens: %s needs no token", tokens.purpose, tokens.purpose)
+
+    def _bind(self, name: str, make: Callable[[tuple[str, int]], S]) -> S:
+        address = getattr(self.settings, name)
+        try:
+            return make(split_address(address, name))
+        except OSError as exc:
+            raise SettingsError(f"cannot listen on {address}: {exc}") from exc
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, finish the ones in flight, commit and close the database."""
         self.metrics.stop()
         if self.api is not None:
             self.api.stop()
+        if self.otlp_http is not None:
+            self.otlp_http.stop()
         self.grpc_server.stop(grace).wait()
         self._executor.shutdown(wait=True)
         self.store.close()
@@ -112,6 +181,28 @@ class App:
             self.stats.spans_duplicate,
             sum(self.stats.spans_rejected.values()),
         )
+
+
+def _load_tls(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert_file:
+        return None
+    try:
+        return tls_context(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"cannot load TLS certificate {settings.tls_cert_file} with key {settings.tls_key_file}: {exc}"
+        ) from exc
+
+
+def _grpc_credentials(settings: Settings) -> grpc.ServerCredentials:
+    key = Path(settings.tls_key_file).read_bytes()
+    chain = Path(settings.tls_cert_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)])
+
+
+def _url(server: BackgroundServer, listen: str) -> str:
+    host, _ = split_address(listen, "listen")
+    return f"{server.scheme}://{_join(host, server.port)}"
 
 
 def _join(host: str, port: int) -> str:

@@ -32,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     for spec in SPECS:
         help_text = f"{spec.help} [env {spec.env}; default {spec.default!r}]"
         if spec.kind is list:
-            serve.add_argument(spec.flag, dest=spec.name, action="append", metavar="KEY", help=help_text)
+            metavar = "TOKEN" if spec.name.endswith("_tokens") else "KEY"
+            serve.add_argument(spec.flag, dest=spec.name, action="append", metavar=metavar, help=help_text)
+        elif spec.kind is bool:
+            serve.add_argument(spec.flag, dest=spec.name, action="store_const", const=True, help=help_text)
         else:
             serve.add_argument(
                 spec.flag, dest=spec.name, type=spec.kind, metavar=spec.name.upper(), help=help_text

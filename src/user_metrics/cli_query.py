@@ -11,14 +11,16 @@ import argparse
 import csv
 import io
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from user_metrics.client import LocalClient, RemoteClient
 from user_metrics.errors import Unavailable
 from user_metrics.results import SORTABLE_USER_FIELDS, USER_FIELDS, to_json
-from user_metrics.settings import load_settings, split_address
+from user_metrics.settings import ENV_PREFIX, load_settings, split_address
 
+TOKEN_ENV = ENV_PREFIX + "TOKEN"
 NO_USER = "(no user id)"
 USER_TABLE = (
     "user_id",
@@ -40,6 +42,17 @@ def add_commands(commands: Any) -> None:
     where.add_argument("--db", metavar="PATH", help="read this DuckDB file (only while no server holds it)")
     where.add_argument("--url", metavar="URL", help="ask the server at this URL, e.g. http://127.0.0.1:9464")
     where.add_argument("--config", metavar="FILE", help="TOML config naming db and api_listen")
+    where.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"read token for the server (default ${TOKEN_ENV}, else the first configured read_tokens)",
+    )
+    where.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="verify the server's TLS with this (default: the configured tls_cert_file)",
+    )
     shape = common.add_argument_group("output")
     shape.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
     window = argparse.ArgumentParser(add_help=False)
@@ -76,15 +89,18 @@ def add_commands(commands: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
-    if args.url:
-        return RemoteClient(args.url)
     if args.db:
         return LocalClient(args.db)
     settings = load_settings({}, config_file=args.config)
+    token = args.token or next(iter(settings.read_tokens), None)
+    ca_file = args.ca_file or settings.tls_cert_file or None
+    if args.url:
+        return RemoteClient(args.url, token=token, ca_file=ca_file)
     host, port = split_address(settings.api_listen, "api_listen")
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    remote = RemoteClient(url, timeout=60)
+    scheme = "https" if settings.tls_cert_file else "http"
+    url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+    remote = RemoteClient(url, timeout=60, token=token, ca_file=ca_file)
     try:
         remote.health()
         return remote

@@ -8,6 +8,7 @@ the HTTP JSON API and turns the JSON back into the same objects.
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from datetime import date, datetime
@@ -18,7 +19,7 @@ from urllib.parse import quote, urlencode
 import duckdb
 
 from user_metrics import query
-from user_metrics.errors import InvalidInput, NotFound, Unavailable, UserMetricsError
+from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, Unavailable, UserMetricsError
 from user_metrics.results import (
     PropertyBreakdown,
     SqlResult,
@@ -101,9 +102,14 @@ class LocalClient:
 class RemoteClient:
     """Asks a running server's HTTP JSON API."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 60.0, token: str | None = None, ca_file: str | None = None
+    ) -> None:
+        """``token``: a read token, when the server wants one; ``ca_file``: PEM to verify its TLS."""
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._token = token
+        self._tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     def close(self) -> None:
         pass
@@ -133,15 +139,19 @@ class RemoteClient:
         request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._tls) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read())["error"]
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {exc.code} from {url}"
-            error: type[UserMetricsError] = {400: InvalidInput, 404: NotFound}.get(exc.code, Unavailable)
+            error: type[UserMetricsError] = {400: InvalidInput, 401: Unauthenticated, 404: NotFound}.get(
+                exc.code, Unavailable
+            )
             raise error(message) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -186,13 +196,20 @@ class RemoteClient:
         return from_json(SqlResult, self._call("/api/v1/sql", body={"sql": sql, "limit": limit}))
 
 
-def connect(path: str | Path | None = None, url: str | None = None) -> LocalClient | RemoteClient:
+def connect(
+    path: str | Path | None = None,
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    ca_file: str | None = None,
+) -> LocalClient | RemoteClient:
     """A client for the database file at ``path`` (read-only) or the server at ``url``.
 
-    With neither, the default database file (``./user_metrics.duckdb``).
+    With neither, the default database file (``./user_metrics.duckdb``). ``token`` and
+    ``ca_file`` are for servers with read tokens and TLS.
     """
     if path is not None and url is not None:
         raise InvalidInput("connect: give path or url, not both")
     if url is not None:
-        return RemoteClient(url)
+        return RemoteClient(url, token=token, ca_file=ca_file)
     return LocalClient(path if path is not None else Settings().db)

@@ -20,12 +20,37 @@ class NotFound(UserMetricsError):
 class Unavailable(UserMetricsError):
     """The service cannot take the request now (retryable: store down, shutting down)."""
 
+    retry_after_seconds: int = 1  # what gRPC RetryInfo and HTTP Retry-After tell the client
+
+
+class Overloaded(Unavailable):
+    """The write queue is full: retry after a while (gRPC RetryInfo, HTTP Retry-After)."""
+
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unauthenticated(UserMetricsError):
+    """No valid bearer token for this endpoint."""
+
+
+class TooLarge(UserMetricsError):
+    """The request is larger than the configured limit."""
+
+
+class UnsupportedMediaType(UserMetricsError):
+    """A content type or content encoding the endpoint does not speak."""
+
 
 # error class -> (gRPC status, HTTP status). Looked up by the front-ends, nowhere else.
 PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
     InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
     NotFound: (grpc.StatusCode.NOT_FOUND, 404),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
+    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    TooLarge: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
+    UnsupportedMediaType: (grpc.StatusCode.INVALID_ARGUMENT, 415),
 }
 
 

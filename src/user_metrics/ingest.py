@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.batches import to_arrow
-from user_metrics.errors import InvalidInput
-from user_metrics.mapping import Conventions, Rejection, map_request
+from user_metrics.errors import InvalidInput, Overloaded
+from user_metrics.mapping import Conventions, Rejection, RequestRecord, map_request
 from user_metrics.pricing import Pricer
 from user_metrics.stats import Stats
 from user_metrics.store import Store
@@ -36,6 +40,59 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
         raise InvalidInput(f"the body is not an OTLP ExportTraceServiceRequest: {exc}") from exc
 
 
+# The OTLP JSON mapping writes these bytes fields as hex, where the proto3 JSON mapping uses base64.
+_HEX_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """Parse an OTLP/JSON ExportTraceServiceRequest; InvalidInput when it is not one.
+
+    OTLP/JSON is the proto3 JSON mapping except that trace and span ids are hex; lowerCamelCase
+    names, integer enums, 64-bit integers as strings or numbers are proto3's own rules, and
+    unknown fields are ignored (as the OTLP specification requires of receivers).
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidInput(f"the body is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(document, dict):
+        raise InvalidInput("the body is not an OTLP ExportTraceServiceRequest: not a JSON object")
+    for span in _json_spans(document):
+        _hex_ids_to_base64(span)
+        for link in _json_list(span, "links"):
+            _hex_ids_to_base64(link)
+    try:
+        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"the body is not an OTLP ExportTraceServiceRequest: {str(exc)[:300]}") from None
+
+
+def _json_list(parent: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The objects of a repeated field (ParseDict reports a field of the wrong type)."""
+    value = parent.get(name)
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _json_spans(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        span
+        for resource_spans in _json_list(document, "resourceSpans")
+        for scope_spans in _json_list(resource_spans, "scopeSpans")
+        for span in _json_list(scope_spans, "spans")
+    ]
+
+
+def _hex_ids_to_base64(item: dict[str, Any]) -> None:
+    for name in _HEX_ID_FIELDS:
+        value = item.get(name)
+        if not isinstance(value, str):
+            continue  # absent, or a type ParseDict will reject
+        try:
+            item[name] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+        except ValueError:
+            raise InvalidInput(f"{name} must be hex, got {value[:64]!r}") from None
+
+
 def describe_rejections(rejected: list[Rejection]) -> str:
     """One message naming each rejected span (the first few) and its problem."""
     parts = [f"span {r.span_id} ({r.name!r}) in trace {r.trace_id}: {r.reason}" for r in rejected]
@@ -44,6 +101,42 @@ def describe_rejections(rejected: list[Rejection]) -> str:
     if extra > 0:
         text += f"; and {extra} more"
     return f"rejected {len(rejected)} LLM span(s): {text}"
+
+
+class PropertyKeyBudget:
+    """Admits at most ``limit`` distinct property keys into the database, for good.
+
+    Keys already stored always pass (also when the limit was lowered since); a new key is
+    admitted while there is room. Properties with keys that are refused are dropped from the
+    record, which is otherwise stored. ``known`` comes from the store at start-up.
+    """
+
+    def __init__(self, known: Iterable[str], limit: int) -> None:
+        self._known = set(known)
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def admit(self, records: list[RequestRecord]) -> tuple[list[RequestRecord], int]:
+        """The records with properties of refused keys removed, and how many were removed."""
+        known = self._known
+        if all(key in known for record in records for key in record.properties):
+            return records, 0
+        dropped = 0
+        out = []
+        with self._lock:
+            for record in records:
+                kept = {}
+                for key, value in record.properties.items():
+                    if key not in known and len(known) < self._limit:
+                        known.add(key)
+                    if key in known:
+                        kept[key] = value
+                    else:
+                        dropped += 1
+                out.append(
+                    record if len(kept) == len(record.properties) else record._replace(properties=kept)
+                )
+        return out, dropped
 
 
 class Ingestor:
@@ -57,12 +150,14 @@ class Ingestor:
         stats: Stats,
         clock: Callable[[], int] = time.time_ns,
         mapping_concurrency: int = 2,
+        max_property_keys: int = 1000,
     ) -> None:
         self._conventions = conventions
         self._pricer = pricer
         self._store = store
         self._stats = stats
         self._clock = clock
+        self._property_keys = PropertyKeyBudget(store.property_keys(), max_property_keys)
         # Mapping is pure Python and holds the GIL: more mappers at once than cores cannot run
         # faster, and they compete with the store's writer thread for the GIL.
         self._mapping_slots = threading.BoundedSemaphore(mapping_concurrency)
@@ -72,19 +167,22 @@ class Ingestor:
         with self._mapping_slots:
             mapped = map_request(request, self._conventions, now_unix_nano=self._clock())
         received = len(mapped.records) + len(mapped.rejected) + mapped.skipped
-        self._stats.add(
-            exports=1,
-            spans_received=received,
-            spans_skipped=mapped.skipped,
-            values_truncated=mapped.truncated_values,
-        )
+        self._stats.add(exports=1, spans_received=received, spans_skipped=mapped.skipped)
+        self._stats.cut("max_value_length", mapped.truncated_values)
+        self._stats.cut("max_properties", mapped.dropped_properties)
         for rejection in mapped.rejected:
             self._stats.reject(rejection.reason.split(":")[0])
         if mapped.records:
+            records, dropped = self._property_keys.admit(mapped.records)
+            self._stats.cut("max_property_keys", dropped)
             with self._mapping_slots:
-                costs, sources = self._pricer.price(mapped.records)
-                table = to_arrow(mapped.records, costs, sources)
-            self._store.write(table).result()
+                costs, sources = self._pricer.price(records)
+                table = to_arrow(records, costs, sources)
+            try:
+                self._store.write(table).result()
+            except Overloaded:
+                self._stats.refuse("queue_full")
+                raise
         if not mapped.rejected:
             return ExportResult()
         return ExportResult(len(mapped.rejected), describe_rejections(mapped.rejected))

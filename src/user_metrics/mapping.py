@@ -72,6 +72,7 @@ class MappedRequest:
     rejected: list[Rejection] = field(default_factory=list)
     skipped: int = 0  # spans that are not LLM calls
     truncated_values: int = 0  # attribute values cut to the length limit
+    dropped_properties: int = 0  # properties beyond max_properties on one record
 
 
 class MappingError(ValueError):
@@ -95,9 +96,12 @@ class Conventions:
     bare_property_keys: dict[str, str]
     property_json_keys: frozenset[str]
     max_value_length: int
+    max_properties: int
 
 
-def compile_conventions(bare_property_keys: Iterable[str] = (), max_value_length: int = 4096) -> Conventions:
+def compile_conventions(
+    bare_property_keys: Iterable[str] = (), max_value_length: int = 4096, max_properties: int = 64
+) -> Conventions:
     """Index ``conventions.FIELDS`` by attribute key. Done once at start-up."""
     by_key: dict[str, list[_Target]] = {}
     for field_name, sources in c.FIELDS.items():
@@ -115,6 +119,7 @@ def compile_conventions(bare_property_keys: Iterable[str] = (), max_value_length
         bare_property_keys=bare,
         property_json_keys=frozenset(c.PROPERTY_JSON_KEYS),
         max_value_length=max_value_length,
+        max_properties=max_properties,
     )
 
 
@@ -452,6 +457,10 @@ def map_request(
             continue
         record, cut = _truncate(record, limit)
         out.truncated_values += cut
+        if len(record.properties) > conv.max_properties:
+            kept = sorted(record.properties)[: conv.max_properties]
+            out.dropped_properties += len(record.properties) - len(kept)
+            record = record._replace(properties={k: record.properties[k] for k in kept})
         out.records.append(record)
     return out
 

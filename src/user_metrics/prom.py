@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from user_metrics.rollups import DURATION_BOUNDS
 from user_metrics.snapshot import Usage, snapshot
-from user_metrics.stats import Stats
+from user_metrics.stats import LIMITS, REFUSALS, Stats
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,14 @@ class UsageCollector(Collector):
         self,
         open_reader: Callable[[], duckdb.DuckDBPyConnection],
         stats: Stats,
-        queue_depth: Callable[[], int],
+        queue: Callable[[], tuple[int, int]],
         *,
         max_users: int,
         property_keys: Sequence[str],
     ) -> None:
         self._open_reader = open_reader
         self._stats = stats
-        self._queue_depth = queue_depth
+        self._queue = queue  # (batches, rows) waiting for the writer
         self._max_users = max_users
         self._property_keys = tuple(property_keys)
 
@@ -165,10 +165,19 @@ class UsageCollector(Collector):
         rejected = CounterMetricFamily("user_metrics_spans_rejected", "LLM spans rejected", labels=["reason"])
         for reason, count in sorted(s.spans_rejected.items()):
             rejected.add_metric([reason], count)
-        truncated = CounterMetricFamily(
-            "user_metrics_values_truncated", "Attribute values cut to max_value_length"
+        cuts = CounterMetricFamily(
+            "user_metrics_limit_cuts",
+            "Values, properties and requests cut or refused by a configured limit",
+            labels=["limit"],
         )
-        truncated.add_metric([], s.values_truncated)
+        refused = CounterMetricFamily(
+            "user_metrics_exports_refused",
+            "Exports answered retry-later (gRPC UNAVAILABLE, HTTP 503)",
+            labels=["reason"],
+        )
+        for family, counts, labels in ((cuts, s.limit_cuts, LIMITS), (refused, s.exports_refused, REFUSALS)):
+            for label in labels:  # every label always, 0 until it happens
+                family.add_metric([label], counts[label])
         batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")
         batch.add_metric([], s.exports, s.spans_received)
         commit = SummaryMetricFamily(
@@ -176,8 +185,23 @@ class UsageCollector(Collector):
         )
         commit.add_metric([], s.commits, s.commit_seconds)
         queue = GaugeMetricFamily("user_metrics_queue_depth", "Batches waiting for the store's writer")
-        queue.add_metric([], self._queue_depth())
-        yield from (received, stored, duplicate, skipped, rejected, truncated, batch, commit, queue)
+        batches, rows = self._queue()
+        queue.add_metric([], batches)
+        queued = GaugeMetricFamily("user_metrics_write_queue_rows", "Rows waiting for the store's writer")
+        queued.add_metric([], rows)
+        yield from (
+            received,
+            stored,
+            duplicate,
+            skipped,
+            rejected,
+            cuts,
+            refused,
+            batch,
+            commit,
+            queue,
+            queued,
+        )
 
 
 class RenderedMetrics:

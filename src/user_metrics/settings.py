@@ -52,6 +52,32 @@ SPECS: tuple[SettingSpec, ...] = (
         "HTTP API listen address HOST:PORT (JSON API; port 0 picks a free port)",
     ),
     SettingSpec(
+        "otlp_http_listen",
+        str,
+        "127.0.0.1:4318",
+        "OTLP/HTTP listen address HOST:PORT (POST /v1/traces, protobuf or JSON; port 0 picks a free port)",
+    ),
+    SettingSpec(
+        "ingest_tokens",
+        list,
+        (),
+        "bearer tokens accepted for sending spans (OTLP gRPC and HTTP); empty: no token needed",
+    ),
+    SettingSpec(
+        "read_tokens",
+        list,
+        (),
+        "bearer tokens accepted for reading (query API, SQL, gRPC queries, /metrics); empty: no token needed",
+    ),
+    SettingSpec(
+        "allow_unauthenticated",
+        bool,
+        False,
+        "serve a non-loopback address without tokens (anyone who reaches it may send or read)",
+    ),
+    SettingSpec("tls_cert_file", str, "", "PEM certificate chain: serve gRPC and HTTP over TLS"),
+    SettingSpec("tls_key_file", str, "", "PEM private key of tls_cert_file"),
+    SettingSpec(
         "price_file", str, "", "TOML file of model prices that add to or override genai-prices' data"
     ),
     SettingSpec(
@@ -63,7 +89,29 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("max_message_mib", int, 64, "largest OTLP request accepted, in MiB (after decompression)"),
     SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
-    SettingSpec("grpc_workers", int, 16, "gRPC worker threads (concurrent Export calls being served)"),
+    SettingSpec("max_properties", int, 64, "most custom properties kept per request (by name order)"),
+    SettingSpec(
+        "max_property_keys",
+        int,
+        1000,
+        "most distinct property keys in the database; properties with further new keys are dropped",
+    ),
+    SettingSpec(
+        "write_queue_rows",
+        int,
+        100_000,
+        "most rows waiting to be committed; beyond it exports are answered retry-later (gRPC "
+        "UNAVAILABLE with RetryInfo, HTTP 503 with Retry-After)",
+    ),
+    SettingSpec(
+        "grpc_workers",
+        int,
+        16,
+        "gRPC worker threads (calls served at once); 4x as many calls may wait, more get RESOURCE_EXHAUSTED",
+    ),
+    SettingSpec(
+        "http_workers", int, 16, "OTLP/HTTP requests processed at once; more are answered 503 Retry-After"
+    ),
     SettingSpec(
         "metrics_max_users",
         int,
@@ -102,11 +150,21 @@ class Settings:
     db: str = "./user_metrics.duckdb"
     grpc_listen: str = "127.0.0.1:4317"
     api_listen: str = "127.0.0.1:9464"
+    otlp_http_listen: str = "127.0.0.1:4318"
+    ingest_tokens: tuple[str, ...] = ()
+    read_tokens: tuple[str, ...] = ()
+    allow_unauthenticated: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     price_file: str = ""
     property_keys: tuple[str, ...] = ()
     max_message_mib: int = 64
     max_value_length: int = 4096
+    max_properties: int = 64
+    max_property_keys: int = 1000
+    write_queue_rows: int = 100_000
     grpc_workers: int = 16
+    http_workers: int = 16
     metrics_max_users: int = 1000
     metrics_refresh_seconds: float = 5.0
     metrics_properties: tuple[str, ...] = ()
@@ -118,6 +176,15 @@ class Settings:
     def __post_init__(self) -> None:
         split_address(self.grpc_listen, "grpc_listen")
         split_address(self.api_listen, "api_listen")
+        split_address(self.otlp_http_listen, "otlp_http_listen")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SettingsError("tls_cert_file and tls_key_file go together: set both or neither")
+        for name in ("ingest_tokens", "read_tokens"):
+            for token in getattr(self, name):
+                if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
+                    raise SettingsError(
+                        f"{name}: each token must be at least 16 printable ASCII characters without spaces"
+                    )
         if not 0 < self.sql_timeout_seconds <= 3600:
             raise SettingsError(
                 f"sql_timeout_seconds must be above 0 and at most 3600, got {self.sql_timeout_seconds}"
@@ -134,7 +201,15 @@ class Settings:
             )
         if not 1 <= self.sql_max_rows <= 100_000:
             raise SettingsError(f"sql_max_rows must be from 1 to 100000, got {self.sql_max_rows}")
-        for name in ("max_message_mib", "max_value_length", "grpc_workers"):
+        for name in (
+            "max_message_mib",
+            "max_value_length",
+            "max_properties",
+            "max_property_keys",
+            "write_queue_rows",
+            "grpc_workers",
+            "http_workers",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_message_mib > 2047:
@@ -156,6 +231,9 @@ def split_address(address: str, name: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _convert(spec: SettingSpec, value: Any, origin: str) -> Any:
     if spec.kind is list:
         if isinstance(value, str):
@@ -163,6 +241,12 @@ def _convert(spec: SettingSpec, value: Any, origin: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise SettingsError(f"{spec.name} ({origin}) must be a list of strings")
         return tuple(value)
+    if spec.kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+            return _BOOLEANS[value.strip().lower()]
+        raise SettingsError(f"{spec.name} ({origin}) must be true or false, got {value!r}")
     if spec.kind is float:
         if isinstance(value, bool):
             raise SettingsError(f"{spec.name} ({origin}) must be a number")

@@ -17,7 +17,8 @@ class Stats:
     spans_rejected: Counter[str] = field(default_factory=Counter)  # by reason
     spans_stored: int = 0
     spans_duplicate: int = 0
-    values_truncated: int = 0
+    limit_cuts: Counter[str] = field(default_factory=Counter)  # by the setting that cut
+    exports_refused: Counter[str] = field(default_factory=Counter)  # retry-later answers, by reason
     commits: int = 0
     commit_seconds: float = 0.0
     compactions: int = 0
@@ -33,3 +34,19 @@ class Stats:
     def reject(self, reason: str, count: int = 1) -> None:
         with self._lock:
             self.spans_rejected[reason] += count
+
+    def refuse(self, reason: str) -> None:
+        """An export was answered retry-later: "queue_full" or "workers_busy"."""
+        with self._lock:
+            self.exports_refused[reason] += 1
+
+    def cut(self, limit: str, count: int = 1) -> None:
+        """Something was cut or refused by the setting ``limit`` (see ``LIMITS``)."""
+        if count:
+            with self._lock:
+                self.limit_cuts[limit] += count
+
+
+# The settings whose cuts are counted, each always exported (0 until something is cut).
+LIMITS = ("max_message_mib", "max_value_length", "max_properties", "max_property_keys")
+REFUSALS = ("queue_full", "workers_busy")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -32,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from user_metrics import rollups
-from user_metrics.errors import Unavailable
+from user_metrics.errors import Overloaded, Unavailable
 from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Store:
         stats: Stats,
         *,
         max_group_rows: int = 200_000,
+        max_queue_rows: int = 100_000,
         memory_limit_mib: int = 0,
         compact_after_rows: int = 100_000,
         compact_after_seconds: float = 30.0,
@@ -100,6 +102,11 @@ class Store:
         self.path = str(path)
         self._stats = stats
         self._max_group_rows = max_group_rows
+        # The write queue is bounded in rows: beyond it, writers are told to come back later.
+        self._max_queue_rows = max_queue_rows
+        self._queued_rows = 0
+        self._queue_lock = threading.Lock()
+        self._commit_rows_per_s = 10_000.0  # measured at every commit
         # Rollup rows appended since the last compaction: their hours and users, and how many rows.
         self._dirty = rollups.Touched(set(), set())
         self._rows_since_compaction = 0
@@ -158,15 +165,43 @@ class Store:
             return self._reader_root.cursor()
 
     @property
-    def queue_depth(self) -> int:
-        return self._queue.qsize()
+    def queue(self) -> tuple[int, int]:
+        """(batches, rows) waiting for the writer."""
+        return self._queue.qsize(), self._queued_rows
+
+    def property_keys(self) -> set[str]:
+        """Every custom property key stored so far."""
+        con = self.reader()
+        try:
+            rows = con.execute("SELECT DISTINCT unnest(map_keys(properties)) FROM dims").fetchall()
+        finally:
+            con.close()
+        return {key for (key,) in rows}
 
     def write(self, table: pa.Table) -> Future[int]:
-        """Queue rows for the next commit; the future gives the number of new rows once durable."""
+        """Queue rows for the next commit; the future gives the number of new rows once durable.
+
+        The future fails at once with ``Overloaded`` when the queue holds ``max_queue_rows`` rows
+        (a table larger than the whole limit is still taken when the queue is empty).
+        """
         future: Future[int] = Future()
         if self._closed:
             future.set_exception(Unavailable("the store is shutting down"))
             return future
+        rows = table.num_rows
+        with self._queue_lock:
+            queued = self._queued_rows
+            if queued and queued + rows > self._max_queue_rows:
+                wait = math.ceil(queued / self._commit_rows_per_s)
+                future.set_exception(
+                    Overloaded(
+                        f"the write queue is full ({queued} rows waiting, limit {self._max_queue_rows}); "
+                        "retry later",
+                        retry_after_seconds=min(30, max(1, wait)),
+                    )
+                )
+                return future
+            self._queued_rows = queued + rows
         self._queue.put(_Pending(table, future))
         return future
 
@@ -178,6 +213,7 @@ class Store:
             self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
+        self._refuse_queued()
         try:
             self._compact()
             self._con.execute("CHECKPOINT")
@@ -185,6 +221,16 @@ class Store:
             with self._reader_lock:
                 self._reader_root.close()
             self._con.close()
+
+    def _refuse_queued(self) -> None:
+        """Fail writes that raced with close() into the queue behind the stop (never committed)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Pending):
+                item.future.set_exception(Unavailable("the store is shutting down"))
 
     # ---- the writer thread --------------------------------------------------------------------
 
@@ -234,6 +280,13 @@ class Store:
         started = time.perf_counter()
         rows = sum(p.table.num_rows for p in group)
         try:
+            self._commit_group(group, rows, started)
+        finally:
+            with self._queue_lock:
+                self._queued_rows -= rows
+
+    def _commit_group(self, group: list[_Pending], rows: int, started: float) -> None:
+        try:
             table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
             stored = self._insert(table)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting exporters
@@ -242,9 +295,11 @@ class Store:
             for pending in group:
                 pending.future.set_exception(error)
             return
+        seconds = time.perf_counter() - started
+        self._commit_rows_per_s = max(100.0, rows / max(seconds, 1e-3))
         self._stats.add(
             commits=1,
-            commit_seconds=time.perf_counter() - started,
+            commit_seconds=seconds,
             spans_stored=stored,
             spans_duplicate=rows - stored,
         )

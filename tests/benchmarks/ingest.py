@@ -185,7 +185,14 @@ def main() -> None:
         server.stop(0).wait()
 
         with tempfile.TemporaryDirectory() as tmp:
-            app = App(Settings(db=f"{tmp}/bench.duckdb", grpc_listen="127.0.0.1:0"))
+            app = App(
+                Settings(
+                    db=f"{tmp}/bench.duckdb",
+                    grpc_listen="127.0.0.1:0",
+                    api_listen="127.0.0.1:0",
+                    otlp_http_listen="127.0.0.1:0",
+                )
+            )
             app.start()
             profiler = None
             if args.profile:

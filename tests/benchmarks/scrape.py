@@ -125,7 +125,11 @@ def main() -> None:
         "  spans stored meanwhile"
     )
     base = Settings(
-        db=args.db, grpc_listen="127.0.0.1:0", api_listen="127.0.0.1:0", metrics_properties=("plan",)
+        db=args.db,
+        grpc_listen="127.0.0.1:0",
+        api_listen="127.0.0.1:0",
+        otlp_http_listen="127.0.0.1:0",
+        metrics_properties=("plan",),
     )
     for max_users in (1_000, 10_000):
         for refresh in (5.0, 0.0):

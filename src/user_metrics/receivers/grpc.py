@@ -3,6 +3,8 @@
 Registered as a generic handler that receives the raw request bytes, so an undecodable body is
 answered ``INVALID_ARGUMENT`` with a message (a generated servicer would answer ``INTERNAL``).
 gRPC itself decompresses gzip and enforces the message size limit (``RESOURCE_EXHAUSTED``).
+A full write queue is answered ``UNAVAILABLE`` with a ``google.rpc.RetryInfo`` detail, which the
+OTLP exporters honour as the delay before their retry.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import logging
 from typing import Any
 
 import grpc
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
@@ -24,6 +29,18 @@ log = logging.getLogger(__name__)
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
+def abort(context: Any, error: UserMetricsError) -> None:
+    """End the call with the error's status; retryable errors say when to retry (RetryInfo)."""
+    code = grpc_status(error)
+    delay = getattr(error, "retry_after_seconds", None)
+    if delay is not None:
+        detail = AnyProto()
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=delay)))
+        status = status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
+        context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+    context.abort(code, str(error))
+
+
 def trace_service_handler(ingestor: Ingestor) -> grpc.GenericRpcHandler:
     """The OTLP trace Export method, bound to an ingestor."""
 
@@ -31,7 +48,7 @@ def trace_service_handler(ingestor: Ingestor) -> grpc.GenericRpcHandler:
         try:
             result = ingestor.export(decode_protobuf(body))
         except UserMetricsError as exc:
-            context.abort(grpc_status(exc), str(exc))
+            abort(context, exc)
         if not result.rejected_spans:
             return ExportTraceServiceResponse()
         return ExportTraceServiceResponse(

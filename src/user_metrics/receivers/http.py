@@ -1,0 +1,223 @@
+"""OTLP/HTTP front-end: ``POST /v1/traces`` over the shared ingest core (default 127.0.0.1:4318).
+
+Speaks both encodings of the specification, binary protobuf (``application/x-protobuf``) and
+JSON (``application/json``), plain or ``Content-Encoding: gzip``, and answers in the request's
+encoding: an ``ExportTraceServiceResponse`` (with partial success) on 200, a ``google.rpc.Status``
+on every error. Status codes: 400 undecodable, 401 no valid ingest token, 404/405 wrong path or
+method, 411 no length, 413 over ``max_message_mib`` (compressed or not), 415 another content type
+or encoding, 503 with ``Retry-After`` when the write queue or the worker slots are full.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import zlib
+from collections.abc import Callable
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from user_metrics.auth import Tokens
+from user_metrics.errors import (
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    TooLarge,
+    UnsupportedMediaType,
+    UserMetricsError,
+    grpc_status,
+    http_status,
+)
+from user_metrics.httpserve import BackgroundServer, Handler
+from user_metrics.ingest import Ingestor, decode_json, decode_protobuf
+from user_metrics.stats import Stats
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1/traces"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+DECODERS: dict[str, Callable[[bytes], ExportTraceServiceRequest]] = {
+    PROTOBUF: decode_protobuf,
+    JSON: decode_json,
+}
+
+
+class MethodNotAllowed(UserMetricsError):
+    pass
+
+
+class LengthRequired(UserMetricsError):
+    pass
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress gzip (every member) to at most ``limit`` bytes: TooLarge beyond, InvalidInput if corrupt."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise InvalidInput(f"the body is not valid gzip: {exc}") from None
+        if len(out) > limit:
+            raise TooLarge(f"the body is larger than {limit} bytes once decompressed")
+        if not inflater.eof:
+            raise InvalidInput("the body is not valid gzip: it ends before the gzip stream does")
+        data = inflater.unused_data
+    return bytes(out)
+
+
+class OtlpHttpServer(BackgroundServer):
+    """The receiver; ``workers`` bounds the requests held in memory at once."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        ingestor: Ingestor,
+        stats: Stats,
+        *,
+        max_body_bytes: int,
+        workers: int,
+        ingest_tokens: Tokens | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ingestor = ingestor
+        self.stats = stats
+        self.max_body_bytes = max_body_bytes
+        self.ingest_tokens = ingest_tokens or Tokens((), "ingest")
+        self.slots = threading.BoundedSemaphore(workers)
+        receiver = self
+
+        class OtlpHandler(_OtlpHandler):
+            server_receiver = receiver
+
+        super().__init__(address, OtlpHandler, tls)
+
+
+class _OtlpHandler(Handler):
+    server_receiver: OtlpHttpServer
+
+    def serve(self, method: str) -> None:
+        receiver = self.server_receiver
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        answer_type = content_type if content_type in DECODERS else PROTOBUF
+        client_closes = self.close_connection
+        body = "untouched"  # then "reading", then "read": what can be done with the connection
+        try:
+            if self.path.split("?")[0] != PATH:
+                raise NotFound(f"no such endpoint: {self.path[:200]}; OTLP/HTTP traces go to POST {PATH}")
+            if method != "POST":
+                raise MethodNotAllowed(f"{method} is not allowed here; use POST")
+            self.authenticate(receiver.ingest_tokens)
+            if content_type not in DECODERS:
+                raise UnsupportedMediaType(
+                    f"Content-Type {content_type or '(none)'!r} is not supported; use {PROTOBUF} or {JSON}"
+                )
+            encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("identity", "gzip"):
+                raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip")
+            length = self._content_length(receiver.max_body_bytes)
+            if not receiver.slots.acquire(blocking=False):
+                receiver.stats.refuse("workers_busy")
+                raise Overloaded(f"all {PATH} workers are busy; retry later")
+            try:
+                body = "reading"
+                data = self._read_body(length, receiver.max_body_bytes)
+                body = "read"
+                if encoding == "gzip":
+                    data = gunzip(data, receiver.max_body_bytes)
+                result = receiver.ingestor.export(DECODERS[content_type](data))
+            finally:
+                receiver.slots.release()
+        except UserMetricsError as exc:
+            if isinstance(exc, TooLarge):
+                receiver.stats.cut("max_message_mib")
+            # An unread body is drained (small enough) so the client reads the answer, not a reset.
+            usable = body == "read" or (body == "untouched" and self.discard_body())
+            self.close_connection = client_closes or not usable
+            self._error(exc, answer_type)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must still get an answer
+            log.exception("POST %s failed", PATH)
+            self.close_connection = True
+            self._error(UserMetricsError(f"internal error: {exc}"), answer_type)
+            return
+        response = ExportTraceServiceResponse()
+        if result.rejected_spans:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(
+                    rejected_spans=result.rejected_spans, error_message=result.error_message
+                )
+            )
+        self._message(200, response, answer_type)
+
+    def _content_length(self, limit: int) -> int | None:
+        """The declared body size (None: chunked); refuses a missing, malformed or too large one."""
+        if self.headers.get("Transfer-Encoding", "").strip().lower() == "chunked":
+            return None
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise LengthRequired("the request needs a Content-Length or chunked transfer encoding")
+        if not length.strip().isdigit():
+            raise InvalidInput(f"Content-Length is not a number: {length[:40]!r}")
+        if int(length) > limit:
+            raise TooLarge(f"the body is {int(length)} bytes, larger than the limit of {limit}")
+        return int(length)
+
+    def _read_body(self, length: int | None, limit: int) -> bytes:
+        if length is None:
+            return self._read_chunked(limit)
+        data = self.rfile.read(length)
+        if len(data) != length:
+            raise InvalidInput("the body ended before Content-Length bytes")
+        return data
+
+    def _read_chunked(self, limit: int) -> bytes:
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(1026)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise InvalidInput("malformed chunked body") from None
+            if size == 0:
+                while self.rfile.readline(8194) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return bytes(body)
+            if len(body) + size > limit:
+                raise TooLarge(f"the body is larger than the limit of {limit} bytes")
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise InvalidInput("malformed chunked body")
+            body += chunk
+
+    def _error(self, error: UserMetricsError, answer_type: str) -> None:
+        status = {MethodNotAllowed: 405, LengthRequired: 411}.get(type(error)) or http_status(error)
+        headers = []
+        retry_after = getattr(error, "retry_after_seconds", None)
+        if retry_after is not None:
+            headers.append(("Retry-After", str(retry_after)))
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="user-metrics"'))
+        if status == 405:
+            headers.append(("Allow", "POST"))
+        code = grpc_status(error).value[0]
+        self._message(status, status_pb2.Status(code=code, message=str(error)), answer_type, headers)
+
+    def _message(
+        self, status: int, message: Message, answer_type: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        if answer_type == JSON:
+            data = json_format.MessageToJson(message, indent=None).encode("utf-8")
+        else:
+            data = message.SerializeToString()
+        self.send(status, data, answer_type, headers or [])
