@@ -71,13 +71,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self.serve("DELETE")
 
-    def setup(self) -> None:
-        super().setup()  # applies the timeout to the socket
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()
-
     def handle(self) -> None:
         try:
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.connection.do_handshake()  # bounded by the socket timeout set in setup()
             super().handle()
         except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
             log.debug("connection from %s ended: %s", self.client_address[0], exc)
