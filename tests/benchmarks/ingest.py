@@ -1,18 +1,20 @@
-"""Ingest benchmark: durable spans/s over loopback gRPC, against the parse-only ceiling.
+"""Ingest benchmark: durable spans/s over loopback gRPC and OTLP/HTTP, against the parse-only ceiling.
 
-    python tests/benchmarks/ingest.py [--requests 400] [--threads 1,4]
+    python tests/benchmarks/ingest.py [--requests 400] [--threads 1,4] [--http]
 
 For each client thread count, a separate client process pre-builds N Export requests of 512
 realistic LLM spans (unique ids, 1,000 users, 3 models, semconv attributes as the contrib and
 OpenLLMetry instrumentations write them), then sends them over loopback gRPC and times it.
 It runs twice: against the real service on a fresh DuckDB file (every answer means committed),
-and against a servicer that only parses the same requests (the ceiling). Prints spans/s and the
-ratio. Bounded: N requests per run, loopback only.
+and against a servicer that only parses the same requests (the ceiling). With ``--http`` it also
+sends the same requests as ``application/x-protobuf`` to the OTLP/HTTP receiver (one keep-alive
+connection per thread). Prints spans/s and the ratio. Bounded: N requests per run, loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -21,8 +23,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -101,23 +105,52 @@ def build_request(rng: random.Random, now_ns: int) -> bytes:
     return req.SerializeToString()
 
 
+def http_sender(url: str) -> Callable[[bytes], ExportTraceServiceResponse]:
+    """POST /v1/traces over one keep-alive connection per thread."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    local = threading.local()
+
+    def export(body: bytes, timeout: float) -> ExportTraceServiceResponse:
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        local.conn.request(
+            "POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"}
+        )
+        response = local.conn.getresponse()
+        data = response.read()
+        assert response.status == 200, (response.status, data[:200])
+        return ExportTraceServiceResponse.FromString(data)
+
+    return export
+
+
 def client_main(target: str, n: int, threads: int, seed: int) -> None:
     """Build n requests, send them from `threads` threads, print JSON timings."""
     rng = random.Random(seed)
     now = time.time_ns()
     bodies = [build_request(rng, now) for _ in range(n)]
+    if target.startswith("http://"):
+        send_http = http_sender(target)
+        send_timed(lambda body, timeout: send_http(body, timeout), bodies, n, threads)
+        return
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
     export = channel.unary_unary(
         EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
     )
     grpc.channel_ready_future(channel).result(timeout=30)
-    export(bodies[0], timeout=60)  # warm-up: connection, first commit (counted below)
+    send_timed(lambda body, timeout: export(body, timeout=timeout), bodies, n, threads)
+
+
+def send_timed(
+    export: Callable[[bytes, float], ExportTraceServiceResponse], bodies: list[bytes], n: int, threads: int
+) -> None:
+    export(bodies[0], 60)  # warm-up: connection, first commit (counted below)
     rejected = 0
     lock = threading.Lock()
 
     def send(body: bytes) -> None:
         nonlocal rejected
-        response = export(body, timeout=120)
+        response = export(body, 120)
         with lock:
             rejected += response.partial_success.rejected_spans
 
@@ -170,13 +203,11 @@ def main() -> None:
     parser.add_argument("--threads", default="1,4", help="client sender threads; comma-separated runs")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="write a pyinstrument HTML profile of the service run here")
+    parser.add_argument("--http", action="store_true", help="also measure the OTLP/HTTP receiver")
     args = parser.parse_args()
     if args.client:
         client_main(args.client, args.requests, int(args.threads), seed=os.getpid())
         return
-
-    from user_metrics.app import App
-    from user_metrics.settings import Settings
 
     print(f"{args.requests} requests x {SPANS_PER_REQUEST} spans per run; {os.cpu_count()} cores")
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -184,30 +215,7 @@ def main() -> None:
         ceiling = run_client(target, args.requests, threads)
         server.stop(0).wait()
 
-        with tempfile.TemporaryDirectory() as tmp:
-            app = App(
-                Settings(
-                    db=f"{tmp}/bench.duckdb",
-                    grpc_listen="127.0.0.1:0",
-                    api_listen="127.0.0.1:0",
-                    otlp_http_listen="127.0.0.1:0",
-                )
-            )
-            app.start()
-            profiler = None
-            if args.profile:
-                from pyinstrument import Profiler
-
-                profiler = Profiler(async_mode="disabled")
-                profiler.start()
-            durable = run_client(app.grpc_address, args.requests, threads)
-            if profiler is not None:
-                profiler.stop()
-                Path(args.profile).write_text(profiler.output_html())
-            stats = app.stats
-            app.stop()
-            size = sum(p.stat().st_size for p in Path(tmp).iterdir())
-        assert durable["rejected"] == 0
+        durable, stats, size = run_service(args, threads, "grpc")
         c_rate = ceiling["spans"] / ceiling["seconds"]
         d_rate = durable["spans"] / durable["seconds"]
         print(
@@ -216,6 +224,45 @@ def main() -> None:
             f"(avg {stats.spans_stored / max(stats.commits, 1):,.0f} spans/commit, "
             f"{1000 * stats.commit_seconds / max(stats.commits, 1):.1f} ms/commit) | db {size / 1e6:.0f} MB"
         )
+        if args.http:
+            over_http, _, _ = run_service(args, threads, "http")
+            h_rate = over_http["spans"] / over_http["seconds"]
+            print(
+                f"threads={threads}: OTLP/HTTP durable {h_rate:,.0f} spans/s | ratio to gRPC {h_rate / d_rate:.2f}"
+            )
+
+
+def run_service(args: argparse.Namespace, threads: int, protocol: str) -> tuple[dict[str, float], Any, int]:
+    """One client run against the real service on a fresh file: (timings, stats, file bytes)."""
+    from user_metrics.app import App
+    from user_metrics.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = App(
+            Settings(
+                db=f"{tmp}/bench.duckdb",
+                grpc_listen="127.0.0.1:0",
+                api_listen="127.0.0.1:0",
+                otlp_http_listen="127.0.0.1:0",
+            )
+        )
+        app.start()
+        profiler = None
+        if args.profile and protocol == "grpc":
+            from pyinstrument import Profiler
+
+            profiler = Profiler(async_mode="disabled")
+            profiler.start()
+        target = app.grpc_address if protocol == "grpc" else app.otlp_http_url
+        durable = run_client(target, args.requests, threads)
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile).write_text(profiler.output_html())
+        stats = app.stats
+        app.stop()
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+    assert durable["rejected"] == 0
+    return durable, stats, size
 
 
 if __name__ == "__main__":
