@@ -1,7 +1,7 @@
 """Crash safety: `user-metrics serve` SIGKILLed at random moments while clients stream Export requests.
 
-Four client threads each send a fixed, seeded stream of Export requests and retry the same bytes on
-any failure until acknowledged (as an OTLP exporter does). Meanwhile the server is killed with SIGKILL
+Four client threads (three over gRPC, one over OTLP/HTTP) each send a fixed, seeded stream of Export
+requests and retry the same bytes on any failure until acknowledged (as an OTLP exporter does). Meanwhile the server is killed with SIGKILL
 a few times and started again straight away on the same address and file, with no recovery step.
 Afterwards every acknowledged span must be stored exactly once (retries and deliberate duplicates
 are not double-counted), nothing unsent may appear, and the rollups must agree with the rows.
@@ -9,6 +9,7 @@ are not double-counted), nothing unsent may appear, and the rollups must agree w
 
 from __future__ import annotations
 
+import http.client
 import random
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from conftest import read_requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from otlp import chat, request, span
-from test_cli import start_server
+from test_cli import start_server_listening
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -143,10 +144,14 @@ class Client:
 
     def run(self, deadline: float) -> None:
         rng = random.Random(f"{SEED}-retries-{self.index}")
-        channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
-        export = channel.unary_unary(
-            EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
-        )
+        if self.target.startswith("http://"):
+            export, close = http_export(self.target)
+        else:
+            channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            export = channel.unary_unary(
+                EXPORT, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+            )
+            close = channel.close
         try:
             for number, item in enumerate(self.plan):
                 persistent = 0
@@ -159,7 +164,7 @@ class Client:
                     self.in_flight = True
                     try:
                         response = export(item.body, timeout=CALL_TIMEOUT, wait_for_ready=False)
-                    except grpc.RpcError as exc:
+                    except (grpc.RpcError, OSError, http.client.HTTPException) as exc:
                         code = exc.code() if isinstance(exc, grpc.Call) else None
                         self.failures[code.name if code else type(exc).__name__] += 1
                         # Retried whatever the code (a dying server can answer oddly), but an answer
@@ -184,7 +189,31 @@ class Client:
             self.error = exc
         finally:
             self.done = True
-            channel.close()
+            close()
+
+
+def http_export(url: str) -> tuple[Any, Any]:
+    """An export function over OTLP/HTTP (a new connection after any failure), and its closer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn: list[http.client.HTTPConnection] = []
+
+    def export(body: bytes, timeout: float, wait_for_ready: bool) -> ExportTraceServiceResponse:
+        if not conn:
+            conn.append(http.client.HTTPConnection(host, int(port), timeout=timeout))
+        try:
+            conn[0].request(
+                "POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"}
+            )
+            response = conn[0].getresponse()
+            data = response.read()
+        except BaseException:
+            conn.pop().close()
+            raise
+        if response.status != 200:  # 503 while the store is starting or full: retry like an exporter
+            raise http.client.HTTPException(f"HTTP {response.status}: {data[:200]!r}")
+        return ExportTraceServiceResponse.FromString(data)
+
+    return export, lambda: conn and conn.pop().close()
 
 
 class Server:
@@ -194,16 +223,24 @@ class Server:
         self.db = db
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.http_url = ""
         self.starts = 0
         self.start_retries: list[str] = []
         self._drain: threading.Thread | None = None
         self.log: list[str] = []
 
     def start(self) -> None:
-        extra = ("--grpc-listen", self.address) if self.address else ()
+        extra = ()
+        if self.address:
+            extra = (
+                "--grpc-listen",
+                self.address,
+                "--otlp-http-listen",
+                self.http_url.removeprefix("http://"),
+            )
         for attempt in range(5):
             try:
-                proc, address = start_server(self.db, *extra)
+                proc, (address, http_url, _) = start_server_listening(self.db, *extra)
                 break
             except AssertionError as exc:
                 # Only a transient failure to bind the port again is retried; anything else is a bug.
@@ -211,8 +248,8 @@ class Server:
                     raise
                 self.start_retries.append(str(exc).strip().splitlines()[-1])
                 time.sleep(0.2)
-        assert not self.address or address == self.address
-        self.proc, self.address = proc, address
+        assert not self.address or (address, http_url) == (self.address, self.http_url)
+        self.proc, self.address, self.http_url = proc, address, http_url
         self.starts += 1
         # Keep reading stderr so a chatty server can never block on a full pipe.
         self.log = []
@@ -345,7 +382,11 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_retries_once(tmp_pat
     started = time.monotonic()
     try:
         server.start()
-        clients = [Client(i, server.address, plan) for i, plan in enumerate(plans)]
+        # The last client speaks OTLP/HTTP, the others gRPC.
+        targets = [server.address] * (CLIENTS - 1) + [server.http_url]
+        clients = [
+            Client(i, target, plan) for i, (target, plan) in enumerate(zip(targets, plans, strict=True))
+        ]
         deadline = time.monotonic() + CLIENT_DEADLINE
         threads = [
             threading.Thread(target=c.run, args=(deadline,), name=f"client-{c.index}") for c in clients
