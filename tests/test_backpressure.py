@@ -71,6 +71,11 @@ def retry_delay(error: Any) -> float:
     assert status.code == grpc.StatusCode.UNAVAILABLE.value[0]
     info = error_details_pb2.RetryInfo()
     assert status.details[0].Unpack(info)
+    # The same delay in the trailer the OTel Python exporter reads.
+    python_sdk = error_details_pb2.RetryInfo.FromString(
+        dict(error.trailing_metadata())["google.rpc.retryinfo-bin"]
+    )
+    assert python_sdk == info
     return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
 
 

@@ -34,10 +34,18 @@ def abort(context: Any, error: UserMetricsError) -> None:
     code = grpc_status(error)
     delay = getattr(error, "retry_after_seconds", None)
     if delay is not None:
+        retry_info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=delay))
         detail = AnyProto()
-        detail.Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=delay)))
+        detail.Pack(retry_info)
         status = status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
-        context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+        # The rich status is what gRPC clients (and the Collector) read; the OTel Python exporter
+        # reads the RetryInfo from a trailer of its own.
+        context.set_trailing_metadata(
+            (
+                ("grpc-status-details-bin", status.SerializeToString()),
+                ("google.rpc.retryinfo-bin", retry_info.SerializeToString()),
+            )
+        )
     context.abort(code, str(error))
 
 
