@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -204,16 +205,12 @@ def _prometheus_query(base: str, expr: str) -> list[dict[str, object]]:
     return list(answer["data"]["result"])
 
 
-@needs_prometheus
-def test_a_real_prometheus_scrapes_per_user_values(served: Service, tmp_path: Path) -> None:
-    """Prometheus, scraping every second, holds the per-user values the test sent."""
-    assert PROMETHEUS is not None and served.app is not None, "prometheus is required here"
-    target = served.app.api_url.removeprefix("http://")
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, scrape_configs: str) -> Iterator[str]:
+    """A real Prometheus scraping every second with these scrape configs; yields its base URL."""
+    assert PROMETHEUS is not None, "prometheus is required here"
     config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: um\n    static_configs:\n      - targets: ['{target}']\n"
-    )
+    config.write_text(f"global:\n  scrape_interval: 1s\nscrape_configs:\n{scrape_configs}")
     port = _free_port()
     proc = subprocess.Popen(
         [
@@ -226,34 +223,75 @@ def test_a_real_prometheus_scrapes_per_user_values(served: Service, tmp_path: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        result: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            try:
-                result = _prometheus_query(base, 'llm_user_requests_total{job="um"}')
-            except OSError:
-                result = []
-            if result:
-                break
-            time.sleep(0.5)
-        assert result, "Prometheus never scraped the service"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait_for(
+    base: str, expr: str, ready: Callable[[list[dict[str, object]]], bool]
+) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 60
+    result: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        try:
+            result = _prometheus_query(base, expr)
+        except OSError:
+            result = []
+        if ready(result):
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"Prometheus never answered {expr} as expected: {result}")
+
+
+@needs_prometheus
+def test_a_real_prometheus_scrapes_per_user_values(served: Service, tmp_path: Path) -> None:
+    """Prometheus, scraping every second, holds the per-user values the test sent."""
+    assert served.app is not None
+    target = served.app.api_url.removeprefix("http://")
+    with prometheus(
+        tmp_path, f"  - job_name: um\n    static_configs:\n      - targets: ['{target}']\n"
+    ) as base:
+        _wait_for(base, 'llm_user_requests_total{job="um"}', bool)
         got: dict[str, float] = {}
         for series in _prometheus_query(base, 'sum by (user_id) (llm_user_requests_total{job="um"})'):
             metric, value = series["metric"], series["value"]
             assert isinstance(metric, dict) and isinstance(value, list)
             got[str(metric["user_id"])] = float(value[1])
-        want: dict[str, int] = {}
-        for t in TRUTHS:
-            if t.user is not None:
-                want[t.user] = want.get(t.user, 0) + 1
-        for odd in ODD_IDS:
-            want[odd] = want.get(odd, 0) + 1
-        assert got == want
+    want: dict[str, int] = {}
+    for t in TRUTHS:
+        if t.user is not None:
+            want[t.user] = want.get(t.user, 0) + 1
+    for odd in ODD_IDS:
+        want[odd] = want.get(odd, 0) + 1
+    assert got == want
+
+
+@needs_prometheus
+def test_a_real_prometheus_scrapes_with_a_read_token(tmp_path: Path) -> None:
+    """The scrape job's credentials_file gets in; the same job without it is refused (up == 0)."""
+    token = "scrape-token-0123456789abcdef"
+    svc = Service(tmp_path / "um.duckdb", read_tokens=(token,))
+    app = svc.start()
+    try:
+        app.ingestor.export(request([span(chat("scraped"))]))
+        (tmp_path / "token").write_text(token)
+        target = app.api_url.removeprefix("http://")
+        jobs = (
+            f"  - job_name: with_token\n    authorization:\n      credentials_file: {tmp_path / 'token'}\n"
+            f"    static_configs:\n      - targets: ['{target}']\n"
+            f"  - job_name: without\n    static_configs:\n      - targets: ['{target}']\n"
+        )
+        with prometheus(tmp_path, jobs) as base:
+            up = _wait_for(base, "up", lambda result: len(result) == 2)
+            by_job = {series["metric"]["job"]: float(series["value"][1]) for series in up}  # type: ignore[index]
+            assert by_job == {"with_token": 1.0, "without": 0.0}
+            [series] = _wait_for(base, 'sum by (user_id) (llm_user_requests_total{job="with_token"})', bool)
+            assert series["metric"] == {"user_id": "scraped"} and series["value"][1] == "1"  # type: ignore[index]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        svc.stop()
 
 
 class TestRendering:
