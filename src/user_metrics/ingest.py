@@ -12,7 +12,11 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from user_metrics.batches import to_arrow
 from user_metrics.errors import InvalidInput, Overloaded
@@ -30,6 +34,16 @@ class ExportResult:
 
     rejected_spans: int = 0
     error_message: str = ""
+
+    def to_response(self) -> ExportTraceServiceResponse:
+        """The OTLP response message, the same for every transport."""
+        if not self.rejected_spans:
+            return ExportTraceServiceResponse()
+        return ExportTraceServiceResponse(
+            partial_success=ExportTracePartialSuccess(
+                rejected_spans=self.rejected_spans, error_message=self.error_message
+            )
+        )
 
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:

@@ -16,10 +16,7 @@ import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from user_metrics.errors import UserMetricsError, grpc_status
 from user_metrics.ingest import Ingestor, decode_protobuf
@@ -57,13 +54,7 @@ def trace_service_handler(ingestor: Ingestor) -> grpc.GenericRpcHandler:
             result = ingestor.export(decode_protobuf(body))
         except UserMetricsError as exc:
             abort(context, exc)
-        if not result.rejected_spans:
-            return ExportTraceServiceResponse()
-        return ExportTraceServiceResponse(
-            partial_success=ExportTracePartialSuccess(
-                rejected_spans=result.rejected_spans, error_message=result.error_message
-            )
-        )
+        return result.to_response()
 
     return grpc.method_handlers_generic_handler(
         SERVICE,

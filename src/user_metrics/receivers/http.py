@@ -19,11 +19,7 @@ from collections.abc import Callable
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.auth import Tokens
 from user_metrics.errors import (
@@ -151,14 +147,7 @@ class _OtlpHandler(Handler):
             self.close_connection = True
             self._error(UserMetricsError(f"internal error: {exc}"), answer_type)
             return
-        response = ExportTraceServiceResponse()
-        if result.rejected_spans:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(
-                    rejected_spans=result.rejected_spans, error_message=result.error_message
-                )
-            )
-        self._message(200, response, answer_type)
+        self._message(200, result.to_response(), answer_type)
 
     def _content_length(self, limit: int) -> int | None:
         """The declared body size (None: chunked); refuses a missing, malformed or too large one."""
