@@ -166,3 +166,42 @@ def test_sdk_exporters_back_off_and_everything_is_stored_once(tmp_path: Path, ga
     rows = svc.rows()
     assert sorted(r["user_id"] for r in rows) == sorted(["x", "y", "z", *(c["user"] for c in CALLS)])
     assert len({(r["trace_id"], r["span_id"]) for r in rows}) == len(rows)
+
+
+def test_one_exports_unstorable_data_does_not_fail_its_group(
+    tmp_path: Path, gate: Gate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Grouped with an export DuckDB cannot store, the others are committed; that one is not retryable."""
+    from decimal import Decimal
+
+    from user_metrics.batches import to_arrow
+    from user_metrics.errors import InvalidInput
+    from user_metrics.mapping import compile_conventions, map_request
+
+    svc = Service(tmp_path / "um.duckdb")
+    app = svc.start()
+    try:
+
+        def table(users: list[str], cost_nanos: int | None) -> Any:
+            mapped = map_request(
+                request([span(chat(user=u)) for u in users]),
+                compile_conventions(),
+                now_unix_nano=time.time_ns(),
+            )
+            n = len(mapped.records)
+            return to_arrow(mapped.records, [cost_nanos] * n, ["reported"] * n)
+
+        first = app.store.write(table(["first"], None))
+        assert gate.waiting.wait(30)  # the writer holds "first"; the next two are grouped behind it
+        # Two requests of $999,999,999 for one user and day: their sum overflows the rollup's DECIMAL(18, 9).
+        unstorable = app.store.write(table(["rich", "rich"], int(Decimal("999999999") * 10**9)))
+        fine = app.store.write(table(["fine"], 1_000))
+        gate.open.set()
+        assert first.result(30) == 1 and fine.result(30) == 1
+        with pytest.raises(InvalidInput, match="cannot be stored"):
+            unstorable.result(30)
+        assert "a group of 2 exports cannot be stored" in caplog.text  # they really were grouped
+    finally:
+        gate.open.set()
+        svc.stop()
+    assert sorted(r["user_id"] for r in svc.rows()) == ["fine", "first"]

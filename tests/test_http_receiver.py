@@ -215,11 +215,20 @@ class TestJson:
             (b"[1, 2]", "not a JSON object"),
             (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "traceId must be hex"),
             (b'{"resourceSpans": "many"}', "not an OTLP"),
-            (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "not an OTLP"),
+            (
+                b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
+                "not an OTLP",
+            ),
             (b"\xff\xfe{}", "not JSON"),
+            # Found by the fuzz suite: a lone surrogate made the decoder raise SystemError (500), and
+            # one quoted in the error message made the answer itself fail (no answer at all).
+            (b'{"\\ud800": 1}', "not an OTLP"),
+            (b'{"resourceSpans": "\\ud800"}', "not an OTLP"),
         ],
     )
-    def test_undecodable_json_is_400_with_a_json_status(self, service: Service, body: bytes, needle: str) -> None:
+    def test_undecodable_json_is_400_with_a_json_status(
+        self, service: Service, body: bytes, needle: str
+    ) -> None:
         status, headers, answer = post(service.app.otlp_http_url, body, JSON)
         assert (status, headers["Content-Type"]) == (400, JSON)
         error = status_of(answer, JSON)
@@ -241,7 +250,9 @@ class TestProtobuf:
         assert status == 400 and error.code == 3 and "not an OTLP" in error.message
 
     def test_content_type_parameters_are_ignored(self, service: Service) -> None:
-        status, _, _ = post(service.app.otlp_http_url, llm_request(), "application/x-protobuf; charset=binary")
+        status, _, _ = post(
+            service.app.otlp_http_url, llm_request(), "application/x-protobuf; charset=binary"
+        )
         assert status == 200
         assert len(service.rows()) == 1
 
@@ -304,7 +315,9 @@ class TestRefusals:
             assert len(bomb) < 100_000
             status, _, body = post(app.otlp_http_url, bomb, PROTOBUF, {"Content-Encoding": "gzip"})
             assert status == 413 and "decompressed" in status_of(body, PROTOBUF).message
-            status, _, body = post(app.otlp_http_url, gzip.compress(llm_request())[:-9], PROTOBUF, {"Content-Encoding": "gzip"})
+            status, _, body = post(
+                app.otlp_http_url, gzip.compress(llm_request())[:-9], PROTOBUF, {"Content-Encoding": "gzip"}
+            )
             assert status == 400 and "gzip" in status_of(body, PROTOBUF).message
             assert app.stats.limit_cuts["max_message_mib"] == 2
             assert post(app.otlp_http_url, llm_request("small"))[0] == 200
@@ -315,5 +328,7 @@ class TestRefusals:
     def test_no_length_is_411(self, service: Service) -> None:
         parts = urlsplit(service.app.otlp_http_url)
         with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\r\n")
+            sock.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\r\n"
+            )
             assert sock.recv(65536).startswith(b"HTTP/1.1 411")

@@ -218,6 +218,13 @@ class TestRejections:
             ({"gen_ai.usage.input_tokens": True}, "gen_ai.usage.input_tokens is not a token count"),
             ({"gen_ai.usage.cost": "free"}, "gen_ai.usage.cost is not a number"),
             ({"gen_ai.usage.cost": -1.0}, "gen_ai.usage.cost is not a cost in USD"),
+            # Found by the fuzz suite: sums of such values overflowed the store and failed every retry.
+            ({"gen_ai.usage.input_tokens": 2**62}, "gen_ai.usage.input_tokens is too large for one request"),
+            (
+                {"gen_ai.usage.output_tokens": "1e16"},
+                "gen_ai.usage.output_tokens is too large for one request",
+            ),
+            ({"gen_ai.usage.cost": 5e8}, "gen_ai.usage.cost is not a cost in USD"),
         ],
     )
     def test_unreadable_values_reject_only_that_span(self, attrs: dict, message: str) -> None:
@@ -266,3 +273,31 @@ class TestRejections:
         """An operator property key that already means something is a configuration error."""
         with pytest.raises(ValueError, match="already have a meaning"):
             compile_conventions(["user.id"])
+
+
+class TestHostileValues:
+    """Regressions the fuzz suite (test_fuzz.py) found, kept as plain examples."""
+
+    def test_deeply_nested_json_in_an_attribute_is_not_json_to_us(self) -> None:
+        record = map_one(
+            chat(user="deep", **{"llm.invocation_parameters": '{"a": ' * 5000, "metadata": "[" * 5000})
+        )
+        assert record.user_id == "deep"
+
+    def test_lone_surrogates_spelled_in_json_become_replacement_characters(self) -> None:
+        attrs = chat(
+            user=None,
+            **{"llm.invocation_parameters": '{"user": "a\\ud800b"}', "metadata": '{"plan": "\\udfff"}'},
+        )
+        record = map_one(attrs)
+        assert (record.user_id, record.properties) == ("a\ufffdb", {"plan": "\ufffd"})
+        record.user_id.encode("utf-8")  # storable
+
+    def test_escaped_valid_pairs_stay_one_character(self) -> None:
+        record = map_one(chat(user=None, **{"llm.invocation_parameters": '{"user": "\\ud83d\\ude42"}'}))
+        assert record.user_id == "\U0001f642"
+
+    @pytest.mark.parametrize("parent", [b"\x01" * 7, b"\x01" * 5000, b"\x00" * 8])
+    def test_an_invalid_parent_span_id_is_no_parent(self, parent: bytes) -> None:
+        mapped = map_request(request([span(chat(), parent=parent)]), compile_conventions(), now_unix_nano=NOW)
+        assert mapped.records[0].parent_span_id is None

@@ -143,7 +143,7 @@ class ApiServer(BackgroundServer):
     def _sql(self, body: bytes) -> Any:
         try:
             request = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise InvalidInput(f"body: not JSON ({exc})") from None
         if not isinstance(request, dict) or not isinstance(request.get("sql"), str):
             raise InvalidInput('body: must be {"sql": "SELECT ...", "limit": 1000}')

@@ -54,6 +54,11 @@ PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
 }
 
 
+def message(error: Exception) -> str:
+    """The error's text, safe to encode as UTF-8 (it may quote hostile input)."""
+    return str(error).encode("utf-8", "replace").decode("utf-8")
+
+
 def grpc_status(error: UserMetricsError) -> grpc.StatusCode:
     """The gRPC status code for a domain error."""
     for cls in type(error).__mro__:

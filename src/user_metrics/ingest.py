@@ -23,7 +23,7 @@ from user_metrics.errors import InvalidInput, Overloaded
 from user_metrics.mapping import Conventions, Rejection, RequestRecord, map_request
 from user_metrics.pricing import Pricer
 from user_metrics.stats import Stats
-from user_metrics.store import Store
+from user_metrics.store import DATA_ERRORS, Store
 
 MAX_REJECTIONS_NAMED = 5
 
@@ -77,7 +77,8 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
             _hex_ids_to_base64(link)
     try:
         return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
-    except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
+    # upb raises SystemError for some invalid text (a lone surrogate in a map key).
+    except (json_format.ParseError, RecursionError, ValueError, TypeError, SystemError) as exc:
         raise InvalidInput(f"the body is not an OTLP ExportTraceServiceRequest: {str(exc)[:300]}") from None
 
 
@@ -191,7 +192,10 @@ class Ingestor:
             self._stats.cut("max_property_keys", dropped)
             with self._mapping_slots:
                 costs, sources = self._pricer.price(records)
-                table = to_arrow(records, costs, sources)
+                try:
+                    table = to_arrow(records, costs, sources)
+                except DATA_ERRORS as exc:  # the mapper's bounds should make this unreachable
+                    raise InvalidInput(f"the request's LLM spans cannot be stored: {exc}") from exc
             try:
                 self._store.write(table).result()
             except Overloaded:

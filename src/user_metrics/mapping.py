@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -23,7 +24,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from user_metrics import conventions as c
 
 STATUS_CODE_ERROR = 2
-_MAX_COST_USD = Decimal("999999999")  # DECIMAL(18,9) holds < 1e9
+# Sanity bounds of one request, far above any real one. They keep every sum the store and its
+# rollups make (BIGINT tokens, DECIMAL(18,9) cost, the cost computed from tokens) from overflowing.
+_MAX_COST_USD = Decimal(1_000_000)
+_MAX_TOKENS = 10**10
 
 
 class RequestRecord(NamedTuple):
@@ -174,8 +178,8 @@ def _as_count(value: Any, key: str) -> int:
         raise MappingError(f"{key} is not a token count: {str(value)[:64]}")
     if count < 0:
         raise MappingError(f"{key} is negative: {count}")
-    if count >= 2**63:
-        raise MappingError(f"{key} is too large: {count}")
+    if count > _MAX_TOKENS:
+        raise MappingError(f"{key} is too large for one request: {count}")
     return count
 
 
@@ -199,6 +203,20 @@ def _as_bool(value: Any) -> bool | None:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins valid pairs: what is left is lone
+
+
+def _without_surrogates(value: Any) -> Any:
+    """A decoded JSON value with lone surrogates (from ``\\ud800`` escapes) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
 
 
 # ---- scanning one attribute list ---------------------------------------------------------------
@@ -241,10 +259,13 @@ class _Scan:
         if key not in self.json_cache:
             decoded: Any = None
             if value.WhichOneof("value") == "string_value":
+                text = value.string_value
                 try:
-                    decoded = json.loads(value.string_value)
-                except ValueError:
+                    decoded = json.loads(text)
+                except (ValueError, RecursionError):  # not JSON, or nested too deep to be ours
                     decoded = None
+                if "\\u" in text:  # JSON escapes can spell lone surrogates, which cannot be stored
+                    decoded = _without_surrogates(decoded)
             elif value.WhichOneof("value") == "kvlist_value":
                 decoded = any_value(value)
             self.json_cache[key] = decoded
@@ -277,10 +298,8 @@ class _Scan:
 
     def count(self, field_name: str) -> int | None:
         simple, value = self._single(field_name)
-        if simple and (value is None or type(value) is int):
-            if value is not None and value < 0:
-                raise MappingError(f"{self.hits[field_name][0][1]} is negative: {value}")
-            return value
+        if simple and (value is None or (type(value) is int and 0 <= value <= _MAX_TOKENS)):
+            return value  # the common case; anything else gets _as_count's checks and messages
         for key, value in self.raw(field_name):
             if value is None or value == "":
                 continue
@@ -535,7 +554,7 @@ def _record(
     return RequestRecord(
         trace_id=span.trace_id.hex(),
         span_id=span.span_id.hex(),
-        parent_span_id=parent.hex() if parent else None,
+        parent_span_id=parent.hex() if len(parent) == 8 and any(parent) else None,  # else no valid parent
         start_time_unix_nano=span.start_time_unix_nano,
         duration_ms=(span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
         user_id=user_id,

@@ -188,14 +188,14 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str) -> Touched:
         LEFT JOIN users AS u ON u.user_id = r.user_id
         JOIN dims AS d ON d.dims_hash = r.h"""
     )
-    try:
-        for table in ROLLUPS:
-            _insert_aggregated(con, table, "rollup_input")
-        hours, users = con.execute(
-            f"SELECT list(DISTINCT us // {US_PER_HOUR}), list(DISTINCT user_key) FROM rollup_input"
-        ).fetchone() or ([], [])
-    finally:
-        con.execute("DROP TABLE rollup_input")
+    # No DROP on failure: the caller's rollback removes the table, and a statement on an aborted
+    # transaction would hide the real error behind "transaction is aborted".
+    for table in ROLLUPS:
+        _insert_aggregated(con, table, "rollup_input")
+    hours, users = con.execute(
+        f"SELECT list(DISTINCT us // {US_PER_HOUR}), list(DISTINCT user_key) FROM rollup_input"
+    ).fetchone() or ([], [])
+    con.execute("DROP TABLE rollup_input")
     return Touched({int(h) for h in hours or ()}, {int(u) for u in users or ()})
 
 

@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from user_metrics import rollups
-from user_metrics.errors import Overloaded, Unavailable
+from user_metrics.errors import InvalidInput, Overloaded, Unavailable
 from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ OTHER_DDL = (
 )
 # 32 + 16 hex characters, so the concatenation is unambiguous; >> 1 makes md5's 128 bits fit HUGEINT.
 SPAN_KEY_SQL = "(md5_number(trace_id || span_id) >> 1)::HUGEINT"
+
+
+# Errors caused by the rows themselves (a value DuckDB cannot hold), not by the database.
+DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
 
 
 @dataclass
@@ -290,8 +294,20 @@ class Store:
             table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
             stored = self._insert(table)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting exporters
+            if isinstance(exc, DATA_ERRORS) and len(group) > 1:
+                # One export's data must not fail the others it was grouped with.
+                log.warning(
+                    "a group of %d exports cannot be stored (%s); storing them one by one", len(group), exc
+                )
+                for pending in group:
+                    self._commit_group([pending], pending.table.num_rows, time.perf_counter())
+                return
             log.exception("commit of %d rows failed", rows)
-            error = Unavailable(f"could not store the batch: {exc}")
+            error: Exception
+            if isinstance(exc, DATA_ERRORS):  # retrying the same data cannot help: not retryable
+                error = InvalidInput(f"the batch cannot be stored: {exc}")
+            else:
+                error = Unavailable(f"could not store the batch: {exc}")
             for pending in group:
                 pending.future.set_exception(error)
             return

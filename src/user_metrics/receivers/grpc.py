@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from user_metrics.errors import UserMetricsError, grpc_status
+from user_metrics.errors import UserMetricsError, grpc_status, message
 from user_metrics.ingest import Ingestor, decode_protobuf
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def abort(context: Any, error: UserMetricsError) -> None:
         retry_info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=delay))
         detail = AnyProto()
         detail.Pack(retry_info)
-        status = status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
+        status = status_pb2.Status(code=code.value[0], message=message(error), details=[detail])
         # The rich status is what gRPC clients (and the Collector) read; the OTel Python exporter
         # reads the RetryInfo from a trailer of its own.
         context.set_trailing_metadata(
@@ -43,7 +43,7 @@ def abort(context: Any, error: UserMetricsError) -> None:
                 ("google.rpc.retryinfo-bin", retry_info.SerializeToString()),
             )
         )
-    context.abort(code, str(error))
+    context.abort(code, message(error))
 
 
 def trace_service_handler(ingestor: Ingestor) -> grpc.GenericRpcHandler:

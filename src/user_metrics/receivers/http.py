@@ -31,6 +31,7 @@ from user_metrics.errors import (
     UserMetricsError,
     grpc_status,
     http_status,
+    message,
 )
 from user_metrics.httpserve import BackgroundServer, Handler
 from user_metrics.ingest import Ingestor, decode_json, decode_protobuf
@@ -200,7 +201,7 @@ class _OtlpHandler(Handler):
         if status == 405:
             headers.append(("Allow", "POST"))
         code = grpc_status(error).value[0]
-        self._message(status, status_pb2.Status(code=code, message=str(error)), answer_type, headers)
+        self._message(status, status_pb2.Status(code=code, message=message(error)), answer_type, headers)
 
     def _message(
         self, status: int, message: Message, answer_type: str, headers: list[tuple[str, str]] | None = None
