@@ -49,7 +49,7 @@ class Service:
                 db=str(db),
                 grpc_listen="127.0.0.1:0",
                 api_listen="127.0.0.1:0",
-                otlp_http_listen="127.0.0.1:0",
+                http_listen="127.0.0.1:0",
             ),
             **overrides,
         )

@@ -190,7 +190,7 @@ class TestLoopbackRule:
         ("listen", "needs"),
         [
             ("grpc_listen", "ingest_tokens and read_tokens"),
-            ("otlp_http_listen", "ingest_tokens"),
+            ("http_listen", "ingest_tokens"),
             ("api_listen", "read_tokens"),
         ],
     )

@@ -33,7 +33,7 @@ def serve_command(db: Path, grpc_listen: str = "127.0.0.1:0") -> list[str]:
         grpc_listen,
         "--api-listen",
         "127.0.0.1:0",
-        "--otlp-http-listen",
+        "--http-listen",
         "127.0.0.1:0",
     ]
 
@@ -124,7 +124,7 @@ def test_environment_and_config_file_are_used(tmp_path: Path) -> None:
             "USER_METRICS_DB": str(db),
             "USER_METRICS_GRPC_LISTEN": "127.0.0.1:0",
             "USER_METRICS_API_LISTEN": "127.0.0.1:0",
-            "USER_METRICS_OTLP_HTTP_LISTEN": "127.0.0.1:0",
+            "USER_METRICS_HTTP_LISTEN": "127.0.0.1:0",
         },
     )
     assert proc.stderr is not None

@@ -235,7 +235,7 @@ class Server:
             extra = (
                 "--grpc-listen",
                 self.address,
-                "--otlp-http-listen",
+                "--http-listen",
                 self.http_url.removeprefix("http://"),
             )
         for attempt in range(5):

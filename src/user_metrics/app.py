@@ -109,7 +109,7 @@ class App:
         self.grpc_address = _join(host, port)
         try:
             self.otlp_http = self._bind(
-                "otlp_http_listen",
+                "http_listen",
                 lambda address: OtlpHttpServer(
                     address,
                     self.ingestor,
@@ -138,7 +138,7 @@ class App:
             self.grpc_server.stop(0)
             self.store.close()
             raise
-        self.otlp_http_url = _url(self.otlp_http, settings.otlp_http_listen)
+        self.otlp_http_url = _url(self.otlp_http, settings.http_listen)
         self.api_url = _url(self.api, settings.api_listen)
         self.grpc_server.start()
         self.otlp_http.start()

@@ -68,7 +68,7 @@ def check_exposure(settings: Settings) -> None:
         return
     needs = {
         "grpc_listen": ("ingest_tokens", "read_tokens"),  # OTLP Export and the query service
-        "otlp_http_listen": ("ingest_tokens",),
+        "http_listen": ("ingest_tokens",),
         "api_listen": ("read_tokens",),
     }
     for listen, token_names in needs.items():

@@ -52,7 +52,7 @@ SPECS: tuple[SettingSpec, ...] = (
         "HTTP API listen address HOST:PORT (JSON API; port 0 picks a free port)",
     ),
     SettingSpec(
-        "otlp_http_listen",
+        "http_listen",
         str,
         "127.0.0.1:4318",
         "OTLP/HTTP listen address HOST:PORT (POST /v1/traces, protobuf or JSON; port 0 picks a free port)",
@@ -150,7 +150,7 @@ class Settings:
     db: str = "./user_metrics.duckdb"
     grpc_listen: str = "127.0.0.1:4317"
     api_listen: str = "127.0.0.1:9464"
-    otlp_http_listen: str = "127.0.0.1:4318"
+    http_listen: str = "127.0.0.1:4318"
     ingest_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     allow_unauthenticated: bool = False
@@ -176,7 +176,7 @@ class Settings:
     def __post_init__(self) -> None:
         split_address(self.grpc_listen, "grpc_listen")
         split_address(self.api_listen, "api_listen")
-        split_address(self.otlp_http_listen, "otlp_http_listen")
+        split_address(self.http_listen, "http_listen")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("tls_cert_file and tls_key_file go together: set both or neither")
         for name in ("ingest_tokens", "read_tokens"):

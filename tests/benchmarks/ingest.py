@@ -243,7 +243,7 @@ def run_service(args: argparse.Namespace, threads: int, protocol: str) -> tuple[
                 db=f"{tmp}/bench.duckdb",
                 grpc_listen="127.0.0.1:0",
                 api_listen="127.0.0.1:0",
-                otlp_http_listen="127.0.0.1:0",
+                http_listen="127.0.0.1:0",
             )
         )
         app.start()

@@ -128,7 +128,7 @@ def main() -> None:
         db=args.db,
         grpc_listen="127.0.0.1:0",
         api_listen="127.0.0.1:0",
-        otlp_http_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
         metrics_properties=("plan",),
     )
     for max_users in (1_000, 10_000):
