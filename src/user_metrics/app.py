@@ -154,9 +154,9 @@ class App:
             Path(settings.db).resolve(),
             duckdb.__version__,
         )
-        for tokens in (self.ingest_tokens, self.read_tokens):
+        for tokens, what in ((self.ingest_tokens, "sending spans"), (self.read_tokens, "reading")):
             if tokens.open:
-                log.info("no %s_tokens: %s needs no token", tokens.purpose, tokens.purpose)
+                log.info("no %s_tokens set: %s needs no token", tokens.purpose, what)
 
     def _bind(self, name: str, make: Callable[[tuple[str, int]], S]) -> S:
         address = getattr(self.settings, name)
