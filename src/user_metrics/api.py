@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import duckdb
 
 from user_metrics import __version__, query
+from user_metrics.anomalies import anomalies
 from user_metrics.auth import Tokens
 from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, UserMetricsError, http_status
 from user_metrics.httpserve import BackgroundServer, Handler
@@ -36,6 +37,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "timeseries": (*FILTERS, "bucket"),
     "properties": FILTERS,
     "totals": FILTERS,
+    "anomalies": ("since", "until", "history", "threshold"),
 }
 
 
@@ -72,6 +74,11 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     if route == "users":
         params["limit"] = _int(params, "limit", 100)
         params["offset"] = _int(params, "offset", 0)
+    if "threshold" in params:
+        try:
+            params["threshold"] = float(params["threshold"])
+        except ValueError:
+            raise InvalidInput(f"threshold: must be a number, got {params['threshold']!r}") from None
     return params
 
 
@@ -131,6 +138,8 @@ class ApiServer(BackgroundServer):
                 return query.by_property(reader, rest[1], **_arguments("properties", pairs))
             if rest == ["totals"]:
                 return query.totals(reader, **_arguments("totals", pairs))
+            if rest == ["anomalies"]:
+                return anomalies(reader, **_arguments("anomalies", pairs))
         finally:
             reader.close()
         raise NotFound(f"no such endpoint: {path}")

@@ -1,4 +1,4 @@
-"""The reading commands of ``user-metrics``: users, user, timeseries, properties, totals, sql.
+"""The reading commands of ``user-metrics``: users, user, timeseries, properties, totals, anomalies, sql.
 
 They find the data the way an operator expects: ``--url`` asks that server, ``--db`` reads that
 file; with neither, the configured server is asked first (while it runs it holds the file) and
@@ -83,6 +83,13 @@ def add_commands(commands: Any) -> None:
     props = commands.add_parser("properties", parents=parents, help="users and cost per value of a property")
     props.add_argument("key", metavar="KEY")
     commands.add_parser("totals", parents=parents, help="the whole application in the window")
+    unusual = commands.add_parser(
+        "anomalies", parents=[common], help="users far from their own history or above the population"
+    )
+    unusual.add_argument("--since", help="start of the recent window (default: an hour before --until)")
+    unusual.add_argument("--until", help="end of the recent window (default now)")
+    unusual.add_argument("--history", default="7d", help="how far back the baseline reaches (default 7d)")
+    unusual.add_argument("--threshold", type=float, default=6.0, help="robust z-score to flag (default 6)")
     sql = commands.add_parser("sql", parents=[common], help="run one read-only SELECT")
     sql.add_argument("sql", metavar="QUERY")
     sql.add_argument("--limit", type=int, default=1000)
@@ -133,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             result = client.timeseries(args.user, args.since, args.until, bucket=args.bucket, **filters)
         elif args.command == "properties":
             result = client.by_property(args.key, args.since, args.until, **filters)
+        elif args.command == "anomalies":
+            result = client.anomalies(args.since, args.until, history=args.history, threshold=args.threshold)
         else:
             result = client.totals(args.since, args.until, **filters)
     print(render(args.command, to_json(result), args.format), end="")
@@ -193,6 +202,10 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
             fields = list(data["values"][0]) if data["values"] else fields
         rows = [[_cell(v, f, full, missing="(not set)") for f in fields] for v in data["values"]]
         return fields, rows, f"property {data['key']!r}, {window}"
+    if command == "anomalies":
+        fields = ["user_id", "metric", "method", "observed", "baseline", "score", "history_buckets"]
+        rows = [[f[name] for name in fields] for f in data["findings"]]
+        return fields, rows, f"{len(rows)} findings, {window}, history from {data['history_since']}"
     # sql
     rows = [list(row) for row in data["rows"]]
     note = "(truncated: more rows exist; raise --limit)" if data["truncated"] else f"{len(rows)} rows"

@@ -19,8 +19,10 @@ from urllib.parse import quote, urlencode
 import duckdb
 
 from user_metrics import query
+from user_metrics.anomalies import anomalies as find_anomalies
 from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, Unavailable, UserMetricsError
 from user_metrics.results import (
+    Anomalies,
     PropertyBreakdown,
     SqlResult,
     Timeseries,
@@ -94,6 +96,9 @@ class LocalClient:
 
     def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
         return query.totals(self._con, since, until, **kwargs)
+
+    def anomalies(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Anomalies:
+        return find_anomalies(self._con, since, until, **kwargs)
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
         return run_sql(self._con, sql, limit=limit, timeout=timeout)
@@ -191,6 +196,11 @@ class RemoteClient:
 
     def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
         return from_json(Totals, self._call("/api/v1/totals", {"since": since, "until": until, **kwargs}))
+
+    def anomalies(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Anomalies:
+        return from_json(
+            Anomalies, self._call("/api/v1/anomalies", {"since": since, "until": until, **kwargs})
+        )
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS) -> SqlResult:
         return from_json(SqlResult, self._call("/api/v1/sql", body={"sql": sql, "limit": limit}))

@@ -138,6 +138,30 @@ class Totals:
 
 
 @dataclasses.dataclass(frozen=True)
+class Anomaly:
+    """One unusual figure of one user: what was seen, against what, and how far off."""
+
+    user_id: str
+    metric: str  # requests, cost_usd, tokens_per_request or error_rate
+    method: str  # own_history (robust z-score) or population (over its 99.9th percentile)
+    observed: float
+    baseline: float  # the user's median per bucket, or the population's 99.9th percentile
+    score: float  # robust z-score, or observed / baseline
+    history_buckets: int  # the user's active buckets in the history
+
+
+@dataclasses.dataclass(frozen=True)
+class Anomalies:
+    """The findings for one window, most unusual first."""
+
+    since: datetime
+    until: datetime
+    history_since: datetime
+    bucket_hours: int
+    findings: tuple[Anomaly, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class SqlResult:
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
