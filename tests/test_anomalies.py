@@ -220,3 +220,27 @@ def test_every_reader_gives_the_same_findings(planted: Service) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{planted.app.api_url}/api/v1/anomalies?threshold=lots", timeout=30)
     assert refused.value.code == 400 and "threshold" in json.loads(refused.value.read())["error"]
+
+
+def test_the_grpc_query_service_answers_the_same(planted: Service) -> None:
+    import grpc
+
+    from user_metrics.query_grpc import to_message
+    from user_metrics.v1 import user_metrics_pb2 as pb
+    from user_metrics.v1 import user_metrics_pb2_grpc as pb_grpc
+
+    assert planted.app is not None
+    con = planted.app.store.reader()
+    try:
+        local = anomalies(con, WINDOW_START, WINDOW_END)
+    finally:
+        con.close()
+    window = pb.Window(since="2026-11-17T03:00:00Z", until="2026-11-17T04:00:00Z")
+    with grpc.insecure_channel(planted.target) as channel:
+        stub = pb_grpc.UserMetricsServiceStub(channel)
+        answer = stub.GetAnomalies(pb.GetAnomaliesRequest(window=window), timeout=30)
+        assert answer == to_message(local, pb.Anomalies())
+        assert len(answer.findings) >= 4
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetAnomalies(pb.GetAnomaliesRequest(window=window, history="soon"), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -37,6 +37,7 @@ from user_metrics.window import Filters, Window, from_micros, parse_instant
 
 DEFAULT_WINDOW = timedelta(hours=1)
 DEFAULT_HISTORY = "7d"
+DEFAULT_THRESHOLD = 6.0
 METRICS = ("requests", "cost_usd", "tokens_per_request", "error_rate")
 RATIOS = ("tokens_per_request", "error_rate")
 FLOORS = {"requests": 1.0, "cost_usd": 0.0001, "tokens_per_request": 100.0, "error_rate": 0.10}
@@ -50,7 +51,7 @@ def anomalies(
     until: Any = None,
     *,
     history: Any = DEFAULT_HISTORY,
-    threshold: float = 6.0,
+    threshold: float = DEFAULT_THRESHOLD,
     min_history: int = 6,
     min_requests: int = 10,
     now: Callable[[], datetime] = _now,

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from user_metrics.anomalies import DEFAULT_THRESHOLD
 from user_metrics.client import LocalClient, RemoteClient
 from user_metrics.errors import Unavailable
 from user_metrics.results import SORTABLE_USER_FIELDS, USER_FIELDS, to_json
@@ -89,7 +90,9 @@ def add_commands(commands: Any) -> None:
     unusual.add_argument("--since", help="start of the recent window (default: an hour before --until)")
     unusual.add_argument("--until", help="end of the recent window (default now)")
     unusual.add_argument("--history", default="7d", help="how far back the baseline reaches (default 7d)")
-    unusual.add_argument("--threshold", type=float, default=6.0, help="robust z-score to flag (default 6)")
+    unusual.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="robust z-score to flag (default 6)"
+    )
     sql = commands.add_parser("sql", parents=[common], help="run one read-only SELECT")
     sql.add_argument("sql", metavar="QUERY")
     sql.add_argument("--limit", type=int, default=1000)

@@ -27,6 +27,7 @@ import grpc
 from google.protobuf.message import Message
 
 from user_metrics import query
+from user_metrics.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
 from user_metrics.errors import InvalidInput, Unavailable, UserMetricsError, grpc_status
 from user_metrics.results import decimal_text
 from user_metrics.v1 import user_metrics_pb2 as pb
@@ -160,6 +161,20 @@ class UserMetricsServicer(UserMetricsServiceServicer):
             context,
             pb.Totals,
             lambda con: query.totals(con, *_window(request.window), **_filters(request.filters)),
+        )
+
+    def GetAnomalies(self, request: pb.GetAnomaliesRequest, context: grpc.ServicerContext) -> pb.Anomalies:
+        since, until = _window(request.window)
+        return self._answer(
+            context,
+            pb.Anomalies,
+            lambda con: anomalies(
+                con,
+                since,
+                until,
+                history=request.history or DEFAULT_HISTORY,
+                threshold=request.threshold or DEFAULT_THRESHOLD,
+            ),
         )
 
 

@@ -92,6 +92,16 @@ class GetTotalsRequest(_message.Message):
     filters: Filters
     def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
 
+class GetAnomaliesRequest(_message.Message):
+    __slots__ = ("window", "history", "threshold")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    window: Window
+    history: str
+    threshold: float
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., history: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+
 class ModelUsage(_message.Message):
     __slots__ = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -265,3 +275,35 @@ class Totals(_message.Message):
     unpriced_requests: int
     avg_latency_ms: float
     def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., users: _Optional[int] = ..., anonymous_requests: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., avg_latency_ms: _Optional[float] = ...) -> None: ...
+
+class Anomaly(_message.Message):
+    __slots__ = ("user_id", "metric", "method", "observed", "baseline", "score", "history_buckets")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    metric: str
+    method: str
+    observed: float
+    baseline: float
+    score: float
+    history_buckets: int
+    def __init__(self, user_id: _Optional[str] = ..., metric: _Optional[str] = ..., method: _Optional[str] = ..., observed: _Optional[float] = ..., baseline: _Optional[float] = ..., score: _Optional[float] = ..., history_buckets: _Optional[int] = ...) -> None: ...
+
+class Anomalies(_message.Message):
+    __slots__ = ("since", "until", "history_since", "bucket_hours", "findings")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_SINCE_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_HOURS_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    history_since: _timestamp_pb2.Timestamp
+    bucket_hours: int
+    findings: _containers.RepeatedCompositeFieldContainer[Anomaly]
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_hours: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Anomaly, _Mapping]]] = ...) -> None: ...

@@ -60,6 +60,11 @@ class UserMetricsServiceStub:
                 request_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetTotalsRequest.SerializeToString,
                 response_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.Totals.FromString,
                 _registered_method=True)
+        self.GetAnomalies = channel.unary_unary(
+                '/user_metrics.v1.UserMetricsService/GetAnomalies',
+                request_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetAnomaliesRequest.SerializeToString,
+                response_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.Anomalies.FromString,
+                _registered_method=True)
 
 
 class UserMetricsServiceServicer:
@@ -101,6 +106,13 @@ class UserMetricsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAnomalies(self, request, context):
+        """Users far from their own history, or new and above the population, in the recent window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserMetricsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +140,11 @@ def add_UserMetricsServiceServicer_to_server(servicer, server):
                     servicer.GetTotals,
                     request_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetTotalsRequest.FromString,
                     response_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.Totals.SerializeToString,
+            ),
+            'GetAnomalies': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnomalies,
+                    request_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetAnomaliesRequest.FromString,
+                    response_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.Anomalies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +283,33 @@ class UserMetricsService:
             '/user_metrics.v1.UserMetricsService/GetTotals',
             user__metrics_dot_v1_dot_user__metrics__pb2.GetTotalsRequest.SerializeToString,
             user__metrics_dot_v1_dot_user__metrics__pb2.Totals.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/user_metrics.v1.UserMetricsService/GetAnomalies',
+            user__metrics_dot_v1_dot_user__metrics__pb2.GetAnomaliesRequest.SerializeToString,
+            user__metrics_dot_v1_dot_user__metrics__pb2.Anomalies.FromString,
             options,
             channel_credentials,
             insecure,
