@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,13 +91,18 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc.stop()
 
 
-def found(svc: Service, **kw: Any) -> dict[str, set[tuple[str, str]]]:
+def run(svc: Service, *args: Any, **kw: Any) -> Any:
+    """anomalies() on a reader cursor of the running service."""
     assert svc.app is not None
     con = svc.app.store.reader()
     try:
-        result = anomalies(con, WINDOW_START, WINDOW_END, **kw)
+        return anomalies(con, *args, **kw)
     finally:
         con.close()
+
+
+def found(svc: Service, **kw: Any) -> dict[str, set[tuple[str, str]]]:
+    result = run(svc, WINDOW_START, WINDOW_END, **kw)
     by_user: dict[str, set[tuple[str, str]]] = {}
     for f in result.findings:
         by_user.setdefault(f.user_id, set()).add((f.metric, f.method))
@@ -116,12 +120,7 @@ def test_exactly_the_planted_anomalies_are_found(planted: Service) -> None:
 
 
 def test_each_finding_says_what_it_saw_and_against_what(planted: Service) -> None:
-    assert planted.app is not None
-    con = planted.app.store.reader()
-    try:
-        result = anomalies(con, WINDOW_START, WINDOW_END)
-    finally:
-        con.close()
+    result = run(planted, WINDOW_START, WINDOW_END)
     assert (result.since, result.until, result.bucket_hours) == (WINDOW_START, WINDOW_END, 1)
     assert result.history_since == WINDOW_START - timedelta(days=7)
     script = next(f for f in result.findings if f.user_id == "script-3am" and f.metric == "requests")
@@ -138,12 +137,7 @@ def test_each_finding_says_what_it_saw_and_against_what(planted: Service) -> Non
 
 def test_a_quiet_hour_has_no_findings(planted: Service) -> None:
     """The hour before the planted one: only the ordinary users, nothing flagged."""
-    assert planted.app is not None
-    con = planted.app.store.reader()
-    try:
-        result = anomalies(con, WINDOW_START - timedelta(hours=1), WINDOW_START)
-    finally:
-        con.close()
+    result = run(planted, WINDOW_START - timedelta(hours=1), WINDOW_START)
     assert result.findings == ()
 
 
@@ -153,24 +147,16 @@ def test_a_higher_threshold_keeps_only_the_strongest(planted: Service) -> None:
 
 
 def test_bad_arguments(planted: Service) -> None:
-    assert planted.app is not None
-    con = planted.app.store.reader()
-    try:
-        with pytest.raises(InvalidInput, match="history"):
-            anomalies(con, WINDOW_START, WINDOW_END, history="yesterday-ish")
-        with pytest.raises(InvalidInput, match="threshold"):
-            anomalies(con, WINDOW_START, WINDOW_END, threshold=0)
-    finally:
-        con.close()
+    with pytest.raises(InvalidInput, match="history"):
+        run(planted, WINDOW_START, WINDOW_END, history="yesterday-ish")
+    with pytest.raises(InvalidInput, match="threshold"):
+        run(planted, WINDOW_START, WINDOW_END, threshold=0)
+    with pytest.raises(InvalidInput, match="since"):
+        run(planted, WINDOW_END, WINDOW_START)
 
 
-def test_defaults_are_the_last_hour_against_a_week(planted: Service, tmp_path: Path) -> None:
-    assert planted.app is not None
-    con = planted.app.store.reader()
-    try:
-        result = anomalies(con, now=lambda: WINDOW_END)
-    finally:
-        con.close()
+def test_defaults_are_the_last_hour_against_a_week(planted: Service) -> None:
+    result = run(planted, now=lambda: WINDOW_END)
     assert (result.since, result.until) == (WINDOW_START, WINDOW_END)
     assert {f.user_id for f in result.findings} == {"big-spender", "script-3am", "flaky", "newcomer"}
 
@@ -186,12 +172,7 @@ def test_every_reader_gives_the_same_findings(planted: Service) -> None:
     from user_metrics import connect
     from user_metrics.results import to_json
 
-    assert planted.app is not None
-    con = planted.app.store.reader()
-    try:
-        local = anomalies(con, WINDOW_START, WINDOW_END)
-    finally:
-        con.close()
+    local = run(planted, WINDOW_START, WINDOW_END)
     with connect(url=planted.app.api_url) as client:
         assert client.anomalies(WINDOW_START, WINDOW_END) == local
     done = cli(
@@ -229,12 +210,7 @@ def test_the_grpc_query_service_answers_the_same(planted: Service) -> None:
     from user_metrics.v1 import user_metrics_pb2 as pb
     from user_metrics.v1 import user_metrics_pb2_grpc as pb_grpc
 
-    assert planted.app is not None
-    con = planted.app.store.reader()
-    try:
-        local = anomalies(con, WINDOW_START, WINDOW_END)
-    finally:
-        con.close()
+    local = run(planted, WINDOW_START, WINDOW_END)
     window = pb.Window(since="2026-11-17T03:00:00Z", until="2026-11-17T04:00:00Z")
     with grpc.insecure_channel(planted.target) as channel:
         stub = pb_grpc.UserMetricsServiceStub(channel)
@@ -244,3 +220,37 @@ def test_the_grpc_query_service_answers_the_same(planted: Service) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             stub.GetAnomalies(pb.GetAnomaliesRequest(window=window, history="soon"), timeout=30)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_flagged_users_are_a_gauge_on_metrics(planted: Service) -> None:
+    """llm_user_anomaly_score{user_id, metric, method}: the findings of the last hour, within the cap."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from user_metrics.prom import UsageCollector, registry
+    from user_metrics.stats import Stats
+
+    assert planted.app is not None
+
+    def scrape(max_users: int) -> dict[tuple[str, str, str], float]:
+        collector = UsageCollector(
+            planted.app.store.reader,  # type: ignore[union-attr]
+            Stats(),
+            lambda: (0, 0),
+            max_users=max_users,
+            property_keys=(),
+            now=lambda: WINDOW_END,
+        )
+        text = generate_latest(registry(collector)).decode()
+        return {
+            (s.labels["user_id"], s.labels["metric"], s.labels["method"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "llm_user_anomaly_score"
+            for s in family.samples
+        }
+
+    gauge = scrape(1000)
+    assert {user for user, _, _ in gauge} == {"big-spender", "script-3am", "flaky", "newcomer"}
+    assert gauge[("flaky", "error_rate", "own_history")] >= 6
+    top = scrape(2)
+    assert len(top) == 2 and set(top.values()) == set(sorted(gauge.values(), reverse=True)[:2])

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -27,6 +29,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from user_metrics.anomalies import anomalies
+from user_metrics.query import _now
+from user_metrics.results import Anomaly
 from user_metrics.rollups import DURATION_BOUNDS
 from user_metrics.snapshot import Usage, snapshot
 from user_metrics.stats import LIMITS, REFUSALS, Stats
@@ -54,6 +59,9 @@ def _text(value: str | None) -> str:
     return "" if value is None else value
 
 
+ANOMALY_REFRESH_S = 60.0
+
+
 class UsageCollector(Collector):
     """The per-user, per-model, per-property and self families, built fresh on each scrape."""
 
@@ -65,10 +73,14 @@ class UsageCollector(Collector):
         *,
         max_users: int,
         property_keys: Sequence[str],
+        now: Callable[[], datetime] = _now,
     ) -> None:
         self._open_reader = open_reader
+        self._now = now  # the anomalies' clock
         self._stats = stats
         self._queue = queue  # (batches, rows) waiting for the writer
+        self._findings: tuple[Anomaly, ...] = ()
+        self._findings_at: float | None = None
         self._max_users = max_users
         self._property_keys = tuple(property_keys)
 
@@ -79,9 +91,18 @@ class UsageCollector(Collector):
         con = self._open_reader()
         try:
             snap = snapshot(con, self._max_users, self._property_keys)
+            findings = self._anomalies(con)
         finally:
             con.close()
         yield from self._users(snap.users)
+        flagged = GaugeMetricFamily(
+            "llm_user_anomaly_score",
+            "Users flagged in the last hour (GET /api/v1/anomalies): the finding's score",
+            labels=["user_id", "metric", "method"],
+        )
+        for f in findings[: self._max_users]:
+            flagged.add_metric([f.user_id, f.metric, f.method], f.score)
+        yield flagged
         left_out = GaugeMetricFamily(
             "user_metrics_users_left_out",
             "Users with requests who are not in the per-user families (metrics_max_users)",
@@ -103,6 +124,16 @@ class UsageCollector(Collector):
         yield requests
         yield cost
         yield from self._self()
+
+    def _anomalies(self, con: duckdb.DuckDBPyConnection) -> tuple[Anomaly, ...]:
+        """The last hour's findings, computed at most once a minute (they read a week of history)."""
+        if not self._max_users:
+            return ()
+        at = time.monotonic()
+        if self._findings_at is None or at - self._findings_at >= ANOMALY_REFRESH_S:
+            self._findings = anomalies(con, now=self._now).findings
+            self._findings_at = at
+        return self._findings
 
     def _users(self, users: Sequence[Any]) -> Iterable[Metric]:
         requests = CounterMetricFamily(
