@@ -43,6 +43,7 @@ RATIOS = ("tokens_per_request", "error_rate")
 FLOORS = {"requests": 1.0, "cost_usd": 0.0001, "tokens_per_request": 100.0, "error_rate": 0.10}
 RELATIVE_FLOOR = 0.2
 POPULATION_QUANTILE = 0.999
+MATERIAL_QUANTILE = 0.9
 
 
 def anomalies(
@@ -75,32 +76,25 @@ def anomalies(
         from_micros(history_end - n_buckets * hours * US_PER_HOUR), from_micros(history_end)
     )
 
-    observed = _per_user(con, window, by_hour=False)
-    past = _per_user(con, history_window, by_hour=True)
-    buckets: dict[int, dict[int, dict[str, float]]] = defaultdict(dict)
-    for row in past:
-        bucket = (row["t"] * US_PER_HOUR - history_window.since_us) // (hours * US_PER_HOUR)
-        into = buckets[row["user_key"]].setdefault(
-            bucket, dict.fromkeys(("requests", "errors", "cost", "tokens"), 0.0)
-        )
-        for name in into:
-            into[name] += row[name]
-    population = {
-        m: _quantile([_value(m, b) for u in buckets.values() for b in u.values()])
-        for m in ("requests", "cost_usd")
-    }
+    bucket_us = hours * US_PER_HOUR
+    observed = [r for r in _per_user(con, window) if r["user_id"] is not None]  # no id: nobody's abuse
+    buckets: dict[int, list[dict[str, float]]] = defaultdict(list)
+    if observed:
+        for row in _per_user(con, history_window, bucket_us, [r["user_key"] for r in observed]):
+            buckets[row["user_key"]].append(row)
+    population = _population(con, history_window, bucket_us)
 
     findings = []
     for row in observed:
-        if row["user_id"] is None:
-            continue  # requests without a user id are nobody's abuse
         now_values = {m: _value(m, row) for m in METRICS}
-        own = [b for b in buckets.get(row["user_key"], {}).values() if b["requests"] > 0]
+        own = buckets.get(row["user_key"], [])
         if len(own) >= min_history:
             for metric in METRICS:
                 x = now_values[metric]
                 if x is None or (metric in RATIOS and row["requests"] < min_requests):
                     continue
+                if metric not in RATIOS and x < population[metric][0]:
+                    continue  # less than a typical busy user's bucket: not worth an operator's time
                 values = [v for v in (_value(metric, b) for b in own) if v is not None]
                 if len(values) < min_history:
                     continue
@@ -114,8 +108,8 @@ def anomalies(
                     )
         else:
             for metric in ("requests", "cost_usd"):
-                x, limit = now_values[metric], population[metric]
-                if x is not None and limit is not None and x > limit:
+                x, limit = now_values[metric], population[metric][1]
+                if x is not None and x > limit:
                     findings.append(
                         Anomaly(
                             row["user_id"], metric, "population", x, limit, x / max(limit, 1e-12), len(own)
@@ -125,21 +119,48 @@ def anomalies(
     return Anomalies(window.since, window.until, history_window.since, hours, tuple(findings))
 
 
-def _per_user(con: duckdb.DuckDBPyConnection, window: Window, by_hour: bool) -> list[dict[str, Any]]:
-    """Requests, errors, cost and tokens per user (and per hour), from the exact cells."""
+def _per_user(
+    con: duckdb.DuckDBPyConnection,
+    window: Window,
+    bucket_us: int | None = None,
+    users: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Requests, errors, cost and tokens per user (and per bucket of the window), from exact cells."""
     q = CellSql(window, Filters.of(None, None, None, None))
-    t = "t, " if by_hour else ""
-    # Day cells cannot be cut into hours: the history reads the hourly rollup only.
-    cells = q.cells((USER_HOUR,) if by_hour else PER_USER, US_PER_HOUR)
+    # Day cells cannot be cut into hours: buckets read the hourly rollup only.
+    cells = q.cells((USER_HOUR,) if bucket_us else PER_USER, US_PER_HOUR, users)
+    bucket = f"(t * {US_PER_HOUR} - {window.since_us}) // {bucket_us} AS bucket, " if bucket_us else ""
     rows = fetch_dicts(
         con,
-        f"""SELECT c.user_key, u.user_id, {t}sum(requests) AS requests, sum(errors) AS errors,
+        f"""SELECT c.user_key, u.user_id, {bucket}sum(requests) AS requests, sum(errors) AS errors,
                    sum(cost_usd)::DOUBLE AS cost, sum(input_tokens) + sum(output_tokens) AS tokens
             FROM ({cells}) AS c LEFT JOIN users AS u ON u.user_key = c.user_key
-            WHERE c.user_key <> 0 GROUP BY ALL""",
+            WHERE c.user_key <> 0 GROUP BY ALL HAVING sum(requests) > 0""",
         q.params,
     )
     return [{**r, **{k: float(r[k] or 0) for k in ("requests", "errors", "cost", "tokens")}} for r in rows]
+
+
+def _population(
+    con: duckdb.DuckDBPyConnection, window: Window, bucket_us: int
+) -> dict[str, tuple[float, float]]:
+    """(90th, 99.9th) percentile of every active (user, bucket) of the history: requests and cost."""
+    q = CellSql(window, Filters.of(None, None, None, None))
+    quantiles = f"[{MATERIAL_QUANTILE}, {POPULATION_QUANTILE}]"
+    row = con.execute(
+        f"""SELECT quantile_disc(requests, {quantiles}), quantile_disc(cost, {quantiles}) FROM (
+                SELECT user_key, (t * {US_PER_HOUR} - {window.since_us}) // {bucket_us} AS bucket,
+                       sum(requests)::DOUBLE AS requests, sum(cost_usd)::DOUBLE AS cost
+                FROM ({q.cells((USER_HOUR,), US_PER_HOUR)}) WHERE user_key <> 0 GROUP BY ALL
+                HAVING sum(requests) > 0)""",
+        q.params,
+    ).fetchone()
+    requests, cost = row if row is not None else (None, None)
+    # No history at all: every amount is material, and nothing is above a population.
+    return {
+        "requests": (requests[0], requests[1]) if requests else (0.0, math.inf),
+        "cost_usd": (cost[0], cost[1]) if cost else (0.0, math.inf),
+    }
 
 
 def _value(metric: str, sums: dict[str, Any]) -> float | None:
@@ -151,11 +172,3 @@ def _value(metric: str, sums: dict[str, Any]) -> float | None:
     if not requests:
         return None
     return float(sums["tokens"] if metric == "tokens_per_request" else sums["errors"]) / requests
-
-
-def _quantile(values: list[float | None]) -> float | None:
-    present = sorted(v for v in values if v is not None)
-    if not present:
-        return None
-    rank = min(len(present) - 1, math.ceil(POPULATION_QUANTILE * len(present)) - 1)
-    return present[rank]
