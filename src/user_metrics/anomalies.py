@@ -10,6 +10,7 @@ hours), and only the buckets where the user was active count.
   The floors (1 request, $0.0001, 100 tokens per request, 10 % error rate) keep a very regular user
   from being flagged for a tiny change. Only rises are findings: falls are not abuse. The ratio
   metrics need ``min_requests`` requests in the window, or one error in three requests would do.
+  Requests and cost below the population's 90th percentile per bucket are too small to report.
 - **Population** (new or rarely active users, with less history than that): requests and cost
   above the 99.9th percentile of every (user, bucket) value of the history; the score is the
   observed value over that percentile.
@@ -69,14 +70,11 @@ def anomalies(
     if not 0 < threshold <= 1000 or min_history < 1 or min_requests < 1:
         raise InvalidInput("threshold must be in (0, 1000]; min_history and min_requests at least 1")
     # The history ends where the window starts, on a whole hour, in buckets of `hours` hours.
+    bucket_us = hours * US_PER_HOUR
     history_end = window.since_us // US_PER_HOUR * US_PER_HOUR
     history_start = max(back.timestamp() * 1e6, 0)
-    n_buckets = max(1, int((history_end - history_start) // (hours * US_PER_HOUR)))
-    history_window = Window(
-        from_micros(history_end - n_buckets * hours * US_PER_HOUR), from_micros(history_end)
-    )
-
-    bucket_us = hours * US_PER_HOUR
+    n_buckets = max(1, int((history_end - history_start) // bucket_us))
+    history_window = Window(from_micros(history_end - n_buckets * bucket_us), from_micros(history_end))
     observed = [r for r in _per_user(con, window) if r["user_id"] is not None]  # no id: nobody's abuse
     buckets: dict[int, list[dict[str, float]]] = defaultdict(list)
     if observed:
