@@ -29,10 +29,10 @@ class Gate:
         self.waiting = threading.Event()
         original = Store._insert
 
-        def held(store: Store, batch: Any) -> int:
+        def held(store: Store, batch: Any, *side: Any, **kw: Any) -> int:
             self.waiting.set()
             assert self.open.wait(60), "the test never opened the gate"
-            return original(store, batch)
+            return original(store, batch, *side, **kw)
 
         monkeypatch.setattr(Store, "_insert", held)
 

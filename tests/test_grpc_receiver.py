@@ -279,7 +279,7 @@ def test_store_failure_is_unavailable_and_nothing_is_acknowledged(service: Servi
     store = service.app.store
     original = store._insert
 
-    def broken(batch: Any) -> int:
+    def broken(batch: Any, *side: Any, **kw: Any) -> int:
         raise OSError("disk full")
 
     store._insert = broken  # type: ignore[method-assign]

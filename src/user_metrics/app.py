@@ -54,6 +54,7 @@ class App:
             self.stats,
             memory_limit_mib=settings.memory_limit_mib,
             max_queue_rows=settings.write_queue_rows,
+            attribution_window_seconds=settings.attribution_window_seconds,
         )
         self.ingestor = Ingestor(
             self.conventions,
@@ -61,6 +62,7 @@ class App:
             self.store,
             self.stats,
             max_property_keys=settings.max_property_keys,
+            attribution_window_seconds=settings.attribution_window_seconds,
         )
         self.max_message_bytes = settings.max_message_mib * 1024 * 1024
         self._executor = ThreadPoolExecutor(settings.grpc_workers, thread_name_prefix="grpc")

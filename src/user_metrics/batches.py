@@ -60,6 +60,8 @@ def to_arrow(
     records: Sequence[RequestRecord], costs: Sequence[int | None], sources: Sequence[str]
 ) -> pa.Table:
     """Build the Arrow table for ``requests`` from mapped records and their prices."""
+    if not records:
+        return REQUESTS_ARROW_SCHEMA.empty_table()
     columns = dict(zip(RequestRecord._fields, zip(*records, strict=True), strict=True))
     arrays = []
     for field in REQUESTS_ARROW_SCHEMA:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -20,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from user_metrics.batches import to_arrow
 from user_metrics.errors import InvalidInput, Overloaded
-from user_metrics.mapping import Conventions, Rejection, RequestRecord, map_request
+from user_metrics.mapping import Conventions, Rejection, RequestRecord, SpanFact, map_request
 from user_metrics.pricing import Pricer
 from user_metrics.stats import Stats
 from user_metrics.store import DATA_ERRORS, Store
@@ -118,6 +119,32 @@ def describe_rejections(rejected: list[Rejection]) -> str:
     return f"rejected {len(rejected)} LLM span(s): {text}"
 
 
+FACTS_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("parent_span_id", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("properties", pa.map_(pa.string(), pa.string())),
+        ("seen_us", pa.int64()),
+    ]
+)
+
+
+def facts_table(facts: list[SpanFact], seen_us: int) -> pa.Table:
+    """The spans' identity facts as rows of ``span_facts``."""
+    columns = list(zip(*facts, strict=True))
+    return pa.table(
+        [
+            *(pa.array(columns[i], pa.string()) for i in range(5)),
+            pa.array([list(p.items()) for p in columns[5]], FACTS_SCHEMA.field("properties").type),
+            pa.array([seen_us] * len(facts), pa.int64()),
+        ],
+        schema=FACTS_SCHEMA,
+    )
+
+
 class PropertyKeyBudget:
     """Admits at most ``limit`` distinct property keys into the database, for good.
 
@@ -166,6 +193,7 @@ class Ingestor:
         clock: Callable[[], int] = time.time_ns,
         mapping_concurrency: int = 2,
         max_property_keys: int = 1000,
+        attribution_window_seconds: float = 30.0,
     ) -> None:
         self._conventions = conventions
         self._pricer = pricer
@@ -173,6 +201,7 @@ class Ingestor:
         self._stats = stats
         self._clock = clock
         self._property_keys = PropertyKeyBudget(store.property_keys(), max_property_keys)
+        self._attribution_window_us = int(attribution_window_seconds * 1e6)
         # Mapping is pure Python and holds the GIL: more mappers at once than cores cannot run
         # faster, and they compete with the store's writer thread for the GIL.
         self._mapping_slots = threading.BoundedSemaphore(mapping_concurrency)
@@ -187,17 +216,38 @@ class Ingestor:
         self._stats.cut("max_properties", mapped.dropped_properties)
         for rejection in mapped.rejected:
             self._stats.reject(rejection.reason.split(":")[0])
-        if mapped.records:
+        if mapped.records or mapped.facts:
             records, dropped = self._property_keys.admit(mapped.records)
             self._stats.cut("max_property_keys", dropped)
+            now_us = self._clock() // 1000
             with self._mapping_slots:
                 costs, sources = self._pricer.price(records)
+                waits = mapped.waiting_for
+                final = [i for i, w in enumerate(waits) if w is None]
+                waiting = [i for i, w in enumerate(waits) if w is not None]
                 try:
-                    table = to_arrow(records, costs, sources)
+                    table = to_arrow(
+                        [records[i] for i in final], [costs[i] for i in final], [sources[i] for i in final]
+                    )
+                    pending = None
+                    if waiting:
+                        pending = to_arrow(
+                            [records[i] for i in waiting],
+                            [costs[i] for i in waiting],
+                            [sources[i] for i in waiting],
+                        )
+                        pending = pending.append_column(
+                            "waiting_for", pa.array([waits[i] for i in waiting], pa.string())
+                        )
+                        deadline = now_us + self._attribution_window_us
+                        pending = pending.append_column(
+                            "deadline_us", pa.array([deadline] * len(waiting), pa.int64())
+                        )
                 except DATA_ERRORS as exc:  # the mapper's bounds should make this unreachable
                     raise InvalidInput(f"the request's LLM spans cannot be stored: {exc}") from exc
+                facts = facts_table(mapped.facts, now_us) if mapped.facts else None
             try:
-                self._store.write(table).result()
+                self._store.write(table, pending, facts).result()
             except Overloaded:
                 self._stats.refuse("queue_full")
                 raise

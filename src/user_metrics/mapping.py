@@ -77,6 +77,21 @@ class MappedRequest:
     skipped: int = 0  # spans that are not LLM calls
     truncated_values: int = 0  # attribute values cut to the length limit
     dropped_properties: int = 0  # properties beyond max_properties on one record
+    # For each record: the hex id of the first ancestor not in this request when the record has
+    # no user id and its ancestry is incomplete (it waits for that ancestor), else None.
+    waiting_for: list[str | None] = field(default_factory=list)
+    facts: list[SpanFact] = field(default_factory=list)  # every span's own identity, for later requests
+
+
+class SpanFact(NamedTuple):
+    """One span's own identity facts and its parent, kept so spans of later requests can inherit."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    user_id: str | None
+    session_id: str | None
+    properties: dict[str, str]
 
 
 class MappingError(ValueError):
@@ -449,6 +464,8 @@ def map_request(
                 scan = scan_attributes(span.attributes, conv)
                 identity = _identity(scan, conv, span.parent_span_id)
                 identities[(span.trace_id, span.span_id)] = identity
+                if _valid_ids(span.trace_id, span.span_id):
+                    out.facts.append(_fact(span, identity, conv.max_value_length))
                 declared = _declared_operation(scan)
                 if _is_llm_call(scan, declared):
                     operation = _operation(scan, declared)
@@ -466,7 +483,7 @@ def map_request(
             continue
         seen.add(key)
         try:
-            user_id, session_id, properties = _inherit(span, identity, resource_identity, identities)
+            user_id, session_id, properties, resume = _inherit(span, identity, resource_identity, identities)
             record = _record(
                 span, scan, operation, user_id, session_id, properties, service_name, environment
             )
@@ -481,6 +498,7 @@ def map_request(
             out.dropped_properties += len(record.properties) - len(kept)
             record = record._replace(properties={k: record.properties[k] for k in kept})
         out.records.append(record)
+        out.waiting_for.append(resume.hex() if record.user_id is None and resume else None)
     return out
 
 
@@ -502,16 +520,22 @@ def _inherit(
     own: _Identity,
     resource: _Identity,
     identities: dict[tuple[bytes, bytes], _Identity],
-) -> tuple[str | None, str | None, dict[str, str]]:
-    """The span's own identity, completed from its ancestors (nearest first), then the resource."""
+) -> tuple[str | None, str | None, dict[str, str], bytes | None]:
+    """The span's own identity, completed from its ancestors (nearest first), then the resource.
+
+    The last item is the id of the first ancestor missing from this request (None when the walk
+    reached a root or went round a cycle): a later request may still bring it.
+    """
     user_id, session_id = own.user_id, own.session_id
     chain: list[dict[str, str]] = [own.properties]
     parent = own.parent
     visited = {span.span_id}
+    resume = None
     while parent and parent not in visited:
         visited.add(parent)
         ancestor = identities.get((span.trace_id, parent))
         if ancestor is None:
+            resume = parent if len(parent) == 8 and any(parent) else None
             break
         user_id = user_id or ancestor.user_id
         session_id = session_id or ancestor.session_id
@@ -523,7 +547,23 @@ def _inherit(
     properties: dict[str, str] = {}
     for props in reversed(chain):  # nearer wins: apply farthest first
         properties.update(props)
-    return user_id, session_id, properties
+    return user_id, session_id, properties, resume
+
+
+def _valid_ids(trace_id: bytes, span_id: bytes) -> bool:
+    return len(trace_id) == 16 and any(trace_id) and len(span_id) == 8 and any(span_id)
+
+
+def _fact(span: Any, identity: _Identity, limit: int) -> SpanFact:
+    parent = span.parent_span_id
+    return SpanFact(
+        span.trace_id.hex(),
+        span.span_id.hex(),
+        parent.hex() if len(parent) == 8 and any(parent) else None,
+        identity.user_id[:limit] if identity.user_id else None,
+        identity.session_id[:limit] if identity.session_id else None,
+        {k[:limit]: v[:limit] for k, v in identity.properties.items()},
+    )
 
 
 def _record(

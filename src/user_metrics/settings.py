@@ -104,6 +104,12 @@ SPECS: tuple[SettingSpec, ...] = (
         "UNAVAILABLE with RetryInfo, HTTP 503 with Retry-After)",
     ),
     SettingSpec(
+        "attribution_window_seconds",
+        float,
+        30.0,
+        "how long an LLM span without a user id waits, durably, for ancestors in later exports",
+    ),
+    SettingSpec(
         "grpc_workers",
         int,
         16,
@@ -163,6 +169,7 @@ class Settings:
     max_properties: int = 64
     max_property_keys: int = 1000
     write_queue_rows: int = 100_000
+    attribution_window_seconds: float = 30.0
     grpc_workers: int = 16
     http_workers: int = 16
     metrics_max_users: int = 1000
@@ -188,6 +195,10 @@ class Settings:
         if not 0 < self.sql_timeout_seconds <= 3600:
             raise SettingsError(
                 f"sql_timeout_seconds must be above 0 and at most 3600, got {self.sql_timeout_seconds}"
+            )
+        if not 0 <= self.attribution_window_seconds <= 3600:
+            raise SettingsError(
+                f"attribution_window_seconds must be from 0 to 3600, got {self.attribution_window_seconds}"
             )
         if not 0 <= self.metrics_refresh_seconds <= 3600:
             raise SettingsError(

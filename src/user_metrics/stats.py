@@ -17,6 +17,7 @@ class Stats:
     spans_rejected: Counter[str] = field(default_factory=Counter)  # by reason
     spans_stored: int = 0
     spans_duplicate: int = 0
+    spans_attributed: int = 0  # stored after waiting, with a user id from a later request
     limit_cuts: Counter[str] = field(default_factory=Counter)  # by the setting that cut
     exports_refused: Counter[str] = field(default_factory=Counter)  # retry-later answers, by reason
     commits: int = 0
