@@ -175,7 +175,7 @@ def test_every_reader_gives_the_same_findings(planted: Service) -> None:
     local = run(planted, WINDOW_START, WINDOW_END)
     with connect(url=planted.app.api_url) as client:
         assert client.anomalies(WINDOW_START, WINDOW_END) == local
-    done = cli(
+    args = (
         "anomalies",
         "--url",
         planted.app.api_url,
@@ -183,20 +183,11 @@ def test_every_reader_gives_the_same_findings(planted: Service) -> None:
         "2026-11-17T03:00:00Z",
         "--until",
         "2026-11-17T04:00:00Z",
-        "--format",
-        "json",
     )
+    done = cli(*args, "--format", "json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == to_json(local)
-    table = cli(
-        "anomalies",
-        "--url",
-        planted.app.api_url,
-        "--since",
-        "2026-11-17T03:00:00Z",
-        "--until",
-        "2026-11-17T04:00:00Z",
-    )
+    table = cli(*args)
     assert "script-3am" in table.stdout and f"{len(local.findings)} findings" in table.stdout
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{planted.app.api_url}/api/v1/anomalies?threshold=lots", timeout=30)
