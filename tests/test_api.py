@@ -108,6 +108,19 @@ class TestRoutes:
             if t.environment == "prod" and SINCE <= t.start.isoformat().replace("+00:00", "Z") < UNTIL
         )
 
+    def test_search_recent_requests_and_property_keys(self, served: Service) -> None:
+        """users?search=, users/{id}/requests and the property keys, as the query functions answer."""
+        status, body = call(served, "GET", f"/api/v1/users?{WINDOW}&search=O%27B")
+        assert status == 200 and [u["user_id"] for u in body["users"]] == ["o'brien"]
+        path = f"/api/v1/users/{quote('zoë 🙂', safe='')}/requests?{WINDOW}&limit=4&property=plan%3Dpro"
+        status, body = call(served, "GET", path)
+        assert status == 200 and body == reader_answer(
+            served, query.recent_requests, "zoë 🙂", SINCE, UNTIL, limit=4, properties=["plan=pro"]
+        )
+        assert 0 < len(body["requests"]) <= 4
+        status, body = call(served, "GET", "/api/v1/properties")
+        assert (status, body) == (200, {"keys": ["plan"]})
+
 
 class TestErrors:
     @pytest.mark.parametrize(
@@ -126,6 +139,11 @@ class TestErrors:
             ("/api/v1/timeseries?bucket=week", 400, "bucket"),
             ("/api/v1/timeseries?bucket=hour&since=3000d", 400, "window"),
             ("/api/v1/users/nobody", 404, "nobody"),
+            ("/api/v1/users/nobody/requests", 404, "nobody"),
+            ("/api/v1/users/alice/requests?limit=many", 400, "limit"),
+            ("/api/v1/users/alice/requests?limit=1001", 400, "limit"),
+            ("/api/v1/users/alice/requests?sort=-cost_usd", 400, "sort"),
+            ("/api/v1/properties?since=1d", 400, "since"),
             ("/api/v1/users/nobody/timeseries", 404, "nobody"),
             ("/api/v1/nothing", 404, "no such endpoint"),
             ("/metrics/../api", 404, "no such endpoint"),

@@ -186,6 +186,76 @@ class TestUsers:
         with pytest.raises(InvalidInput, match=mentions):
             query.users(con, **args)
 
+    @pytest.mark.parametrize(
+        ("search", "want"),
+        [
+            ("O'BR", {"o'brien"}),
+            ("b", {"bob", "o'brien", "a/b?c=d&e#f", "x'); DROP TABLE requests; --"}),
+            ("%", set()),  # LIKE wildcards are plain characters
+            ("_", set()),
+            ("🙂", {"zoë 🙂"}),
+            ("nobody", set()),
+        ],
+    )
+    @pytest.mark.parametrize("sort", ["-cost_usd", "user_id", "-p95_latency_ms"])
+    def test_search_keeps_the_users_whose_id_contains_the_text(
+        self, con: duckdb.DuckDBPyConnection, search: str, want: set[str], sort: str
+    ) -> None:
+        """Case-insensitive substring of the id, on both sort paths; total counts the matches."""
+        page = query.users(con, START, END, search=search, sort=sort)
+        assert {u.user_id for u in page.users} == want and page.total == len(want)
+        assert query.users(con, START, END, search=search, sort=sort, offset=50).total == len(want)
+
+    def test_a_blank_search_is_no_search(self, con: duckdb.DuckDBPyConnection) -> None:
+        """An empty or blank search box lists everyone, the null user included."""
+        assert query.users(con, START, END, search="  ").total == len(per_user(TRUTHS))
+
+
+class TestRecentRequests:
+    @pytest.mark.parametrize("user_id", ["alice", "zoë 🙂", None])
+    @pytest.mark.parametrize("limit", [1, 7, 1000])
+    def test_the_latest_requests_newest_first(
+        self, con: duckdb.DuckDBPyConnection, user_id: str | None, limit: int
+    ) -> None:
+        """Exactly the user's newest `limit` spans in the window, with their own figures."""
+        since, until = WINDOWS["ragged both ends"]
+        mine = sorted(
+            (t for t in in_window(TRUTHS, since, until) if t.user == user_id), key=lambda t: t.start
+        )
+        want = mine[::-1][:limit]
+        got = query.recent_requests(con, user_id, since, until, limit=limit)
+        assert got.user_id == user_id and (got.since, got.until) == (since, until)
+        assert [r.start_time for r in got.requests] == [t.start for t in want]
+        for r, t in zip(got.requests, want, strict=True):
+            assert (r.model, r.input_tokens, r.output_tokens, r.total_tokens) == (
+                t.model,
+                t.input_tokens,
+                t.output_tokens,
+                t.input_tokens + t.output_tokens,
+            )
+            assert r.cost_usd == t.cost and r.status == ("error" if t.error else "ok")
+            assert r.properties == ({"plan": t.plan} if t.plan else {})
+            assert r.service_name == t.service and r.duration_ms == pytest.approx(t.duration_ms)
+
+    def test_filters_apply(self, con: duckdb.DuckDBPyConnection) -> None:
+        """A property filter keeps only the matching requests."""
+        got = query.recent_requests(con, "alice", START, END, limit=1000, properties=["plan=free"])
+        want = [t for t in in_window(TRUTHS, START, END, plan="free") if t.user == "alice"]
+        assert len(got.requests) == len(want) > 0
+        assert {r.properties["plan"] for r in got.requests} == {"free"}
+
+    def test_bad_limit_and_unknown_user(self, con: duckdb.DuckDBPyConnection) -> None:
+        with pytest.raises(InvalidInput, match="limit"):
+            query.recent_requests(con, "alice", START, END, limit=0)
+        with pytest.raises(InvalidInput, match="limit"):
+            query.recent_requests(con, "alice", START, END, limit=1001)
+        with pytest.raises(NotFound):
+            query.recent_requests(con, "nobody-at-all", START, END)
+
+    def test_property_keys(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Every key recorded, here just plan."""
+        assert query.property_keys(con).keys == ("plan",)
+
 
 class TestUser:
     @pytest.mark.parametrize("user_id", USERS)
@@ -303,6 +373,9 @@ class TestClients:
             ("timeseries", (None, since, until), {}),
             ("by_property", ("plan", since, until), {}),
             ("totals", (since, until), {"model": "gpt-4o-mini"}),
+            ("users", (since, until), {"search": "B", "sort": "user_id"}),
+            ("recent_requests", ("o'brien", since, until), {"limit": 5, "properties": ["plan=pro"]}),
+            ("property_keys", (), {}),
         ]
         with user_metrics.connect(url=served.app.api_url) as remote:
             answers = [getattr(remote, name)(*args, **kwargs) for name, args, kwargs in calls]

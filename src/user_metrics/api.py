@@ -32,8 +32,10 @@ MAX_BODY = 1024 * 1024
 FILTERS = ("since", "until", "property", "model", "service", "environment")
 # route -> the query parameters it accepts (besides the path's own)
 PARAMETERS: dict[str, tuple[str, ...]] = {
-    "users": (*FILTERS, "sort", "limit", "offset"),
+    "users": (*FILTERS, "sort", "limit", "offset", "search"),
     "user": FILTERS,
+    "requests": (*FILTERS, "limit"),
+    "property_keys": (),
     "timeseries": (*FILTERS, "bucket"),
     "properties": FILTERS,
     "totals": FILTERS,
@@ -62,7 +64,8 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     properties = []
     for name, value in pairs:
         if name not in allowed:
-            raise InvalidInput(f"{name}: unknown parameter; this endpoint takes {', '.join(allowed)}")
+            takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
+            raise InvalidInput(f"{name}: unknown parameter; this endpoint {takes}")
         if name == "property":
             properties.append(value)
         elif name in params:
@@ -74,6 +77,8 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     if route == "users":
         params["limit"] = _int(params, "limit", 100)
         params["offset"] = _int(params, "offset", 0)
+    if route == "requests":
+        params["limit"] = _int(params, "limit", 20)
     if "threshold" in params:
         try:
             params["threshold"] = float(params["threshold"])
@@ -132,6 +137,11 @@ class ApiServer(BackgroundServer):
                 return query.user(reader, rest[1], **_arguments("user", pairs))
             if len(rest) == 3 and rest[0] == "users" and rest[2] == "timeseries":
                 return query.timeseries(reader, rest[1], **_arguments("timeseries", pairs))
+            if len(rest) == 3 and rest[0] == "users" and rest[2] == "requests":
+                return query.recent_requests(reader, rest[1], **_arguments("requests", pairs))
+            if rest == ["properties"]:
+                _arguments("property_keys", pairs)
+                return query.property_keys(reader)
             if rest == ["timeseries"]:
                 return query.timeseries(reader, None, **_arguments("timeseries", pairs))
             if len(rest) == 2 and rest[0] == "properties":

@@ -1,4 +1,5 @@
-"""The reading commands of ``user-metrics``: users, user, timeseries, properties, totals, anomalies, sql.
+"""The reading commands of ``user-metrics``: users, user, requests, timeseries, properties, totals,
+anomalies, sql.
 
 They find the data the way an operator expects: ``--url`` asks that server, ``--db`` reads that
 file; with neither, the configured server is asked first (while it runs it holds the file) and
@@ -74,6 +75,7 @@ def add_commands(commands: Any) -> None:
     )
     users.add_argument("--limit", type=int, default=100)
     users.add_argument("--offset", type=int, default=0)
+    users.add_argument("--search", metavar="TEXT", help="only users whose id contains TEXT (any case)")
     one = commands.add_parser("user", parents=parents, help="one user's usage and models")
     one.add_argument("user_id", metavar="ID")
     series = commands.add_parser(
@@ -81,8 +83,13 @@ def add_commands(commands: Any) -> None:
     )
     series.add_argument("--user", metavar="ID", help="one user (default: the whole application)")
     series.add_argument("--bucket", choices=("hour", "day"), default="day")
-    props = commands.add_parser("properties", parents=parents, help="users and cost per value of a property")
-    props.add_argument("key", metavar="KEY")
+    recent = commands.add_parser("requests", parents=parents, help="one user's latest requests, newest first")
+    recent.add_argument("user_id", metavar="ID")
+    recent.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 1000)")
+    props = commands.add_parser(
+        "properties", parents=parents, help="users and cost per value of a property; no KEY: the keys"
+    )
+    props.add_argument("key", metavar="KEY", nargs="?")
     commands.add_parser("totals", parents=parents, help="the whole application in the window")
     unusual = commands.add_parser(
         "anomalies", parents=[common], help="users far from their own history or above the population"
@@ -135,8 +142,18 @@ def run(args: argparse.Namespace) -> int:
             result: Any = client.sql(args.sql, limit=args.limit)
         elif args.command == "users":
             result = client.users(
-                args.since, args.until, sort=args.sort, limit=args.limit, offset=args.offset, **filters
+                args.since,
+                args.until,
+                sort=args.sort,
+                limit=args.limit,
+                offset=args.offset,
+                search=args.search,
+                **filters,
             )
+        elif args.command == "requests":
+            result = client.recent_requests(args.user_id, args.since, args.until, limit=args.limit, **filters)
+        elif args.command == "properties" and args.key is None:
+            result = client.property_keys()
         elif args.command == "user":
             result = client.user(args.user_id, args.since, args.until, **filters)
         elif args.command == "timeseries":
@@ -186,6 +203,14 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
         elif command == "user":
             pairs.append(["models", ";".join(f"{m['provider']}/{m['model']}" for m in data["models"])])
         return ["field", "value"], pairs, ""
+    if command == "requests":
+        fields = ["start_time", "model", "input_tokens", "output_tokens", "cost_usd", "duration_ms", "status"]
+        if full:
+            fields = list(data["requests"][0]) if data["requests"] else fields
+        rows = [[r[f] for f in fields] for r in data["requests"]]
+        return fields, rows, f"{len(rows)} latest requests of {data['user_id']!r}, {window}"
+    if command == "properties" and "keys" in data:
+        return ["key"], [[k] for k in data["keys"]], f"{len(data['keys'])} property keys"
     if command == "timeseries":
         fields = ["start", "requests", "errors", "total_tokens", "cost_usd", "unpriced_requests"]
         if full:

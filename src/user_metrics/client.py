@@ -24,6 +24,8 @@ from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, Unavail
 from user_metrics.results import (
     Anomalies,
     PropertyBreakdown,
+    PropertyKeys,
+    RecentRequests,
     SqlResult,
     Timeseries,
     Totals,
@@ -93,6 +95,14 @@ class LocalClient:
         self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> PropertyBreakdown:
         return query.by_property(self._con, key, since, until, **kwargs)
+
+    def recent_requests(
+        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> RecentRequests:
+        return query.recent_requests(self._con, user_id, since, until, **kwargs)
+
+    def property_keys(self) -> PropertyKeys:
+        return query.property_keys(self._con)
 
     def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
         return query.totals(self._con, since, until, **kwargs)
@@ -193,6 +203,19 @@ class RemoteClient:
     ) -> PropertyBreakdown:
         path = f"/api/v1/properties/{quote(key, safe='')}"
         return from_json(PropertyBreakdown, self._call(path, {"since": since, "until": until, **kwargs}))
+
+    def recent_requests(
+        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> RecentRequests:
+        if user_id is None:
+            raise InvalidInput(
+                "user_id: the HTTP API names users by id; list users to see requests without one"
+            )
+        path = f"/api/v1/users/{quote(user_id, safe='')}/requests"
+        return from_json(RecentRequests, self._call(path, {"since": since, "until": until, **kwargs}))
+
+    def property_keys(self) -> PropertyKeys:
+        return from_json(PropertyKeys, self._call("/api/v1/properties"))
 
     def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
         return from_json(Totals, self._call("/api/v1/totals", {"since": since, "until": until, **kwargs}))

@@ -23,17 +23,27 @@ from user_metrics.results import (
     ModelUsage,
     Point,
     PropertyBreakdown,
+    PropertyKeys,
     PropertyValue,
+    RecentRequests,
+    RequestRecord,
     Timeseries,
     Totals,
     UserPage,
     UserStats,
 )
-from user_metrics.rollups import LATENCY_BUCKETS_PER_DOUBLING, METRIC_NAMES, US_PER_DAY, US_PER_HOUR
+from user_metrics.rollups import (
+    LATENCY_BUCKETS_PER_DOUBLING,
+    METRIC_NAMES,
+    MODEL_SQL,
+    US_PER_DAY,
+    US_PER_HOUR,
+)
 from user_metrics.window import Filters, Window, from_micros
 
 Instant = str | datetime | date | None
 MAX_PAGE = 10_000
+MAX_RECENT = 1000
 NANO = Decimal("0.000000001")
 
 
@@ -171,13 +181,17 @@ def users(
     sort: str = "-cost_usd",
     limit: int = 100,
     offset: int = 0,
+    search: str | None = None,
     properties: Any = None,
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
     now: Callable[[], datetime] = _now,
 ) -> UserPage:
-    """One row per user active in the window, sorted (``-field`` for descending), paged."""
+    """One row per user active in the window, sorted (``-field`` for descending), paged.
+
+    ``search`` keeps the users whose id contains it, ignoring case (the null user never matches).
+    """
     descending = sort.startswith("-")
     field = sort[1:] if sort[:1] in ("-", "+") else sort
     if field not in SORTABLE_USER_FIELDS:
@@ -188,8 +202,10 @@ def users(
         raise InvalidInput(f"offset: must be 0 or more, got {offset}")
     q = _statement(since, until, now, properties, model, service, environment)
     window = q.window
+    if search is not None and not search.strip():
+        search = None
     if field in _PERCENTILES:
-        page, total = _rank_by_latency(con, q, field, descending, limit, offset)
+        page, total = _rank_by_latency(con, q, field, descending, limit, offset, search)
     else:
         expr = "u.user_id" if field == "user_id" else _FIELD_SQL[field]
         q.begin()
@@ -199,6 +215,9 @@ def users(
             else f"SELECT DISTINCT user_key, u.user_id AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) AS c "
             f"JOIN users AS u USING (user_key)"
         )
+        if search is not None:
+            q.params["search"] = search
+            grouped = f"SELECT * FROM ({grouped}) WHERE user_key IN ({_SEARCH_SQL})"
         order = f"s {'DESC' if descending else 'ASC'} NULLS LAST, user_key"
         rows = fetch_dicts(
             con,
@@ -207,20 +226,34 @@ def users(
             q.params,
         )
         page = [r["user_key"] for r in rows]
-        total = rows[0]["total"] if rows else _count_users(con, q)
+        total = rows[0]["total"] if rows else _count_users(con, q, search)
     stats = _user_stats(con, q, page)
     return UserPage(tuple(stats[k] for k in page), int(total), window.since, window.until)
 
 
-def _count_users(con: duckdb.DuckDBPyConnection, q: CellSql) -> int:
+def _count_users(con: duckdb.DuckDBPyConnection, q: CellSql, search: str | None) -> int:
     q.begin()
     cells = q.cells(PER_USER, US_PER_DAY)
-    (row,) = fetch_dicts(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells})", q.params)
+    where = ""
+    if search is not None:
+        q.params["search"] = search
+        where = f" WHERE user_key IN ({_SEARCH_SQL})"
+    (row,) = fetch_dicts(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells}){where}", q.params)
     return int(row["n"])
 
 
+# The user keys whose id contains $search, ignoring case; LIKE's wildcards are not special here.
+_SEARCH_SQL = "SELECT user_key FROM users WHERE contains(lower(user_id), lower($search))"
+
+
 def _rank_by_latency(
-    con: duckdb.DuckDBPyConnection, q: CellSql, field: str, descending: bool, limit: int, offset: int
+    con: duckdb.DuckDBPyConnection,
+    q: CellSql,
+    field: str,
+    descending: bool,
+    limit: int,
+    offset: int,
+    search: str | None,
 ) -> tuple[list[int], int]:
     """The slow path: percentiles of every user in the window, from the latency rollup."""
     values: dict[int, float | None] = {key: p[field] for key, p in _percentiles(con, q, None).items()}
@@ -228,6 +261,9 @@ def _rank_by_latency(
     everyone = fetch_dicts(con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY)})", q.params)
     for row in everyone:  # users whose requests carry no duration sort last
         values.setdefault(row["user_key"], None)
+    if search is not None:
+        matching = {r["user_key"] for r in fetch_dicts(con, _SEARCH_SQL, {"search": search})}
+        values = {key: value for key, value in values.items() if key in matching}
     sign = -1 if descending else 1
     ordered = sorted(values, key=lambda k: (values[k] is None, sign * (values[k] or 0.0), k))
     return ordered[offset : offset + limit], len(ordered)
@@ -266,6 +302,73 @@ def _user_key(con: duckdb.DuckDBPyConnection, user_id: str | None) -> int:
     if row is None:
         raise NotFound(f"no requests were ever recorded for user {user_id!r}")
     return int(row[0])
+
+
+def recent_requests(
+    con: duckdb.DuckDBPyConnection,
+    user_id: str | None,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    limit: int = 20,
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = _now,
+) -> RecentRequests:
+    """One user's latest ``limit`` requests in the window, newest first (``None``: no user id).
+
+    The user's daily rollup says how many days back the last ``limit`` requests reach, so only
+    those days of ``requests`` are read.
+    """
+    if not 1 <= limit <= MAX_RECENT:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_RECENT}, got {limit}")
+    q = _statement(since, until, now, properties, model, service, environment)
+    window = q.window
+    key = _user_key(con, user_id)
+    days = fetch_dicts(
+        con,
+        f"SELECT t, sum(requests) AS n FROM ({q.cells(PER_USER, US_PER_DAY, [key])}) "
+        "GROUP BY t ORDER BY t DESC",
+        q.params,
+    )
+    seen, first_day = 0, None
+    for day in days:
+        seen, first_day = seen + int(day["n"]), int(day["t"])
+        if seen >= limit:
+            break
+    rows: list[dict[str, Any]] = []
+    if first_day is not None:
+        q.begin(a=from_micros(max(window.since_us, first_day * US_PER_DAY)), b=window.until)
+        who = "user_id IS NULL"
+        if user_id is not None:
+            q.params["user"] = user_id
+            who = "user_id = $user"
+        rows = fetch_dicts(
+            con,
+            f"""SELECT start_time, trace_id, span_id, duration_ms, session_id, service_name, environment,
+                       operation, provider, model, coalesce(input_tokens, 0) AS input_tokens,
+                       coalesce(output_tokens, 0) AS output_tokens, cost_usd, status, error_type,
+                       streaming, properties
+                FROM (SELECT *, {MODEL_SQL} AS model FROM requests
+                      WHERE start_time >= $a AND start_time < $b AND {who})
+                WHERE {q.predicate}
+                ORDER BY start_time DESC, trace_id, span_id LIMIT {limit}""",
+            q.params,
+        )
+    records = tuple(
+        RequestRecord(
+            **r
+            | {
+                "start_time": r["start_time"].astimezone(UTC),
+                "total_tokens": r["input_tokens"] + r["output_tokens"],
+                "properties": dict(r["properties"] or {}),
+            }
+        )
+        for r in rows
+    )
+    return RecentRequests(user_id, window.since, window.until, records)
 
 
 # ---- time series, properties, totals -------------------------------------------------------------
@@ -392,6 +495,12 @@ def by_property(
         avg = (user_cost / row["users"]).quantize(NANO, ROUND_HALF_EVEN) if row["users"] else Decimal("0E-9")
         values.append(PropertyValue(avg_cost_per_user=avg, **row))
     return PropertyBreakdown(key, window.since, window.until, tuple(values))
+
+
+def property_keys(con: duckdb.DuckDBPyConnection) -> PropertyKeys:
+    """Every custom property key recorded so far (any time), for pickers and ``by_property``."""
+    rows = con.execute("SELECT DISTINCT unnest(map_keys(properties)) AS k FROM dims ORDER BY k").fetchall()
+    return PropertyKeys(tuple(k for (k,) in rows))
 
 
 def totals(

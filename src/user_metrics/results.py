@@ -117,6 +117,47 @@ class PropertyBreakdown:
 
 
 @dataclasses.dataclass(frozen=True)
+class PropertyKeys:
+    """Every custom property key recorded so far, in name order."""
+
+    keys: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestRecord:
+    """One stored LLM request, as the ``requests`` table holds it."""
+
+    start_time: datetime
+    trace_id: str
+    span_id: str
+    duration_ms: float | None
+    session_id: str | None
+    service_name: str | None
+    environment: str | None
+    operation: str | None
+    provider: str | None
+    model: str | None  # the response model, else the requested one
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: Decimal | None  # None: no known price
+    status: str
+    error_type: str | None
+    streaming: bool | None
+    properties: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecentRequests:
+    """A user's latest requests in the window, newest first."""
+
+    user_id: str | None
+    since: datetime
+    until: datetime
+    requests: tuple[RequestRecord, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Totals:
     """The whole application in the window."""
 
