@@ -74,6 +74,7 @@ def check_user(got: UserStats, want: dict[str, Any]) -> None:
         (want["input_tokens"] + want["output_tokens"]) / want["requests"]
     )
     assert got.avg_latency_ms == pytest.approx(sum(want["durations"]) / len(want["durations"]))
+    assert got.error_rate == pytest.approx(want["errors"] / want["requests"])
     for value, q in ((got.p50_latency_ms, 0.5), (got.p95_latency_ms, 0.95)):
         assert value == pytest.approx(nearest_rank(want["durations"], q), rel=0.045)
     assert {(m.provider, m.model): m.requests for m in got.models} == dict(want["models"])

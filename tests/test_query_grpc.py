@@ -101,6 +101,10 @@ def assert_mirrors(message: Message, result: Any, path: str = "") -> None:
         has_presence = message.DESCRIPTOR.fields_by_name[field.name].has_presence
         if expected is None:
             assert has_presence and not message.HasField(field.name), f"{where}: {got!r} should be unset"
+        elif isinstance(expected, dict):
+            assert dict(got) == expected, where  # a map field
+        elif isinstance(expected, tuple) and not all(dataclasses.is_dataclass(e) for e in expected):
+            assert tuple(got) == expected, where  # repeated scalars
         elif isinstance(expected, tuple):
             assert len(got) == len(expected), where
             for i, (item, expected_item) in enumerate(zip(got, expected, strict=True)):
@@ -132,6 +136,11 @@ def test_messages_have_the_result_fields() -> None:
         (results.PropertyBreakdown, pb.PropertyBreakdown),
         (results.PropertyValue, pb.PropertyValue),
         (results.Totals, pb.Totals),
+        (results.RecentRequests, pb.RecentRequests),
+        (results.RequestRecord, pb.RequestRecord),
+        (results.PropertyKeys, pb.PropertyKeys),
+        (results.Anomalies, pb.Anomalies),
+        (results.Anomaly, pb.Anomaly),
     ]
     for cls, message in pairs:
         assert [f.name for f in dataclasses.fields(cls)] == [f.name for f in message.DESCRIPTOR.fields], cls
@@ -218,6 +227,46 @@ def test_property_breakdown_matches_query(
     assert_mirrors(got, query.by_property(con, "Plan", SINCE, UNTIL))
     assert got.key == "plan"
     assert {v.value if v.HasField("value") else None for v in got.values} == {"pro", "free", None}
+
+
+@pytest.mark.parametrize(
+    ("user_id", "limit"), [("alice", 0), ("alice", 2), ("bob", 5), (WEIRD, 1), (None, 0)]
+)
+def test_recent_requests_matches_query(
+    stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection, user_id: str | None, limit: int
+) -> None:
+    """GetRecentRequests answers query.recent_requests (limit 0: the default 20; anonymous: no user)."""
+    message = pb.GetRecentRequestsRequest(window=WINDOW, limit=limit)
+    if user_id is None:
+        message.anonymous = True
+    else:
+        message.user_id = user_id
+    got = stub.GetRecentRequests(message, timeout=10)
+    expected = query.recent_requests(con, user_id, SINCE, UNTIL, limit=limit or 20)
+    assert_mirrors(got, expected)
+    assert len(got.requests) == len(expected.requests) > 0
+    times = [r.start_time.ToDatetime() for r in got.requests]
+    assert times == sorted(times, reverse=True)
+
+
+def test_recent_requests_needs_a_user_and_a_sane_limit(stub: UserMetricsServiceStub) -> None:
+    for message, named in (
+        (pb.GetRecentRequestsRequest(window=WINDOW), "user_id"),
+        (pb.GetRecentRequestsRequest(user_id="alice", anonymous=True), "user_id"),
+        (pb.GetRecentRequestsRequest(user_id="alice", limit=5000), "limit"),
+    ):
+        error = rpc_error(stub.GetRecentRequests, message)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(named)
+    error = rpc_error(stub.GetRecentRequests, pb.GetRecentRequestsRequest(user_id="nobody"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_property_keys_and_search(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
+    """ListPropertyKeys lists plan; ListUsers with search keeps the matching ids only."""
+    assert list(stub.ListPropertyKeys(pb.ListPropertyKeysRequest(), timeout=10).keys) == ["plan"]
+    page = stub.ListUsers(pb.ListUsersRequest(window=WINDOW, search="ÜNÏ"), timeout=10)
+    assert_mirrors(page, query.users(con, SINCE, UNTIL, search="ÜNÏ"))
+    assert [u.user_id for u in page.users] == [WEIRD] and page.total == 1
 
 
 def test_totals_matches_query(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:

@@ -65,6 +65,7 @@ _FIELD_SQL = {
     "avg_requests_per_active_day": "sum(requests) / count(DISTINCT t)",
     "avg_tokens_per_request": "(sum(input_tokens) + sum(output_tokens)) / sum(requests)",
     "avg_latency_ms": "sum(duration_sum) / nullif(sum(duration_count), 0)",
+    "error_rate": "sum(errors) / nullif(sum(requests), 0)",
 }
 _PERCENTILES = {"p50_latency_ms": 0.5, "p95_latency_ms": 0.95}
 _MODEL_FIELDS = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
@@ -157,7 +158,7 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
         fields_of = {name: row[name] for name in _FIELD_SQL}
         fields_of["first_active"] = from_micros(row["first_active"])
         fields_of["last_active"] = from_micros(row["last_active"])
-        for name in ("avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms"):
+        for name in ("avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms", "error_rate"):
             fields_of[name] = None if row[name] is None else float(row[name])
         out[key] = UserStats(
             user_id=row["user_id"],
@@ -290,7 +291,7 @@ def user(
     zero: dict[str, Any] = dict.fromkeys(_FIELD_SQL, 0)
     for name in ("cost_usd", "first_active", "last_active", "avg_requests_per_active_day"):
         zero[name] = None
-    for name in ("avg_tokens_per_request", "avg_latency_ms", *_PERCENTILES):
+    for name in ("avg_tokens_per_request", "avg_latency_ms", "error_rate", *_PERCENTILES):
         zero[name] = None
     return UserStats(user_id=user_id, **zero, models=())
 

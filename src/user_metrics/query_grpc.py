@@ -36,6 +36,7 @@ from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceServicer
 SERVICE = pb.DESCRIPTOR.services_by_name["UserMetricsService"]
 DEFAULT_SORT = "-cost_usd"
 DEFAULT_LIMIT = 100
+DEFAULT_RECENT = 20
 DEFAULT_BUCKET = "day"
 
 OpenReader = Callable[[], duckdb.DuckDBPyConnection]
@@ -48,10 +49,14 @@ def to_message(result: Any, message: M) -> M:
         value = getattr(result, field.name)
         if value is None:
             continue  # an optional scalar or a message field: unset is null
-        if isinstance(value, tuple):
+        if isinstance(value, tuple) and all(dataclasses.is_dataclass(item) for item in value):
             repeated = getattr(message, field.name)
             for item in value:
                 to_message(item, repeated.add())
+        elif isinstance(value, tuple):
+            getattr(message, field.name).extend(value)  # repeated scalars
+        elif isinstance(value, dict):
+            getattr(message, field.name).update(value)  # a map field
         elif isinstance(value, datetime):
             getattr(message, field.name).FromDatetime(value)
         elif isinstance(value, Decimal):
@@ -79,8 +84,17 @@ def _abort(context: grpc.ServicerContext, error: UserMetricsError) -> NoReturn:
     raise AssertionError("context.abort returns only by raising")  # pragma: no cover
 
 
+def _user_id(request: pb.GetUserRequest | pb.GetRecentRequestsRequest) -> str | None:
+    """The user a request names: exactly one of user_id and anonymous."""
+    if request.anonymous and request.user_id:
+        raise InvalidInput("user_id: leave it empty when anonymous is set")
+    if not request.anonymous and not request.user_id:
+        raise InvalidInput("user_id: name a user, or set anonymous for the requests that named no user")
+    return None if request.anonymous else request.user_id
+
+
 class UserMetricsServicer(UserMetricsServiceServicer):
-    """The five query rpcs; one reader (DuckDB cursor) per call, closed when it returns."""
+    """The query rpcs; one reader (DuckDB cursor) per call, closed when it returns."""
 
     def __init__(self, open_reader: OpenReader) -> None:
         self._open_reader = open_reader
@@ -114,22 +128,36 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 sort=request.sort or DEFAULT_SORT,
                 limit=request.limit or DEFAULT_LIMIT,
                 offset=request.offset,
+                search=request.search or None,
                 **_filters(request.filters),
             ),
         )
 
     def GetUser(self, request: pb.GetUserRequest, context: grpc.ServicerContext) -> pb.UserStats:
         def call(con: duckdb.DuckDBPyConnection) -> Any:
-            if request.anonymous and request.user_id:
-                raise InvalidInput("user_id: leave it empty when anonymous is set")
-            if not request.anonymous and not request.user_id:
-                raise InvalidInput(
-                    "user_id: name a user, or set anonymous for the requests that named no user"
-                )
-            user_id = None if request.anonymous else request.user_id
+            user_id = _user_id(request)
             return query.user(con, user_id, *_window(request.window), **_filters(request.filters))
 
         return self._answer(context, pb.UserStats, call)
+
+    def GetRecentRequests(
+        self, request: pb.GetRecentRequestsRequest, context: grpc.ServicerContext
+    ) -> pb.RecentRequests:
+        def call(con: duckdb.DuckDBPyConnection) -> Any:
+            return query.recent_requests(
+                con,
+                _user_id(request),
+                *_window(request.window),
+                limit=request.limit or DEFAULT_RECENT,
+                **_filters(request.filters),
+            )
+
+        return self._answer(context, pb.RecentRequests, call)
+
+    def ListPropertyKeys(
+        self, request: pb.ListPropertyKeysRequest, context: grpc.ServicerContext
+    ) -> pb.PropertyKeys:
+        return self._answer(context, pb.PropertyKeys, query.property_keys)
 
     def GetTimeseries(self, request: pb.GetTimeseriesRequest, context: grpc.ServicerContext) -> pb.Timeseries:
         user_id = request.user_id if request.HasField("user_id") else None

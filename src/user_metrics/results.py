@@ -50,6 +50,7 @@ class UserStats:
     avg_latency_ms: float | None
     p50_latency_ms: float | None
     p95_latency_ms: float | None
+    error_rate: float | None  # errors / requests; None when the user made no request in the window
     models: tuple[ModelUsage, ...]
 
 

@@ -37,18 +37,20 @@ class Filters(_message.Message):
     def __init__(self, properties: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
-    __slots__ = ("window", "filters", "sort", "limit", "offset")
+    __slots__ = ("window", "filters", "sort", "limit", "offset", "search")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
     window: Window
     filters: Filters
     sort: str
     limit: int
     offset: int
-    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., sort: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+    search: str
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., sort: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., search: _Optional[str] = ...) -> None: ...
 
 class GetUserRequest(_message.Message):
     __slots__ = ("user_id", "anonymous", "window", "filters")
@@ -92,6 +94,24 @@ class GetTotalsRequest(_message.Message):
     filters: Filters
     def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
 
+class GetRecentRequestsRequest(_message.Message):
+    __slots__ = ("user_id", "anonymous", "window", "filters", "limit")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    anonymous: bool
+    window: Window
+    filters: Filters
+    limit: int
+    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[bool] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListPropertyKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GetAnomaliesRequest(_message.Message):
     __slots__ = ("window", "history", "threshold")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -117,7 +137,7 @@ class ModelUsage(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
 
 class UserStats(_message.Message):
-    __slots__ = ("user_id", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "first_active", "last_active", "active_days", "avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "models")
+    __slots__ = ("user_id", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "first_active", "last_active", "active_days", "avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "error_rate", "models")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +157,7 @@ class UserStats(_message.Message):
     AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     P50_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     requests: int
@@ -157,8 +178,9 @@ class UserStats(_message.Message):
     avg_latency_ms: float
     p50_latency_ms: float
     p95_latency_ms: float
+    error_rate: float
     models: _containers.RepeatedCompositeFieldContainer[ModelUsage]
-    def __init__(self, user_id: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., first_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_days: _Optional[int] = ..., avg_requests_per_active_day: _Optional[float] = ..., avg_tokens_per_request: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., p50_latency_ms: _Optional[float] = ..., p95_latency_ms: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., first_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_days: _Optional[int] = ..., avg_requests_per_active_day: _Optional[float] = ..., avg_tokens_per_request: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., p50_latency_ms: _Optional[float] = ..., p95_latency_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ...) -> None: ...
 
 class UserPage(_message.Message):
     __slots__ = ("users", "total", "since", "until")
@@ -191,6 +213,71 @@ class Point(_message.Message):
     cost_usd: str
     unpriced_requests: int
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
+
+class PropertyKeys(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RequestRecord(_message.Message):
+    __slots__ = ("start_time", "trace_id", "span_id", "duration_ms", "session_id", "service_name", "environment", "operation", "provider", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "status", "error_type", "streaming", "properties")
+    class PropertiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    trace_id: str
+    span_id: str
+    duration_ms: float
+    session_id: str
+    service_name: str
+    environment: str
+    operation: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: str
+    status: str
+    error_type: str
+    streaming: bool
+    properties: _containers.ScalarMap[str, str]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., duration_ms: _Optional[float] = ..., session_id: _Optional[str] = ..., service_name: _Optional[str] = ..., environment: _Optional[str] = ..., operation: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., status: _Optional[str] = ..., error_type: _Optional[str] = ..., streaming: _Optional[bool] = ..., properties: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RecentRequests(_message.Message):
+    __slots__ = ("user_id", "since", "until", "requests")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    requests: _containers.RepeatedCompositeFieldContainer[RequestRecord]
+    def __init__(self, user_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ...) -> None: ...
 
 class Timeseries(_message.Message):
     __slots__ = ("user_id", "bucket", "since", "until", "points")

@@ -65,6 +65,16 @@ class UserMetricsServiceStub:
                 request_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetAnomaliesRequest.SerializeToString,
                 response_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.Anomalies.FromString,
                 _registered_method=True)
+        self.GetRecentRequests = channel.unary_unary(
+                '/user_metrics.v1.UserMetricsService/GetRecentRequests',
+                request_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetRecentRequestsRequest.SerializeToString,
+                response_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.RecentRequests.FromString,
+                _registered_method=True)
+        self.ListPropertyKeys = channel.unary_unary(
+                '/user_metrics.v1.UserMetricsService/ListPropertyKeys',
+                request_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.ListPropertyKeysRequest.SerializeToString,
+                response_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.PropertyKeys.FromString,
+                _registered_method=True)
 
 
 class UserMetricsServiceServicer:
@@ -113,6 +123,20 @@ class UserMetricsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRecentRequests(self, request, context):
+        """One user's latest requests in the window, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPropertyKeys(self, request, context):
+        """Every custom property key recorded so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserMetricsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +169,16 @@ def add_UserMetricsServiceServicer_to_server(servicer, server):
                     servicer.GetAnomalies,
                     request_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetAnomaliesRequest.FromString,
                     response_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.Anomalies.SerializeToString,
+            ),
+            'GetRecentRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecentRequests,
+                    request_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetRecentRequestsRequest.FromString,
+                    response_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.RecentRequests.SerializeToString,
+            ),
+            'ListPropertyKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPropertyKeys,
+                    request_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.ListPropertyKeysRequest.FromString,
+                    response_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.PropertyKeys.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +344,60 @@ class UserMetricsService:
             '/user_metrics.v1.UserMetricsService/GetAnomalies',
             user__metrics_dot_v1_dot_user__metrics__pb2.GetAnomaliesRequest.SerializeToString,
             user__metrics_dot_v1_dot_user__metrics__pb2.Anomalies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecentRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/user_metrics.v1.UserMetricsService/GetRecentRequests',
+            user__metrics_dot_v1_dot_user__metrics__pb2.GetRecentRequestsRequest.SerializeToString,
+            user__metrics_dot_v1_dot_user__metrics__pb2.RecentRequests.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPropertyKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/user_metrics.v1.UserMetricsService/ListPropertyKeys',
+            user__metrics_dot_v1_dot_user__metrics__pb2.ListPropertyKeysRequest.SerializeToString,
+            user__metrics_dot_v1_dot_user__metrics__pb2.PropertyKeys.FromString,
             options,
             channel_credentials,
             insecure,
