@@ -1,5 +1,7 @@
 """The HTTP JSON API (default 127.0.0.1:9464): a thin adapter over the query functions.
 
+The same server serves the dashboard's files (``dashboard.py``) and ``/metrics``.
+
 Every route parses its parameters into the same arguments the Python functions take, calls the
 function on a fresh reader cursor, and answers the result's JSON form. Errors answer
 ``{"error": "...", "status": N}`` with that status; the error classes decide the status.
@@ -17,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
 
-from user_metrics import __version__, query
+from user_metrics import __version__, dashboard, query
 from user_metrics.anomalies import anomalies
 from user_metrics.auth import Tokens
 from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, UserMetricsError, http_status
@@ -184,6 +186,10 @@ class _Handler(Handler):
 
     def serve(self, method: str) -> None:
         url = urlsplit(self.path)
+        page = dashboard.lookup(url.path) if method == "GET" else None
+        if page is not None:
+            self.send(HTTPStatus.OK, page[0], page[1], dashboard.HEADERS)
+            return
         try:
             if url.path.rstrip("/") != "/healthz":
                 self.authenticate(self.server_api.read_tokens)

@@ -1,0 +1,569 @@
+// The user-metrics dashboard: plain JavaScript over the service's HTTP JSON API (/api/v1/...).
+// Pages: / (users), /users/{id} (one user), /properties (cost per property value). The page's
+// state (window, filters, sort, search, page) lives in the URL, so every view can be linked.
+// Data is only ever inserted as text (textContent), never as HTML.
+"use strict";
+
+const TOKEN_KEY = "user-metrics-read-token";
+const PAGE_SIZE = 25;
+const PRESETS = ["24h", "7d", "30d"];
+const COLUMNS = [
+  // [field, heading, format, default direction when first sorted]
+  ["user_id", "User", null, "+"],
+  ["requests", "Requests", "int", "-"],
+  ["cost_usd", "Cost", "usd", "-"],
+  ["total_tokens", "Tokens", "int", "-"],
+  ["active_days", "Active days", "int", "-"],
+  ["first_active", "First active", "time", "+"],
+  ["last_active", "Last active", "time", "-"],
+  ["avg_requests_per_active_day", "Requests / active day", "dec", "-"],
+  ["avg_tokens_per_request", "Tokens / request", "dec", "-"],
+  ["error_rate", "Error rate", "pct", "-"],
+  ["p95_latency_ms", "p95 latency", "ms", "-"],
+];
+
+// ---- small helpers ------------------------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+const fmt = {
+  int: (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US")),
+  dec: (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { maximumFractionDigits: 1 })),
+  usd: (v) => {
+    if (v === null || v === undefined) return "–";
+    const n = Number(v);
+    if (n === 0) return "$0";
+    if (Math.abs(n) < 1) return "$" + Number(n.toPrecision(3)); // $0.54, $0.00597
+    const digits = Math.abs(n) >= 100 ? 0 : 2;
+    return "$" + n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  },
+  pct: (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"),
+  ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Math.round(v) + " ms"),
+  time: (v) => (v ? v.replace("T", " ").slice(0, 16) : "–"),
+  day: (v) => v.slice(0, 10),
+};
+
+function cell(format, value) {
+  const text = format ? fmt[format](value) : value;
+  // Money is exact decimal text in the API: keep it in the tooltip, and in data-value for tests.
+  return el("td", { class: format ? "num" : null, title: format === "usd" && value ? "$" + value : null,
+                    "data-value": value === null ? "" : value }, text);
+}
+
+class AuthError extends Error {
+  constructor(refused, message) {
+    super(message);
+    this.refused = refused;
+  }
+}
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// ---- the read token -----------------------------------------------------------------------------
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function takeTokenFromFragment() {
+  // /#token=... in the address (a fragment never reaches a server or its logs)
+  const match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (match) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    history.replaceState(history.state, "", location.pathname + location.search);
+  }
+}
+
+function showAuth(error) {
+  const box = document.getElementById("auth");
+  document.getElementById("auth-message").textContent = error.refused
+    ? "The read token was refused by the server (401 Unauthorized). Check it against the server's " +
+      "read_tokens and enter it again."
+    : "This server needs a read token to show its data. Enter one of its read_tokens " +
+      "(the token the CLI takes as --token or USER_METRICS_TOKEN).";
+  box.hidden = false;
+  document.getElementById("main").replaceChildren();
+  document.getElementById("token-input").focus();
+}
+
+// ---- the API ------------------------------------------------------------------------------------
+
+async function api(path, params) {
+  const url = new URL(path, location.origin);
+  for (const [name, value] of params || []) url.searchParams.append(name, value);
+  const headers = { Accept: "application/json" };
+  if (token()) headers.Authorization = "Bearer " + token();
+  let response;
+  try {
+    response = await fetch(url, { headers, cache: "no-store" });
+  } catch (err) {
+    throw new ApiError(0, "cannot reach the server: " + err.message);
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = null;
+  }
+  if (response.status === 401) throw new AuthError(Boolean(token()), body && body.error);
+  if (!response.ok) throw new ApiError(response.status, (body && body.error) || response.statusText);
+  return body;
+}
+
+// ---- page state in the URL ----------------------------------------------------------------------
+
+function state() {
+  const q = new URLSearchParams(location.search);
+  return {
+    window: q.get("since") ? "custom" : PRESETS.includes(q.get("window")) ? q.get("window") : "30d",
+    since: q.get("since"),
+    until: q.get("until"),
+    properties: q.getAll("property"),
+    sort: q.get("sort") || "-cost_usd",
+    search: q.get("q") || "",
+    page: Math.max(1, parseInt(q.get("page") || "1", 10) || 1),
+    key: q.get("key"),
+  };
+}
+
+// The window and filters every API call takes, from the page state.
+function filterParams(s) {
+  const params = s.window === "custom" ? [["since", s.since]] : [["since", s.window]];
+  if (s.window === "custom" && s.until) params.push(["until", s.until]);
+  for (const p of s.properties) params.push(["property", p]);
+  return params;
+}
+
+// Shared parameters (window, filters) carried by every link between pages.
+function sharedQuery(s) {
+  const q = new URLSearchParams();
+  if (s.window === "custom") {
+    q.set("since", s.since);
+    if (s.until) q.set("until", s.until);
+  } else if (s.window !== "30d") {
+    q.set("window", s.window);
+  }
+  for (const p of s.properties) q.append("property", p);
+  return q;
+}
+
+function href(path, s, extra) {
+  const q = sharedQuery(s);
+  for (const [name, value] of Object.entries(extra || {})) if (value) q.set(name, value);
+  const text = q.toString();
+  return path + (text ? "?" + text : "");
+}
+
+function go(changes, replace) {
+  const q = new URLSearchParams(location.search);
+  for (const [name, value] of Object.entries(changes)) {
+    q.delete(name);
+    for (const v of [].concat(value)) if (v !== null && v !== undefined && v !== "") q.append(name, v);
+  }
+  const text = q.toString();
+  const url = location.pathname + (text ? "?" + text : "");
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+  render();
+}
+
+// ---- controls -----------------------------------------------------------------------------------
+
+function syncControls(s) {
+  const picker = document.getElementById("window");
+  picker.value = s.window;
+  const custom = document.getElementById("custom-window");
+  custom.hidden = s.window !== "custom";
+  if (s.window === "custom") {
+    document.getElementById("since").value = (s.since || "").slice(0, 16);
+    document.getElementById("until").value = (s.until || "").slice(0, 16);
+  }
+  const chips = document.getElementById("filters");
+  chips.replaceChildren(
+    ...s.properties.map((p) =>
+      el("span", { class: "chip" }, p,
+        el("button", { type: "button", title: "Remove filter " + p, "aria-label": "Remove filter " + p,
+                       onclick: () => go({ property: s.properties.filter((x) => x !== p), page: null }) }, "×"))),
+  );
+  document.getElementById("nav-users").href = href("/", s);
+  document.getElementById("nav-properties").href = href("/properties", s, { key: s.key });
+  document.getElementById("forget-token").hidden = !token();
+}
+
+let propertyKeys = null;
+
+async function loadPropertyKeys() {
+  if (propertyKeys !== null) return;
+  const select = document.getElementById("filter-key");
+  const { keys } = await api("/api/v1/properties");
+  propertyKeys = keys;
+  if (keys.length) select.replaceChildren(...keys.map((k) => el("option", { value: k }, k)));
+  await loadFilterValues();
+}
+
+async function loadFilterValues() {
+  const key = document.getElementById("filter-key").value;
+  const list = document.getElementById("filter-values");
+  if (!key) return list.replaceChildren();
+  const data = await api("/api/v1/properties/" + encodeURIComponent(key), filterParams(state()));
+  list.replaceChildren(...data.values.filter((v) => v.value !== null).map((v) => el("option", { value: v.value })));
+}
+
+function wireControls() {
+  document.getElementById("window").addEventListener("change", (event) => {
+    const value = event.target.value;
+    if (value === "custom") {
+      document.getElementById("custom-window").hidden = false;
+      const until = new Date();
+      const since = new Date(until.getTime() - 7 * 86400e3);
+      document.getElementById("since").value = since.toISOString().slice(0, 16);
+      document.getElementById("until").value = until.toISOString().slice(0, 16);
+      return;
+    }
+    go({ window: value === "30d" ? null : value, since: null, until: null, page: null });
+  });
+  document.getElementById("custom-window").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const since = document.getElementById("since").value;
+    const until = document.getElementById("until").value;
+    go({ window: null, since: since + ":00Z", until: until ? until + ":00Z" : null, page: null });
+  });
+  document.getElementById("filter-key").addEventListener("change", () => loadFilterValues().catch(fail));
+  document.getElementById("add-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = document.getElementById("filter-key").value;
+    const value = document.getElementById("filter-value").value;
+    if (!key) return;
+    const rest = state().properties.filter((p) => !p.startsWith(key + "="));
+    document.getElementById("filter-value").value = "";
+    go({ property: [...rest, key + "=" + value], page: null });
+  });
+  document.getElementById("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token-input").value.trim());
+    document.getElementById("token-input").value = "";
+    propertyKeys = null;
+    render();
+  });
+  document.getElementById("forget-token").addEventListener("click", (event) => {
+    event.preventDefault();
+    sessionStorage.removeItem(TOKEN_KEY);
+    propertyKeys = null;
+    render();
+  });
+  window.addEventListener("popstate", render);
+}
+
+// ---- rendering ----------------------------------------------------------------------------------
+
+let generation = 0;
+
+function fail(error) {
+  if (error instanceof AuthError) return showAuth(error);
+  const box = document.getElementById("error");
+  box.textContent = error instanceof ApiError && error.status
+    ? `The server answered ${error.status}: ${error.message}`
+    : String(error.message || error);
+  box.hidden = false;
+}
+
+async function render() {
+  const mine = ++generation;
+  const s = state();
+  document.getElementById("auth").hidden = true;
+  document.getElementById("error").hidden = true;
+  syncControls(s);
+  const main = document.getElementById("main");
+  const path = location.pathname;
+  let page;
+  if (path === "/" || path === "/users" || path === "/users/") page = usersPage;
+  else if (path.startsWith("/users/")) page = userPage;
+  else if (path === "/properties") page = propertiesPage;
+  else page = async () => [el("h1", {}, "Not found"), el("p", {}, "No page at " + path + ". "), el("a", { href: "/" }, "Users")];
+  document.body.dataset.state = "loading";
+  try {
+    await loadPropertyKeys();
+    const nodes = await page(s);
+    if (mine !== generation) return; // a newer render has started
+    main.replaceChildren(...nodes);
+    document.body.dataset.state = "ready";
+  } catch (error) {
+    if (mine !== generation) return;
+    main.replaceChildren();
+    document.body.dataset.state = "error";
+    fail(error);
+  }
+}
+
+function windowText(data) {
+  return `${fmt.time(data.since)} – ${fmt.time(data.until)} UTC`;
+}
+
+function card(label, value, title) {
+  return el("div", { class: "card", title: title || null }, el("div", { class: "label" }, label),
+            el("div", { class: "value" }, value));
+}
+
+// ---- the users page -----------------------------------------------------------------------------
+
+async function usersPage(s) {
+  const params = filterParams(s);
+  const list = [...params, ["sort", s.sort], ["limit", PAGE_SIZE], ["offset", (s.page - 1) * PAGE_SIZE]];
+  if (s.search) list.push(["search", s.search]);
+  const [totals, users, unusual] = await Promise.all([
+    api("/api/v1/totals", params),
+    api("/api/v1/users", list),
+    api("/api/v1/anomalies").catch((error) => (error instanceof ApiError && error.status === 404 ? null : Promise.reject(error))),
+  ]);
+  document.title = "Users · user-metrics";
+  return [
+    el("h1", {}, "Users"),
+    el("p", { class: "muted", id: "window-text" }, windowText(totals)),
+    totalsCards(totals),
+    anomaliesPanel(unusual, s),
+    usersTable(users, s),
+  ];
+}
+
+function totalsCards(t) {
+  const errorRate = t.requests ? t.errors / t.requests : null;
+  return el("section", { class: "cards", id: "totals", "aria-label": "Totals for the window" },
+    card("Users", fmt.int(t.users)),
+    card("Requests", fmt.int(t.requests)),
+    card("Cost", fmt.usd(t.cost_usd), "$" + t.cost_usd),
+    card("Tokens", fmt.int(t.total_tokens)),
+    card("Error rate", fmt.pct(errorRate)),
+    card("Avg latency", fmt.ms(t.avg_latency_ms)),
+    card("Requests without a user", fmt.int(t.anonymous_requests)));
+}
+
+function anomaliesPanel(data, s) {
+  if (data === null) return null;
+  const section = el("section", { class: "panel", id: "anomalies" },
+    el("h2", {}, "Unusual in the last hour"));
+  if (!data.findings.length) {
+    section.append(el("p", { class: "muted" }, "No user is unusual in " + windowText(data) + "."));
+    return section;
+  }
+  const names = { requests: "requests", cost_usd: "cost", tokens_per_request: "tokens per request", error_rate: "error rate" };
+  const show = (metric, v) => (metric === "cost_usd" ? fmt.usd(v) : metric === "error_rate" ? fmt.pct(v) : fmt.dec(v));
+  section.append(el("ul", {}, data.findings.map((f) =>
+    el("li", {},
+      el("a", { href: href("/users/" + encodeURIComponent(f.user_id), s) }, f.user_id), " — ",
+      `${names[f.metric] || f.metric} ${show(f.metric, f.observed)}`,
+      f.method === "own_history"
+        ? ` against a usual ${show(f.metric, f.baseline)} (score ${f.score.toFixed(1)})`
+        : ` — new, above the 99.9th percentile of all users (${show(f.metric, f.baseline)})`))));
+  return section;
+}
+
+function usersTable(page, s) {
+  const field = s.sort.replace(/^[-+]/, "");
+  const descending = s.sort.startsWith("-");
+  let timer = null;
+  const search = el("input", { type: "search", id: "search", placeholder: "Search user id", value: s.search,
+    "aria-label": "Search user id",
+    oninput: (event) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => go({ q: event.target.value.trim(), page: null }, true), 250);
+    } });
+  const head = el("tr", {}, COLUMNS.map(([name, title, format, first]) => {
+    const active = name === field;
+    const next = active ? (descending ? "+" : "-") : first;
+    return el("th", { scope: "col", class: format ? "num" : null, "data-field": name,
+                      "aria-sort": active ? (descending ? "descending" : "ascending") : "none" },
+      el("button", { type: "button", onclick: () => go({ sort: (next === "-" ? "-" : "") + name, page: null }) },
+        title, active ? (descending ? " ▼" : " ▲") : ""));
+  }));
+  const rows = page.users.map((u) => el("tr", { "data-user": u.user_id === null ? "" : u.user_id },
+    COLUMNS.map(([name, , format]) => {
+      if (name !== "user_id") return cell(format, u[name]);
+      return el("th", { scope: "row" }, u.user_id === null
+        ? el("span", { class: "muted", title: "requests that named no user" }, "(no user id)")
+        : el("a", { href: href("/users/" + encodeURIComponent(u.user_id), s) }, u.user_id));
+    })));
+  const first = page.total ? (s.page - 1) * PAGE_SIZE + 1 : 0;
+  const last = (s.page - 1) * PAGE_SIZE + page.users.length;
+  const pager = el("nav", { class: "pager", "aria-label": "Pages" },
+    el("button", { type: "button", id: "prev", disabled: s.page <= 1, onclick: () => go({ page: s.page - 1 }) }, "‹ Previous"),
+    el("span", { id: "page-text" }, `${first}–${last} of ${fmt.int(page.total)} users`),
+    el("button", { type: "button", id: "next", disabled: last >= page.total, onclick: () => go({ page: s.page + 1 }) }, "Next ›"));
+  return el("section", { class: "panel" },
+    el("div", { class: "table-head" }, el("h2", {}, "Per user"), search),
+    el("div", { class: "scroll" }, el("table", { id: "users" }, el("thead", {}, head), el("tbody", {}, rows))),
+    page.users.length ? null : el("p", { class: "muted" }, s.search ? `No user id contains “${s.search}”.` : "No requests in this window."),
+    pager);
+}
+
+// ---- one user -----------------------------------------------------------------------------------
+
+async function userPage(s) {
+  const id = decodeURIComponent(location.pathname.slice("/users/".length));
+  const path = "/api/v1/users/" + encodeURIComponent(id);
+  const params = filterParams(s);
+  let user, series, recent;
+  try {
+    [user, series, recent] = await Promise.all([
+      api(path, params),
+      api(path + "/timeseries", [...params, ["bucket", "day"]]),
+      api(path + "/requests", [...params, ["limit", 20]]),
+    ]);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      return [el("h1", {}, id), el("p", { class: "notice" }, error.message), el("a", { href: href("/", s) }, "‹ All users")];
+    }
+    throw error;
+  }
+  document.title = id + " · user-metrics";
+  return [
+    el("p", {}, el("a", { href: href("/", s) }, "‹ All users")),
+    el("h1", { id: "user-id" }, id),
+    el("p", { class: "muted" }, windowText(series)),
+    el("section", { class: "cards", id: "user-cards" },
+      card("Requests", fmt.int(user.requests)),
+      card("Cost", fmt.usd(user.cost_usd), user.cost_usd === null ? "no known price" : "$" + user.cost_usd),
+      card("Tokens", fmt.int(user.total_tokens)),
+      card("Active days", fmt.int(user.active_days)),
+      card("Requests / active day", fmt.dec(user.avg_requests_per_active_day)),
+      card("Tokens / request", fmt.dec(user.avg_tokens_per_request)),
+      card("Error rate", fmt.pct(user.error_rate)),
+      card("p50 / p95 latency", fmt.ms(user.p50_latency_ms) + " / " + fmt.ms(user.p95_latency_ms)),
+      card("First active", fmt.time(user.first_active)),
+      card("Last active", fmt.time(user.last_active))),
+    el("section", { class: "charts" },
+      chart("requests-chart", "Requests per day", series.points, (p) => p.requests, fmt.int),
+      chart("cost-chart", "Cost per day", series.points, (p) => Number(p.cost_usd), fmt.usd)),
+    modelsTable(user),
+    recentTable(recent),
+  ];
+}
+
+function chart(id, title, points, value, format) {
+  // Drawn at the size it is shown (two charts side by side, or one on a narrow screen), so the
+  // labels keep their size.
+  const columns = matchMedia("(max-width: 700px)").matches ? 1 : 2;
+  const width = Math.round(Math.max(260, document.getElementById("main").clientWidth / columns - 40));
+  const height = 180, left = 8, bottom = 22, top = 18;
+  const values = points.map(value);
+  const max = Math.max(...values, 0) || 1;
+  const step = (width - 2 * left) / Math.max(points.length, 1);
+  const bars = points.map((p, i) => {
+    const h = ((height - bottom - top) * values[i]) / max;
+    return svg("rect", { class: "bar", x: left + i * step + step * 0.1, y: height - bottom - h,
+                         width: Math.max(step * 0.8, 1), height: Math.max(h, values[i] > 0 ? 1 : 0),
+                         "data-day": fmt.day(p.start), "data-value": values[i] },
+      svg("title", {}, `${fmt.day(p.start)}: ${format(values[i])}`));
+  });
+  const labels = points.length
+    ? [svg("text", { x: left, y: height - 6, class: "axis" }, fmt.day(points[0].start)),
+       svg("text", { x: width - left, y: height - 6, class: "axis", "text-anchor": "end" }, fmt.day(points[points.length - 1].start)),
+       svg("text", { x: left, y: 12, class: "axis" }, "max " + format(Math.max(...values, 0)))]
+    : [];
+  return el("figure", { class: "panel chart", id },
+    el("figcaption", {}, title),
+    svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title },
+      svg("line", { x1: left, x2: width - left, y1: height - bottom, y2: height - bottom, class: "baseline" }),
+      bars, labels));
+}
+
+function modelsTable(user) {
+  return el("section", { class: "panel" }, el("h2", {}, "Models"),
+    el("div", { class: "scroll" }, el("table", { id: "models" },
+      el("thead", {}, el("tr", {}, ["Provider", "Model", "Requests", "Cost", "Unpriced"].map((h, i) =>
+        el("th", { scope: "col", class: i > 1 ? "num" : null }, h)))),
+      el("tbody", {}, user.models.map((m) => el("tr", {},
+        el("td", {}, m.provider || "–"), el("td", {}, m.model || "–"),
+        cell("int", m.requests), cell("usd", m.cost_usd), cell("int", m.unpriced_requests)))))),
+    user.models.length ? null : el("p", { class: "muted" }, "No requests in this window."));
+}
+
+function recentTable(recent) {
+  return el("section", { class: "panel" }, el("h2", {}, "Latest requests"),
+    el("div", { class: "scroll" }, el("table", { id: "recent" },
+      el("thead", {}, el("tr", {}, ["Time (UTC)", "Model", "Input", "Output", "Cost", "Latency", "Status", "Properties"].map((h, i) =>
+        el("th", { scope: "col", class: i >= 2 && i <= 5 ? "num" : null }, h)))),
+      el("tbody", {}, recent.requests.map((r) => el("tr", { class: r.status === "error" ? "failed" : null },
+        el("td", { title: r.start_time }, fmt.time(r.start_time)),
+        el("td", {}, r.model || "–"),
+        cell("int", r.input_tokens), cell("int", r.output_tokens), cell("usd", r.cost_usd), cell("ms", r.duration_ms),
+        el("td", {}, r.status === "error" ? "error" + (r.error_type ? ": " + r.error_type : "") : "ok"),
+        el("td", { class: "props" }, Object.entries(r.properties).map(([k, v]) => k + "=" + v).join(" "))))))),
+    recent.requests.length ? null : el("p", { class: "muted" }, "No requests in this window."));
+}
+
+// ---- properties ---------------------------------------------------------------------------------
+
+async function propertiesPage(s) {
+  document.title = "Properties · user-metrics";
+  const keys = propertyKeys || [];
+  if (!keys.length) {
+    return [el("h1", {}, "Properties"),
+            el("p", { class: "muted" }, "No custom property has been recorded yet (e.g. property.plan on a span).")];
+  }
+  const key = s.key && keys.includes(s.key) ? s.key : keys.includes("plan") ? "plan" : keys[0];
+  const data = await api("/api/v1/properties/" + encodeURIComponent(key), filterParams(s));
+  const picker = el("select", { id: "property-key", "aria-label": "Property",
+                                onchange: (event) => go({ key: event.target.value }) },
+    keys.map((k) => el("option", { value: k, selected: k === key }, k)));
+  const most = Math.max(...data.values.map((v) => Number(v.avg_cost_per_user)), 0) || 1;
+  return [
+    el("h1", {}, "Cost per user by ", picker),
+    el("p", { class: "muted" }, windowText(data)),
+    el("section", { class: "panel" }, el("div", { class: "scroll" }, el("table", { id: "property-values" },
+      el("thead", {}, el("tr", {}, ["Value", "Users", "Requests", "Cost", "Avg cost per user", "", "Costliest user"].map((h, i) =>
+        el("th", { scope: "col", class: i >= 1 && i <= 4 ? "num" : null }, h)))),
+      el("tbody", {}, data.values.map((v) => el("tr", { "data-value": v.value === null ? "" : v.value },
+        el("th", { scope: "row" }, v.value === null ? el("span", { class: "muted" }, "(not set)")
+          : el("a", { href: usersWith(s, key + "=" + v.value), title: "Users with " + key + "=" + v.value }, v.value)),
+        cell("int", v.users), cell("int", v.requests), cell("usd", v.cost_usd), cell("usd", v.avg_cost_per_user),
+        el("td", { class: "meter", "aria-hidden": "true" }, meter(Number(v.avg_cost_per_user) / most)),
+        el("td", {}, v.most_costly_user === null ? "–"
+          : el("a", { href: href("/users/" + encodeURIComponent(v.most_costly_user), s) }, v.most_costly_user)))))))),
+  ];
+}
+
+function usersWith(s, property) {
+  const q = sharedQuery(s);
+  if (!q.getAll("property").includes(property)) q.append("property", property);
+  return "/?" + q.toString();
+}
+
+function meter(share) {
+  // The Content-Security-Policy forbids style attributes; the CSSOM is allowed.
+  const bar = el("span", { "data-share": share.toFixed(3) });
+  bar.style.width = (100 * share).toFixed(1) + "%";
+  return bar;
+}
+
+// ---- start --------------------------------------------------------------------------------------
+
+takeTokenFromFragment();
+wireControls();
+render();
