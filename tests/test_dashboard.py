@@ -77,6 +77,8 @@ CALLS: list[Call] = [
         Call(f"user-{n:02}", "free", 6 * D + n * timedelta(minutes=7), tokens=(10 * n, n))
         for n in range(1, 31)
     ],
+    # A new user scripting a request a minute: the anomalies panel should flag ace.
+    *[Call("ace", "pro", timedelta(minutes=2 + i)) for i in range(30)],
     Call(None, None, 4 * D),
     Call(None, None, 30 * H),
 ]
@@ -231,7 +233,7 @@ class TestUsersPage:
         assert page.locator("#page-text").inner_text() == f"26–{len(want)} of {len(want)} users"
         assert page.locator("#next").is_disabled()
         assert len({r["user_id"] for r in rows}) == len(want), "the pages cover every user once"
-        page.goto(url(served, "/?window=30d&sort=-requests&q=a"))  # ada, and no one else has an "a"
+        page.goto(url(served, "/?window=30d&sort=-requests&q=AD"))  # ada, and no one else has an "ad"
         ready(page)
         check_rows(page, {"ada": want["ada"]})
         cards = page.locator("#totals .value").all_inner_texts()
@@ -250,7 +252,7 @@ class TestUsersPage:
         assert "sort=-requests" in page.url
         assert page.get_attribute("th[data-field=requests]", "aria-sort") == "descending"
         got = [int(r["requests"]) for r in table(page)]
-        assert got[:3] == [10, 8, 2] and got == sorted(got, reverse=True)  # bob, ada, the no-user row
+        assert got[:4] == [30, 10, 8, 2] and got == sorted(got, reverse=True)  # ace, bob, ada, no user
         page.click("th[data-field=requests] button")
         ready(page)
         assert "sort=requests" in page.url
@@ -259,7 +261,7 @@ class TestUsersPage:
         page.click("th[data-field=user_id] button")
         ready(page)
         names = [r["user_id"] for r in table(page)]
-        assert names[:4] == ["ada", "bob", "cy", "user-01"]
+        assert names[:5] == ["ace", "ada", "bob", "cy", "user-01"]
         page.click("th[data-field=error_rate] button")
         ready(page)
         assert table(page)[0]["user_id"] == "bob"  # 2 errors in 10 requests
@@ -279,8 +281,8 @@ class TestUsersPage:
         assert (f"window={choice}" in page.url) == (choice != "30d")
         want = expected(window)
         assert page.locator("#page-text").inner_text().endswith(f" of {len(want)} users")
-        # Sorted by id, the four named users come before the user-NN on the first page.
-        principals = {u: w for u, w in want.items() if u in ("ada", "bob", "cy", "dee")}
+        # Sorted by id, the named users come before the user-NN on the first page.
+        principals = {u: w for u, w in want.items() if u in ("ace", "ada", "bob", "cy", "dee")}
         check_rows(page, principals, exact=window == D)
         first = [r["user_id"] for r in table(page)][: len(principals)]
         assert first == sorted(principals)
@@ -338,8 +340,10 @@ class TestUsersPage:
         assert served.app is not None
         with served.app.store.reader() as con:
             flagged = [f.user_id for f in anomalies(con).findings]
+        assert "ace" in flagged
         page.goto(url(served, "/"))
         ready(page)
+        page.wait_for_selector("#anomalies[data-state=ready]")
         panel = page.locator("#anomalies")
         assert panel.locator("h2").inner_text() == "Unusual in the last hour"
         assert panel.locator("li a").all_inner_texts() == flagged

@@ -337,11 +337,11 @@ async function usersPage(s) {
   const params = filterParams(s);
   const list = [...params, ["sort", s.sort], ["limit", PAGE_SIZE], ["offset", (s.page - 1) * PAGE_SIZE]];
   if (s.search) list.push(["search", s.search]);
-  const [totals, users, unusual] = await Promise.all([
-    api("/api/v1/totals", params),
-    api("/api/v1/users", list),
-    api("/api/v1/anomalies").catch((error) => (error instanceof ApiError && error.status === 404 ? null : Promise.reject(error))),
-  ]);
+  // Anomaly detection reads a week of history (about a second on 10M requests): its panel is
+  // filled in when it arrives, without holding up the table.
+  const unusual = api("/api/v1/anomalies");
+  unusual.catch(() => {}); // handled by the panel; this only marks it handled if the page fails first
+  const [totals, users] = await Promise.all([api("/api/v1/totals", params), api("/api/v1/users", list)]);
   document.title = "Users · user-metrics";
   return [
     el("h1", {}, "Users"),
@@ -364,17 +364,31 @@ function totalsCards(t) {
     card("Requests without a user", fmt.int(t.anonymous_requests)));
 }
 
-function anomaliesPanel(data, s) {
-  if (data === null) return null;
-  const section = el("section", { class: "panel", id: "anomalies" },
-    el("h2", {}, "Unusual in the last hour"));
+function anomaliesPanel(answer, s) {
+  const section = el("section", { class: "panel", id: "anomalies", "data-state": "loading" },
+    el("h2", {}, "Unusual in the last hour"), el("p", { class: "muted" }, "Looking for unusual users…"));
+  answer.then(
+    (data) => {
+      section.replaceChildren(...anomalyFindings(data, s));
+      section.dataset.state = "ready";
+    },
+    (error) => {
+      section.lastChild.textContent = "Could not look for unusual users: " + error.message;
+      section.dataset.state = "error";
+    },
+  );
+  return section;
+}
+
+function anomalyFindings(data, s) {
+  const section = [el("h2", {}, "Unusual in the last hour")];
   if (!data.findings.length) {
-    section.append(el("p", { class: "muted" }, "No user is unusual in " + windowText(data) + "."));
+    section.push(el("p", { class: "muted" }, "No user is unusual in " + windowText(data) + "."));
     return section;
   }
   const names = { requests: "requests", cost_usd: "cost", tokens_per_request: "tokens per request", error_rate: "error rate" };
   const show = (metric, v) => (metric === "cost_usd" ? fmt.usd(v) : metric === "error_rate" ? fmt.pct(v) : fmt.dec(v));
-  section.append(el("ul", {}, data.findings.map((f) =>
+  section.push(el("ul", {}, data.findings.map((f) =>
     el("li", {},
       el("a", { href: href("/users/" + encodeURIComponent(f.user_id), s) }, f.user_id), " — ",
       `${names[f.metric] || f.metric} ${show(f.metric, f.observed)}`,
