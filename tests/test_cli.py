@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -147,6 +148,21 @@ def test_bad_setting_exits_with_a_clear_message(tmp_path: Path) -> None:
     result = serve_until_exit(tmp_path / "x.duckdb", "nowhere")
     assert result.returncode == 2
     assert "grpc_listen must be HOST:PORT" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--api-listen", "--http-listen"])
+def test_a_taken_http_port_is_a_clear_error_too(tmp_path: Path, flag: str) -> None:
+    """The HTTP listeners bind after gRPC and OTLP/HTTP; a failure there unwinds and exits 2.
+
+    (It used to hang: stopping the OTLP/HTTP server that was never started waited forever.)
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        command = [*serve_command(tmp_path / "x.duckdb"), flag, address]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and f"cannot listen on {address}" in result.stderr
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ class BackgroundServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        """Stop serving and close the socket; also for a server that was never started."""
         if self._thread.is_alive():
+            self.httpd.shutdown()  # waits for serve_forever to return: only if it is running
             self._thread.join()
+        self.httpd.server_close()
