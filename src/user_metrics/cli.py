@@ -41,6 +41,25 @@ def _parser() -> argparse.ArgumentParser:
                 spec.flag, dest=spec.name, type=spec.kind, metavar=spec.name.upper(), help=help_text
             )
     add_commands(commands)
+    demo = commands.add_parser(
+        "demo",
+        help="run a throwaway service filled with a month of realistic LLM traffic, to explore",
+        description="Start the service on a temporary database, send it a seeded month of LLM calls of "
+        "a few dozen users through the OpenTelemetry SDK, print the dashboard and API addresses, and "
+        "serve until Ctrl-C; then delete the database.",
+    )
+    demo.add_argument("--users", type=int, default=36, help="how many users (default %(default)s)")
+    demo.add_argument("--requests", type=int, default=3000, help="LLM calls in all (default %(default)s)")
+    demo.add_argument("--days", type=int, default=30, help="days of history before now (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=1, help="the same seed plans the same traffic (default 1)")
+    for name in ("api", "grpc", "http"):
+        demo.add_argument(
+            f"--{name}-listen",
+            default="127.0.0.1:0",
+            metavar="HOST:PORT",
+            help=f"{name}_listen of the demo service (default %(default)s: a free port)",
+        )
+    demo.add_argument("--keep-db", metavar="PATH", help="write the database to PATH (new) and keep it")
     return parser
 
 
@@ -60,7 +79,9 @@ def serve(args: argparse.Namespace) -> int:
     app = App(settings)
     app.start()
     try:
-        while not stop.wait(3600):
+        # Polled: Python runs signal handlers on the main thread, and a signal the kernel hands to
+        # another thread does not interrupt a long Event.wait() here.
+        while not stop.wait(0.5):
             pass
     finally:
         logging.getLogger("user_metrics").info("shutting down: finishing in-flight exports")
@@ -73,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "demo":
+            from user_metrics.demo import demo  # imports the OpenTelemetry SDK
+
+            return demo(args)
         from user_metrics.cli_query import run
 
         return run(args)

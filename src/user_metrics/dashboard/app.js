@@ -55,7 +55,8 @@ const fmt = {
     if (v === null || v === undefined) return "–";
     const n = Number(v);
     if (n === 0) return "$0";
-    if (Math.abs(n) < 1) return "$" + Number(n.toPrecision(3)); // $0.54, $0.00597
+    // Below a dollar, two significant digits and at least cents: $0.80, $0.030, $0.0060.
+    if (Math.abs(n) < 1) return "$" + n.toFixed(Math.max(2, 1 - Math.floor(Math.log10(Math.abs(n)))));
     const digits = Math.abs(n) >= 100 ? 0 : 2;
     return "$" + n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
   },
@@ -394,7 +395,7 @@ function anomalyFindings(data, s) {
       `${names[f.metric] || f.metric} ${show(f.metric, f.observed)}`,
       f.method === "own_history"
         ? ` against a usual ${show(f.metric, f.baseline)} (score ${f.score.toFixed(1)})`
-        : ` — new, above the 99.9th percentile of all users (${show(f.metric, f.baseline)})`))));
+        : ` — a new user; the 99.9th percentile of all users is ${show(f.metric, f.baseline)}`))));
   return section;
 }
 
