@@ -218,17 +218,27 @@ function syncControls(s) {
   document.getElementById("forget-token").hidden = !token();
 }
 
-let propertyKeys = null;
+let propertyKeys = null; // a promise of the recorded property keys, asked for once
 
-async function loadPropertyKeys() {
-  if (propertyKeys !== null) return;
-  const select = document.getElementById("filter-key");
-  const { keys } = await api("/api/v1/properties");
-  propertyKeys = keys;
-  if (keys.length) select.replaceChildren(...keys.map((k) => el("option", { value: k }, k)));
-  await loadFilterValues();
+function loadPropertyKeys() {
+  if (propertyKeys === null) {
+    propertyKeys = api("/api/v1/properties").then(
+      ({ keys }) => {
+        const select = document.getElementById("filter-key");
+        if (keys.length) select.replaceChildren(...keys.map((k) => el("option", { value: k }, k)));
+        return keys;
+      },
+      (error) => {
+        propertyKeys = null;
+        throw error;
+      },
+    );
+  }
+  return propertyKeys;
 }
 
+// The values offered for a filter: asked for when the value box is used, not on every page load
+// (a breakdown over the window costs as much as the page itself).
 async function loadFilterValues() {
   const key = document.getElementById("filter-key").value;
   const list = document.getElementById("filter-values");
@@ -257,6 +267,7 @@ function wireControls() {
     go({ window: null, since: since + ":00Z", until: until ? until + ":00Z" : null, page: null });
   });
   document.getElementById("filter-key").addEventListener("change", () => loadFilterValues().catch(fail));
+  document.getElementById("filter-value").addEventListener("focus", () => loadFilterValues().catch(fail));
   document.getElementById("add-filter").addEventListener("submit", (event) => {
     event.preventDefault();
     const key = document.getElementById("filter-key").value;
@@ -310,8 +321,7 @@ async function render() {
   else page = async () => [el("h1", {}, "Not found"), el("p", {}, "No page at " + path + ". "), el("a", { href: "/" }, "Users")];
   document.body.dataset.state = "loading";
   try {
-    await loadPropertyKeys();
-    const nodes = await page(s);
+    const [, nodes] = await Promise.all([loadPropertyKeys(), page(s)]);
     if (mine !== generation) return; // a newer render has started
     main.replaceChildren(...nodes);
     document.body.dataset.state = "ready";
@@ -537,7 +547,7 @@ function recentTable(recent) {
 
 async function propertiesPage(s) {
   document.title = "Properties · user-metrics";
-  const keys = propertyKeys || [];
+  const keys = await loadPropertyKeys();
   if (!keys.length) {
     return [el("h1", {}, "Properties"),
             el("p", { class: "muted" }, "No custom property has been recorded yet (e.g. property.plan on a span).")];
