@@ -34,7 +34,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from user_metrics import rollups
+from user_metrics import query, rollups
 from user_metrics.errors import InvalidInput, Overloaded, Unavailable
 from user_metrics.stats import Stats
 
@@ -191,13 +191,12 @@ class Store:
         return self._queue.qsize(), self._queued_rows
 
     def property_keys(self) -> set[str]:
-        """Every custom property key stored so far."""
+        """Every custom property key stored so far (``query.property_keys`` on a reader)."""
         con = self.reader()
         try:
-            rows = con.execute("SELECT DISTINCT unnest(map_keys(properties)) FROM dims").fetchall()
+            return set(query.property_keys(con).keys)
         finally:
             con.close()
-        return {key for (key,) in rows}
 
     def write(
         self, table: pa.Table, waiting: pa.Table | None = None, facts: pa.Table | None = None
