@@ -535,7 +535,7 @@ def _inherit(
         visited.add(parent)
         ancestor = identities.get((span.trace_id, parent))
         if ancestor is None:
-            resume = parent if len(parent) == 8 and any(parent) else None
+            resume = parent if _is_span_id(parent) else None
             break
         user_id = user_id or ancestor.user_id
         session_id = session_id or ancestor.session_id
@@ -550,16 +550,24 @@ def _inherit(
     return user_id, session_id, properties, resume
 
 
+def _is_span_id(value: bytes) -> bool:
+    """8 bytes, not all zero: what OTLP calls a valid span id (anything else names no span)."""
+    return len(value) == 8 and any(value)
+
+
+def _parent_hex(parent: bytes) -> str | None:
+    return parent.hex() if _is_span_id(parent) else None
+
+
 def _valid_ids(trace_id: bytes, span_id: bytes) -> bool:
-    return len(trace_id) == 16 and any(trace_id) and len(span_id) == 8 and any(span_id)
+    return len(trace_id) == 16 and any(trace_id) and _is_span_id(span_id)
 
 
 def _fact(span: Any, identity: _Identity, limit: int) -> SpanFact:
-    parent = span.parent_span_id
     return SpanFact(
         span.trace_id.hex(),
         span.span_id.hex(),
-        parent.hex() if len(parent) == 8 and any(parent) else None,
+        _parent_hex(span.parent_span_id),
         identity.user_id[:limit] if identity.user_id else None,
         identity.session_id[:limit] if identity.session_id else None,
         {k[:limit]: v[:limit] for k, v in identity.properties.items()},
@@ -594,7 +602,7 @@ def _record(
     return RequestRecord(
         trace_id=span.trace_id.hex(),
         span_id=span.span_id.hex(),
-        parent_span_id=parent.hex() if len(parent) == 8 and any(parent) else None,  # else no valid parent
+        parent_span_id=_parent_hex(parent),
         start_time_unix_nano=span.start_time_unix_nano,
         duration_ms=(span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
         user_id=user_id,
