@@ -225,18 +225,19 @@ class Ingestor:
                 waits = mapped.waiting_for
                 final = [i for i, w in enumerate(waits) if w is None]
                 waiting = [i for i, w in enumerate(waits) if w is not None]
-                try:
-                    table = to_arrow(
-                        [records[i] for i in final], [costs[i] for i in final], [sources[i] for i in final]
+
+                def rows(picked: list[int]) -> pa.Table:
+                    if len(picked) == len(records):  # the usual case: every record is final
+                        return to_arrow(records, costs, sources)
+                    return to_arrow(
+                        [records[i] for i in picked], [costs[i] for i in picked], [sources[i] for i in picked]
                     )
+
+                try:
+                    table = rows(final)
                     pending = None
                     if waiting:
-                        pending = to_arrow(
-                            [records[i] for i in waiting],
-                            [costs[i] for i in waiting],
-                            [sources[i] for i in waiting],
-                        )
-                        pending = pending.append_column(
+                        pending = rows(waiting).append_column(
                             "waiting_for", pa.array([waits[i] for i in waiting], pa.string())
                         )
                         deadline = now_us + self._attribution_window_us
