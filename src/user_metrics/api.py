@@ -22,7 +22,14 @@ import duckdb
 from user_metrics import __version__, dashboard, query
 from user_metrics.anomalies import anomalies
 from user_metrics.auth import Tokens
-from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, UserMetricsError, http_status
+from user_metrics.errors import (
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    Unauthenticated,
+    UserMetricsError,
+    http_status,
+)
 from user_metrics.httpserve import BackgroundServer, Handler
 from user_metrics.prom import RenderedMetrics
 from user_metrics.results import to_json
@@ -43,10 +50,6 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "totals": FILTERS,
     "anomalies": ("since", "until", "history", "threshold"),
 }
-
-
-class MethodNotAllowed(UserMetricsError):
-    pass
 
 
 def _int(params: dict[str, Any], name: str, default: int) -> int:
@@ -201,8 +204,6 @@ class _Handler(Handler):
                 method, url.path, parse_qsl(url.query, keep_blank_values=True), body
             )
             self._answer(HTTPStatus.OK, to_json(result))
-        except MethodNotAllowed as exc:
-            self._answer(HTTPStatus.METHOD_NOT_ALLOWED, {"error": str(exc), "status": 405})
         except Unauthenticated as exc:
             self.close_connection = self.close_connection or not self.discard_body()
             self._answer(

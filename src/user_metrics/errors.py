@@ -43,6 +43,14 @@ class UnsupportedMediaType(UserMetricsError):
     """A content type or content encoding the endpoint does not speak."""
 
 
+class MethodNotAllowed(UserMetricsError):
+    """An HTTP endpoint asked with a method it does not take."""
+
+
+class LengthRequired(UserMetricsError):
+    """An HTTP request body with neither Content-Length nor chunked encoding."""
+
+
 # error class -> (gRPC status, HTTP status). Looked up by the front-ends, nowhere else.
 PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
     InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
@@ -51,6 +59,8 @@ PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
     TooLarge: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     UnsupportedMediaType: (grpc.StatusCode.INVALID_ARGUMENT, 415),
+    MethodNotAllowed: (grpc.StatusCode.UNIMPLEMENTED, 405),
+    LengthRequired: (grpc.StatusCode.INVALID_ARGUMENT, 411),
 }
 
 

@@ -24,6 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from user_metrics.auth import Tokens
 from user_metrics.errors import (
     InvalidInput,
+    LengthRequired,
+    MethodNotAllowed,
     NotFound,
     Overloaded,
     TooLarge,
@@ -46,14 +48,6 @@ DECODERS: dict[str, Callable[[bytes], ExportTraceServiceRequest]] = {
     PROTOBUF: decode_protobuf,
     JSON: decode_json,
 }
-
-
-class MethodNotAllowed(UserMetricsError):
-    pass
-
-
-class LengthRequired(UserMetricsError):
-    pass
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
@@ -191,7 +185,7 @@ class _OtlpHandler(Handler):
             body += chunk
 
     def _error(self, error: UserMetricsError, answer_type: str) -> None:
-        status = {MethodNotAllowed: 405, LengthRequired: 411}.get(type(error)) or http_status(error)
+        status = http_status(error)
         headers = []
         retry_after = getattr(error, "retry_after_seconds", None)
         if retry_after is not None:
