@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from user_metrics import __version__
@@ -15,6 +16,8 @@ from user_metrics.cli_query import add_commands
 from user_metrics.errors import InvalidInput, UserMetricsError
 from user_metrics.pricing import PriceFileError
 from user_metrics.settings import CONFIG_ENV, SPECS, SettingsError, load_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,25 +71,36 @@ def serve(args: argparse.Namespace) -> int:
 
     flags: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in SPECS}
     settings = load_settings(flags, config_file=args.config)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    app = App(settings)
-    app.start()
-    try:
-        # Polled: Python runs signal handlers on the main thread, and a signal the kernel hands to
-        # another thread does not interrupt a long Event.wait() here.
-        while not stop.wait(0.5):
-            pass
-    finally:
-        logging.getLogger("user_metrics").info("shutting down: finishing in-flight exports")
-        app.stop()
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    with stop_on_signals() as stop:
+        app = App(settings)
+        app.start()
+        try:
+            wait_for(stop)
+        finally:
+            logging.getLogger("user_metrics").info("shutting down: finishing in-flight exports")
+            app.stop()
     return 0
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT and SIGTERM set while inside; the previous handlers come back after."""
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in signals}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def wait_for(stop: threading.Event) -> None:
+    """Return once ``stop`` is set. Polled: Python runs signal handlers on the main thread, and a
+    signal the kernel hands to another thread does not interrupt a long ``Event.wait()``."""
+    while not stop.wait(0.5):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

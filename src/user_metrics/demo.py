@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -46,6 +45,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_
 from user_metrics import query
 from user_metrics.anomalies import anomalies
 from user_metrics.app import App
+from user_metrics.cli import LOG_FORMAT, stop_on_signals, wait_for
 from user_metrics.cli_query import render
 from user_metrics.demo_traffic import (
     ENVIRONMENT,
@@ -445,10 +445,7 @@ def run_demo(
             data = send_demo_spans(app.grpc_address, users=users, requests=requests, days=days, seed=seed)
             wait_until_stored(app, data, app.settings.attribution_window_seconds + 30)
             print(_report(app, data, db, keep_db is None), file=out, flush=True)
-            # Polled: a signal that the kernel hands to another thread would not wake a stop.wait(),
-            # and the handler runs in the main thread only once it executes Python again.
-            while not stop.is_set():
-                time.sleep(0.2)
+            wait_for(stop)
         finally:
             app.stop()
     finally:
@@ -459,14 +456,8 @@ def run_demo(
 
 def demo(args: argparse.Namespace) -> int:
     """``user-metrics demo``: run_demo until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    stop = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
+    with stop_on_signals() as stop:
         return run_demo(
             users=args.users,
             requests=args.requests,
@@ -478,6 +469,3 @@ def demo(args: argparse.Namespace) -> int:
             keep_db=args.keep_db,
             stop=stop,
         )
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
