@@ -480,7 +480,9 @@ class TestReadToken:
         shot(tab, "token-missing")
         tab.fill("#token-input", "not-the-token-at-all-000")
         tab.click("#token-form button")
-        tab.wait_for_function("document.querySelector('#auth-message').textContent.includes('refused')")
+        # A locator wait, not wait_for_function: Playwright polls a string predicate with eval(),
+        # which the page's CSP forbids once the poll leaves the first DevTools call (a flaky failure).
+        tab.locator("#auth-message", has_text="refused").wait_for()
         assert "The read token was refused by the server (401 Unauthorized)" in tab.inner_text(
             "#auth-message"
         )
