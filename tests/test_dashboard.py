@@ -394,6 +394,7 @@ class TestUserPage:
         page.goto(url(served, "/"))
         ready(page)
         page.click("a:text-is('bob')")
+        page.wait_for_url(re.compile(r"/users/bob"))  # a real navigation: the old page is still "ready"
         ready(page)
         assert page.url.split("?")[0].endswith("/users/bob")
         assert len(table(page, "#recent")) == 10
@@ -428,6 +429,7 @@ class TestPropertiesPage:
                 )
         shot(page, "properties-plan")
         page.click("#property-values a:text-is('enterprise')")
+        page.wait_for_url(re.compile(r"property=plan%3Denterprise"))  # a real navigation
         ready(page)
         assert set(users_in_table(page)) == {"ada"}
 
