@@ -47,6 +47,19 @@ def call(
     return response.status, json.loads(payload)
 
 
+def raw_call(served: Service, method: str, path: str) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """Status, headers and the raw body (none for HEAD) of one bodiless request."""
+    assert served.app is not None
+    url = urlsplit(served.app.api_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
 def reader_answer(served: Service, fn: Any, *args: Any, **kwargs: Any) -> Any:
     assert served.app is not None
     with served.app.store.reader() as con:
@@ -161,9 +174,23 @@ class TestErrors:
         ("method", "path"), [("POST", "/api/v1/users"), ("GET", "/api/v1/sql"), ("DELETE", "/api/v1/totals")]
     )
     def test_a_wrong_method_is_405(self, served: Service, method: str, path: str) -> None:
-        """Each route takes one method."""
+        """Each route takes one method, and the 405 names it in Allow (RFC 9110 requires it)."""
         status, body = call(served, method, path)
         assert status == 405 and body["status"] == 405
+        assert raw_call(served, method, path)[1]["Allow"] == ("POST" if path.endswith("sql") else "GET, HEAD")
+
+    @pytest.mark.parametrize(
+        "path", ["/healthz", "/api/v1/totals", "/api/v1/users?limit=3", "/", "/static/app.js"]
+    )
+    def test_head_answers_the_get_headers_without_a_body(self, served: Service, path: str) -> None:
+        """HEAD (uptime checkers, curl -I) gets GET's status and headers, and no body."""
+        get_status, get_headers, get_body = raw_call(served, "GET", path)
+        head_status, head_headers, head_body = raw_call(served, "HEAD", path)
+        assert get_status == head_status == 200 and get_body and head_body == b""
+        assert head_headers["Content-Type"] == get_headers["Content-Type"]
+        if not path.startswith("/api"):  # (a query's answer may differ by a timestamp)
+            assert head_headers["Content-Length"] == get_headers["Content-Length"] == str(len(get_body))
+        assert raw_call(served, "HEAD", "/api/v1/sql")[0] == 405
 
 
 class TestSql:

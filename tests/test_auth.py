@@ -120,6 +120,9 @@ class TestEveryEndpoint:
             assert json.loads(answer) == {"error": json.loads(answer)["error"], "status": 401}
             assert "read token" in json.loads(answer)["error"]
             assert "Bearer" in headers["WWW-Authenticate"]
+        for path in ("/api/v1/totals", "/metrics"):  # HEAD is a read too
+            status, headers, answer = http_call(api, "HEAD", path, b"", bearer(token))
+            assert (status, answer) == (401, b"") and "Bearer" in headers["WWW-Authenticate"]
         with pytest.raises(Unauthenticated), connect(url=api, token=token) as client:
             client.users()
 

@@ -301,6 +301,8 @@ class TestRefusals:
         assert status == 404 and "/v1/traces" in status_of(body, content_type).message
         status, headers, _ = post(url, b"", content_type, method="GET")
         assert (status, headers["Allow"]) == (405, "POST")
+        status, headers, body = post(url, b"", content_type, method="HEAD")
+        assert (status, headers["Allow"], body) == (405, "POST", b"")
         assert service.rows() == []
 
     def test_over_the_size_limit_is_413_and_counted(self, tmp_path: Any) -> None:

@@ -162,7 +162,8 @@ class ApiServer(BackgroundServer):
     @staticmethod
     def _method(method: str, allowed: str) -> None:
         if method != allowed:
-            raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}")
+            allow = "GET, HEAD" if allowed == "GET" else allowed
+            raise MethodNotAllowed(f"{method} is not allowed here; use {allowed}", allow=allow)
 
     def _sql(self, body: bytes) -> Any:
         try:
@@ -189,6 +190,7 @@ class _Handler(Handler):
 
     def serve(self, method: str) -> None:
         url = urlsplit(self.path)
+        method = "GET" if method == "HEAD" else method  # send() leaves out the body
         page = dashboard.lookup(url.path) if method == "GET" else None
         if page is not None:
             self.send(HTTPStatus.OK, page[0], page[1], dashboard.HEADERS)
@@ -213,7 +215,8 @@ class _Handler(Handler):
             )
         except UserMetricsError as exc:
             status = http_status(exc)
-            self._answer(HTTPStatus(status), {"error": str(exc), "status": status})
+            allow = [("Allow", exc.allow)] if isinstance(exc, MethodNotAllowed) else []
+            self._answer(HTTPStatus(status), {"error": str(exc), "status": status}, allow)
         except Exception as exc:  # noqa: BLE001 - a reader's bug must still get an answer
             log.exception("%s %s failed", method, self.path)
             self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {exc}", "status": 500})

@@ -44,7 +44,11 @@ class UnsupportedMediaType(UserMetricsError):
 
 
 class MethodNotAllowed(UserMetricsError):
-    """An HTTP endpoint asked with a method it does not take."""
+    """An HTTP endpoint asked with a method it does not take; ``allow`` names the ones it does."""
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class LengthRequired(UserMetricsError):

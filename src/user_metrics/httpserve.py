@@ -71,6 +71,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self.serve("DELETE")
 
+    def do_HEAD(self) -> None:  # noqa: N802 - answered as its GET would be, without the body
+        self.serve("HEAD")
+
     def handle(self) -> None:
         try:
             if isinstance(self.connection, ssl.SSLSocket):
@@ -82,7 +85,7 @@ class Handler(BaseHTTPRequestHandler):
     def send(
         self, status: int, data: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
-        """One complete answer with a body."""
+        """One complete answer with a body (its headers only, for HEAD)."""
         self.send_response(HTTPStatus(status))
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -91,7 +94,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def discard_body(self) -> bool:
         """Read and drop a body nobody will use; False when the connection must close instead."""

@@ -107,7 +107,7 @@ class _OtlpHandler(Handler):
             if self.path.split("?")[0] != PATH:
                 raise NotFound(f"no such endpoint: {self.path[:200]}; OTLP/HTTP traces go to POST {PATH}")
             if method != "POST":
-                raise MethodNotAllowed(f"{method} is not allowed here; use POST")
+                raise MethodNotAllowed(f"{method} is not allowed here; use POST", allow="POST")
             self.authenticate(receiver.ingest_tokens)
             if content_type not in DECODERS:
                 raise UnsupportedMediaType(
@@ -192,8 +192,8 @@ class _OtlpHandler(Handler):
             headers.append(("Retry-After", str(retry_after)))
         if status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="user-metrics"'))
-        if status == 405:
-            headers.append(("Allow", "POST"))
+        if isinstance(error, MethodNotAllowed):
+            headers.append(("Allow", error.allow))
         code = grpc_status(error).value[0]
         self._message(status, status_pb2.Status(code=code, message=message(error)), answer_type, headers)
 
