@@ -8,17 +8,20 @@ and phone-sized, go to ``test-artifacts/dashboard/`` (or ``$USER_METRICS_ARTIFAC
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from conftest import Service
@@ -459,6 +462,94 @@ class TestPhoneAndToken:
                 # No address outside this server (the SVG namespace is a name, never fetched).
                 body = response.read().decode().replace("http://www.w3.org/2000/svg", "")
                 assert "http://" not in body and "https://" not in body and "//cdn" not in body
+
+
+class PrefixProxy:
+    """A reverse proxy serving the service's / at /usage/ (as nginx's ``location /usage/`` would).
+
+    Every path the browser asks for is kept; anything outside /usage/ is a 404 and a miss.
+    """
+
+    PREFIX = "/usage/"
+
+    def __init__(self, upstream: str) -> None:
+        target = urlsplit(upstream)
+        proxy = self
+        self.seen: list[str] = []
+        self.misses: list[str] = []
+
+        class Forward(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                proxy.seen.append(self.path)
+                if not self.path.startswith(proxy.PREFIX):
+                    proxy.misses.append(self.path)
+                    self.send_error(404)
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")}
+                conn.request("GET", self.path[len(proxy.PREFIX) - 1 :], headers=headers)
+                answer = conn.getresponse()
+                body = answer.read()
+                conn.close()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("connection", "server", "date"):
+                        self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TestUnderAPathPrefix:
+    def test_every_page_works_behind_a_proxy_that_serves_it_at_a_prefix(
+        self, browser: Browser, served: Service
+    ) -> None:
+        """Files, API calls, links, sorting and deep links all stay under the proxy's /usage/."""
+        assert served.app is not None
+        proxy = PrefixProxy(served.app.api_url)
+        context = browser.new_context(viewport=DESKTOP)
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            tab.goto(proxy.url + "/usage/?window=7d")
+            ready(tab)
+            assert "ada" in users_in_table(tab)
+            tab.click("th[data-field=requests] button")
+            ready(tab)
+            assert tab.url.startswith(proxy.url + "/usage/?") and "sort=-requests" in tab.url
+            tab.click("#users a:text-is('ada')")
+            tab.wait_for_url(re.compile(r"/usage/users/ada\?"))
+            ready(tab)
+            assert tab.locator("#user-id").inner_text() == "ada"
+            assert tab.locator("#requests-chart rect.bar").count() == 8
+            tab.click("#nav-properties")
+            tab.wait_for_url(re.compile(r"/usage/properties"))
+            ready(tab)
+            tab.click("#property-values a:text-is('enterprise')")
+            tab.wait_for_url(re.compile(r"/usage/\?.*property=plan%3Denterprise"))
+            ready(tab)
+            assert set(users_in_table(tab)) == {"ada"}
+            tab.goto(proxy.url + "/usage/users/" + quote("no such user/ünï", safe=""))  # a deep link
+            ready(tab)
+            assert "no requests were ever recorded" in tab.inner_text("main")
+            shot(tab, "under-a-path-prefix")
+        finally:
+            context.close()
+            proxy.close()
+        assert errors == [] and proxy.misses == []
+        assert any(p.startswith("/usage/api/v1/users/ada/timeseries") for p in proxy.seen)
+        assert "/usage/static/app.js" in proxy.seen
 
 
 @pytest.fixture(scope="module")

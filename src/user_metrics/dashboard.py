@@ -16,11 +16,12 @@ ASSETS = {
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 SHELL = ("index.html", "text/html; charset=utf-8")
+BASE = b'<base href="./">'  # in the shell, as written
 HEADERS = [
     (
         "Content-Security-Policy",
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        "base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
@@ -36,9 +37,16 @@ def is_page(path: str) -> bool:
 
 
 def lookup(path: str) -> tuple[bytes, str] | None:
-    """The file at ``path`` and its content type, or None when the path is not the dashboard's."""
+    """The file at ``path`` and its content type, or None when the path is not the dashboard's.
+
+    A page's ``<base href>`` leads from its path back to the root ("./" from ``/``, "../" from
+    ``/users/ada``), so the page finds its files and the API through a proxy that serves this
+    server under a path prefix, and the script learns the prefix from it.
+    """
     if is_page(path):
-        return _read(*SHELL)
+        shell, content_type = _read(*SHELL)
+        root = "../" * (path.count("/") - 1) or "./"
+        return shell.replace(BASE, b'<base href="%s">' % root.encode(), 1), content_type
     if path in ASSETS:
         return _read(*ASSETS[path])
     return None

@@ -114,10 +114,27 @@ function showAuth(error) {
   document.getElementById("token-input").focus();
 }
 
+// ---- addresses ----------------------------------------------------------------------------------
+
+// The dashboard may sit under a proxy's path prefix (a proxy serving this server's / at /usage/).
+// The server gives each page a <base href> pointing at its own root ("./" or "../"), so ROOT
+// is "/" when served directly and "/usage/" behind that proxy; every address is made from it.
+const ROOT = new URL(document.baseURI).pathname;
+
+function local(path) {
+  // "/users/ada" -> ROOT + "users/ada"
+  return ROOT + path.replace(/^\//, "");
+}
+
+function route() {
+  // the page's path as the server sees it: "/", "/users/ada", "/properties"
+  return location.pathname.startsWith(ROOT) ? "/" + location.pathname.slice(ROOT.length) : location.pathname;
+}
+
 // ---- the API ------------------------------------------------------------------------------------
 
 async function api(path, params) {
-  const url = new URL(path, location.origin);
+  const url = new URL(local(path), location.origin);
   for (const [name, value] of params || []) url.searchParams.append(name, value);
   const headers = { Accept: "application/json" };
   if (token()) headers.Authorization = "Bearer " + token();
@@ -179,7 +196,7 @@ function href(path, s, extra) {
   const q = sharedQuery(s);
   for (const [name, value] of Object.entries(extra || {})) if (value) q.set(name, value);
   const text = q.toString();
-  return path + (text ? "?" + text : "");
+  return local(path) + (text ? "?" + text : "");
 }
 
 function go(changes, replace) {
@@ -313,12 +330,12 @@ async function render() {
   document.getElementById("error").hidden = true;
   syncControls(s);
   const main = document.getElementById("main");
-  const path = location.pathname;
+  const path = route();
   let page;
   if (path === "/" || path === "/users" || path === "/users/") page = usersPage;
   else if (path.startsWith("/users/")) page = userPage;
   else if (path === "/properties") page = propertiesPage;
-  else page = async () => [el("h1", {}, "Not found"), el("p", {}, "No page at " + path + ". "), el("a", { href: "/" }, "Users")];
+  else page = async () => [el("h1", {}, "Not found"), el("p", {}, "No page at " + path + ". "), el("a", { href: local("/") }, "Users")];
   document.body.dataset.state = "loading";
   try {
     const [, nodes] = await Promise.all([loadPropertyKeys(), page(s)]);
@@ -450,7 +467,7 @@ function usersTable(page, s) {
 // ---- one user -----------------------------------------------------------------------------------
 
 async function userPage(s) {
-  const id = decodeURIComponent(location.pathname.slice("/users/".length));
+  const id = decodeURIComponent(route().slice("/users/".length));
   const path = "/api/v1/users/" + encodeURIComponent(id);
   const params = filterParams(s);
   let user, series, recent;
@@ -577,7 +594,7 @@ async function propertiesPage(s) {
 function usersWith(s, property) {
   const q = sharedQuery(s);
   if (!q.getAll("property").includes(property)) q.append("property", property);
-  return "/?" + q.toString();
+  return local("/") + "?" + q.toString();
 }
 
 function meter(share) {
