@@ -521,6 +521,7 @@ class TestUnderAPathPrefix:
         tab = context.new_page()
         errors: list[str] = []
         tab.on("pageerror", lambda error: errors.append(str(error)))
+        tab.on("request", lambda r: None if r.url.startswith(proxy.url + "/usage/") else errors.append(r.url))
         try:
             tab.goto(proxy.url + "/usage/?window=7d")
             ready(tab)
