@@ -389,6 +389,16 @@ class TestClients:
         finally:
             served.start()
 
+    @pytest.mark.parametrize("name", ["user", "recent_requests"])
+    def test_the_server_client_refuses_the_anonymous_user_by_name(self, served: Service, name: str) -> None:
+        """The HTTP API has no address for "no user id": a clear InvalidInput, before any request."""
+        assert served.app is not None
+        with (
+            user_metrics.connect(url=served.app.api_url) as remote,
+            pytest.raises(InvalidInput, match="by id"),
+        ):
+            getattr(remote, name)(None)
+
 
 class TestRollups:
     def test_resent_spans_are_not_counted_twice(self, tmp_path: Path) -> None:

@@ -114,6 +114,13 @@ class LocalClient:
         return run_sql(self._con, sql, limit=limit, timeout=timeout)
 
 
+def _user_path(user_id: str | None) -> str:
+    """The HTTP API's address of one user (which has no address for requests without a user id)."""
+    if user_id is None:
+        raise InvalidInput("user_id: the HTTP API names users by id; list users to see requests without one")
+    return f"/api/v1/users/{quote(user_id, safe='')}"
+
+
 class RemoteClient:
     """Asks a running server's HTTP JSON API."""
 
@@ -183,19 +190,13 @@ class RemoteClient:
     def user(
         self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> UserStats:
-        if user_id is None:
-            raise InvalidInput(
-                "user_id: the HTTP API names users by id; list users to see requests without one"
-            )
-        path = f"/api/v1/users/{quote(user_id, safe='')}"
+        path = _user_path(user_id)
         return from_json(UserStats, self._call(path, {"since": since, "until": until, **kwargs}))
 
     def timeseries(
         self, user_id: str | None = None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> Timeseries:
-        path = (
-            "/api/v1/timeseries" if user_id is None else f"/api/v1/users/{quote(user_id, safe='')}/timeseries"
-        )
+        path = "/api/v1/timeseries" if user_id is None else _user_path(user_id) + "/timeseries"
         return from_json(Timeseries, self._call(path, {"since": since, "until": until, **kwargs}))
 
     def by_property(
@@ -207,11 +208,7 @@ class RemoteClient:
     def recent_requests(
         self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> RecentRequests:
-        if user_id is None:
-            raise InvalidInput(
-                "user_id: the HTTP API names users by id; list users to see requests without one"
-            )
-        path = f"/api/v1/users/{quote(user_id, safe='')}/requests"
+        path = _user_path(user_id) + "/requests"
         return from_json(RecentRequests, self._call(path, {"since": since, "until": until, **kwargs}))
 
     def property_keys(self) -> PropertyKeys:
