@@ -143,6 +143,19 @@ SPECS: tuple[SettingSpec, ...] = (
         "DuckDB's memory limit in MiB (cache, hash tables; it spills to disk beyond it); 0: DuckDB's "
         "default of 80 % of RAM",
     ),
+    SettingSpec(
+        "receive_timeout_seconds",
+        float,
+        30.0,
+        "most time a client may take to send one request (HTTP headers and body, a gRPC message); "
+        "slower ones are cut off",
+    ),
+    SettingSpec(
+        "query_timeout_seconds",
+        float,
+        30.0,
+        "time limit of one query of the HTTP API, the gRPC query service or the dashboard",
+    ),
     SettingSpec("sql_timeout_seconds", float, 10.0, "time limit of one read-only SQL query"),
     SettingSpec("sql_max_rows", int, 10_000, "most rows one read-only SQL query may return"),
     SettingSpec("log_level", str, "info", "debug, info, warning or error"),
@@ -176,6 +189,8 @@ class Settings:
     metrics_refresh_seconds: float = 5.0
     metrics_properties: tuple[str, ...] = ()
     memory_limit_mib: int = 1024
+    receive_timeout_seconds: float = 30.0
+    query_timeout_seconds: float = 30.0
     sql_timeout_seconds: float = 10.0
     sql_max_rows: int = 10_000
     log_level: str = "info"
@@ -192,10 +207,9 @@ class Settings:
                     raise SettingsError(
                         f"{name}: each token must be at least 16 printable ASCII characters without spaces"
                     )
-        if not 0 < self.sql_timeout_seconds <= 3600:
-            raise SettingsError(
-                f"sql_timeout_seconds must be above 0 and at most 3600, got {self.sql_timeout_seconds}"
-            )
+        for name in ("receive_timeout_seconds", "query_timeout_seconds", "sql_timeout_seconds"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise SettingsError(f"{name} must be above 0 and at most 3600, got {getattr(self, name)}")
         if not 0 <= self.attribution_window_seconds <= 3600:
             raise SettingsError(
                 f"attribution_window_seconds must be from 0 to 3600, got {self.attribution_window_seconds}"
