@@ -27,6 +27,7 @@ from user_metrics.errors import (
     MethodNotAllowed,
     NotFound,
     Unauthenticated,
+    Unavailable,
     UserMetricsError,
     http_status,
 )
@@ -108,8 +109,10 @@ class ApiServer(BackgroundServer):
         metrics: RenderedMetrics | None = None,
         read_tokens: Tokens | None = None,
         tls: ssl.SSLContext | None = None,
+        health: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.open_reader = open_reader
+        self.health = health
         self.metrics = metrics
         self.sql_timeout = sql_timeout
         self.sql_max_rows = sql_max_rows
@@ -126,6 +129,9 @@ class ApiServer(BackgroundServer):
         segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
         if segments == ["healthz"]:
             self._method(method, "GET")
+            problem = self.health()
+            if problem is not None:
+                raise Unavailable(f"unhealthy: {problem}")
             return {"status": "ok", "version": __version__}
         if segments[:2] != ["api", "v1"] or len(segments) < 3:
             raise NotFound(f"no such endpoint: {path}")

@@ -132,6 +132,7 @@ class App:
                     metrics=self.metrics,
                     read_tokens=self.read_tokens,
                     tls=self.tls,
+                    health=self.store.health,
                 ),
             )
         except SettingsError:

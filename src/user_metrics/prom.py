@@ -209,6 +209,19 @@ class UsageCollector(Collector):
         for family, counts, labels in ((cuts, s.limit_cuts, LIMITS), (refused, s.exports_refused, REFUSALS)):
             for label in labels:  # every label always, 0 until it happens
                 family.add_metric([label], counts[label])
+        stopped = CounterMetricFamily(
+            "user_metrics_reader_queries_stopped",
+            "Reader queries interrupted to keep the writer's memory: memory (the guard), writer "
+            "(held back for a checkpoint or a retried write)",
+            labels=["reason"],
+        )
+        for reason in ("memory", "writer"):
+            stopped.add_metric([reason], s.readers_stopped[reason])
+        retries = CounterMetricFamily(
+            "user_metrics_writer_memory_retries",
+            "Writes that ran out of DuckDB's memory and were retried with readers held back",
+        )
+        retries.add_metric([], s.writer_memory_retries)
         batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")
         batch.add_metric([], s.exports, s.spans_received)
         commit = SummaryMetricFamily(
@@ -228,6 +241,8 @@ class UsageCollector(Collector):
             rejected,
             cuts,
             refused,
+            stopped,
+            retries,
             batch,
             commit,
             queue,

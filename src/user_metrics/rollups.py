@@ -244,7 +244,7 @@ def _insert_aggregated(con: duckdb.DuckDBPyConnection, rollup: _Rollup, source: 
 def compact(con: duckdb.DuckDBPyConnection, touched: Touched) -> int:
     """Merge the rows of each cell written to since the last compaction; returns the rows removed.
 
-    Runs in one transaction, so readers see the tables before or after, never half of them.
+    Runs inside the caller's transaction, so readers see the tables before or after, never half.
     """
     if not touched:
         return 0
@@ -255,30 +255,24 @@ def compact(con: duckdb.DuckDBPyConnection, touched: Touched) -> int:
     }
     params = {"days": days, "hours": sorted(touched.hours), "users": sorted(touched.users)}
     removed = 0
-    con.execute("BEGIN")
-    try:
-        for rollup in ROLLUPS:
-            if rollup.bucket:
-                inside = scopes[rollup.bucket]
-            elif "user_key" in rollup.keys:
-                inside = "user_key IN (SELECT unnest($users::BIGINT[]))"
-            else:
-                inside = "TRUE"  # per-dims tables: a few rows, merged whole
-            used = {k: v for k, v in params.items() if f"${k}" in inside}
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE compacted AS
-                SELECT {rollup.columns}, {rollup.values(False)} FROM {rollup.table} WHERE {inside}
-                GROUP BY ALL ORDER BY ALL""",
-                used,
-            )
-            (before,) = con.execute(f"DELETE FROM {rollup.table} WHERE {inside}", used).fetchone() or (0,)
-            (after,) = con.execute(f"INSERT INTO {rollup.table} SELECT * FROM compacted").fetchone() or (0,)
-            removed += int(before) - int(after)
-            con.execute("DROP TABLE compacted")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    for rollup in ROLLUPS:
+        if rollup.bucket:
+            inside = scopes[rollup.bucket]
+        elif "user_key" in rollup.keys:
+            inside = "user_key IN (SELECT unnest($users::BIGINT[]))"
+        else:
+            inside = "TRUE"  # per-dims tables: a few rows, merged whole
+        used = {k: v for k, v in params.items() if f"${k}" in inside}
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE compacted AS
+            SELECT {rollup.columns}, {rollup.values(False)} FROM {rollup.table} WHERE {inside}
+            GROUP BY ALL ORDER BY ALL""",
+            used,
+        )
+        (before,) = con.execute(f"DELETE FROM {rollup.table} WHERE {inside}", used).fetchone() or (0,)
+        (after,) = con.execute(f"INSERT INTO {rollup.table} SELECT * FROM compacted").fetchone() or (0,)
+        removed += int(before) - int(after)
+        con.execute("DROP TABLE compacted")
     return removed
 
 

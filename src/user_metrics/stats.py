@@ -25,6 +25,8 @@ class Stats:
     compactions: int = 0
     compaction_seconds: float = 0.0
     rollup_rows_merged: int = 0
+    writer_memory_retries: int = 0  # writes retried with readers held back after Out of Memory
+    readers_stopped: Counter[str] = field(default_factory=Counter)  # reader queries interrupted, by why
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: int | float) -> None:
@@ -40,6 +42,11 @@ class Stats:
         """An export was answered retry-later: "queue_full" or "workers_busy"."""
         with self._lock:
             self.exports_refused[reason] += 1
+
+    def stopped_readers(self, reason: str, count: int) -> None:
+        """Reader queries were interrupted for the writer: "memory" (guard) or "writer" (exclusive)."""
+        with self._lock:
+            self.readers_stopped[reason] += count
 
     def cut(self, limit: str, count: int = 1) -> None:
         """Something was cut or refused by the setting ``limit`` (see ``LIMITS``)."""

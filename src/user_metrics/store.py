@@ -23,19 +23,22 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import duckdb
 import pyarrow as pa
 
 from user_metrics import query, rollups
 from user_metrics.errors import InvalidInput, Overloaded, Unavailable
+from user_metrics.readers import Readers
 from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,18 @@ SPAN_KEY_SQL = "(md5_number(trace_id || span_id) >> 1)::HUGEINT"
 # Errors caused by the rows themselves (a value DuckDB cannot hold), not by the database.
 DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
 
+# DuckDB checkpoints by itself when a commit leaves the WAL over its threshold, and a checkpoint
+# that runs out of memory invalidates the whole database. So the writer checkpoints itself: when
+# the WAL passes CHECKPOINT_WAL_BYTES and no reader is open, or passes FORCE_CHECKPOINT_WAL_BYTES,
+# holding readers back (``Readers.exclusive``) so that the checkpoint has the memory it needs.
+CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024
+FORCE_CHECKPOINT_WAL_BYTES = 256 * 1024 * 1024
+# How often the writer drops attribution facts older than twice the attribution window, and how
+# often, while a write is failing, it tries a small write to learn whether it can commit again.
+PURGE_FACTS_EVERY_S = 60.0
+PROBE_EVERY_S = 2.0
+T = TypeVar("T")
+
 
 @dataclass
 class _Pending:
@@ -132,21 +147,30 @@ class Store:
         self._compact_after_rows = compact_after_rows
         self._compact_after_seconds = compact_after_seconds
         # DuckDB's default buffer pool is 80 % of RAM: it keeps every block it ever read.
-        config: dict[str, str | bool | int | float | list[str]] = (
-            {"memory_limit": f"{memory_limit_mib}MiB"} if memory_limit_mib else {}
-        )
+        # No checkpoint of DuckDB's own at commit (see CHECKPOINT_WAL_BYTES): none for the WAL's
+        # size, nor instead of writing a large commit to the WAL.
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "checkpoint_threshold": "1TB",
+            "auto_checkpoint_skip_wal_threshold": 2**62,
+        }
+        if memory_limit_mib:
+            config["memory_limit"] = f"{memory_limit_mib}MiB"
         try:
             self._con = duckdb.connect(self.path, config=config)
         except duckdb.Error as exc:
             raise Unavailable(f"cannot open database {self.path}: {exc}") from exc
         self._init_schema()
         self._window_us = int(attribution_window_seconds * 1e6)
-        self._has_pending = bool((self._con.execute("SELECT count(*) FROM pending").fetchone() or (0,))[0])
+        self._has_pending = self._count_pending()
         self._last_purge = time.monotonic()
+        # Why the last write failed (None once one succeeds): what /healthz reports.
+        self._failure: str | None = None
+        self._last_probe = 0.0
         # Readers get cursors of their own, made from a connection the writer thread never uses,
         # one at a time: a DuckDB connection object is not safe to share between threads.
         self._reader_root = self._con.cursor()
         self._reader_lock = threading.Lock()
+        self._readers = Readers(self._reader_root.cursor(), stats)
         self._queue: queue.Queue[_Pending | object] = queue.Queue()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -179,11 +203,21 @@ class Store:
         con.execute("SET lock_configuration = true")
 
     def reader(self) -> duckdb.DuckDBPyConnection:
-        """A new connection to the same database for one reader thread (close it when done)."""
+        """A new cursor of the database for one reader thread (close it when done).
+
+        It is a ``readers.Reader``, which behaves as the DuckDB cursor it wraps; the store may
+        interrupt its query when the writer needs memory.
+        """
         with self._reader_lock:
             if self._closed:
                 raise Unavailable("the store is shutting down")
-            return self._reader_root.cursor()
+        return cast(duckdb.DuckDBPyConnection, self._readers.open())
+
+    def health(self) -> str | None:
+        """None while the writer can commit; else why it cannot (what /healthz answers)."""
+        if not self._closed and not self._thread.is_alive():
+            return "the store's writer thread has stopped"
+        return self._failure
 
     @property
     def queue(self) -> tuple[int, int]:
@@ -238,8 +272,10 @@ class Store:
         self._refuse_queued()
         try:
             self._compact()
-            self._con.execute("CHECKPOINT")
+            with self._readers.exclusive():
+                self._con.execute("CHECKPOINT")
         finally:
+            self._readers.close()
             with self._reader_lock:
                 self._reader_root.close()
             self._con.close()
@@ -257,12 +293,22 @@ class Store:
     # ---- the writer thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve_queue()
+        except BaseException as exc:  # noqa: BLE001 - health() reports it; exporters get Unavailable
+            log.critical("the store's writer stopped: %s", exc, exc_info=True)
+            self._failure = f"the store's writer stopped: {exc}"
+            raise
+
+    def _serve_queue(self) -> None:
         stopping = False
         while not stopping:
+            self._housekeeping()
             try:
-                item = self._queue.get(timeout=1.0 if self._has_pending else None)
+                item = self._queue.get(timeout=1.0 if self._has_pending or self._failure else 5.0)
             except queue.Empty:
-                self._resolve_pending(None)  # the clock alone finalises spans past their deadline
+                if self._has_pending:
+                    self._resolve_pending(None)  # the clock alone finalises spans past their deadline
                 continue
             if item is _STOP:
                 break
@@ -285,6 +331,35 @@ class Store:
                 self._dirty and time.monotonic() - self._last_compaction >= self._compact_after_seconds
             ):
                 self._compact()
+            self._maybe_checkpoint()
+
+    def _housekeeping(self) -> None:
+        """What the writer does by the clock: drop old attribution facts, probe a failing store."""
+        now = time.monotonic()
+        if now - self._last_purge >= PURGE_FACTS_EVERY_S:
+            self._last_purge = now
+            cut = time.time_ns() // 1000 - 2 * self._window_us
+            try:
+                self._in_transaction(
+                    lambda con: con.execute("DELETE FROM span_facts WHERE seen_us < $cut", {"cut": cut})
+                )
+            except duckdb.Error:
+                log.exception("dropping old attribution facts failed; tried again in a minute")
+        if self._failure is not None and now - self._last_probe >= PROBE_EVERY_S:
+            self._last_probe = now
+            try:
+                self._in_transaction(
+                    lambda con: con.execute(
+                        "INSERT INTO meta VALUES ('last_probe', $t) "
+                        "ON CONFLICT DO UPDATE SET value = excluded.value",
+                        {"t": str(time.time_ns())},
+                    )
+                )
+            except duckdb.Error as exc:
+                log.warning("the store still cannot commit: %s", _first_line(exc))
+            else:
+                log.info("the store can commit again")
+                self._failure = None
 
     def _compact(self) -> None:
         """Merge the rollup rows written since the last time (failure only costs query speed)."""
@@ -293,7 +368,7 @@ class Store:
         self._last_compaction = time.monotonic()
         started = time.perf_counter()
         try:
-            removed = rollups.compact(self._con, touched)
+            removed = self._in_transaction(lambda con: rollups.compact(con, touched))
         except duckdb.Error:
             log.exception("compacting the rollups failed; they stay correct, only larger")
             self._dirty |= touched
@@ -301,6 +376,88 @@ class Store:
         self._stats.add(
             compactions=1, compaction_seconds=time.perf_counter() - started, rollup_rows_merged=removed
         )
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint once the WAL is large, while no reader holds memory (see CHECKPOINT_WAL_BYTES)."""
+        try:
+            wal = os.path.getsize(self.path + ".wal")
+        except OSError:
+            return
+        if wal < CHECKPOINT_WAL_BYTES or (wal < FORCE_CHECKPOINT_WAL_BYTES and self._readers.open_count):
+            return
+        try:
+            with self._readers.exclusive():
+                self._settle()
+                self._con.execute("CHECKPOINT")
+        except duckdb.FatalException as exc:
+            self._failure = f"DuckDB invalidated the database during a checkpoint; restart the service: {exc}"
+            log.critical(self._failure)
+        except duckdb.Error:
+            log.exception("checkpoint failed; the WAL keeps growing until the next one succeeds")
+
+    # ---- transactions of the writer -------------------------------------------------------
+
+    def _in_transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``work`` in one transaction of the writer's connection: committed, or rolled back.
+
+        Readers share DuckDB's memory. If ``work`` runs out of memory it is run once more with the
+        readers held back (``Readers.exclusive``), so a heavy read costs the writer a retry, not a
+        failed commit.
+        """
+        return self._with_memory(lambda: self._transaction(work))
+
+    def _with_memory(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, and once more with the readers held back if it runs out of memory."""
+        try:
+            return attempt()
+        except duckdb.OutOfMemoryException as exc:
+            log.warning("the writer ran out of memory (%s); retrying, readers held back", _first_line(exc))
+            self._stats.add(writer_memory_retries=1)
+            with self._readers.exclusive():
+                return attempt()
+
+    def _transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        con = self._con
+        self._settle()
+        con.execute("BEGIN")
+        try:
+            result = work(con)
+            con.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return result
+
+    def _rollback(self) -> None:
+        """End the failed transaction. ROLLBACK itself can fail (it too may need memory); then it
+        is tried again with the readers held back, and failing that, before the next write."""
+        try:
+            self._try_rollback()
+        except duckdb.Error as first:
+            log.warning("rollback failed (%s); retrying with readers held back", _first_line(first))
+            try:
+                with self._readers.exclusive():
+                    self._try_rollback()
+            except duckdb.Error as exc:
+                self._failure = f"a failed transaction could not be rolled back: {_first_line(exc)}"
+                log.error("%s; retrying before the next write", self._failure)
+
+    def _try_rollback(self) -> None:
+        try:
+            self._con.execute("ROLLBACK")
+        except duckdb.TransactionException as exc:
+            if "no transaction is active" not in str(exc):  # a failed COMMIT ends its own transaction
+                raise
+
+    def _settle(self) -> None:
+        """Before a transaction: roll back one that an earlier failure left open."""
+        if self._failure is not None and "rolled back" in self._failure:
+            with self._readers.exclusive():
+                try:
+                    self._try_rollback()
+                except duckdb.Error as exc:
+                    raise Unavailable(f"the store cannot write: {_first_line(exc)}") from exc
+            self._failure = None
 
     def _commit(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -331,10 +488,12 @@ class Store:
             if isinstance(exc, DATA_ERRORS):  # retrying the same data cannot help: not retryable
                 error = InvalidInput(f"the batch cannot be stored: {exc}")
             else:
-                error = Unavailable(f"could not store the batch: {exc}")
+                self._failure = self._failure or f"the last commit failed: {_first_line(exc)}"
+                error = Unavailable(f"could not store the batch: {_first_line(exc)}")
             for pending in group:
                 pending.future.set_exception(error)
             return
+        self._failure = None
         seconds = time.perf_counter() - started
         self._commit_rows_per_s = max(100.0, rows / max(seconds, 1e-3))
         self._stats.add(
@@ -365,34 +524,32 @@ class Store:
         """Store ``batch`` once per span, and in the same transaction: ``waiting`` rows into
         ``pending``, ``facts`` into ``span_facts``, and (trace_id, span_id) of ``finalised`` out of
         ``pending``."""
-        con = self._con
-        con.register("batch", batch)
         side = {"waiting": waiting, "facts": facts, "finalised": finalised}
-        for name, part in side.items():
-            if part is not None:
-                con.register(name, part)
+        return self._with_memory(lambda: self._insert_once(batch, side))
+
+    def _insert_once(self, batch: pa.Table, side: dict[str, pa.Table | None]) -> int:
+        con = self._con
+        registered = []
         try:
-            con.execute("BEGIN")
-            try:
-                con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
-                con.execute("INSERT INTO requests SELECT * FROM batch")
-                touched = rollups.apply(con, "batch")
-                self._insert_side(side)
-                con.execute("COMMIT")
-                self._written(touched, batch.num_rows)
-                return batch.num_rows
-            except duckdb.ConstraintException:
-                con.execute("ROLLBACK")
-            return self._insert_new_only(side)
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):  # no transaction open is fine
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("batch")
-            for name, part in side.items():
+            for name, part in (("batch", batch), *side.items()):
                 if part is not None:
+                    con.register(name, part)  # may need memory too: inside _with_memory
+                    registered.append(name)
+            try:
+                return self._transaction(lambda con: self._insert_all(con, batch.num_rows, side))
+            except duckdb.ConstraintException:  # a span stored before: store only the new ones
+                return self._transaction(lambda con: self._insert_new_only(con, side))
+        finally:
+            for name in registered:
+                with contextlib.suppress(duckdb.Error):
                     con.unregister(name)
+
+    def _insert_all(self, con: duckdb.DuckDBPyConnection, rows: int, side: dict[str, pa.Table | None]) -> int:
+        con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
+        con.execute("INSERT INTO requests SELECT * FROM batch")
+        self._written(rollups.apply(con, "batch"), rows)
+        self._insert_side(side)
+        return rows
 
     def _insert_side(self, side: dict[str, pa.Table | None]) -> None:
         con = self._con
@@ -406,9 +563,7 @@ class Store:
                 "DELETE FROM pending WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) FROM finalised)"
             )
 
-    def _insert_new_only(self, side: dict[str, pa.Table | None]) -> int:
-        con = self._con
-        con.execute("BEGIN")
+    def _insert_new_only(self, con: duckdb.DuckDBPyConnection, side: dict[str, pa.Table | None]) -> int:
         fresh = con.execute(
             f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM batch "
             "ON CONFLICT DO NOTHING RETURNING k"
@@ -424,14 +579,17 @@ class Store:
                 WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
             )
             con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
-            touched = rollups.apply(con, "fresh_rows")
+            self._written(rollups.apply(con, "fresh_rows"), fresh.num_rows)
             con.execute("DROP TABLE fresh_rows")
             self._insert_side(side)
         finally:
             con.unregister("fresh_keys")
-        con.execute("COMMIT")
-        self._written(touched, fresh.num_rows)
         return fresh.num_rows
+
+    def _count_pending(self) -> bool:
+        # fetchall: a result not read to its end keeps its transaction open, stopping checkpoints.
+        ((count,),) = self._con.execute("SELECT count(*) FROM pending").fetchall()
+        return bool(count)
 
     def _written(self, touched: rollups.Touched, rows: int) -> None:
         self._dirty |= touched
@@ -509,11 +667,7 @@ class Store:
                 spans_duplicate=final.num_rows - stored,
                 spans_attributed=sum(1 for r in resolved if r[2] is not None),
             )
-        if time.monotonic() - self._last_purge >= 60:
-            self._last_purge = time.monotonic()
-            cut = now_us - 2 * self._window_us
-            con.execute("DELETE FROM span_facts WHERE seen_us < $cut", {"cut": cut})
-        self._has_pending = bool((con.execute("SELECT count(*) FROM pending").fetchone() or (0,))[0])
+        self._has_pending = self._count_pending()
 
 
 _RESOLVED_COLUMNS = ("trace_id", "span_id", "user_id", "session_id", "properties")
@@ -556,3 +710,9 @@ def _concat(parts: list[pa.Table | None]) -> pa.Table | None:
     if not present:
         return None
     return present[0] if len(present) == 1 else pa.concat_tables(present)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a DuckDB error (the rest is advice on settings)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

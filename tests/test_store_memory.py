@@ -1,0 +1,222 @@
+"""Reads never stop writes: memory-hungry readers, failed commits and failed rollbacks.
+
+All cursors of the database share DuckDB's memory limit. A reader that takes it all must not make
+a commit fail for good: the memory guard interrupts readers, a write that runs out of memory is
+retried with readers held back, a rollback that fails is retried, and /healthz says when the
+writer cannot commit.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+from conftest import Service
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+
+from user_metrics import rollups
+from user_metrics.batches import to_arrow
+from user_metrics.mapping import RequestRecord
+from user_metrics.stats import Stats
+from user_metrics.store import Store
+
+# A SELECT whose aggregate state (a list of 3M strings) DuckDB cannot spill: more than 128 MiB.
+HOG = "SELECT list(x) FROM (SELECT repeat(chr(65), 50) || range::VARCHAR AS x FROM range(3000000))"
+
+
+def llm_spans(batch: int, count: int) -> list[Any]:
+    """``count`` finished LLM spans of distinct users, made by the OTel SDK."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "memory-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests")
+    for i in range(count):
+        with tracer.start_as_current_span(
+            "chat gpt-4o-mini",
+            attributes={
+                "user.id": f"user-{batch}-{i}",
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 20,
+            },
+        ):
+            pass
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def one_row_table(span_letter: str) -> pa.Table:
+    """The Arrow rows of one priced LLM call whose span id is 16 times ``span_letter``."""
+    record = RequestRecord(
+        trace_id="a" * 32,
+        span_id=span_letter * 16,
+        parent_span_id=None,
+        start_time_unix_nano=time.time_ns(),
+        duration_ms=250.0,
+        user_id="u",
+        session_id=None,
+        service_name="svc",
+        environment=None,
+        operation="chat",
+        provider="openai",
+        request_model="gpt-4o-mini",
+        response_model=None,
+        input_tokens=10,
+        output_tokens=5,
+        cache_read_tokens=None,
+        cache_write_tokens=None,
+        reasoning_tokens=None,
+        cost_usd=None,
+        cost_source=None,
+        status="ok",
+        error_type=None,
+        streaming=None,
+        properties={},
+    )
+    return to_arrow([record], [1000], ["computed"])
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def metric(api_url: str, family: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"{api_url}/metrics", timeout=60) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == family
+        for sample in fam.samples
+        if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_memory_hungry_sql_does_not_stop_exports(tmp_path: Path) -> None:
+    """Four readers each wanting more than DuckDB's whole memory limit, over and over, while the
+    OTel exporter sends: every export is stored, the guard interrupted readers, /healthz is ok."""
+    svc = Service(
+        tmp_path / "um.duckdb", memory_limit_mib=128, sql_timeout_seconds=60, metrics_refresh_seconds=0
+    )
+    app = svc.start()
+    stop = threading.Event()
+    answers: list[int] = []
+
+    def hog() -> None:
+        while not stop.is_set():
+            request = urllib.request.Request(
+                f"{app.api_url}/api/v1/sql", data=json.dumps({"sql": HOG}).encode(), method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    answers.append(response.status)
+            except urllib.error.HTTPError as exc:
+                answers.append(exc.code)
+
+    hogs = [threading.Thread(target=hog) for _ in range(4)]
+    for thread in hogs:
+        thread.start()
+    try:
+        exporter = OTLPSpanExporter(endpoint=app.grpc_address, insecure=True, timeout=60)
+        results = [exporter.export(llm_spans(b, 200)) for b in range(10)]
+        exporter.shutdown()
+    finally:
+        stop.set()
+        for thread in hogs:
+            thread.join()
+    assert results == [SpanExportResult.SUCCESS] * 10
+    assert answers, "the readers never got an answer"
+    assert metric(app.api_url, "user_metrics_reader_queries_stopped") > 0
+    status, body = get(f"{app.api_url}/healthz")
+    assert (status, body["status"]) == (200, "ok")
+    rows = svc.rows()
+    assert len(rows) == 2000
+    assert len({r["user_id"] for r in rows}) == 2000
+
+
+class TestWriterRecovery:
+    """Failures injected into the writer's transactions, on a real store file."""
+
+    def test_a_failing_commit_makes_healthz_fail_until_writes_succeed_again(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While commits fail, /healthz answers 503 naming why; once the store can commit again
+        (found by its own probe, without any export), it answers ok."""
+        svc = Service(tmp_path / "um.duckdb")
+        app = svc.start()
+        real_apply = rollups.apply
+
+        def broken(con: duckdb.DuckDBPyConnection, rows: str) -> Any:
+            raise duckdb.IOException("IO Error: the disk went away (injected)")
+
+        monkeypatch.setattr(rollups, "apply", broken)
+        exporter = OTLPSpanExporter(endpoint=app.grpc_address, insecure=True, timeout=2)
+        assert exporter.export(llm_spans(0, 3)) == SpanExportResult.FAILURE
+        status, body = get(f"{app.api_url}/healthz")
+        assert status == 503
+        assert "the disk went away" in body["error"]
+        monkeypatch.setattr(rollups, "apply", real_apply)
+        deadline = time.monotonic() + 30
+        while get(f"{app.api_url}/healthz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert get(f"{app.api_url}/healthz")[0] == 200
+        exporter = OTLPSpanExporter(endpoint=app.grpc_address, insecure=True, timeout=30)
+        assert exporter.export(llm_spans(1, 3)) == SpanExportResult.SUCCESS
+        assert len(svc.rows()) == 3
+
+    @pytest.mark.parametrize("rollback_failures", [1, 2])
+    def test_a_failed_rollback_is_retried_and_the_next_write_succeeds(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rollback_failures: int
+    ) -> None:
+        """A write fails with Out of Memory twice (first try and the retry), and ROLLBACK fails
+        too (once: retried at once; twice: retried before the next write): the next write works."""
+        store = Store(tmp_path / "um.duckdb", Stats())
+        try:
+            inserts = {"left": 2}
+            real_insert_all = Store._insert_all
+
+            def insert_all(self: Store, con: duckdb.DuckDBPyConnection, *args: Any) -> int:
+                if inserts["left"]:
+                    inserts["left"] -= 1
+                    con.execute("SELECT 1")  # the transaction did something
+                    raise duckdb.OutOfMemoryException("Out of Memory Error: injected")
+                return real_insert_all(self, con, *args)
+
+            rollbacks = {"left": rollback_failures}
+            real_try_rollback = Store._try_rollback
+
+            def try_rollback(self: Store) -> None:
+                if rollbacks["left"]:
+                    rollbacks["left"] -= 1
+                    raise duckdb.OutOfMemoryException("Out of Memory Error: injected into ROLLBACK")
+                real_try_rollback(self)
+
+            monkeypatch.setattr(Store, "_insert_all", insert_all)
+            monkeypatch.setattr(Store, "_try_rollback", try_rollback)
+            with pytest.raises(Exception, match="Out of Memory"):
+                store.write(one_row_table("a")).result(timeout=60)
+            assert store.write(one_row_table("b")).result(timeout=60) == 1
+            assert store.health() is None
+            with store.reader() as con:
+                assert con.execute("SELECT span_id FROM requests").fetchall() == [("b" * 16,)]
+        finally:
+            store.close()
