@@ -34,6 +34,7 @@ def test_properties_per_request_keep_the_first_by_name(tmp_path: Path) -> None:
         "max_message_mib": 0,
         "max_value_length": 0,
         "max_properties": 2,
+        "max_span_attributes": 0,
         "max_property_keys": 0,
     }
     rows = {r["user_id"]: r["properties"] for r in svc.rows()}

@@ -47,7 +47,10 @@ class App:
         custom = load_price_file(settings.price_file) if settings.price_file else []
         self.pricer = Pricer(custom)
         self.conventions = compile_conventions(
-            settings.property_keys, settings.max_value_length, settings.max_properties
+            settings.property_keys,
+            settings.max_value_length,
+            settings.max_properties,
+            settings.max_span_attributes,
         )
         self.store = Store(
             settings.db,

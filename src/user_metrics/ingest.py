@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,10 +22,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from user_metrics.batches import to_arrow
 from user_metrics.errors import InvalidInput, Overloaded
-from user_metrics.mapping import Conventions, Rejection, RequestRecord, SpanFact, map_request
+from user_metrics.fair_slots import FairSlots
+from user_metrics.mapping import (
+    INTERNAL_ERROR,
+    Conventions,
+    Rejection,
+    RequestRecord,
+    SpanFact,
+    map_request,
+)
 from user_metrics.pricing import Pricer
 from user_metrics.stats import Stats
-from user_metrics.store import DATA_ERRORS, Store
+from user_metrics.store import Store
+
+log = logging.getLogger(__name__)
 
 MAX_REJECTIONS_NAMED = 5
 
@@ -182,7 +193,12 @@ class PropertyKeyBudget:
 
 
 class Ingestor:
-    """Maps, prices and stores Export requests; returns once the records are committed."""
+    """Maps, prices and stores Export requests; returns once the records are committed.
+
+    One span that cannot be mapped, priced or converted is rejected alone (OTLP partial success,
+    counted); the rest of its request is stored. An export fails whole only when the store does
+    (retryable), or when it is refused whole (undecodable, too large, the queue full).
+    """
 
     def __init__(
         self,
@@ -203,55 +219,143 @@ class Ingestor:
         self._property_keys = PropertyKeyBudget(store.property_keys(), max_property_keys)
         self._attribution_window_us = int(attribution_window_seconds * 1e6)
         # Mapping is pure Python and holds the GIL: more mappers at once than cores cannot run
-        # faster, and they compete with the store's writer thread for the GIL.
-        self._mapping_slots = threading.BoundedSemaphore(mapping_concurrency)
+        # faster, and they compete with the store's writer thread for the GIL. Served in order,
+        # a big export giving way every few hundred spans (FairSlots.turn).
+        self._mapping_slots = FairSlots(mapping_concurrency)
 
     def export(self, request: ExportTraceServiceRequest) -> ExportResult:
         """Store the request's LLM spans; raises Unavailable when they could not be committed."""
-        with self._mapping_slots:
-            mapped = map_request(request, self._conventions, now_unix_nano=self._clock())
+        with self._mapping_slots.held():
+            mapped = map_request(
+                request, self._conventions, now_unix_nano=self._clock(), pause=self._mapping_slots.turn
+            )
         received = len(mapped.records) + len(mapped.rejected) + mapped.skipped
         self._stats.add(exports=1, spans_received=received, spans_skipped=mapped.skipped)
         self._stats.cut("max_value_length", mapped.truncated_values)
         self._stats.cut("max_properties", mapped.dropped_properties)
-        for rejection in mapped.rejected:
-            self._stats.reject(rejection.reason.split(":")[0])
+        self._stats.cut("max_span_attributes", mapped.dropped_attributes)
+        rejected = list(mapped.rejected)
         if mapped.records or mapped.facts:
             records, dropped = self._property_keys.admit(mapped.records)
             self._stats.cut("max_property_keys", dropped)
             now_us = self._clock() // 1000
-            with self._mapping_slots:
-                costs, sources = self._pricer.price(records)
-                waits = mapped.waiting_for
-                final = [i for i, w in enumerate(waits) if w is None]
-                waiting = [i for i, w in enumerate(waits) if w is not None]
-
-                def rows(picked: list[int]) -> pa.Table:
-                    if len(picked) == len(records):  # the usual case: every record is final
-                        return to_arrow(records, costs, sources)
-                    return to_arrow(
-                        [records[i] for i in picked], [costs[i] for i in picked], [sources[i] for i in picked]
-                    )
-
-                try:
-                    table = rows(final)
-                    pending = None
-                    if waiting:
-                        pending = rows(waiting).append_column(
-                            "waiting_for", pa.array([waits[i] for i in waiting], pa.string())
-                        )
-                        deadline = now_us + self._attribution_window_us
-                        pending = pending.append_column(
-                            "deadline_us", pa.array([deadline] * len(waiting), pa.int64())
-                        )
-                except DATA_ERRORS as exc:  # the mapper's bounds should make this unreachable
-                    raise InvalidInput(f"the request's LLM spans cannot be stored: {exc}") from exc
+            with self._mapping_slots.held():
+                parts = self._prepare(records, mapped.waiting_for, rejected, now_us)
                 facts = facts_table(mapped.facts, now_us) if mapped.facts else None
-            try:
-                self._store.write(table, pending, facts).result()
-            except Overloaded:
-                self._stats.refuse("queue_full")
-                raise
-        if not mapped.rejected:
+            self._write(*parts, facts)
+        for rejection in rejected:
+            self._stats.reject(rejection.reason.split(":")[0])
+        internal = [r for r in rejected if r.internal]
+        if internal:
+            log.error("%d span(s) rejected by an internal error; the first: %s", len(internal), internal[0])
+        if not rejected:
             return ExportResult()
-        return ExportResult(len(mapped.rejected), describe_rejections(mapped.rejected))
+        return ExportResult(len(rejected), describe_rejections(rejected))
+
+    def _prepare(
+        self,
+        records: list[RequestRecord],
+        waits: list[str | None],
+        rejected: list[Rejection],
+        now_us: int,
+    ) -> tuple[pa.Table, pa.Table | None]:
+        """Price the records and build the Arrow rows of the final and the waiting ones.
+
+        A record that fails (an unexpected error pricing it, a value Arrow cannot hold) is moved
+        to ``rejected``; the others are kept.
+        """
+        try:
+            costs, sources = self._pricer.price(records)
+            return self._tables(records, costs, sources, waits, now_us)
+        except Exception:  # noqa: BLE001 - find the record(s) at fault, one by one
+            pass
+        kept, kept_waits, costs, sources = [], [], [], []
+        for record, wait in zip(records, waits, strict=True):
+            try:
+                cost, source = self._pricer.price([record])
+                to_arrow([record], cost, source)
+            except Exception as exc:  # noqa: BLE001 - a bug or a value DuckDB cannot hold
+                rejected.append(
+                    Rejection(
+                        record.trace_id,
+                        record.span_id,
+                        "",
+                        f"{INTERNAL_ERROR}: pricing or storing the span failed: "
+                        f"{type(exc).__name__}: {str(exc)[:200]}",
+                        internal=True,
+                    )
+                )
+                continue
+            kept.append(record)
+            kept_waits.append(wait)
+            costs += cost
+            sources += source
+        return self._tables(kept, costs, sources, kept_waits, now_us)
+
+    def _tables(
+        self,
+        records: list[RequestRecord],
+        costs: list[int | None],
+        sources: list[str],
+        waits: list[str | None],
+        now_us: int,
+    ) -> tuple[pa.Table, pa.Table | None]:
+        final = [i for i, w in enumerate(waits) if w is None]
+        waiting = [i for i, w in enumerate(waits) if w is not None]
+
+        def rows(picked: list[int]) -> pa.Table:
+            if len(picked) == len(records):  # the usual case: every record is final
+                return to_arrow(records, costs, sources)
+            return to_arrow(
+                [records[i] for i in picked], [costs[i] for i in picked], [sources[i] for i in picked]
+            )
+
+        pending = None
+        if waiting:
+            pending = rows(waiting).append_column(
+                "waiting_for", pa.array([waits[i] for i in waiting], pa.string())
+            )
+            deadline = now_us + self._attribution_window_us
+            pending = pending.append_column("deadline_us", pa.array([deadline] * len(waiting), pa.int64()))
+        return rows(final), pending
+
+    def _write(self, table: pa.Table, pending: pa.Table | None, facts: pa.Table | None) -> None:
+        """Hand the rows to the store and wait until they are durable.
+
+        A big export is written in parts of WRITE_PART_ROWS, each committed before the next is
+        queued, so the exports that arrive meanwhile are committed between its parts instead of
+        after all of it. Re-sending a partly stored export stores the rest once.
+        """
+        parts = _parts(table, pending, facts)
+        try:
+            for part in parts:
+                self._store.write(*part).result()
+        except Overloaded:
+            self._stats.refuse("queue_full")
+            raise
+
+
+# Rows per part of one export's write (see Ingestor._write).
+WRITE_PART_ROWS = 8192
+
+
+def _parts(
+    table: pa.Table, pending: pa.Table | None, facts: pa.Table | None
+) -> list[tuple[pa.Table, pa.Table | None, pa.Table | None]]:
+    """The three tables cut into parts of at most WRITE_PART_ROWS rows each."""
+    sizes = [t.num_rows for t in (table, pending, facts) if t is not None]
+    count = max(1, -(-max(sizes, default=0) // WRITE_PART_ROWS))
+    if count == 1:
+        return [(table, pending, facts)]
+
+    def part(t: pa.Table | None, i: int) -> pa.Table | None:
+        if t is None:
+            return None
+        piece = t.slice(i * WRITE_PART_ROWS, WRITE_PART_ROWS)
+        return piece if piece.num_rows else None
+
+    out = []
+    for i in range(count):
+        rows = part(table, i)
+        out.append((rows if rows is not None else table.slice(0, 0), part(pending, i), part(facts, i)))
+    return out

@@ -60,12 +60,20 @@ class RequestRecord(NamedTuple):
 
 
 class Rejection(NamedTuple):
-    """An LLM span that could not be mapped, and why."""
+    """An LLM span that could not be mapped, and why.
+
+    ``internal`` marks an unexpected error (a bug, not bad input): the span is rejected alone,
+    the rest of its request is stored, and the front-end logs it.
+    """
 
     trace_id: str
     span_id: str
     name: str
     reason: str
+    internal: bool = False
+
+
+INTERNAL_ERROR = "internal error"
 
 
 @dataclass
@@ -76,7 +84,8 @@ class MappedRequest:
     rejected: list[Rejection] = field(default_factory=list)
     skipped: int = 0  # spans that are not LLM calls
     truncated_values: int = 0  # attribute values cut to the length limit
-    dropped_properties: int = 0  # properties beyond max_properties on one record
+    dropped_properties: int = 0  # properties beyond max_properties on one record (or one fact)
+    dropped_attributes: int = 0  # attributes beyond max_span_attributes on one span or resource
     # For each record: the hex id of the first ancestor not in this request when the record has
     # no user id and its ancestry is incomplete (it waits for that ancestor), else None.
     waiting_for: list[str | None] = field(default_factory=list)
@@ -116,10 +125,14 @@ class Conventions:
     property_json_keys: frozenset[str]
     max_value_length: int
     max_properties: int
+    max_span_attributes: int
 
 
 def compile_conventions(
-    bare_property_keys: Iterable[str] = (), max_value_length: int = 4096, max_properties: int = 64
+    bare_property_keys: Iterable[str] = (),
+    max_value_length: int = 4096,
+    max_properties: int = 64,
+    max_span_attributes: int = 1024,
 ) -> Conventions:
     """Index ``conventions.FIELDS`` by attribute key. Done once at start-up."""
     by_key: dict[str, list[_Target]] = {}
@@ -139,6 +152,7 @@ def compile_conventions(
         property_json_keys=frozenset(c.PROPERTY_JSON_KEYS),
         max_value_length=max_value_length,
         max_properties=max_properties,
+        max_span_attributes=max_span_attributes,
     )
 
 
@@ -240,13 +254,14 @@ def _without_surrogates(value: Any) -> Any:
 class _Scan:
     """The convention hits of one attribute list; values converted on demand."""
 
-    __slots__ = ("hits", "prefixed", "bare", "json_cache")
+    __slots__ = ("hits", "prefixed", "bare", "json_cache", "dropped")
 
     def __init__(self) -> None:
         self.hits: dict[str, list[tuple[_Target, str, AnyValue]]] = {}
         self.prefixed: list[tuple[str, AnyValue]] = []
         self.bare: list[tuple[str, AnyValue]] = []
         self.json_cache: dict[str, Any] = {}
+        self.dropped = 0  # attributes beyond the limit, not read
 
     def has(self, field_name: str) -> bool:
         return field_name in self.hits
@@ -360,8 +375,15 @@ def _offer(found: dict[str, tuple[int, str]], name: str, rank: int, value: Any) 
 
 
 def scan_attributes(attributes: Sequence[Any], conv: Conventions) -> _Scan:
-    """One pass over an attribute list: keep the keys the conventions know."""
+    """One pass over an attribute list: keep the keys the conventions know.
+
+    Only the first ``conv.max_span_attributes`` attributes are read (``_Scan.dropped`` says how
+    many more there were), so one span cannot make a request arbitrarily slow to map.
+    """
     scan = _Scan()
+    if len(attributes) > conv.max_span_attributes:
+        scan.dropped = len(attributes) - conv.max_span_attributes
+        attributes = attributes[: conv.max_span_attributes]
     hits = scan.hits
     get = conv.by_key.get
     prefixes = conv.property_prefixes
@@ -442,13 +464,23 @@ def _provider(scan: _Scan) -> str | None:
 # ---- the request walk --------------------------------------------------------------------------
 
 
+# How many spans the mapper reads between two calls of its ``pause`` hook.
+PAUSE_EVERY = 256
+
+
 def map_request(
-    request: ExportTraceServiceRequest, conv: Conventions, *, now_unix_nano: int
+    request: ExportTraceServiceRequest,
+    conv: Conventions,
+    *,
+    now_unix_nano: int,
+    pause: Callable[[], None] | None = None,
 ) -> MappedRequest:
     """Map every LLM span of one Export request to a record (or a rejection).
 
     ``now_unix_nano`` bounds start times: a span that starts more than a day after it is rejected.
+    ``pause``, when given, is called every ``PAUSE_EVERY`` spans (the caller may let others run).
     """
+    steps = 0
     out = MappedRequest()
     future_limit = now_unix_nano + 86_400 * 10**9
     # (trace_id, span_id) -> identity facts of every span, for inheritance within the request.
@@ -456,50 +488,93 @@ def map_request(
     pending: list[tuple[Any, _Scan, str | None, _Identity, _Identity, str | None, str | None]] = []
 
     for resource_spans in request.resource_spans:
-        resource_scan = scan_attributes(resource_spans.resource.attributes, conv)
-        resource_identity = _identity(resource_scan, conv, b"")
-        service_name, environment = _resource_names(resource_spans.resource.attributes)
+        try:
+            resource_scan = scan_attributes(resource_spans.resource.attributes, conv)
+            out.dropped_attributes += resource_scan.dropped
+            resource_identity = _identity(resource_scan, conv, b"")
+            service_name, environment = _resource_names(resource_spans.resource.attributes)
+        except Exception as exc:  # noqa: BLE001 - a bug rejects these spans, not the request
+            for scope_spans in resource_spans.scope_spans:
+                out.rejected.extend(_internal(span, exc, "its resource") for span in scope_spans.spans)
+            continue
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                scan = scan_attributes(span.attributes, conv)
-                identity = _identity(scan, conv, span.parent_span_id)
-                identities[(span.trace_id, span.span_id)] = identity
-                if _valid_ids(span.trace_id, span.span_id):
-                    out.facts.append(_fact(span, identity, conv.max_value_length))
-                declared = _declared_operation(scan)
-                if _is_llm_call(scan, declared):
-                    operation = _operation(scan, declared)
-                    pending.append(
-                        (span, scan, operation, identity, resource_identity, service_name, environment)
-                    )
+                steps += 1
+                if pause is not None and steps % PAUSE_EVERY == 0:
+                    pause()
+                try:
+                    scan = scan_attributes(span.attributes, conv)
+                    out.dropped_attributes += scan.dropped
+                    identity = _identity(scan, conv, span.parent_span_id)
+                    identities[(span.trace_id, span.span_id)] = identity
+                    declared = _declared_operation(scan)
+                    is_llm = _is_llm_call(scan, declared)
+                    operation = _operation(scan, declared) if is_llm else None
+                    if _valid_ids(span.trace_id, span.span_id):
+                        out.facts.append(_fact(span, identity, conv))
+                        if not is_llm:  # an LLM span's cut is counted once, on its record
+                            out.dropped_properties += max(0, len(identity.properties) - conv.max_properties)
+                except Exception as exc:  # noqa: BLE001 - a bug rejects this span, not the request
+                    out.rejected.append(_internal(span, exc, "the span"))
+                    continue
+                if is_llm:
+                    context = (resource_identity, service_name, environment)
+                    pending.append((span, scan, operation, identity, *context))
                 else:
                     out.skipped += 1
 
     seen: set[tuple[bytes, bytes]] = set()
-    limit = conv.max_value_length
     for span, scan, operation, identity, resource_identity, service_name, environment in pending:
         key = (span.trace_id, span.span_id)
         if key in seen:  # the same span twice in one request is one call
             continue
         seen.add(key)
+        steps += 1
+        if pause is not None and steps % PAUSE_EVERY == 0:
+            pause()
         try:
             user_id, session_id, properties, resume = _inherit(span, identity, resource_identity, identities)
             record = _record(
                 span, scan, operation, user_id, session_id, properties, service_name, environment
             )
             _check_time(span, future_limit)
+            record = _bounded(record, conv, out)
         except MappingError as exc:
             out.rejected.append(Rejection(span.trace_id.hex(), span.span_id.hex(), span.name[:128], str(exc)))
             continue
-        record, cut = _truncate(record, limit)
-        out.truncated_values += cut
-        if len(record.properties) > conv.max_properties:
-            kept = sorted(record.properties)[: conv.max_properties]
-            out.dropped_properties += len(record.properties) - len(kept)
-            record = record._replace(properties={k: record.properties[k] for k in kept})
+        except Exception as exc:  # noqa: BLE001 - a bug rejects this span, not the request
+            out.rejected.append(_internal(span, exc, "the span"))
+            continue
         out.records.append(record)
         out.waiting_for.append(resume.hex() if record.user_id is None and resume else None)
     return out
+
+
+def _internal(span: Any, exc: Exception, where: str) -> Rejection:
+    """The rejection of a span that an unexpected error (a bug) stopped the mapper on."""
+    return Rejection(
+        bytes(span.trace_id).hex(),
+        bytes(span.span_id).hex(),
+        str(span.name)[:128],
+        f"{INTERNAL_ERROR}: reading {where} failed: {type(exc).__name__}: {str(exc)[:200]}",
+        internal=True,
+    )
+
+
+def _bounded(record: RequestRecord, conv: Conventions, out: MappedRequest) -> RequestRecord:
+    """The record with text cut to max_value_length and at most max_properties properties."""
+    record, cut = _truncate(record, conv.max_value_length)
+    out.truncated_values += cut
+    properties = _first_properties(record.properties, conv.max_properties, out)
+    return record if properties is record.properties else record._replace(properties=properties)
+
+
+def _first_properties(properties: dict[str, str], limit: int, out: MappedRequest) -> dict[str, str]:
+    """At most ``limit`` properties, the first by name; the rest are counted as dropped."""
+    if len(properties) <= limit:
+        return properties
+    out.dropped_properties += len(properties) - limit
+    return {k: properties[k] for k in sorted(properties)[:limit]}
 
 
 def _resource_names(attributes: Sequence[Any]) -> tuple[str | None, str | None]:
@@ -563,14 +638,19 @@ def _valid_ids(trace_id: bytes, span_id: bytes) -> bool:
     return len(trace_id) == 16 and any(trace_id) and _is_span_id(span_id)
 
 
-def _fact(span: Any, identity: _Identity, limit: int) -> SpanFact:
+def _fact(span: Any, identity: _Identity, conv: Conventions) -> SpanFact:
+    """What a later request's span may inherit from this one, bounded as records are."""
+    limit = conv.max_value_length
+    properties = identity.properties
+    if len(properties) > conv.max_properties:
+        properties = {k: properties[k] for k in sorted(properties)[: conv.max_properties]}
     return SpanFact(
         span.trace_id.hex(),
         span.span_id.hex(),
         _parent_hex(span.parent_span_id),
         identity.user_id[:limit] if identity.user_id else None,
         identity.session_id[:limit] if identity.session_id else None,
-        {k[:limit]: v[:limit] for k, v in identity.properties.items()},
+        {k[:limit]: v[:limit] for k, v in properties.items()},
     )
 
 

@@ -91,6 +91,12 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
     SettingSpec("max_properties", int, 64, "most custom properties kept per request (by name order)"),
     SettingSpec(
+        "max_span_attributes",
+        int,
+        1024,
+        "most attributes read of one span or resource (the first ones); the rest are ignored and counted",
+    ),
+    SettingSpec(
         "max_property_keys",
         int,
         1000,
@@ -180,6 +186,7 @@ class Settings:
     max_message_mib: int = 64
     max_value_length: int = 4096
     max_properties: int = 64
+    max_span_attributes: int = 1024
     max_property_keys: int = 1000
     write_queue_rows: int = 100_000
     attribution_window_seconds: float = 30.0
@@ -230,6 +237,7 @@ class Settings:
             "max_message_mib",
             "max_value_length",
             "max_properties",
+            "max_span_attributes",
             "max_property_keys",
             "write_queue_rows",
             "grpc_workers",
