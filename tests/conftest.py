@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from user_metrics.app import App
 from user_metrics.settings import Settings
@@ -38,6 +40,19 @@ def read_requests(db: Path, where: str = "TRUE") -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     finally:
         con.close()
+
+
+def counter_total(api_url: str, family: str, **labels: str) -> float:
+    """The sum of a counter family's ``_total`` samples on /metrics, over those with ``labels``."""
+    with urllib.request.urlopen(f"{api_url}/metrics", timeout=60) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == family
+        for sample in fam.samples
+        if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 class Service:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import Service
+from conftest import Service, counter_total
 from otlp import chat, request, span
-from prometheus_client.parser import text_string_to_metric_families
 from test_grpc_receiver import raw_export
 from test_http_receiver import post
 
@@ -25,18 +23,6 @@ from user_metrics import ingest, mapping, store
 from user_metrics.fair_slots import FairSlots
 from user_metrics.mapping import PAUSE_EVERY, compile_conventions, map_request
 from user_metrics.pricing import Pricer
-
-
-def counter(api_url: str, family: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"{api_url}/metrics", timeout=30) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for fam in text_string_to_metric_families(text)
-        if fam.name == family
-        for sample in fam.samples
-        if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 @pytest.fixture
@@ -85,7 +71,9 @@ class TestOneBadSpan:
         assert "injected pricing bug" in message
         assert all(victim in message for victim in victims)
         assert sabotaged.app is not None
-        assert counter(sabotaged.app.api_url, "user_metrics_spans_rejected", reason="internal error") == 2
+        assert (
+            counter_total(sabotaged.app.api_url, "user_metrics_spans_rejected", reason="internal error") == 2
+        )
         assert sorted(r["user_id"] for r in sabotaged.rows()) == ["good-0", "good-1", "good-2"]
 
     def test_http_rejects_the_bad_spans_and_stores_the_rest(self, sabotaged: Service) -> None:
@@ -136,7 +124,7 @@ class TestAttributeBound:
         attrs["property.after_the_bound"] = "never read"
         response = raw_export(svc.target, request([span(attrs)]).SerializeToString())
         assert not response.HasField("partial_success")
-        assert counter(
+        assert counter_total(
             app.api_url, "user_metrics_limit_cuts", limit="max_span_attributes"
         ) == 200_001 - 100 + len(chat(user="first"))
         (row,) = svc.rows()

@@ -19,13 +19,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
-from conftest import Service
+from conftest import Service, counter_total
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 
 from user_metrics import rollups
 from user_metrics.batches import to_arrow
@@ -99,18 +98,6 @@ def get(url: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
-def metric(api_url: str, family: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"{api_url}/metrics", timeout=60) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for fam in text_string_to_metric_families(text)
-        if fam.name == family
-        for sample in fam.samples
-        if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 def test_memory_hungry_sql_does_not_stop_exports(tmp_path: Path) -> None:
     """Four readers each wanting more than DuckDB's whole memory limit, over and over, while the
     OTel exporter sends: every export is stored, the guard interrupted readers, /healthz is ok."""
@@ -145,7 +132,7 @@ def test_memory_hungry_sql_does_not_stop_exports(tmp_path: Path) -> None:
             thread.join()
     assert results == [SpanExportResult.SUCCESS] * 10
     assert answers, "the readers never got an answer"
-    assert metric(app.api_url, "user_metrics_reader_queries_stopped") > 0
+    assert counter_total(app.api_url, "user_metrics_reader_queries_stopped") > 0
     status, body = get(f"{app.api_url}/healthz")
     assert (status, body["status"]) == (200, "ok")
     rows = svc.rows()
