@@ -25,6 +25,7 @@ from user_metrics.errors import InvalidInput, Overloaded
 from user_metrics.fair_slots import FairSlots
 from user_metrics.mapping import (
     INTERNAL_ERROR,
+    PAUSE_EVERY,
     Conventions,
     Rejection,
     RequestRecord,
@@ -225,7 +226,8 @@ class Ingestor:
 
     def export(self, request: ExportTraceServiceRequest) -> ExportResult:
         """Store the request's LLM spans; raises Unavailable when they could not be committed."""
-        with self._mapping_slots.held():
+        small = _span_count(request) <= PAUSE_EVERY  # mapped faster than a big export's part
+        with self._mapping_slots.held(small):
             mapped = map_request(
                 request, self._conventions, now_unix_nano=self._clock(), pause=self._mapping_slots.turn
             )
@@ -239,7 +241,7 @@ class Ingestor:
             records, dropped = self._property_keys.admit(mapped.records)
             self._stats.cut("max_property_keys", dropped)
             now_us = self._clock() // 1000
-            with self._mapping_slots.held():
+            with self._mapping_slots.held(small):
                 parts = self._prepare(records, mapped.waiting_for, rejected, now_us)
                 facts = facts_table(mapped.facts, now_us) if mapped.facts else None
             self._write(*parts, facts)
@@ -333,6 +335,10 @@ class Ingestor:
         except Overloaded:
             self._stats.refuse("queue_full")
             raise
+
+
+def _span_count(request: ExportTraceServiceRequest) -> int:
+    return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
 
 
 # Rows per part of one export's write (see Ingestor._write).

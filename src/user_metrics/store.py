@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +102,11 @@ FORCE_CHECKPOINT_WAL_BYTES = 256 * 1024 * 1024
 # How often the writer drops attribution facts older than twice the attribution window, and how
 # often, while a write is failing, it tries a small write to learn whether it can commit again.
 PURGE_FACTS_EVERY_S = 60.0
+# Writes of at most this many rows are committed before bigger ones that were queued first.
+SMALL_WRITE_ROWS = 1024
 PROBE_EVERY_S = 2.0
+# Pauses between the writer's retries after running out of memory, readers held back (about 6 s).
+MEMORY_RETRY_PAUSES_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.0)
 T = TypeVar("T")
 
 
@@ -172,6 +176,7 @@ class Store:
         self._reader_lock = threading.Lock()
         self._readers = Readers(self._reader_root.cursor(), stats)
         self._queue: queue.Queue[_Pending | object] = queue.Queue()
+        self._backlog: list[_Pending] = []  # taken from the queue by the writer, not yet committed
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -222,7 +227,7 @@ class Store:
     @property
     def queue(self) -> tuple[int, int]:
         """(batches, rows) waiting for the writer."""
-        return self._queue.qsize(), self._queued_rows
+        return self._queue.qsize() + len(self._backlog), self._queued_rows
 
     def property_keys(self) -> set[str]:
         """Every custom property key stored so far (``query.property_keys`` on a reader)."""
@@ -241,8 +246,8 @@ class Store:
         (a table larger than the whole limit is still taken when the queue is empty).
         """
         future: Future[int] = Future()
-        if self._closed:
-            future.set_exception(Unavailable("the store is shutting down"))
+        if self._closed or not self._thread.is_alive():
+            future.set_exception(Unavailable(self.health() or "the store is shutting down"))
             return future
         rows = table.num_rows + (waiting.num_rows if waiting is not None else 0)
         with self._queue_lock:
@@ -298,40 +303,64 @@ class Store:
         except BaseException as exc:  # noqa: BLE001 - health() reports it; exporters get Unavailable
             log.critical("the store's writer stopped: %s", exc, exc_info=True)
             self._failure = f"the store's writer stopped: {exc}"
+            for pending in self._backlog:
+                pending.future.set_exception(Unavailable(self._failure))
+            self._refuse_queued()
             raise
 
     def _serve_queue(self) -> None:
+        backlog = self._backlog
         stopping = False
-        while not stopping:
+        while backlog or not stopping:
             self._housekeeping()
-            try:
-                item = self._queue.get(timeout=1.0 if self._has_pending or self._failure else 5.0)
-            except queue.Empty:
-                if self._has_pending:
-                    self._resolve_pending(None)  # the clock alone finalises spans past their deadline
-                continue
-            if item is _STOP:
-                break
-            assert isinstance(item, _Pending)
-            group = [item]
-            rows = item.table.num_rows
-            while rows < self._max_group_rows:
+            if not backlog and not stopping:
                 try:
-                    more = self._queue.get_nowait()
+                    item = self._queue.get(timeout=1.0 if self._has_pending or self._failure else 5.0)
+                except queue.Empty:
+                    if self._has_pending:
+                        self._resolve_pending(None)  # the clock alone finalises spans past their deadline
+                    continue
+                stopping = item is _STOP
+                if isinstance(item, _Pending):
+                    backlog.append(item)
+            while not stopping:
+                try:
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is _STOP:
-                    stopping = True
-                    break
-                assert isinstance(more, _Pending)
-                group.append(more)
-                rows += more.table.num_rows
-            self._commit(group)
-            if self._rows_since_compaction >= self._compact_after_rows or (
-                self._dirty and time.monotonic() - self._last_compaction >= self._compact_after_seconds
-            ):
+                stopping = item is _STOP
+                if isinstance(item, _Pending):
+                    backlog.append(item)
+            if backlog:
+                self._commit(self._next_group(backlog))
+            # While writes wait, compaction and checkpoints wait for them, up to twice their due.
+            busy = not self._queue.empty() or any(_rows(p) <= SMALL_WRITE_ROWS for p in backlog)
+            if self._compaction_due(2 if busy else 1):
                 self._compact()
-            self._maybe_checkpoint()
+            self._maybe_checkpoint(FORCE_CHECKPOINT_WAL_BYTES if busy else CHECKPOINT_WAL_BYTES)
+
+    def _compaction_due(self, factor: int) -> bool:
+        elapsed = time.monotonic() - self._last_compaction
+        return self._rows_since_compaction >= factor * self._compact_after_rows or (
+            bool(self._dirty) and elapsed >= factor * self._compact_after_seconds
+        )
+
+    def _next_group(self, backlog: list[_Pending]) -> list[_Pending]:
+        """Take the writes of the next commit out of ``backlog``: the small ones first, so that a
+        small export waits for at most the commit under way, not for the big ones queued before
+        it; then the rest in arrival order, up to ``max_group_rows`` rows (at least one write)."""
+        small = [p for p in backlog if _rows(p) <= SMALL_WRITE_ROWS]
+        candidates = small or backlog
+        group: list[_Pending] = []
+        rows = 0
+        for pending in candidates:
+            if group and rows + _rows(pending) > self._max_group_rows:
+                break
+            group.append(pending)
+            rows += _rows(pending)
+        taken = {id(p) for p in group}
+        backlog[:] = [p for p in backlog if id(p) not in taken]
+        return group
 
     def _housekeeping(self) -> None:
         """What the writer does by the clock: drop old attribution facts, probe a failing store."""
@@ -377,13 +406,14 @@ class Store:
             compactions=1, compaction_seconds=time.perf_counter() - started, rollup_rows_merged=removed
         )
 
-    def _maybe_checkpoint(self) -> None:
-        """Checkpoint once the WAL is large, while no reader holds memory (see CHECKPOINT_WAL_BYTES)."""
+    def _maybe_checkpoint(self, at_bytes: int) -> None:
+        """Checkpoint once the WAL has ``at_bytes``, while no reader holds memory, or once it has
+        FORCE_CHECKPOINT_WAL_BYTES, holding readers back (see CHECKPOINT_WAL_BYTES)."""
         try:
             wal = os.path.getsize(self.path + ".wal")
         except OSError:
             return
-        if wal < CHECKPOINT_WAL_BYTES or (wal < FORCE_CHECKPOINT_WAL_BYTES and self._readers.open_count):
+        if wal < at_bytes or (wal < FORCE_CHECKPOINT_WAL_BYTES and self._readers.open_count):
             return
         try:
             with self._readers.exclusive():
@@ -407,14 +437,23 @@ class Store:
         return self._with_memory(lambda: self._transaction(work))
 
     def _with_memory(self, attempt: Callable[[], T]) -> T:
-        """``attempt()``, and once more with the readers held back if it runs out of memory."""
+        """``attempt()``; if it runs out of memory, again with the readers held back, a few times
+        over a few seconds: a reader that was interrupted may still hold a result being fetched,
+        and gives its memory back only when it closes."""
         try:
             return attempt()
         except duckdb.OutOfMemoryException as exc:
             log.warning("the writer ran out of memory (%s); retrying, readers held back", _first_line(exc))
+        with self._readers.exclusive():
+            for pause in MEMORY_RETRY_PAUSES_S:
+                self._stats.add(writer_memory_retries=1)
+                try:
+                    return attempt()
+                except duckdb.OutOfMemoryException as exc:
+                    log.warning("the writer still lacks memory (%s)", _first_line(exc))
+                time.sleep(pause)
             self._stats.add(writer_memory_retries=1)
-            with self._readers.exclusive():
-                return attempt()
+            return attempt()
 
     def _transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         con = self._con
@@ -461,7 +500,7 @@ class Store:
 
     def _commit(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
-        rows = sum(p.table.num_rows + (p.waiting.num_rows if p.waiting is not None else 0) for p in group)
+        rows = sum(_rows(p) for p in group)
         try:
             self._commit_group(group, rows, started)
         finally:
@@ -528,21 +567,11 @@ class Store:
         return self._with_memory(lambda: self._insert_once(batch, side))
 
     def _insert_once(self, batch: pa.Table, side: dict[str, pa.Table | None]) -> int:
-        con = self._con
-        registered = []
-        try:
-            for name, part in (("batch", batch), *side.items()):
-                if part is not None:
-                    con.register(name, part)  # may need memory too: inside _with_memory
-                    registered.append(name)
+        with _registered(self._con, {"batch": batch, **side}):  # may need memory: in _with_memory
             try:
                 return self._transaction(lambda con: self._insert_all(con, batch.num_rows, side))
             except duckdb.ConstraintException:  # a span stored before: store only the new ones
                 return self._transaction(lambda con: self._insert_new_only(con, side))
-        finally:
-            for name in registered:
-                with contextlib.suppress(duckdb.Error):
-                    con.unregister(name)
 
     def _insert_all(self, con: duckdb.DuckDBPyConnection, rows: int, side: dict[str, pa.Table | None]) -> int:
         con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
@@ -568,8 +597,7 @@ class Store:
             f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM batch "
             "ON CONFLICT DO NOTHING RETURNING k"
         ).to_arrow_table()
-        con.register("fresh_keys", fresh)
-        try:
+        with _registered(con, {"fresh_keys": fresh}):
             con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE fresh_rows AS
                 SELECT * EXCLUDE (_k, _n) FROM (
@@ -582,8 +610,6 @@ class Store:
             self._written(rollups.apply(con, "fresh_rows"), fresh.num_rows)
             con.execute("DROP TABLE fresh_rows")
             self._insert_side(side)
-        finally:
-            con.unregister("fresh_keys")
         return fresh.num_rows
 
     def _count_pending(self) -> bool:
@@ -614,12 +640,9 @@ class Store:
         """
         con = self._con
         now_us = time.time_ns() // 1000
-        try:
-            if traces:
-                con.register("touched", pa.table({"trace_id": sorted(traces)}))
-                scope = "deadline_us <= $now OR trace_id IN (SELECT trace_id FROM touched)"
-            else:
-                scope = "deadline_us <= $now"
+        touched = pa.table({"trace_id": sorted(traces)}) if traces else None
+        scope = "deadline_us <= $now" + (" OR trace_id IN (SELECT trace_id FROM touched)" if traces else "")
+        with _registered(con, {"touched": touched}):
             steps = con.execute(
                 f"""WITH RECURSIVE
                     cand AS (SELECT DISTINCT trace_id, span_id, waiting_for, deadline_us FROM pending
@@ -640,17 +663,13 @@ class Store:
                 ORDER BY w.trace_id, w.span_id, w.depth""",
                 {"now": now_us},
             ).fetchall()
-        finally:
-            if traces:
-                con.unregister("touched")
         resolved = _resolutions(steps)
         if resolved:
             keys = pa.table(
                 {name: [r[i] for r in resolved] for i, name in enumerate(_RESOLVED_COLUMNS)},
                 schema=_RESOLVED_SCHEMA,
             )
-            con.register("resolved", keys)
-            try:
+            with _registered(con, {"resolved": keys}):
                 final = con.execute(
                     """SELECT p.* EXCLUDE (waiting_for, deadline_us)
                               REPLACE (coalesce(p.user_id, r.user_id) AS user_id,
@@ -659,8 +678,6 @@ class Store:
                        FROM (SELECT DISTINCT ON (trace_id, span_id) * FROM pending) AS p
                        JOIN resolved AS r USING (trace_id, span_id)"""
                 ).to_arrow_table()
-            finally:
-                con.unregister("resolved")
             stored = self._insert(final, finalised=keys.select(["trace_id", "span_id"]))
             self._stats.add(
                 spans_stored=stored,
@@ -705,11 +722,32 @@ def _resolutions(steps: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return out
 
 
+def _rows(pending: _Pending) -> int:
+    return pending.table.num_rows + (pending.waiting.num_rows if pending.waiting is not None else 0)
+
+
 def _concat(parts: list[pa.Table | None]) -> pa.Table | None:
     present = [p for p in parts if p is not None and p.num_rows]
     if not present:
         return None
     return present[0] if len(present) == 1 else pa.concat_tables(present)
+
+
+@contextlib.contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | None]) -> Iterator[None]:
+    """The tables (those not None) as views of ``con`` for the block. A view a failed unregister
+    left behind (it can run out of memory too) is replaced, not an error for ever after."""
+    names = [name for name, table in tables.items() if table is not None]
+    try:
+        for name in names:
+            with contextlib.suppress(duckdb.Error):
+                con.unregister(name)
+            con.register(name, tables[name])
+        yield
+    finally:
+        for name in names:
+            with contextlib.suppress(duckdb.Error):
+                con.unregister(name)
 
 
 def _first_line(exc: BaseException) -> str:
