@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from user_metrics import rollups
+from user_metrics import store as store_module
 from user_metrics.batches import to_arrow
 from user_metrics.mapping import RequestRecord
 from user_metrics.stats import Stats
@@ -175,11 +176,13 @@ class TestWriterRecovery:
     def test_a_failed_rollback_is_retried_and_the_next_write_succeeds(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rollback_failures: int
     ) -> None:
-        """A write fails with Out of Memory twice (first try and the retry), and ROLLBACK fails
-        too (once: retried at once; twice: retried before the next write): the next write works."""
+        """A write runs out of memory on every try (the first, then the retries with readers held
+        back), and ROLLBACK fails too (once: retried at once; twice: retried before the next
+        write): that write fails, retryably; the next one works."""
+        monkeypatch.setattr(store_module, "MEMORY_RETRY_PAUSES_S", (0.01, 0.01))
         store = Store(tmp_path / "um.duckdb", Stats())
         try:
-            inserts = {"left": 2}
+            inserts = {"left": 1 + 2 + 1}
             real_insert_all = Store._insert_all
 
             def insert_all(self: Store, con: duckdb.DuckDBPyConnection, *args: Any) -> int:
