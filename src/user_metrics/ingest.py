@@ -211,7 +211,12 @@ class Ingestor:
         with self._mapping_slots:
             mapped = map_request(request, self._conventions, now_unix_nano=self._clock())
         received = len(mapped.records) + len(mapped.rejected) + mapped.skipped
-        self._stats.add(exports=1, spans_received=received, spans_skipped=mapped.skipped)
+        self._stats.add(
+            exports=1,
+            spans_received=received,
+            spans_skipped=mapped.skipped,
+            spans_cache_added_to_input=sum(r.cache_added_to_input for r in mapped.records),
+        )
         self._stats.cut("max_value_length", mapped.truncated_values)
         self._stats.cut("max_properties", mapped.dropped_properties)
         for rejection in mapped.rejected:
