@@ -98,10 +98,9 @@ class TestUpgradeFrom6:
         assert rows["old-user"]["input_tokens"] == 1000 and rows["old-user"]["cost_source"] == "computed"
         for old in ("old-user", "late-user"):  # stored or priced before the upgrade: unknown
             assert (rows[old]["cache_added_to_input"], rows[old]["price_provider"]) == (None, None)
-        assert (
-            rows["late-user"]["parent_span_id"] == PARENT.hex() and rows["late-user"]["input_tokens"] == 500
-        )
-        assert rows["new-user"]["cache_added_to_input"] is False
+        assert (rows["late-user"]["parent_span_id"], rows["late-user"]["input_tokens"]) == (PARENT.hex(), 500)
+        new = rows["new-user"]
+        assert (new["cache_added_to_input"], new["price_provider"]) == (False, "openai")
 
     def test_opening_again_changes_nothing(self, tmp_path: Path) -> None:
         """An upgraded file opens again as it is (the upgrade runs once)."""

@@ -226,16 +226,19 @@ class Ingestor:
             self._stats.cut("max_property_keys", dropped)
             now_us = self._clock() // 1000
             with self._mapping_slots:
-                costs, sources = self._pricer.price(records)
+                costs, sources, providers = self._pricer.price(records)
                 waits = mapped.waiting_for
                 final = [i for i, w in enumerate(waits) if w is None]
                 waiting = [i for i, w in enumerate(waits) if w is not None]
 
                 def rows(picked: list[int]) -> pa.Table:
                     if len(picked) == len(records):  # the usual case: every record is final
-                        return to_arrow(records, costs, sources)
+                        return to_arrow(records, costs, sources, providers)
                     return to_arrow(
-                        [records[i] for i in picked], [costs[i] for i in picked], [sources[i] for i in picked]
+                        [records[i] for i in picked],
+                        [costs[i] for i in picked],
+                        [sources[i] for i in picked],
+                        [providers[i] for i in picked],
                     )
 
                 try:
