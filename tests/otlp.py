@@ -88,3 +88,16 @@ def chat(
         attrs["user.id"] = user
     attrs.update(more)
     return attrs
+
+
+# An Anthropic call with prompt caching as OpenLLMetry's instrumentation (older releases) records
+# it: input without cache (Anthropic's own convention) beside the cache counts.
+ANTHROPIC_OPENLLMETRY: dict[str, Any] = {
+    "gen_ai.system": "Anthropic",
+    "llm.request.type": "chat",
+    "gen_ai.request.model": "claude-sonnet-4-20250514",
+    "gen_ai.usage.prompt_tokens": 12,
+    "gen_ai.usage.completion_tokens": 300,
+    "gen_ai.usage.cache_read_input_tokens": 5000,
+    "gen_ai.usage.cache_creation_input_tokens": 1000,
+}

@@ -1181,6 +1181,9 @@ def test_extreme_but_valid_values_are_stored(
         attrs["gen_ai.provider.name"] = provider
         for name in ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.reasoning.output_tokens"):
             attrs[name] = data.draw(edge_counts)
+        inp, cached = attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.cache_read.input_tokens"]
+        if cached > inp:  # input counted without cache: input + cache is what must stay in bounds
+            attrs["gen_ai.usage.cache_read.input_tokens"] = min(cached, MAX_TOKENS - inp)
         cost = data.draw(edge_costs)
         if cost is not None:
             attrs["gen_ai.usage.cost"] = cost

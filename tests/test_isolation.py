@@ -29,7 +29,7 @@ from user_metrics.pricing import Pricer
 def sabotaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A service whose mapper fails on provider 'explode' and whose pricer fails on model 'explode'."""
     real_provider = mapping._provider
-    real_resolve = Pricer._resolve
+    real_resolve = Pricer._resolve_locked
 
     def provider(scan: Any) -> str | None:
         found = real_provider(scan)
@@ -37,13 +37,13 @@ def sabotaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             raise RuntimeError("injected mapping bug")
         return found
 
-    def resolve(self: Pricer, provider: str | None, model: str, minute: int) -> Any:
-        if model == "explode":
+    def resolve(self: Pricer, *key: Any) -> Any:
+        if "explode" in key:  # the response or the request model
             raise ZeroDivisionError("injected pricing bug")
-        return real_resolve(self, provider, model, minute)
+        return real_resolve(self, *key)
 
     monkeypatch.setattr(mapping, "_provider", provider)
-    monkeypatch.setattr(Pricer, "_resolve", resolve)
+    monkeypatch.setattr(Pricer, "_resolve_locked", resolve)
     svc = Service(tmp_path / "um.duckdb", metrics_refresh_seconds=0)
     svc.start()
     yield svc

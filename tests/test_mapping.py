@@ -7,7 +7,7 @@ import os
 from decimal import Decimal
 
 import pytest
-from otlp import T0, chat, request, span
+from otlp import ANTHROPIC_OPENLLMETRY, T0, chat, request, span
 
 from user_metrics.mapping import compile_conventions, map_request
 
@@ -225,6 +225,15 @@ class TestRejections:
                 "gen_ai.usage.output_tokens is too large for one request",
             ),
             ({"gen_ai.usage.cost": 5e8}, "gen_ai.usage.cost is not a cost in USD"),
+            # Each count within bounds, but input plus cache (input counted without cache) is not.
+            (
+                {
+                    "gen_ai.usage.input_tokens": 10**10,
+                    "gen_ai.usage.cache_read.input_tokens": 10**10,
+                    "gen_ai.usage.cache_write.input_tokens": 1,
+                },
+                "input tokens plus cache tokens are too many for one request",
+            ),
         ],
     )
     def test_unreadable_values_reject_only_that_span(self, attrs: dict, message: str) -> None:
@@ -301,3 +310,98 @@ class TestHostileValues:
     def test_an_invalid_parent_span_id_is_no_parent(self, parent: bytes) -> None:
         mapped = map_request(request([span(chat(), parent=parent)]), compile_conventions(), now_unix_nano=NOW)
         assert mapped.records[0].parent_span_id is None
+
+
+class TestInputWithoutCache:
+    """Anthropic counts input without cache; instrumentations pass that on. Stored input includes cache."""
+
+    @pytest.mark.parametrize(
+        "attrs",
+        [
+            ANTHROPIC_OPENLLMETRY,
+            {  # OpenInference's Anthropic instrumentation
+                "openinference.span.kind": "LLM",
+                "llm.provider": "anthropic",
+                "llm.model_name": "claude-sonnet-4-20250514",
+                "llm.token_count.prompt": 12,
+                "llm.token_count.completion": 300,
+                "llm.token_count.prompt_details.cache_read": 5000,
+                "llm.token_count.prompt_details.cache_write": 1000,
+            },
+            {  # Anthropic's usage block copied under the GenAI names
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "anthropic",
+                "gen_ai.request.model": "claude-sonnet-4-20250514",
+                "gen_ai.usage.input_tokens": 12,
+                "gen_ai.usage.output_tokens": 300,
+                "gen_ai.usage.cache_read.input_tokens": 5000,
+                "gen_ai.usage.cache_creation.input_tokens": 1000,
+            },
+        ],
+    )
+    def test_cache_larger_than_input_is_added_and_flagged(self, attrs: dict) -> None:
+        """Cache read + write above the input count: input was exclusive; the sum is stored, flagged."""
+        r = map_one(attrs)
+        assert (r.input_tokens, r.cache_read_tokens, r.cache_write_tokens) == (6012, 5000, 1000)
+        assert r.output_tokens == 300 and r.cache_added_to_input is True
+
+    def test_cache_without_input_is_the_input(self) -> None:
+        """Cache counts with no input count: the input is the cache."""
+        attrs = chat(**{"gen_ai.usage.cache_read.input_tokens": 700})
+        del attrs["gen_ai.usage.input_tokens"]
+        r = map_one(attrs)
+        assert (r.input_tokens, r.cache_read_tokens, r.cache_added_to_input) == (700, 700, True)
+
+    @pytest.mark.parametrize(
+        ("cache", "flag"),
+        [
+            ({"gen_ai.usage.cache_read.input_tokens": 11}, False),
+            ({}, False),
+            ({"gen_ai.usage.cache_read.input_tokens": 0}, False),
+        ],
+    )
+    def test_input_that_includes_cache_is_kept(self, cache: dict, flag: bool) -> None:
+        """OpenAI-style counts (cache within input) and spans without cache are stored as sent."""
+        r = map_one(chat(inp=33, **cache))
+        assert (r.input_tokens, r.cache_added_to_input) == (33, flag)
+
+    def test_exclusive_input_above_its_cache_cannot_be_told_and_is_kept(self) -> None:
+        """Exclusive input larger than its cache looks like inclusive input: stored as sent."""
+        r = map_one(chat(inp=5000, **{"gen_ai.usage.cache_read.input_tokens": 1000}))
+        assert (r.input_tokens, r.cache_added_to_input) == (5000, False)
+
+    def test_no_token_counts_is_not_flagged(self) -> None:
+        """A stream without usage has nothing to add."""
+        attrs = chat()
+        del attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]
+        r = map_one(attrs)
+        assert (r.input_tokens, r.cache_added_to_input) == (None, False)
+
+
+class TestServerAddress:
+    def test_server_address_and_openllmetry_api_base_are_read(self) -> None:
+        """server.address (semconv host) wins over OpenLLMetry's gen_ai.openai.api_base URL."""
+        both = {"server.address": "api.groq.com", "gen_ai.openai.api_base": "https://openrouter.ai/api/v1"}
+        assert map_one(chat(**both)).server_address == "api.groq.com"
+        base = {"gen_ai.openai.api_base": "https://openrouter.ai/api/v1"}
+        assert map_one(chat(**base)).server_address == "https://openrouter.ai/api/v1"
+        assert map_one(chat()).server_address is None
+
+    @pytest.mark.parametrize(
+        ("capture", "address"),
+        [("otel-contrib-openai-v2", "127.0.0.1"), ("openllmetry-standalone", "http://127.0.0.1:")],
+    )
+    def test_captures_carry_their_api_address(self, capture: str, address: str) -> None:
+        """The real instrumentations' spans yield the address they sent the call to."""
+        from conftest import capture_requests
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        records = [
+            r
+            for body in capture_requests(capture)
+            for r in map_request(
+                ExportTraceServiceRequest.FromString(body), compile_conventions(), now_unix_nano=2**63 - 1
+            ).records
+        ]
+        assert len(records) == 12
+        assert all(r.server_address is not None and r.server_address.startswith(address) for r in records)

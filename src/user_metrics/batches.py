@@ -37,6 +37,8 @@ REQUESTS_ARROW_SCHEMA = pa.schema(
         ("error_type", pa.string()),
         ("streaming", pa.bool_()),
         ("properties", pa.map_(pa.string(), pa.string())),
+        ("cache_added_to_input", pa.bool_()),
+        ("price_provider", pa.string()),
     ]
 )
 
@@ -57,9 +59,15 @@ def nanos_to_decimal_array(nanos: Sequence[int | None]) -> pa.Array:
 
 
 def to_arrow(
-    records: Sequence[RequestRecord], costs: Sequence[int | None], sources: Sequence[str]
+    records: Sequence[RequestRecord],
+    costs: Sequence[int | None],
+    sources: Sequence[str],
+    price_providers: Sequence[str | None] | None = None,
 ) -> pa.Table:
-    """Build the Arrow table for ``requests`` from mapped records and their prices."""
+    """Build the Arrow table for ``requests`` from mapped records and their prices.
+
+    ``price_providers``: the provider whose price list billed each record (None: all NULL).
+    """
     if not records:
         return REQUESTS_ARROW_SCHEMA.empty_table()
     columns = dict(zip(RequestRecord._fields, zip(*records, strict=True), strict=True))
@@ -73,6 +81,12 @@ def to_arrow(
             arrays.append(nanos_to_decimal_array(costs))
         elif name == "cost_source":
             arrays.append(pa.array(sources, type=field.type))
+        elif name == "price_provider":
+            arrays.append(
+                pa.array(price_providers, type=field.type)
+                if price_providers is not None
+                else pa.nulls(len(records), field.type)
+            )
         elif name == "properties":
             arrays.append(pa.array([list(p.items()) for p in columns[name]], type=field.type))
         else:

@@ -69,6 +69,9 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     )
     + _keys("langfuse.observation.model.name"),
     "provider": _keys("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    # The API the call went to, so pricing can tell the real provider behind an OpenAI client
+    # (a host, or OpenLLMetry's base URL).
+    "server_address": _keys("server.address", "gen_ai.openai.api_base"),
     "input_tokens": _keys(
         "gen_ai.usage.input_tokens",
         "gen_ai.usage.prompt_tokens",

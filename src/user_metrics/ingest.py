@@ -232,7 +232,12 @@ class Ingestor:
                 request, self._conventions, now_unix_nano=self._clock(), pause=self._mapping_slots.turn
             )
         received = len(mapped.records) + len(mapped.rejected) + mapped.skipped
-        self._stats.add(exports=1, spans_received=received, spans_skipped=mapped.skipped)
+        self._stats.add(
+            exports=1,
+            spans_received=received,
+            spans_skipped=mapped.skipped,
+            spans_cache_added_to_input=sum(r.cache_added_to_input for r in mapped.records),
+        )
         self._stats.cut("max_value_length", mapped.truncated_values)
         self._stats.cut("max_properties", mapped.dropped_properties)
         self._stats.cut("max_span_attributes", mapped.dropped_attributes)
@@ -267,15 +272,17 @@ class Ingestor:
         to ``rejected``; the others are kept.
         """
         try:
-            costs, sources = self._pricer.price(records)
-            return self._tables(records, costs, sources, waits, now_us)
+            costs, sources, providers = self._pricer.price(records)
+            return self._tables(records, costs, sources, providers, waits, now_us)
         except Exception:  # noqa: BLE001 - find the record(s) at fault, one by one
             pass
-        kept, kept_waits, costs, sources = [], [], [], []
+        kept: list[RequestRecord] = []
+        kept_waits: list[str | None] = []
+        costs, sources, providers = [], [], []
         for record, wait in zip(records, waits, strict=True):
             try:
-                cost, source = self._pricer.price([record])
-                to_arrow([record], cost, source)
+                cost, source, provider = self._pricer.price([record])
+                to_arrow([record], cost, source, provider)
             except Exception as exc:  # noqa: BLE001 - a bug or a value DuckDB cannot hold
                 rejected.append(
                     Rejection(
@@ -292,13 +299,15 @@ class Ingestor:
             kept_waits.append(wait)
             costs += cost
             sources += source
-        return self._tables(kept, costs, sources, kept_waits, now_us)
+            providers += provider
+        return self._tables(kept, costs, sources, providers, kept_waits, now_us)
 
     def _tables(
         self,
         records: list[RequestRecord],
         costs: list[int | None],
         sources: list[str],
+        providers: list[str | None],
         waits: list[str | None],
         now_us: int,
     ) -> tuple[pa.Table, pa.Table | None]:
@@ -307,9 +316,12 @@ class Ingestor:
 
         def rows(picked: list[int]) -> pa.Table:
             if len(picked) == len(records):  # the usual case: every record is final
-                return to_arrow(records, costs, sources)
+                return to_arrow(records, costs, sources, providers)
             return to_arrow(
-                [records[i] for i in picked], [costs[i] for i in picked], [sources[i] for i in picked]
+                [records[i] for i in picked],
+                [costs[i] for i in picked],
+                [sources[i] for i in picked],
+                [providers[i] for i in picked],
             )
 
         pending = None

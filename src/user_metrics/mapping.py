@@ -57,6 +57,11 @@ class RequestRecord(NamedTuple):
     error_type: str | None
     streaming: bool | None
     properties: dict[str, str]
+    # True when the span counted input without cache (cache read + write > input, or no input
+    # beside cache counts): input_tokens then holds input + cache read + cache write.
+    cache_added_to_input: bool = False
+    # The API the call went to (``server.address`` host, or a base URL), for pricing only.
+    server_address: str | None = None
 
 
 class Rejection(NamedTuple):
@@ -679,6 +684,9 @@ def _record(
                 cost = _as_cost(value, key)
                 break
     parent = span.parent_span_id
+    cache_read = scan.count("cache_read_tokens")
+    cache_write = scan.count("cache_write_tokens")
+    input_tokens, cache_added = _input_with_cache(scan.count("input_tokens"), cache_read, cache_write)
     return RequestRecord(
         trace_id=span.trace_id.hex(),
         span_id=span.span_id.hex(),
@@ -693,10 +701,10 @@ def _record(
         provider=_provider(scan),
         request_model=scan.text("request_model"),
         response_model=scan.text("response_model"),
-        input_tokens=scan.count("input_tokens"),
+        input_tokens=input_tokens,
         output_tokens=scan.count("output_tokens"),
-        cache_read_tokens=scan.count("cache_read_tokens"),
-        cache_write_tokens=scan.count("cache_write_tokens"),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
         reasoning_tokens=scan.count("reasoning_tokens"),
         cost_usd=cost,
         cost_source="reported" if cost is not None else None,
@@ -704,7 +712,27 @@ def _record(
         error_type=error_type,
         streaming=scan.first("streaming", _as_bool),
         properties=properties,
+        cache_added_to_input=cache_added,
+        server_address=scan.text("server_address"),
     )
+
+
+def _input_with_cache(
+    inp: int | None, cache_read: int | None, cache_write: int | None
+) -> tuple[int | None, bool]:
+    """Input tokens including cache (the stored convention), and whether cache had to be added.
+
+    Anthropic's API counts input without cache, and several instrumentations pass that on. When
+    the cache counts exceed the input count, or come without one, the input cannot have included
+    them. (Exclusive input larger than its cache counts cannot be told apart, and is kept.)
+    """
+    cache = (cache_read or 0) + (cache_write or 0)
+    if not cache or (inp is not None and cache <= inp):
+        return inp, False
+    total = (inp or 0) + cache
+    if total > _MAX_TOKENS:
+        raise MappingError(f"input tokens plus cache tokens are too many for one request: {total}")
+    return total, True
 
 
 def _check_time(span: Any, future_limit: int) -> None:
@@ -727,6 +755,7 @@ _TEXT_FIELDS = (
     "request_model",
     "response_model",
     "error_type",
+    "server_address",
 )
 
 

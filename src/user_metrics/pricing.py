@@ -1,43 +1,54 @@
-"""Pricing: the cost of each request record, in exact nano-dollars.
+"""Pricing: the cost of each request record, in exact nano-dollars, and which price list billed it.
 
 A cost the span reported wins (``reported``). Otherwise an operator price file entry
 (``custom``) or the bundled genai-prices data (``computed``) prices the usage buckets: uncached
 input, cache read, cache write, output and reasoning. An unknown model is ``unpriced`` (NULL
 cost); a call with no token counts is ``no_usage``.
 
+Which price applies: the providers to try are the one the span's API address names (an OpenAI
+client pointed at DeepSeek, Groq or OpenRouter reports provider ``openai``; genai-prices matches
+providers by API URL), then the span's own provider, each spelling normalised to a genai-prices
+id by one function, for span and price file alike. For each provider, the response model, then
+the request model. The price file is searched first (its provider-less entries last), then
+genai-prices, which finally matches the model name alone.
+
 genai-prices' ``calc_price`` costs ~120 us a call, so it is never called per span. For each
-(provider, model) and the minute a span started (prices can change by date or time of day) the
-model's price is resolved once and turned into per-token coefficients, by asking genai-prices
-for the price of a few probe usages: a linear price is exactly ``base + sum(coef_i * count_i)``.
-Costs are then integer arithmetic in atto-dollars, rounded half-even to nano-dollars, which is
-what DECIMAL(18,9) stores. Tiered prices (not linear in the input size) are computed per record
-through genai-prices, memoised by usage.
+(provider, address, models) and the minute a span started (prices can change by date or time of
+day) the price is resolved once into an exact ``PriceTable`` (see ``price_tables``); costs are
+then integer arithmetic.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
-from genai_prices import Usage
-from genai_prices.data_snapshot import get_snapshot
-from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
+from genai_prices.data_snapshot import DataSnapshot, find_provider_by_id, get_snapshot
+from genai_prices.types import ModelInfo, ModelPrice, Provider
 
 from user_metrics.mapping import RequestRecord
+from user_metrics.price_file import CustomPrice, PriceFileError, load_price_file
+from user_metrics.price_tables import PriceTable, nanos_from_usd, price_table
 
-ATTO_PER_NANO = 10**9
-_MTOK = 1_000_000
+__all__ = ["CustomPrice", "PriceFileError", "Prices", "Pricer", "load_price_file", "provider_key"]
 
-# gen_ai.provider.name values (and older gen_ai.system ones) -> genai-prices provider ids.
+log = logging.getLogger(__name__)
+
+# Cache sizes: past these the caches start again (span attributes pick the keys).
+_MAX_CACHED = 100_000
+
+# gen_ai.provider.name values (and older gen_ai.system ones) that genai-prices' own matching
+# (provider ids, then its provider_match rules) misses or gets wrong -> genai-prices provider ids.
 PROVIDER_IDS = {
-    "azure.ai.openai": "azure",
+    "azure.ai.openai": "azure",  # genai-prices would take "openai" from the name
+    "az.ai.openai": "azure",
     "azure.ai.inference": "azure",
+    "az.ai.inference": "azure",
+    "azure_openai": "azure",
     "aws.bedrock": "aws",
     "bedrock": "aws",
     "gcp.gemini": "google",
@@ -53,261 +64,226 @@ PROVIDER_IDS = {
 }
 
 
-class PriceFileError(ValueError):
-    """The operator's price file cannot be used."""
+def provider_key(name: str | None, providers: Sequence[Provider]) -> str | None:
+    """The provider a spelling stands for: a genai-prices provider id, else the name lower-cased.
 
-
-@dataclass(frozen=True)
-class Coefficients:
-    """A linear price: atto-dollars per request and per token of each bucket.
-
-    Counts are totals in OTel semantics (input includes cache, output includes reasoning), so
-    ``cache_read`` is the difference between a cached and an uncached input token.
+    The one normalisation for span providers and price-file providers alike.
     """
-
-    base: int
-    input: int
-    cache_read: int
-    cache_write: int
-    output: int
-    reasoning: int
-
-    def cost_atto(self, inp: int, cr: int, cw: int, out: int, rs: int) -> int:
-        return (
-            self.base
-            + self.input * inp
-            + self.cache_read * cr
-            + self.cache_write * cw
-            + self.output * out
-            + self.reasoning * rs
-        )
-
-
-def _atto(usd: Decimal) -> int:
-    """An exact USD amount as whole atto-dollars (prices have at most 18 decimals)."""
-    scaled = usd.scaleb(18)
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"price {usd} has more than 18 decimals")
-    return int(scaled)
-
-
-def nanos_from_atto(atto: int) -> int:
-    """Round atto-dollars to nano-dollars, half to even (as Decimal.quantize does)."""
-    q, r = divmod(atto, ATTO_PER_NANO)
-    if r * 2 > ATTO_PER_NANO or (r * 2 == ATTO_PER_NANO and q % 2 == 1):
-        q += 1
-    return q
-
-
-def nanos_from_usd(usd: Decimal) -> int:
-    """A USD amount as nano-dollars, rounded half to even."""
-    return int(usd.scaleb(9).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
-@dataclass(frozen=True)
-class CustomPrice:
-    """One model priced by the operator (USD per million tokens)."""
-
-    model: str
-    provider: str | None
-    coefficients: Coefficients
-
-
-def load_price_file(path: str | Path) -> list[CustomPrice]:
-    """Read an operator price file (TOML, ``[[model]]`` tables)."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise PriceFileError(f"price file {path}: {exc}") from exc
-    entries = data.get("model", [])
-    if not isinstance(entries, list):
-        raise PriceFileError(f"price file {path}: expected [[model]] tables")
-    prices = []
-    for i, entry in enumerate(entries, 1):
-        where = f"price file {path}, model #{i}"
-        known = {"name", "provider", "input_mtok", "output_mtok", "cache_read_mtok"}
-        known |= {"cache_write_mtok", "reasoning_mtok", "request"}
-        unknown = set(entry) - known
-        if unknown:
-            raise PriceFileError(f"{where}: unknown keys {sorted(unknown)}")
-        if not isinstance(entry.get("name"), str) or not entry["name"]:
-            raise PriceFileError(f"{where}: 'name' (the model name) is required")
-
-        def usd(
-            key: str, default: Decimal | None = None, *, _entry: Any = entry, _where: str = where
-        ) -> Decimal:
-            value = _entry.get(key)
-            if value is None:
-                if default is None:
-                    raise PriceFileError(f"{_where}: '{key}' is required")
-                return default
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise PriceFileError(f"{_where}: '{key}' must be a number")
-            try:
-                number = Decimal(str(value))
-            except ArithmeticError:
-                raise PriceFileError(f"{_where}: '{key}' must be a number") from None
-            if not number.is_finite() or number < 0:
-                raise PriceFileError(f"{_where}: '{key}' must be a non-negative number")
-            return number
-
-        inp = usd("input_mtok")
-        out = usd("output_mtok")
-        cr = usd("cache_read_mtok", inp)
-        cw = usd("cache_write_mtok", inp)
-        rs = usd("reasoning_mtok", out)
-        per_request = usd("request", Decimal(0))
-        prices.append(
-            CustomPrice(
-                model=entry["name"].lower(),
-                provider=entry["provider"].lower() if entry.get("provider") else None,
-                coefficients=Coefficients(
-                    base=_atto(per_request),
-                    input=_atto(inp / _MTOK),
-                    cache_read=_atto((cr - inp) / _MTOK),
-                    cache_write=_atto((cw - inp) / _MTOK),
-                    output=_atto(out / _MTOK),
-                    reasoning=_atto((rs - out) / _MTOK),
-                ),
-            )
-        )
-    return prices
-
-
-def _probe(model_price: ModelPrice) -> Coefficients | None:
-    """Per-token coefficients of a linear genai-prices price; None when tiered."""
-    if any(isinstance(v, TieredPrices) for v in model_price.__dict__.values()):
+    if name is None:
         return None
+    spelled = name.strip().lower()
+    if not spelled:
+        return None
+    if spelled in PROVIDER_IDS:
+        return PROVIDER_IDS[spelled]
+    found = find_provider_by_id(list(providers), spelled)
+    return found.id if found is not None else spelled
 
-    def total(**usage: int) -> Decimal:
-        return model_price.calc_price(Usage(**usage))["total_price"]
 
-    m = _MTOK
-    base = total()
-    with_input = total(input_tokens=m)
-    with_output = total(output_tokens=m)
-    return Coefficients(
-        base=_atto(base),
-        input=_atto((with_input - base) / m),
-        cache_read=_atto((total(input_tokens=m, cache_read_tokens=m) - with_input) / m),
-        cache_write=_atto((total(input_tokens=m, cache_write_tokens=m) - with_input) / m),
-        output=_atto((with_output - base) / m),
-        reasoning=_atto((total(output_tokens=m, output_reasoning_tokens=m) - with_output) / m),
-    )
+def api_url(address: str) -> str | None:
+    """The URL genai-prices' ``api_pattern`` expects (``https://host/path``) for a host or URL."""
+    text = address.strip()
+    try:
+        parts = urlsplit(text if "://" in text else f"https://{text}")
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    return f"https://{host}{parts.path}" if host else None
+
+
+class Prices(NamedTuple):
+    """What ``Pricer.price`` answers, one item per record."""
+
+    costs: list[int | None]  # nano-dollars; None when unknown
+    sources: list[str]  # reported, computed, custom, unpriced, no_usage
+    providers: list[str | None]  # the provider whose price list billed it (computed, custom)
+
+
+class _Resolved(NamedTuple):
+    source: str  # computed, custom or unpriced
+    provider: str | None
+    cost: Callable[[int, int, int, int, int], int] | None  # nano-dollars of (inp, cr, cw, out, rs)
+
+
+_UNPRICED = _Resolved("unpriced", None, None)
+
+
+def _priced(source: str, provider: str | None, table: PriceTable) -> _Resolved:
+    # A linear price (most) skips the table's piece lookup on the hot path.
+    return _Resolved(source, provider, table.pieces[0].cost_nanos if not table.starts else table.cost_nanos)
 
 
 class Pricer:
-    """Prices request records. Thread-safe; caches resolved prices."""
+    """Prices request records. Thread-safe; caches resolved prices.
 
-    def __init__(self, custom: Sequence[CustomPrice] = ()) -> None:
-        self._custom = {(p.provider, p.model): p.coefficients for p in custom}
-        self._snapshot = get_snapshot()
-        self._models: dict[tuple[str | None, str], tuple[Provider, ModelInfo] | None] = {}
-        self._coefficients: dict[int, Coefficients | None] = {}
-        self._by_minute: dict[tuple[str | None, str, int], tuple[str, Any]] = {}
-        self._tiered_memo: dict[tuple[Any, ...], int] = {}
+    ``custom``: the operator's price file entries; ``snapshot``: genai-prices' data (by default
+    the bundled one).
+    """
+
+    def __init__(self, custom: Sequence[CustomPrice] = (), snapshot: DataSnapshot | None = None) -> None:
+        self._snapshot = snapshot or get_snapshot()
+        self._providers = list(self._snapshot.providers)
+        # Which provider's list holds each model (genai-prices falls back to other providers' lists).
+        self._owner = {id(m): p.id for p in self._providers for m in p.models}
+        self._custom = self._index(custom)
+        self._finder = self._new_finder()
+        self._keys: dict[str | None, str | None] = {}
+        self._urls: dict[str, Provider | None] = {}
+        self._tables: dict[int, tuple[ModelPrice, PriceTable | None]] = {}
+        self._resolved: dict[tuple[Any, ...], _Resolved] = {}
         self._lock = threading.Lock()
 
-    def _resolve(self, provider: str | None, model: str, minute: int) -> tuple[str, Any]:
-        """(cost_source, how): Coefficients, a tiered (provider, model, price), or None if unpriced."""
-        key = (provider, model, minute)
-        hit = self._by_minute.get(key)
-        if hit is not None:
-            return hit
+    def _new_finder(self) -> DataSnapshot:
+        # genai-prices' DataSnapshot caches every model name and URL it is asked about, for
+        # good: lookups go through one of our own, replaced whenever our caches start again.
+        return DataSnapshot(providers=self._providers, from_auto_update=False)
+
+    def _index(self, custom: Sequence[CustomPrice]) -> dict[tuple[str | None, str], CustomPrice]:
+        """Price-file entries by (normalised provider, model); warns of entries that never apply."""
+        index: dict[tuple[str | None, str], CustomPrice] = {}
+        for entry in custom:
+            key = (provider_key(entry.provider, self._providers), entry.model)
+            shadowed = index.get(key)
+            if shadowed is not None:
+                log.warning(
+                    "%s never applies: %s prices the same model for the same provider %s",
+                    shadowed.where,
+                    entry.where,
+                    f"({key[0]})" if key[0] else "(any)",
+                )
+            index[key] = entry
+        return index
+
+    # ---- resolving a price (once per key) ----------------------------------------------------
+
+    def _resolve(self, key: tuple[str | None, str | None, str | None, str | None, int]) -> _Resolved:
+        """The price of (provider, address, response model, request model, minute), cached."""
         with self._lock:
-            result = self._resolve_locked(provider, model, minute)
-            if len(self._by_minute) > 100_000:
-                self._by_minute.clear()
-            self._by_minute[key] = result
+            if len(self._resolved) > _MAX_CACHED:
+                self._resolved.clear()
+                self._keys.clear()
+                self._urls.clear()
+                self._finder = self._new_finder()
+            result = self._resolve_locked(*key)
+            self._resolved[key] = result
         return result
 
-    def _resolve_locked(self, provider: str | None, model: str, minute: int) -> tuple[str, Any]:
-        lowered = model.lower()
-        custom = self._custom.get((provider, lowered)) or self._custom.get((None, lowered))
-        if custom is not None:
-            return ("custom", custom)
-        found = self._find_model(provider, lowered)
+    def _resolve_locked(
+        self,
+        provider: str | None,
+        address: str | None,
+        response: str | None,
+        request: str | None,
+        minute: int,
+    ) -> _Resolved:
+        lowered = tuple(dict.fromkeys(m.lower() for m in (response, request) if m))
+        if not lowered:
+            return _UNPRICED
+        by_url = self._by_url(address) if address else None
+        span_key = self._key(provider)
+        keys = [k for k in dict.fromkeys((by_url.id if by_url else None, span_key)) if k is not None]
+        for k in (*keys, None):
+            for model in lowered:
+                entry = self._custom.get((k, model))
+                if entry is not None:
+                    return _priced("custom", k, entry.table)
+        found = self._find_model(by_url, span_key, lowered)
         if found is None:
-            return ("unpriced", None)
-        provider_info, model_info = found
-        when = datetime.fromtimestamp(minute * 60, UTC)
-        model_price = model_info.get_prices(when)
-        ident = id(model_price)
-        if ident not in self._coefficients:
-            self._coefficients[ident] = _probe(model_price)
-        coefficients = self._coefficients[ident]
-        if coefficients is None:
-            return ("computed", (provider_info, model_info, model_price))
-        return ("computed", coefficients)
+            return _UNPRICED
+        model_price = found.get_prices(datetime.fromtimestamp(minute * 60, UTC))
+        table = self._table(model_price, found)
+        if table is None:
+            return _UNPRICED
+        return _priced("computed", self._owner.get(id(found)), table)
 
-    def _find_model(self, provider: str | None, model: str) -> tuple[Provider, ModelInfo] | None:
-        key = (provider, model)
-        if key in self._models:
-            return self._models[key]
-        provider_id = PROVIDER_IDS.get(provider, provider) if provider else None
-        found: tuple[Provider, ModelInfo] | None = None
-        for candidate in (provider_id, None) if provider_id else (None,):
-            try:
-                found = self._snapshot.find_provider_model(model, None, candidate, None)
-                break
-            except LookupError:
-                continue
-            except ValueError:
-                continue
-        self._models[key] = found
-        return found
+    def _key(self, provider: str | None) -> str | None:
+        if provider not in self._keys:
+            self._keys[provider] = provider_key(provider, self._providers)
+        return self._keys[provider]
 
-    def price(self, records: Sequence[RequestRecord]) -> tuple[list[int | None], list[str]]:
-        """(cost in nano-dollars or None, cost_source) for each record."""
-        costs: list[int | None] = []
-        sources: list[str] = []
+    def _by_url(self, address: str) -> Provider | None:
+        if address not in self._urls:
+            url = api_url(address)
+            found = None
+            if url is not None:
+                try:
+                    found = self._finder.find_provider(None, None, url)
+                except LookupError:
+                    found = None
+            self._urls[address] = found
+        return self._urls[address]
+
+    def _find_model(
+        self, by_url: Provider | None, span_key: str | None, models: tuple[str, ...]
+    ) -> ModelInfo | None:
+        """genai-prices' model: the API address's provider, the span's, then the model name alone."""
+        finder = self._finder
+        attempts: list[tuple[Provider | None, str | None]] = []
+        if by_url is not None:
+            attempts.append((by_url, None))
+        if span_key is not None and (by_url is None or span_key != by_url.id):
+            attempts.append((None, span_key))
+        attempts.append((None, None))
+        for provider, provider_id in attempts:
+            for model in models:
+                try:
+                    return finder.find_provider_model(model, provider, provider_id, None)[1]
+                except (LookupError, ValueError):  # not there, or a name genai-prices refuses
+                    continue
+        return None
+
+    def _table(self, model_price: ModelPrice, model: ModelInfo) -> PriceTable | None:
+        cached = self._tables.get(id(model_price))
+        if cached is not None and cached[0] is model_price:
+            return cached[1]
+        try:
+            table: PriceTable | None = price_table(model_price)
+        except (ValueError, ArithmeticError) as exc:
+            log.warning("genai-prices cannot price model %s (%s): it stays unpriced", model.id, exc)
+            table = None
+        self._tables[id(model_price)] = (model_price, table)  # holding it keeps its id unique
+        return table
+
+    # ---- pricing records ---------------------------------------------------------------------
+
+    def price(self, records: Sequence[RequestRecord]) -> Prices:
+        """The cost in nano-dollars (or None), cost_source and price provider of each record."""
+        out = Prices([], [], [])
+        costs, sources, providers = out
+        resolved = self._resolved
         for r in records:
             if r.cost_usd is not None:
                 costs.append(nanos_from_usd(r.cost_usd))
                 sources.append("reported")
+                providers.append(None)
                 continue
-            if r.input_tokens is None and r.output_tokens is None:
+            inp, out_tokens = r.input_tokens, r.output_tokens
+            if inp is None and out_tokens is None:
                 costs.append(None)
                 sources.append("no_usage")
+                providers.append(None)
                 continue
-            model = r.response_model or r.request_model
-            if model is None:
+            key = (
+                r.provider,
+                r.server_address,
+                r.response_model,
+                r.request_model,
+                r.start_time_unix_nano // 60_000_000_000,  # prices change by date or time of day
+            )
+            price = resolved.get(key) or self._resolve(key)
+            cost = price.cost
+            if cost is None:
                 costs.append(None)
-                sources.append("unpriced")
+                sources.append(price.source)
+                providers.append(None)
                 continue
-            source, how = self._resolve(r.provider, model, r.start_time_unix_nano // 60_000_000_000)
-            if how is None:
-                costs.append(None)
-                sources.append(source)
-                continue
-            inp = r.input_tokens or 0
-            out = r.output_tokens or 0
+            inp = inp or 0
+            out_tokens = out_tokens or 0
             # OTel counts include cache and reasoning; clamp what a library over-reports.
             cr = min(r.cache_read_tokens or 0, inp)
             cw = min(r.cache_write_tokens or 0, inp - cr)
-            rs = min(r.reasoning_tokens or 0, out)
-            if isinstance(how, Coefficients):
-                costs.append(nanos_from_atto(how.cost_atto(inp, cr, cw, out, rs)))
-            else:
-                costs.append(self._tiered(how, inp, cr, cw, out, rs))
-            sources.append(source)
-        return costs, sources
-
-    def _tiered(self, how: tuple[Provider, ModelInfo, ModelPrice], *counts: int) -> int:
-        key = (id(how[2]), *counts)
-        cached = self._tiered_memo.get(key)
-        if cached is None:
-            inp, cr, cw, out, rs = counts
-            usage = Usage(
-                input_tokens=inp,
-                cache_read_tokens=cr,
-                cache_write_tokens=cw,
-                output_tokens=out,
-                output_reasoning_tokens=rs,
-            )
-            total = how[2].calc_price(usage)["total_price"]
-            cached = nanos_from_usd(total)
-            if len(self._tiered_memo) > 100_000:
-                self._tiered_memo.clear()
-            self._tiered_memo[key] = cached
-        return cached
+            rs = min(r.reasoning_tokens or 0, out_tokens)
+            costs.append(cost(inp, cr, cw, out_tokens, rs))
+            sources.append(price.source)
+            providers.append(price.provider)
+        return out

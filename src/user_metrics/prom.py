@@ -193,6 +193,11 @@ class UsageCollector(Collector):
         duplicate.add_metric([], s.spans_duplicate)
         skipped = CounterMetricFamily("user_metrics_spans_skipped", "Spans that are not LLM calls")
         skipped.add_metric([], s.spans_skipped)
+        cache_added = CounterMetricFamily(
+            "user_metrics_spans_cache_added_to_input",
+            "LLM spans whose input count excluded cache, so cache read and write were added to it",
+        )
+        cache_added.add_metric([], s.spans_cache_added_to_input)
         rejected = CounterMetricFamily("user_metrics_spans_rejected", "LLM spans rejected", labels=["reason"])
         for reason, count in sorted(s.spans_rejected.items()):
             rejected.add_metric([reason], count)
@@ -238,6 +243,7 @@ class UsageCollector(Collector):
             stored,
             duplicate,
             skipped,
+            cache_added,
             rejected,
             cuts,
             refused,

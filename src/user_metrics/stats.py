@@ -18,6 +18,7 @@ class Stats:
     spans_stored: int = 0
     spans_duplicate: int = 0
     spans_attributed: int = 0  # stored after waiting, with a user id from a later request
+    spans_cache_added_to_input: int = 0  # input counted without cache: cache added to it
     limit_cuts: Counter[str] = field(default_factory=Counter)  # by the setting that cut
     exports_refused: Counter[str] = field(default_factory=Counter)  # retry-later answers, by reason
     commits: int = 0

@@ -43,7 +43,9 @@ from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "6"  # 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending
+# 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending,
+# 7 requests.cache_added_to_input and requests.price_provider
+SCHEMA_VERSION = "7"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -70,9 +72,15 @@ CREATE TABLE IF NOT EXISTS requests (
     status             VARCHAR NOT NULL,
     error_type         VARCHAR,
     streaming          BOOLEAN,
-    properties         MAP(VARCHAR, VARCHAR)
+    properties         MAP(VARCHAR, VARCHAR),
+    cache_added_to_input BOOLEAN,
+    price_provider     VARCHAR
 )
 """
+# Columns added to `requests` since schema 1 (an upgrade appends them, as the DDL has them).
+ADDED_COLUMNS = (("cache_added_to_input", "BOOLEAN"), ("price_provider", "VARCHAR"))
+# `pending` holds rows of `requests` plus these, last.
+PENDING_COLUMNS = ("waiting_for", "deadline_us")
 OTHER_DDL = (
     "CREATE TABLE IF NOT EXISTS span_keys (k HUGEINT PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
@@ -186,13 +194,15 @@ class Store:
         con = self._con
         con.execute("BEGIN")
         con.execute(REQUESTS_DDL)
+        _add_request_columns(con)  # before `pending` is made from `requests`, if it is new
         for ddl in OTHER_DDL:
             con.execute(ddl)
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = row[0] if row else None
-        if version not in (None, "1", "2", "3", "4", "5", SCHEMA_VERSION):
+        if version not in (None, "1", "2", "3", "4", "5", "6", SCHEMA_VERSION):
             con.execute("ROLLBACK")
             raise Unavailable(f"{self.path} has schema version {version}, this build needs {SCHEMA_VERSION}")
+        _match_pending_columns(con)
         if version in ("1", "2", "3", "4"):
             log.info("upgrading %s to schema %s: building rollups from requests", self.path, SCHEMA_VERSION)
             rollups.rebuild(con)
@@ -685,6 +695,42 @@ class Store:
                 spans_attributed=sum(1 for r in resolved if r[2] is not None),
             )
         self._has_pending = self._count_pending()
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, type) of each column of ``table``, in order."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
+        [table],
+    ).fetchall()
+    return [(name, kind) for name, kind in rows]
+
+
+def _add_request_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Upgrade: append the columns `requests` lacks (its old rows get NULL there)."""
+    present = {name for name, _ in _columns(con, "requests")}
+    for name, kind in ADDED_COLUMNS:
+        if name not in present:
+            log.info("upgrading requests: adding column %s", name)
+            con.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
+def _match_pending_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Upgrade: rebuild `pending` as the columns of `requests` followed by its own, keeping its rows.
+
+    Rows move between the two tables with ``SELECT *``, so the column order must agree (an
+    ALTER TABLE would append the new columns after waiting_for and deadline_us).
+    """
+    pending = dict(_columns(con, "pending"))
+    wanted = [*_columns(con, "requests"), *((name, pending[name]) for name in PENDING_COLUMNS)]
+    if list(pending) == [name for name, _ in wanted]:
+        return
+    log.info("upgrading pending to the columns of requests")
+    select = ", ".join(name if name in pending else f"NULL::{kind} AS {name}" for name, kind in wanted)
+    con.execute(f"CREATE TABLE pending_upgraded AS SELECT {select} FROM pending")
+    con.execute("DROP TABLE pending")
+    con.execute("ALTER TABLE pending_upgraded RENAME TO pending")
 
 
 _RESOLVED_COLUMNS = ("trace_id", "span_id", "user_id", "session_id", "properties")

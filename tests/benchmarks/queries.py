@@ -198,6 +198,8 @@ def make_chunk(
         "error_type": strings(ERROR_TYPES, rng.integers(0, len(ERROR_TYPES), n), mask=~error),
         "streaming": pa.array(rng.random(n) < 0.3, pa.bool_()),
         "properties": properties,
+        "cache_added_to_input": pa.array(np.zeros(n, dtype=bool), pa.bool_()),
+        "price_provider": strings([m[0] for m in MODELS], model, mask=~priced),
     }
     return pa.Table.from_arrays(list(arrays.values()), schema=REQUESTS_ARROW_SCHEMA)
 

@@ -76,6 +76,8 @@ def build(path: str, users: int) -> None:
         "properties": pa.MapArray.from_arrays(
             np.arange(0, n + 1, dtype=np.int32), pa.array(np.full(n, "plan")), pa.array(plan)
         ),
+        "cache_added_to_input": pa.array(np.zeros(n, dtype=bool)),
+        "price_provider": pa.nulls(n, pa.string()),  # the costs are reported
     }
     table = pa.Table.from_arrays(
         [columns[f.name] for f in REQUESTS_ARROW_SCHEMA], schema=REQUESTS_ARROW_SCHEMA
