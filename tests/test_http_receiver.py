@@ -334,3 +334,23 @@ class TestRefusals:
                 b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\r\n"
             )
             assert sock.recv(65536).startswith(b"HTTP/1.1 411")
+
+
+class TestGzipMembers:
+    def test_a_body_in_many_members_is_stored(self, service: Service) -> None:
+        """A body cut into 1024 gzip members (the most taken), most of them empty, is stored whole."""
+        body = llm_request("members")
+        step = -(-len(body) // 1023)
+        members = [gzip.compress(body[i : i + step], mtime=0) for i in range(0, len(body), step)]
+        packed = gzip.compress(b"", mtime=0) * (1024 - len(members)) + b"".join(members)
+        status, _, _ = post(service.app.otlp_http_url, packed, PROTOBUF, {"Content-Encoding": "gzip"})
+        assert status == 200
+        assert [r["user_id"] for r in service.rows()] == ["members"]
+
+    def test_too_many_members_are_413_at_once_and_counted(self, service: Service) -> None:
+        """4 MiB of empty gzip members (took minutes before: each member copied the rest of the body)."""
+        packed = gzip.compress(b"", mtime=0) * (4 * 1024 * 1024 // 20)
+        status, _, answer = post(service.app.otlp_http_url, packed, PROTOBUF, {"Content-Encoding": "gzip"})
+        assert status == 413 and "more than 1024 gzip members" in status_of(answer, PROTOBUF).message
+        assert service.app.stats.limit_cuts["gzip_members"] == 1
+        assert service.app.stats.limit_cuts["max_message_mib"] == 0

@@ -48,6 +48,12 @@ class Stats:
                 self.limit_cuts[limit] += count
 
 
-# The settings whose cuts are counted, each always exported (0 until something is cut).
-LIMITS = ("max_message_mib", "max_value_length", "max_properties", "max_property_keys")
+# The settings (and fixed bounds) whose cuts are counted, each always exported (0 until something is cut).
+LIMITS = (
+    "max_message_mib",
+    "max_value_length",
+    "max_properties",
+    "max_property_keys",
+    "gzip_members",
+)
 REFUSALS = ("queue_full", "workers_busy")

@@ -4,8 +4,9 @@ Speaks both encodings of the specification, binary protobuf (``application/x-pro
 JSON (``application/json``), plain or ``Content-Encoding: gzip``, and answers in the request's
 encoding: an ``ExportTraceServiceResponse`` (with partial success) on 200, a ``google.rpc.Status``
 on every error. Status codes: 400 undecodable, 401 no valid ingest token, 404/405 wrong path or
-method, 411 no length, 413 over ``max_message_mib`` (compressed or not), 415 another content type
-or encoding, 503 with ``Retry-After`` when the write queue or the worker slots are full.
+method, 411 no length, 413 over ``max_message_mib`` (compressed or not) or over GZIP_MAX_MEMBERS
+gzip members, 415 another content type or encoding, 503 with ``Retry-After`` when the write queue
+or the worker slots are full.
 """
 
 from __future__ import annotations
@@ -44,27 +45,49 @@ log = logging.getLogger(__name__)
 PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-DECODERS: dict[str, Callable[[bytes], ExportTraceServiceRequest]] = {
+DECODERS: dict[str, Callable[[bytes | bytearray], ExportTraceServiceRequest]] = {
     PROTOBUF: decode_protobuf,
     JSON: decode_json,
 }
 
 
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip (every member) to at most ``limit`` bytes: TooLarge beyond, InvalidInput if corrupt."""
+GZIP_MAX_MEMBERS = 1024  # gzip streams concatenated in one body; real senders send one
+
+
+class TooManyMembers(TooLarge):
+    """A gzip body of more than GZIP_MAX_MEMBERS members."""
+
+
+def gunzip(data: bytes | bytearray, limit: int) -> bytearray:
+    """Decompress gzip (every member) to at most ``limit`` bytes.
+
+    TooLarge beyond it, TooManyMembers beyond GZIP_MAX_MEMBERS, InvalidInput if corrupt. Linear
+    in the body: each member's input is given in growing pieces, so where it ends is found by
+    copying what is left of one piece (``unused_data``), not of the whole body.
+    """
     out = bytearray()
-    while data:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out += inflater.decompress(data, limit + 1 - len(out))
-        except zlib.error as exc:
-            raise InvalidInput(f"the body is not valid gzip: {exc}") from None
-        if len(out) > limit:
-            raise TooLarge(f"the body is larger than {limit} bytes once decompressed")
-        if not inflater.eof:
-            raise InvalidInput("the body is not valid gzip: it ends before the gzip stream does")
-        data = inflater.unused_data
-    return bytes(out)
+    with memoryview(data) as view:
+        at = members = 0
+        while at < len(view):
+            members += 1
+            if members > GZIP_MAX_MEMBERS:
+                raise TooManyMembers(f"the body has more than {GZIP_MAX_MEMBERS} gzip members")
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            step = 256
+            while not inflater.eof:
+                if at == len(view):
+                    raise InvalidInput("the body is not valid gzip: it ends before the gzip stream does")
+                piece = view[at : at + step]
+                try:
+                    out += inflater.decompress(piece, limit + 1 - len(out))
+                except zlib.error as exc:
+                    raise InvalidInput(f"the body is not valid gzip: {exc}") from None
+                if len(out) > limit:
+                    raise TooLarge(f"the body is larger than {limit} bytes once decompressed")
+                # Under the output limit, the piece was consumed whole but for what follows the member.
+                at += len(piece) - len(inflater.unused_data)
+                step = min(2 * step, 1024 * 1024)
+    return out
 
 
 class OtlpHttpServer(BackgroundServer):
@@ -122,7 +145,7 @@ class _OtlpHandler(Handler):
                 raise Overloaded(f"all {PATH} workers are busy; retry later")
             try:
                 body = "reading"
-                data = self._read_body(length, receiver.max_body_bytes)
+                data: bytes | bytearray = self._read_body(length, receiver.max_body_bytes)
                 body = "read"
                 if encoding == "gzip":
                     data = gunzip(data, receiver.max_body_bytes)
@@ -130,7 +153,9 @@ class _OtlpHandler(Handler):
             finally:
                 receiver.slots.release()
         except UserMetricsError as exc:
-            if isinstance(exc, TooLarge):
+            if isinstance(exc, TooManyMembers):
+                receiver.stats.cut("gzip_members")
+            elif isinstance(exc, TooLarge):
                 receiver.stats.cut("max_message_mib")
             # An unread body is drained (small enough) so the client reads the answer, not a reset.
             usable = body == "read" or (body == "untouched" and self.discard_body())
