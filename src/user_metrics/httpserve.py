@@ -2,11 +2,13 @@
 
 The OTLP/HTTP receiver (``receivers/http.py``) and the JSON API (``api.py``) each define a
 ``Handler`` subclass and run it in a ``BackgroundServer``. TLS handshakes happen on the
-connection's own thread, so a slow or silent client cannot hold up the accept loop.
+connection's own thread, so a slow or silent client cannot hold up the accept loop. Every answer
+goes out in one send.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import ssl
@@ -37,12 +39,39 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+class _Writer(io.BufferedIOBase):
+    """The sending side: what is written goes out at ``flush``, in one sendall.
+
+    So each answer (headers and body, or the base class's error pages) is one send: sent in
+    two, the second waits for the client's delayed ACK under Nagle's algorithm (~40 ms).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._pending: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._pending.append(bytes(data))
+        return len(self._pending[-1])
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._sock.sendall(data)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     tls: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, address = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
             conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         return conn, address
@@ -74,6 +103,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802 - answered as its GET would be, without the body
         self.serve("HEAD")
 
+    def setup(self) -> None:
+        super().setup()
+        self.wfile = _Writer(self.connection)
+
+    def handle_expect_100(self) -> bool:
+        answer = super().handle_expect_100()
+        self.wfile.flush()  # the client waits for it before sending the body
+        return answer
+
     def handle(self) -> None:
         try:
             if isinstance(self.connection, ssl.SSLSocket):
@@ -85,7 +123,7 @@ class Handler(BaseHTTPRequestHandler):
     def send(
         self, status: int, data: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
-        """One complete answer with a body (its headers only, for HEAD)."""
+        """One complete answer with a body (its headers only, for HEAD), in one send."""
         self.send_response(HTTPStatus(status))
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -96,6 +134,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        self.wfile.flush()
 
     def discard_body(self) -> bool:
         """Read and drop a body nobody will use; False when the connection must close instead."""
