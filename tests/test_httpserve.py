@@ -1,16 +1,38 @@
-"""The HTTP listeners over real sockets: every answer in one send."""
+"""The HTTP listeners' bounds over real sockets, on both listeners: the receive deadline (408), slow
+senders that hold no worker, the bytes of bodies and the connections per listener (503), request
+heads (431), and every answer in one send.
+
+No client here waits longer than CLIENT_BOUND_S: where the bounds are missing, a test fails
+instead of hanging.
+"""
 
 from __future__ import annotations
 
 import http.client
+import json
+import select
 import socket
-from collections.abc import Iterator
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from conftest import Service
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from otlp import chat, request, span
+from test_auth import certificates  # noqa: F401 - the throwaway CA fixture
+from test_http_receiver import post
+from test_limits import cuts
 
 PROTOBUF = "application/x-protobuf"
 CLIENT_BOUND_S = 20.0
@@ -24,6 +46,13 @@ def address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+def otlp_head(length: int | str = "", path: str = "/v1/traces") -> bytes:
+    """The request line and headers of an OTLP/HTTP export of ``length`` bytes."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {PROTOBUF}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
 def read_answer(sock: socket.socket) -> Outcome:
     """The HTTP answer arriving on ``sock``, or "closed" when the server closed without one."""
     response = http.client.HTTPResponse(sock, method="POST")
@@ -34,8 +63,254 @@ def read_answer(sock: socket.socket) -> Outcome:
         return "closed"
 
 
+def trickle(
+    where: tuple[str, int],
+    first: bytes,
+    then: bytes = b"a" * 1000,
+    *,
+    stop: threading.Event | None = None,
+    sent: threading.Semaphore | None = None,
+    wrap: Callable[[socket.socket], socket.socket] | None = None,
+) -> Outcome:
+    """Send ``first``, then a byte of ``then`` every 0.25 s until the server answers or closes.
+
+    "still sending" when CLIENT_BOUND_S pass (or ``stop`` is set) first.
+    """
+    sock = socket.create_connection(where, timeout=CLIENT_BOUND_S)
+    if wrap is not None:
+        sock = wrap(sock)
+    with sock:
+        sock.sendall(first)
+        if sent is not None:
+            sent.release()
+        deadline = time.monotonic() + CLIENT_BOUND_S
+        for byte in then:
+            if select.select([sock], [], [], 0.25)[0]:
+                return read_answer(sock)
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                return "still sending"
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                return read_answer(sock)
+    return "still sending"
+
+
+def sdk_spans(users: list[str]) -> list[ReadableSpan]:
+    """One finished LLM span per user, made by the OTel SDK."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests")
+    for user in users:
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 10,
+            "user.id": user,
+        }
+        tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=attributes).end()
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
 def small_export(user: str = "small") -> bytes:
     return request([span(chat(user=user))]).SerializeToString()
+
+
+def status_message(outcome: Outcome) -> tuple[int, int, str]:
+    """(HTTP status, google.rpc code, message) of an OTLP/HTTP error answer."""
+    assert isinstance(outcome, tuple), outcome
+    status, _, body = outcome
+    error = status_pb2.Status.FromString(body)
+    return status, error.code, error.message
+
+
+class TestReceiveDeadline:
+    def test_slow_senders_hold_no_worker(self, tmp_path: Path) -> None:
+        """20 senders trickling bodies (more than the 16 workers): the SDK's exporter still gets through."""
+        svc = Service(tmp_path / "um.duckdb")  # 16 workers; the slow ones stay within their 30 s
+        app = svc.start()
+        stop, sent = threading.Event(), threading.Semaphore(0)
+        try:
+            with ThreadPoolExecutor(20) as pool:
+                where = address(app.otlp_http_url)
+                slow = [
+                    pool.submit(trickle, where, otlp_head(5000) + b"\x0a", stop=stop, sent=sent)
+                    for _ in range(20)
+                ]
+                for _ in slow:
+                    assert sent.acquire(timeout=CLIENT_BOUND_S)
+                time.sleep(0.5)  # the server has their headers: the old code gave each a worker now
+                exporter = HttpSpanExporter(endpoint=f"{app.otlp_http_url}/v1/traces", timeout=CLIENT_BOUND_S)
+                try:
+                    assert exporter.export(sdk_spans(["eve", "fay"])) is SpanExportResult.SUCCESS
+                finally:
+                    exporter.shutdown()
+                stop.set()
+                # Still within the deadline: nobody was answered or cut off.
+                assert [f.result() for f in slow] == ["still sending"] * 20
+            assert app.stats.exports_refused["workers_busy"] == 0
+        finally:
+            stop.set()
+            svc.stop()
+        assert sorted(r["user_id"] for r in svc.rows()) == ["eve", "fay"]
+
+    def test_a_request_not_received_whole_in_time_is_408_closed_and_counted(self, tmp_path: Path) -> None:
+        """Trickled bodies, headers and request lines, on both listeners: 408 at the total deadline, however
+        steadily the bytes come, in each listener's error format; counted on /metrics."""
+        svc = Service(tmp_path / "um.duckdb", receive_timeout_seconds=2, metrics_refresh_seconds=0)
+        app = svc.start()
+        otlp, api = address(app.otlp_http_url), address(app.api_url)
+        cases = [(otlp, otlp_head(5000) + b"\x0a")] * 16 + [
+            (otlp, b"POST /v1/traces HTTP/1.1\r\nHost: test\r\n"),  # headers
+            (otlp, b"PO"),  # the request line
+            (api, b"GET /healthz HTTP/1.1\r\nHost: test\r\n"),
+            (api, b"POST /api/v1/sql HTTP/1.1\r\nHost: test\r\nContent-Length: 900\r\n\r\n{"),
+        ]
+        try:
+            with ThreadPoolExecutor(len(cases)) as pool:
+                outcomes = list(pool.map(lambda case: trickle(*case), cases))
+            for (where, _), outcome in zip(cases, outcomes, strict=True):
+                assert isinstance(outcome, tuple), outcome
+                status, headers, body = outcome
+                assert (status, headers["Connection"]) == (408, "close")
+                if where == otlp:
+                    assert headers["Content-Type"] == PROTOBUF
+                    _, code, message = status_message(outcome)
+                    assert code == 4 and "receive_timeout_seconds" in message  # DEADLINE_EXCEEDED
+                else:
+                    assert json.loads(body)["status"] == 408
+            assert cuts(app.api_url)["receive_timeout_seconds"] == len(cases)
+            # The listeners still serve.
+            assert post(app.otlp_http_url, small_export())[0] == 200
+        finally:
+            svc.stop()
+
+    def test_the_deadline_holds_over_tls(self, tmp_path: Path, certificates: dict[str, Path]) -> None:  # noqa: F811
+        """TLS records trickled one byte each reach 408 at the deadline too, on both listeners."""
+        svc = Service(
+            tmp_path / "um.duckdb",
+            receive_timeout_seconds=2,
+            tls_cert_file=str(certificates["cert"]),
+            tls_key_file=str(certificates["key"]),
+        )
+        app = svc.start()
+        context = ssl.create_default_context(cafile=str(certificates["ca"]))
+
+        def wrap(sock: socket.socket) -> socket.socket:
+            return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
+        try:
+            otlp = trickle(address(app.otlp_http_url), otlp_head(5000) + b"\x0a", wrap=wrap)
+            api = trickle(address(app.api_url), b"GET /healthz HTTP/1.1\r\nHost: test\r\n", wrap=wrap)
+            assert status_message(otlp)[:2] == (408, 4)
+            assert isinstance(api, tuple) and api[0] == 408
+            assert app.stats.limit_cuts["receive_timeout_seconds"] == 2
+        finally:
+            svc.stop()
+
+    def test_keep_alive_idle_time_is_not_the_receive_deadline(self, tmp_path: Path) -> None:
+        """A keep-alive connection idle longer than receive_timeout_seconds between requests is still served."""
+        svc = Service(tmp_path / "um.duckdb", receive_timeout_seconds=1)
+        app = svc.start()
+        try:
+            conn = http.client.HTTPConnection(*address(app.api_url), timeout=CLIENT_BOUND_S)
+            for _ in range(2):
+                conn.request("GET", "/healthz")
+                response = conn.getresponse()
+                assert (response.status, response.will_close) == (200, False)
+                response.read()
+                time.sleep(2)
+            conn.close()
+            assert app.stats.limit_cuts["receive_timeout_seconds"] == 0
+        finally:
+            svc.stop()
+
+
+class TestBounds:
+    def test_bodies_being_received_are_bounded_in_bytes(self, tmp_path: Path) -> None:
+        """Two 1 MiB uploads stalled before their last byte hold the listener's 2 MiB (2 workers x 1 MiB):
+        another export gets 503 with Retry-After, counted; once they end, exports are taken again."""
+        svc = Service(tmp_path / "um.duckdb", max_message_mib=1, http_workers=2, receive_timeout_seconds=60)
+        app = svc.start()
+        where = address(app.otlp_http_url)
+        size = 1024 * 1024 - 100
+        uploads = [socket.create_connection(where, timeout=CLIENT_BOUND_S) for _ in range(2)]
+        try:
+            for sock in uploads:
+                sock.sendall(otlp_head(size) + b"\x00" * (size - 1))
+            deadline = time.monotonic() + CLIENT_BOUND_S
+            while (outcome := post(app.otlp_http_url, small_export()))[0] == 200:
+                assert time.monotonic() < deadline, "the uploads never held the listener's bytes"
+                time.sleep(0.05)
+            status, headers, body = outcome
+            assert (status, headers["Retry-After"]) == (503, "1")
+            assert "request bodies being received" in status_message((status, headers, body))[2]
+            assert app.stats.exports_refused["bodies_full"] == 1
+            assert app.stats.exports_refused["workers_busy"] == 0
+            for sock in uploads:
+                sock.sendall(b"\x00")
+                assert status_message(read_answer(sock))[0] == 400  # zeros are no protobuf
+            assert post(app.otlp_http_url, small_export("after"))[0] == 200
+        finally:
+            for sock in uploads:
+                sock.close()
+            svc.stop()
+        assert "after" in {r["user_id"] for r in svc.rows()}
+
+    def test_connections_over_the_bound_get_503_then_are_closed(self, tmp_path: Path) -> None:
+        """With 2 connections open, a third gets 503 with Retry-After (in each listener's format); once
+        16 more wait for their 503, further ones are closed at once. Every one of them is counted."""
+        svc = Service(tmp_path / "um.duckdb", http_max_connections=2, receive_timeout_seconds=30)
+        app = svc.start()
+        opened: list[socket.socket] = []
+
+        def connect(url: str) -> socket.socket:
+            opened.append(socket.create_connection(address(url), timeout=CLIENT_BOUND_S))
+            return opened[-1]
+
+        try:
+            for url in (app.otlp_http_url, app.api_url):
+                connect(url), connect(url)  # idle: they hold the listener's two connections
+            status, headers, body = post(app.otlp_http_url, small_export())
+            assert (status, headers["Retry-After"]) == (503, "1")
+            assert status_message((status, headers, body))[1:] == (
+                14,
+                "more than 2 connections are open; retry later",
+            )
+            api = connect(app.api_url)
+            api.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            status, headers, body = read_answer(api)  # type: ignore[misc]
+            assert (status, headers["Retry-After"], json.loads(body)["status"]) == (503, "1", 503)
+            waiting = [connect(app.otlp_http_url) for _ in range(16)]  # each waits for its 503 (or is closed)
+            last = connect(app.otlp_http_url)
+            assert last.recv(100) == b""  # closed without a word
+            assert app.stats.exports_refused["connections_full"] == 1 + 1 + len(waiting) + 1
+        finally:
+            for sock in opened:
+                sock.close()
+        try:
+            deadline = time.monotonic() + CLIENT_BOUND_S
+            while (
+                post(app.otlp_http_url, small_export("after"))[0] != 200
+            ):  # the closed ones free their threads
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            svc.stop()
+
+    def test_request_line_and_headers_are_bounded(self, service: Service) -> None:
+        """Headers of 180 KiB get 431, counted; the connection is closed."""
+        assert service.app is not None
+        with socket.create_connection(address(service.app.api_url), timeout=CLIENT_BOUND_S) as sock:
+            headers = b"".join(b"X-Big-%d: %s\r\n" % (i, b"a" * 3000) for i in range(60))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n")
+            outcome = read_answer(sock)
+        assert isinstance(outcome, tuple) and outcome[0] == 431
+        assert service.app.stats.limit_cuts["request_head_bytes"] == 1
 
 
 class Sends:

@@ -37,7 +37,7 @@ class Stats:
             self.spans_rejected[reason] += count
 
     def refuse(self, reason: str) -> None:
-        """An export was answered retry-later: "queue_full" or "workers_busy"."""
+        """A request was answered retry-later (or closed), for one of ``REFUSALS``."""
         with self._lock:
             self.exports_refused[reason] += 1
 
@@ -54,6 +54,9 @@ LIMITS = (
     "max_value_length",
     "max_properties",
     "max_property_keys",
+    "receive_timeout_seconds",
+    "request_head_bytes",
     "gzip_members",
 )
-REFUSALS = ("queue_full", "workers_busy")
+# queue_full, workers_busy: exports; connections_full, bodies_full: requests to either HTTP listener.
+REFUSALS = ("queue_full", "workers_busy", "connections_full", "bodies_full")
