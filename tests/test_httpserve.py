@@ -308,14 +308,24 @@ class TestBounds:
         finally:
             svc.stop()
 
-    def test_request_line_and_headers_are_bounded(self, service: Service) -> None:
-        """Headers of 180 KiB get 431, counted; the connection is closed."""
+    @pytest.mark.parametrize(
+        ("head", "status"),
+        [
+            (b"".join(b"X-Big-%d: %s\r\n" % (i, b"a" * 3000) for i in range(60)), 431),  # 180 KiB in all
+            (b"X-Line: %s\r\n" % (b"a" * 70_000), 431),  # http.server's own bounds
+            (b"".join(b"X-Many-%d: a\r\n" % i for i in range(101)), 431),
+            (b"", 414),
+        ],
+        ids=["head-bytes", "header-line", "header-count", "request-line"],
+    )
+    def test_request_line_and_headers_are_bounded(self, service: Service, head: bytes, status: int) -> None:
+        """A request line and headers over their bounds get 414 or 431, counted; the connection is closed."""
         assert service.app is not None
+        path = b"/healthz?" + b"a" * 70_000 if status == 414 else b"/healthz"
         with socket.create_connection(address(service.app.api_url), timeout=CLIENT_BOUND_S) as sock:
-            headers = b"".join(b"X-Big-%d: %s\r\n" % (i, b"a" * 3000) for i in range(60))
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n")
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: test\r\n%s\r\n" % (path, head))
             outcome = read_answer(sock)
-        assert isinstance(outcome, tuple) and outcome[0] == 431
+        assert isinstance(outcome, tuple) and outcome[0] == status
         assert service.app.stats.limit_cuts["request_head_bytes"] == 1
 
 

@@ -217,8 +217,8 @@ class _Handler(Handler):
                 method, url.path, parse_qsl(url.query, keep_blank_values=True), bytes(body)
             )
             self._answer(HTTPStatus.OK, to_json(result))
-        except RequestTimeout:
-            raise  # answered 408 by the Handler, which counts it
+        except (RequestTimeout, ConnectionError):
+            raise  # 408 from the Handler, which counts it; or the client is gone
         except UserMetricsError as exc:
             if not self.finish_body():  # drained when it can be, so the client reads the answer
                 self.close_connection = True

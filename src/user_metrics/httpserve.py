@@ -259,11 +259,16 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.answer_error(exc)
         except HeadTooLarge as exc:
-            self.server.stats.cut("request_head_bytes")
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, str(exc))
         finally:
             self.release_body()
         self.wfile.flush()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code in (HTTPStatus.REQUEST_URI_TOO_LONG, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE):
+            # MAX_HEAD_BYTES, and http.server's own bounds: a line over 64 KiB, over 100 headers.
+            self.server.stats.cut("request_head_bytes")
+        super().send_error(code, message, explain)
 
     def handle_expect_100(self) -> bool:
         answer = super().handle_expect_100()

@@ -147,8 +147,8 @@ class _OtlpHandler(Handler):
             # The whole body first (within the receive deadline), so a slow sender holds no worker.
             result = self._export(self.read_body(receiver.max_body_bytes, required=True), encoding)
             self.release_body()  # gone: its bytes are free for other requests while this one is answered
-        except RequestTimeout:
-            raise  # answered 408 by the Handler, which counts it
+        except (RequestTimeout, ConnectionError):
+            raise  # 408 from the Handler, which counts it; or the client is gone
         except UserMetricsError as exc:
             if isinstance(exc, TooManyMembers):
                 receiver.stats.cut("gzip_members")
