@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -307,6 +309,28 @@ class TestBounds:
                 time.sleep(0.05)
         finally:
             svc.stop()
+
+    def test_a_client_gone_mid_body_ends_its_connection_quietly(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A connection reset while its body is read is no internal error: no ERROR log, its thread ends."""
+        svc = Service(tmp_path / "um.duckdb", http_max_connections=1)
+        app = svc.start()
+        try:
+            sock = socket.create_connection(address(app.otlp_http_url), timeout=CLIENT_BOUND_S)
+            sock.sendall(otlp_head(5000) + b"\x0a")
+            deadline = time.monotonic() + CLIENT_BOUND_S
+            while app.otlp_http.budget.used == 0:  # its body is being read
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, not a FIN
+            while not accepted(app.otlp_http_url, small_export()):  # its thread (the only one) has ended
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            svc.stop()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
     @pytest.mark.parametrize(
         ("head", "status"),
