@@ -27,7 +27,6 @@ from user_metrics.errors import (
     MethodNotAllowed,
     NotFound,
     RequestTimeout,
-    Unauthenticated,
     UserMetricsError,
     http_status,
 )
@@ -229,15 +228,7 @@ class _Handler(Handler):
 
     def answer_error(self, error: UserMetricsError) -> None:
         status = http_status(error)
-        headers = []
-        if isinstance(error, Unauthenticated):
-            headers.append(("WWW-Authenticate", 'Bearer realm="user-metrics"'))
-        if isinstance(error, MethodNotAllowed):
-            headers.append(("Allow", error.allow))
-        retry_after = getattr(error, "retry_after_seconds", None)
-        if retry_after is not None:
-            headers.append(("Retry-After", str(retry_after)))
-        self._answer(HTTPStatus(status), {"error": str(error), "status": status}, headers)
+        self._answer(HTTPStatus(status), {"error": str(error), "status": status}, self.error_headers(error))
 
     def _scrape(self, metrics: RenderedMetrics) -> None:
         """The exposition format the scraper asks for (OpenMetrics or Prometheus text)."""

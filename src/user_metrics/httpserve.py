@@ -1,16 +1,10 @@
-"""What the two HTTP listeners share: a threaded server with bounds, optional TLS, answers, bearer checks.
+"""What the two HTTP listeners share: a threaded server within bounds, TLS, answers, bearer checks.
 
 The OTLP/HTTP receiver (``receivers/http.py``) and the JSON API (``api.py``) each define a
-``Handler`` subclass and run it in a ``BackgroundServer``, within its ``Bounds``:
-- each connection has a thread, at most ``max_connections`` of them; up to REFUSING_CONNECTIONS
-  more are answered 503 with ``Retry-After`` and closed, further ones closed at once;
-- each request (request line, headers, body) must arrive whole within ``receive_timeout`` of its
-  first byte, or it is answered 408 and the connection closed; its request line and headers
-  within MAX_HEAD_BYTES (431);
-- request bodies being read or held take bytes from the listener's ``body_bytes``; a request
-  that finds them taken is answered 503 with ``Retry-After``.
-TLS handshakes happen on the connection's own thread, within the receive timeout too, so a slow
-or silent client cannot hold up the accept loop. Every answer goes out in one send.
+``Handler`` subclass and run it in a ``BackgroundServer`` with its ``Bounds``: connections (a
+thread each), the time to receive one request (``httpread.DeadlineReader``), the bytes of bodies
+being read or held. TLS handshakes happen on the connection's own thread, within the receive
+deadline. Every answer goes out in one send.
 """
 
 from __future__ import annotations
@@ -33,6 +27,7 @@ from user_metrics.auth import Tokens
 from user_metrics.errors import (
     InvalidInput,
     LengthRequired,
+    MethodNotAllowed,
     Overloaded,
     RequestTimeout,
     TooLarge,
@@ -366,6 +361,19 @@ class Handler(BaseHTTPRequestHandler):
         self.server.stats.refuse("bodies_full")
         limit = self.server.budget.limit
         return Overloaded(f"the request bodies being received hold all {limit} bytes allowed; retry later")
+
+    @staticmethod
+    def error_headers(error: UserMetricsError) -> list[tuple[str, str]]:
+        """The headers an error answer carries: WWW-Authenticate (401), Allow (405), Retry-After."""
+        headers = []
+        if isinstance(error, Unauthenticated):
+            headers.append(("WWW-Authenticate", 'Bearer realm="user-metrics"'))
+        if isinstance(error, MethodNotAllowed):
+            headers.append(("Allow", error.allow))
+        retry_after = getattr(error, "retry_after_seconds", None)
+        if retry_after is not None:
+            headers.append(("Retry-After", str(retry_after)))
+        return headers
 
     def authenticate(self, tokens: Tokens) -> None:
         """Raise Unauthenticated unless the ``Authorization`` header carries one of ``tokens``."""

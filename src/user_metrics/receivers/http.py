@@ -189,18 +189,8 @@ class _OtlpHandler(Handler):
 
     def answer_error(self, error: UserMetricsError) -> None:
         status = http_status(error)
-        headers = []
-        retry_after = getattr(error, "retry_after_seconds", None)
-        if retry_after is not None:
-            headers.append(("Retry-After", str(retry_after)))
-        if status == 401:
-            headers.append(("WWW-Authenticate", 'Bearer realm="user-metrics"'))
-        if isinstance(error, MethodNotAllowed):
-            headers.append(("Allow", error.allow))
-        code = grpc_status(error).value[0]
-        self._message(
-            status, status_pb2.Status(code=code, message=message(error)), self._answer_type(), headers
-        )
+        error_status = status_pb2.Status(code=grpc_status(error).value[0], message=message(error))
+        self._message(status, error_status, self._answer_type(), self.error_headers(error))
 
     def _message(
         self, status: int, message: Message, answer_type: str, headers: list[tuple[str, str]] | None = None
