@@ -2,7 +2,7 @@
 
 The OTLP/HTTP receiver (``receivers/http.py``) and the JSON API (``api.py``) each define a
 ``Handler`` subclass and run it in a ``BackgroundServer`` with its ``Bounds``: connections (a
-thread each), the time to receive one request (``httpread.DeadlineReader``), the bytes of bodies
+thread each), the time to receive one request (``httpio.DeadlineReader``), the bytes of bodies
 being read or held. TLS handshakes happen on the connection's own thread, within the receive
 deadline. Every answer goes out in one send.
 """
@@ -34,11 +34,12 @@ from user_metrics.errors import (
     Unauthenticated,
     UserMetricsError,
 )
-from user_metrics.httpread import (
+from user_metrics.httpio import (
     CHUNKED,
     ByteBudget,
     DeadlineReader,
     HeadTooLarge,
+    Sender,
     body_length,
     read_body,
     skip_body,
@@ -50,8 +51,6 @@ log = logging.getLogger(__name__)
 # A keep-alive connection idle this long between requests is closed (no answer: the client may
 # be sending its next request just then).
 IDLE_TIMEOUT_S = 60.0
-# Writing one answer to a client that does not read it.
-SEND_TIMEOUT_S = 60.0
 # A refused request's body is read and thrown away up to this size, so that the client, still
 # sending, reads the answer instead of a connection reset; beyond it the connection is closed.
 DISCARD_MAX_BYTES = 64 * 1024 * 1024
@@ -80,33 +79,6 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
-
-
-class _Writer(io.BufferedIOBase):
-    """The sending side: what is written goes out at ``flush``, in one sendall.
-
-    So each answer (headers and body, or the base class's error pages) is one send: sent in
-    two, the second waits for the client's delayed ACK under Nagle's algorithm (~40 ms).
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self._sock = sock
-        self._pending: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._pending.append(bytes(data))
-        return len(self._pending[-1])
-
-    def flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._sock.settimeout(SEND_TIMEOUT_S)
-            self._sock.sendall(data)
 
 
 class _Server(ThreadingHTTPServer):
@@ -221,7 +193,7 @@ class Handler(BaseHTTPRequestHandler):
         self.connection = self.request
         self.reader = DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self.reader)
-        self.wfile = _Writer(self.connection)
+        self.wfile = Sender(self.connection)
 
     def handle(self) -> None:
         try:

@@ -1,11 +1,11 @@
-"""Reading HTTP requests under bounds: one deadline per request, a byte budget, strict body framing.
+"""A connection's bytes within bounds: one deadline per request, one send per answer, body framing.
 
 ``DeadlineReader`` is the receiving side of a connection. Every recv it makes ends by the
 request's deadline, so a client trickling bytes cannot make a request last longer than
 ``receive_timeout_seconds``: a socket timeout bounds one recv only, and one ``readline`` may make
-thousands. ``read_body`` reads a Content-Length or chunked body through it, taking each piece
-from the listener's ``ByteBudget`` before reading it; malformed chunked framing is refused, never
-read to the end of the stream.
+thousands. ``Sender`` is the sending side: an answer goes out in one send. ``read_body`` reads
+a Content-Length or chunked body, taking each piece from the listener's ``ByteBudget`` before
+reading it; malformed chunked framing is refused, never read to the end of the stream.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from email.message import Message
+from typing import Any
 
 from user_metrics.errors import InvalidInput, RequestTimeout, TooLarge
 
@@ -25,6 +26,7 @@ PIECE = 64 * 1024  # bytes taken from the budget and read at a time
 MAX_CHUNK_LINE = 1024  # a chunk-size line with its extensions, CRLF included
 MAX_TRAILER_LINE = 8192
 MAX_TRAILER_LINES = 64
+SEND_TIMEOUT_S = 60.0  # to write one answer to a client that does not read it
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -76,6 +78,33 @@ class DeadlineReader(io.RawIOBase):
         return RequestTimeout(
             f"the request did not arrive whole within {self.seconds:g} s (receive_timeout_seconds)"
         )
+
+
+class Sender(io.BufferedIOBase):
+    """The sending side: what is written goes out at ``flush``, in one sendall.
+
+    So each answer (headers and body; http.server's own error pages too) is one send: sent in
+    two, the second waits for the client's delayed ACK under Nagle's algorithm (~40 ms).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._pending: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._pending.append(bytes(data))
+        return len(self._pending[-1])
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._sock.settimeout(SEND_TIMEOUT_S)
+            self._sock.sendall(data)
 
 
 class ByteBudget:
