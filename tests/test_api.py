@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -279,3 +280,52 @@ _FINGERPRINT = (
     "(SELECT value FROM duckdb_settings() WHERE name = 'threads'), "
     "(SELECT count(*) FROM duckdb_databases())"
 )
+
+
+def sql_over(served: Service, head: bytes, body: bytes) -> list[tuple[int, Any]]:
+    """POST /api/v1/sql with these framing headers and body bytes, then GET /healthz on the same
+    connection: the (status, JSON) of each answer the server gave before closing."""
+    assert served.app is not None
+    url = urlsplit(served.app.api_url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(b"POST /api/v1/sql HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + body)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = []
+        stream = sock.makefile("rb")
+        for _ in range(2):
+            status = int(stream.readline().split()[1])
+            headers = http.client.parse_headers(stream)
+            answers.append((status, json.loads(stream.read(int(headers["Content-Length"])))))
+            if headers["Connection"] == "close":
+                break
+        return answers
+
+
+class TestBodies:
+    def test_a_chunked_body_is_read(self, served: Service) -> None:
+        """A chunked SQL request is answered, and the connection goes on with the next request."""
+        query = json.dumps({"sql": "SELECT 42 AS answer"}).encode()
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (query[:9], query[9:])) + b"0\r\n\r\n"
+        [(status, body), (next_status, _)] = sql_over(served, b"Transfer-Encoding: chunked\r\n", chunks)
+        assert (status, body["rows"], next_status) == (200, [[42]], 200)
+
+    def test_a_body_over_1_mib_is_413(self, served: Service) -> None:
+        """Declared too large: refused before it is read, drained, and the connection goes on."""
+        body = b" " * (1024 * 1024 + 1)
+        [(status, answer), (next_status, _)] = sql_over(served, b"Content-Length: %d\r\n" % len(body), body)
+        assert (status, answer["status"], next_status) == (413, 413, 200)
+
+    @pytest.mark.parametrize(
+        ("head", "body"),
+        [
+            (b"Transfer-Encoding: chunked\r\n", b"-1\r\n{}\r\n0\r\n\r\n"),
+            (b"Transfer-Encoding: chunked\r\n", b"100001\r\n"),
+            (b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"),
+        ],
+        ids=["negative-chunk", "chunk-over-1-mib", "both-framings"],
+    )
+    def test_untrustworthy_framing_is_refused_and_the_connection_closed(
+        self, served: Service, head: bytes, body: bytes
+    ) -> None:
+        [(status, answer)] = sql_over(served, head, body)
+        assert status in (400, 413) and answer["status"] == status

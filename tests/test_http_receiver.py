@@ -7,6 +7,7 @@ import gzip
 import http.client
 import json
 import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -334,3 +335,120 @@ class TestRefusals:
                 b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\r\n"
             )
             assert sock.recv(65536).startswith(b"HTTP/1.1 411")
+
+
+def raw_post(url: str, data: bytes, *, half_close: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is on a fresh connection and read the answer (30 s at most)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(sock, method="POST")
+        response.begin()
+        return response.status, dict(response.getheaders()), response.read()
+
+
+CHUNKED_HEAD = (
+    b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def chunked(body: bytes, size: Callable[[int], bytes] = lambda n: b"%x" % n) -> bytes:
+    """``body`` in two chunks, each announced by ``size(length)``, then the last chunk."""
+    half = len(body) // 2
+    return b"".join(size(len(c)) + b"\r\n" + c + b"\r\n" for c in (body[:half], body[half:])) + b"0\r\n\r\n"
+
+
+class TestChunkedFraming:
+    def test_extensions_and_trailers_are_accepted(self, service: Service) -> None:
+        body = chunked(llm_request("framed"), lambda n: b"%X ;name=value;x" % n)
+        status, _, _ = raw_post(service.app.otlp_http_url, CHUNKED_HEAD + body[:-2] + b"Trailer-A: 1\r\n\r\n")
+        assert status == 200
+        assert [r["user_id"] for r in service.rows()] == ["framed"]
+
+    @pytest.mark.parametrize(
+        ("size", "needle"),
+        [
+            (lambda n: b"-1", "'-1' is not a hexadecimal number"),  # read to the end of the stream before
+            (lambda n: b"+%x" % n, "is not a hexadecimal number"),  # int(..., 16) took these before
+            (lambda n: b"0x%x" % n, "is not a hexadecimal number"),
+            (lambda n: (b"%x" % n)[:1] + b"_" + (b"%x" % n)[1:], "is not a hexadecimal number"),
+            (lambda n: b" %x" % n, "is not a hexadecimal number"),
+            (lambda n: b"", "is not a hexadecimal number"),
+            (lambda n: b"zz", "is not a hexadecimal number"),
+            (lambda n: b"%x;" % n + b"e" * 2000, "over 1024 bytes"),
+        ],
+        ids=["minus", "plus", "0x", "underscore", "space", "empty", "not-hex", "long-extension"],
+    )
+    def test_malformed_chunk_sizes_are_400(
+        self, service: Service, size: Callable[[int], bytes], needle: str
+    ) -> None:
+        """Each is refused at once with a clear status, never read to the end of the stream; nothing stored."""
+        status, headers, answer = raw_post(
+            service.app.otlp_http_url, CHUNKED_HEAD + chunked(llm_request(), size)
+        )
+        assert (status, headers["Connection"]) == (400, "close")
+        assert needle in status_of(answer, PROTOBUF).message
+        assert service.rows() == []
+
+    @pytest.mark.parametrize("size", [b"f" * 16, b"1" + b"0" * 40])
+    def test_a_chunk_over_the_limit_is_413_before_it_is_read(self, service: Service, size: bytes) -> None:
+        status, _, answer = raw_post(service.app.otlp_http_url, CHUNKED_HEAD + size + b"\r\nxx")
+        assert status == 413 and "larger than the limit" in status_of(answer, PROTOBUF).message
+        assert service.app.stats.limit_cuts["max_message_mib"] == 1
+
+    @pytest.mark.parametrize(
+        ("framing", "needle"),
+        [
+            (b"5\r\nabcdeXY\r\n0\r\n\r\n", "not followed by CRLF"),
+            (b"5\r\nabcde\r\n0\r\n" + b"T: x\r\n" * 65 + b"\r\n", "trailer lines"),
+            (b"5\r\nab", "ended before"),  # and the client sends no more
+        ],
+        ids=["chunk-without-crlf", "endless-trailers", "cut-short"],
+    )
+    def test_malformed_chunks_are_400(self, service: Service, framing: bytes, needle: str) -> None:
+        status, _, answer = raw_post(service.app.otlp_http_url, CHUNKED_HEAD + framing, half_close=True)
+        assert status == 400 and needle in status_of(answer, PROTOBUF).message
+
+    @pytest.mark.parametrize(
+        ("headers", "needle"),
+        [
+            (b"Transfer-Encoding: gzip, chunked\r\n", "Transfer-Encoding 'gzip, chunked' is not supported"),
+            (
+                b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                "both Content-Length and Transfer-Encoding",
+            ),
+            (b"Content-Length: 5\r\nContent-Length: 6\r\n", "Content-Length is not a number"),
+            (
+                "Content-Length: \u00b2\r\n".encode("latin-1"),
+                "Content-Length is not a number",
+            ),  # a 500 before
+        ],
+        ids=["other-coding", "both", "two-lengths", "superscript-two"],
+    )
+    def test_untrustworthy_framing_is_400(self, service: Service, headers: bytes, needle: str) -> None:
+        head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n" + headers
+        status, _, answer = raw_post(service.app.otlp_http_url, head + b"\r\n5\r\nabcde\r\n0\r\n\r\n")
+        assert status == 400 and needle in status_of(answer, PROTOBUF).message
+
+
+class TestGzipMembers:
+    def test_a_body_in_many_members_is_stored(self, service: Service) -> None:
+        """A body cut into 1024 gzip members (the most taken), most of them empty, is stored whole."""
+        body = llm_request("members")
+        step = -(-len(body) // 1023)
+        members = [gzip.compress(body[i : i + step], mtime=0) for i in range(0, len(body), step)]
+        packed = gzip.compress(b"", mtime=0) * (1024 - len(members)) + b"".join(members)
+        status, _, _ = post(service.app.otlp_http_url, packed, PROTOBUF, {"Content-Encoding": "gzip"})
+        assert status == 200
+        assert [r["user_id"] for r in service.rows()] == ["members"]
+
+    def test_too_many_members_are_413_at_once_and_counted(self, service: Service) -> None:
+        """4 MiB of empty gzip members (took minutes before: each member copied the rest of the body)."""
+        packed = gzip.compress(b"", mtime=0) * (4 * 1024 * 1024 // 20)
+        status, _, answer = post(service.app.otlp_http_url, packed, PROTOBUF, {"Content-Encoding": "gzip"})
+        assert status == 413 and "more than 1024 gzip members" in status_of(answer, PROTOBUF).message
+        assert service.app.stats.limit_cuts["gzip_members"] == 1
+        assert service.app.stats.limit_cuts["max_message_mib"] == 0

@@ -26,19 +26,22 @@ from user_metrics.errors import (
     InvalidInput,
     MethodNotAllowed,
     NotFound,
-    Unauthenticated,
+    RequestTimeout,
     Unavailable,
     UserMetricsError,
     http_status,
 )
-from user_metrics.httpserve import BackgroundServer, Handler
+from user_metrics.httpserve import BackgroundServer, Bounds, Handler
 from user_metrics.prom import RenderedMetrics
 from user_metrics.results import to_json
 from user_metrics.safe_sql import DEFAULT_ROWS, run_sql
+from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
+# Bytes of request bodies (SQL queries) being read or held at once: 16 of the largest.
+BODY_BUDGET = 16 * MAX_BODY
 FILTERS = ("since", "until", "property", "model", "service", "environment")
 # route -> the query parameters it accepts (besides the path's own)
 PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -104,8 +107,11 @@ class ApiServer(BackgroundServer):
         address: tuple[str, int],
         open_reader: Callable[[], duckdb.DuckDBPyConnection],
         *,
+        stats: Stats,
         sql_timeout: float,
         sql_max_rows: int,
+        receive_timeout: float,
+        max_connections: int,
         metrics: RenderedMetrics | None = None,
         read_tokens: Tokens | None = None,
         tls: ssl.SSLContext | None = None,
@@ -122,7 +128,9 @@ class ApiServer(BackgroundServer):
         class ApiHandler(_Handler):
             server_api = api
 
-        super().__init__(address, ApiHandler, tls)
+        super().__init__(
+            address, ApiHandler, tls, stats, Bounds(receive_timeout, max_connections, BODY_BUDGET)
+        )
 
     def route(self, method: str, path: str, pairs: list[tuple[str, str]], body: bytes) -> Any:
         """The JSON answer for one request; raises a domain error for the error envelope."""
@@ -199,33 +207,34 @@ class _Handler(Handler):
         method = "GET" if method == "HEAD" else method  # send() leaves out the body
         page = dashboard.lookup(url.path) if method == "GET" else None
         if page is not None:
+            self.close_connection = self.close_connection or not self.finish_body()
             self.send(HTTPStatus.OK, page[0], page[1], dashboard.HEADERS)
             return
         try:
             if url.path.rstrip("/") != "/healthz":
                 self.authenticate(self.server_api.read_tokens)
             if url.path == "/metrics" and method == "GET" and self.server_api.metrics is not None:
+                self.close_connection = self.close_connection or not self.finish_body()
                 self._scrape(self.server_api.metrics)
                 return
-            body = self._body()
+            body = self.read_body(MAX_BODY, required=False)
             result = self.server_api.route(
-                method, url.path, parse_qsl(url.query, keep_blank_values=True), body
+                method, url.path, parse_qsl(url.query, keep_blank_values=True), bytes(body)
             )
             self._answer(HTTPStatus.OK, to_json(result))
-        except Unauthenticated as exc:
-            self.close_connection = self.close_connection or not self.discard_body()
-            self._answer(
-                HTTPStatus.UNAUTHORIZED,
-                {"error": str(exc), "status": 401},
-                [("WWW-Authenticate", 'Bearer realm="user-metrics"')],
-            )
+        except (RequestTimeout, ConnectionError):
+            raise  # 408 from the Handler, which counts it; or the client is gone
         except UserMetricsError as exc:
-            status = http_status(exc)
-            allow = [("Allow", exc.allow)] if isinstance(exc, MethodNotAllowed) else []
-            self._answer(HTTPStatus(status), {"error": str(exc), "status": status}, allow)
+            if not self.finish_body():  # drained when it can be, so the client reads the answer
+                self.close_connection = True
+            self.answer_error(exc)
         except Exception as exc:  # noqa: BLE001 - a reader's bug must still get an answer
             log.exception("%s %s failed", method, self.path)
             self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {exc}", "status": 500})
+
+    def answer_error(self, error: UserMetricsError) -> None:
+        status = http_status(error)
+        self._answer(HTTPStatus(status), {"error": str(error), "status": status}, self.error_headers(error))
 
     def _scrape(self, metrics: RenderedMetrics) -> None:
         """The exposition format the scraper asks for (OpenMetrics or Prometheus text)."""
@@ -236,15 +245,6 @@ class _Handler(Handler):
             self._answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"scrape failed: {exc}", "status": 503})
             return
         self.send(HTTPStatus.OK, data, content_type)
-
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return b""
-        if not length.isdigit() or int(length) > MAX_BODY:
-            self.close_connection = True
-            raise InvalidInput(f"body: Content-Length must be at most {MAX_BODY} bytes")
-        return self.rfile.read(int(length))
 
     def _answer(self, status: HTTPStatus, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
         data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")

@@ -55,6 +55,10 @@ class LengthRequired(UserMetricsError):
     """An HTTP request body with neither Content-Length nor chunked encoding."""
 
 
+class RequestTimeout(UserMetricsError):
+    """The client took longer than ``receive_timeout_seconds`` to send its whole request."""
+
+
 # error class -> (gRPC status, HTTP status). Looked up by the front-ends, nowhere else.
 PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
     InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
@@ -65,6 +69,7 @@ PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
     UnsupportedMediaType: (grpc.StatusCode.INVALID_ARGUMENT, 415),
     MethodNotAllowed: (grpc.StatusCode.UNIMPLEMENTED, 405),
     LengthRequired: (grpc.StatusCode.INVALID_ARGUMENT, 411),
+    RequestTimeout: (grpc.StatusCode.DEADLINE_EXCEEDED, 408),
 }
 
 

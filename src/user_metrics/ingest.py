@@ -59,7 +59,7 @@ class ExportResult:
         )
 
 
-def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+def decode_protobuf(body: bytes | bytearray) -> ExportTraceServiceRequest:
     """Parse a binary ExportTraceServiceRequest; InvalidInput when it is not one."""
     try:
         return ExportTraceServiceRequest.FromString(body)
@@ -71,7 +71,7 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
 _HEX_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
+def decode_json(body: bytes | bytearray) -> ExportTraceServiceRequest:
     """Parse an OTLP/JSON ExportTraceServiceRequest; InvalidInput when it is not one.
 
     OTLP/JSON is the proto3 JSON mapping except that trace and span ids are hex; lowerCamelCase

@@ -208,7 +208,7 @@ class UsageCollector(Collector):
         )
         refused = CounterMetricFamily(
             "user_metrics_exports_refused",
-            "Exports answered retry-later (gRPC UNAVAILABLE, HTTP 503)",
+            "Exports (and HTTP API requests) answered retry-later (gRPC UNAVAILABLE, HTTP 503) or closed",
             labels=["reason"],
         )
         for family, counts, labels in ((cuts, s.limit_cuts, LIMITS), (refused, s.exports_refused, REFUSALS)):

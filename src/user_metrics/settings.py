@@ -125,6 +125,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "http_workers", int, 16, "OTLP/HTTP requests processed at once; more are answered 503 Retry-After"
     ),
     SettingSpec(
+        "http_max_connections",
+        int,
+        1024,
+        "open connections per HTTP listener (OTLP/HTTP, API), a thread each; more are answered 503 "
+        "Retry-After and closed",
+    ),
+    SettingSpec(
         "metrics_max_users",
         int,
         1000,
@@ -192,6 +199,7 @@ class Settings:
     attribution_window_seconds: float = 30.0
     grpc_workers: int = 16
     http_workers: int = 16
+    http_max_connections: int = 1024
     metrics_max_users: int = 1000
     metrics_refresh_seconds: float = 5.0
     metrics_properties: tuple[str, ...] = ()
@@ -242,6 +250,7 @@ class Settings:
             "write_queue_rows",
             "grpc_workers",
             "http_workers",
+            "http_max_connections",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -40,7 +40,7 @@ class Stats:
             self.spans_rejected[reason] += count
 
     def refuse(self, reason: str) -> None:
-        """An export was answered retry-later: "queue_full" or "workers_busy"."""
+        """A request was answered retry-later (or closed), for one of ``REFUSALS``."""
         with self._lock:
             self.exports_refused[reason] += 1
 
@@ -56,6 +56,16 @@ class Stats:
                 self.limit_cuts[limit] += count
 
 
-# The settings whose cuts are counted, each always exported (0 until something is cut).
-LIMITS = ("max_message_mib", "max_value_length", "max_properties", "max_span_attributes", "max_property_keys")
-REFUSALS = ("queue_full", "workers_busy")
+# The settings (and fixed bounds) whose cuts are counted, each always exported (0 until something is cut).
+LIMITS = (
+    "max_message_mib",
+    "max_value_length",
+    "max_properties",
+    "max_span_attributes",
+    "max_property_keys",
+    "receive_timeout_seconds",
+    "request_head_bytes",
+    "gzip_members",
+)
+# queue_full, workers_busy: exports; connections_full, bodies_full: requests to either HTTP listener.
+REFUSALS = ("queue_full", "workers_busy", "connections_full", "bodies_full")

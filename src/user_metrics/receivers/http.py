@@ -4,8 +4,10 @@ Speaks both encodings of the specification, binary protobuf (``application/x-pro
 JSON (``application/json``), plain or ``Content-Encoding: gzip``, and answers in the request's
 encoding: an ``ExportTraceServiceResponse`` (with partial success) on 200, a ``google.rpc.Status``
 on every error. Status codes: 400 undecodable, 401 no valid ingest token, 404/405 wrong path or
-method, 411 no length, 413 over ``max_message_mib`` (compressed or not), 415 another content type
-or encoding, 503 with ``Retry-After`` when the write queue or the worker slots are full.
+method, 408 not received whole within ``receive_timeout_seconds``, 411 no length, 413 over
+``max_message_mib`` (compressed or not) or over GZIP_MAX_MEMBERS gzip members, 415 another content
+type or encoding, 503 with ``Retry-After`` when the write queue, the worker slots, the listener's
+connections or the bytes of bodies being received are full.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from user_metrics.auth import Tokens
 from user_metrics.errors import (
     InvalidInput,
-    LengthRequired,
     MethodNotAllowed,
     NotFound,
     Overloaded,
+    RequestTimeout,
     TooLarge,
     UnsupportedMediaType,
     UserMetricsError,
@@ -35,8 +37,8 @@ from user_metrics.errors import (
     http_status,
     message,
 )
-from user_metrics.httpserve import BackgroundServer, Handler
-from user_metrics.ingest import Ingestor, decode_json, decode_protobuf
+from user_metrics.httpserve import BackgroundServer, Bounds, Handler
+from user_metrics.ingest import ExportResult, Ingestor, decode_json, decode_protobuf
 from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -44,31 +46,57 @@ log = logging.getLogger(__name__)
 PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-DECODERS: dict[str, Callable[[bytes], ExportTraceServiceRequest]] = {
+DECODERS: dict[str, Callable[[bytes | bytearray], ExportTraceServiceRequest]] = {
     PROTOBUF: decode_protobuf,
     JSON: decode_json,
 }
 
 
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip (every member) to at most ``limit`` bytes: TooLarge beyond, InvalidInput if corrupt."""
+GZIP_MAX_MEMBERS = 1024  # gzip streams concatenated in one body; real senders send one
+
+
+class TooManyMembers(TooLarge):
+    """A gzip body of more than GZIP_MAX_MEMBERS members."""
+
+
+def gunzip(data: bytes | bytearray, limit: int) -> bytearray:
+    """Decompress gzip (every member) to at most ``limit`` bytes.
+
+    TooLarge beyond it, TooManyMembers beyond GZIP_MAX_MEMBERS, InvalidInput if corrupt. Linear
+    in the body: each member's input is given in growing pieces, so where it ends is found by
+    copying what is left of one piece (``unused_data``), not of the whole body.
+    """
     out = bytearray()
-    while data:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out += inflater.decompress(data, limit + 1 - len(out))
-        except zlib.error as exc:
-            raise InvalidInput(f"the body is not valid gzip: {exc}") from None
-        if len(out) > limit:
-            raise TooLarge(f"the body is larger than {limit} bytes once decompressed")
-        if not inflater.eof:
-            raise InvalidInput("the body is not valid gzip: it ends before the gzip stream does")
-        data = inflater.unused_data
-    return bytes(out)
+    with memoryview(data) as view:
+        at = members = 0
+        while at < len(view):
+            members += 1
+            if members > GZIP_MAX_MEMBERS:
+                raise TooManyMembers(f"the body has more than {GZIP_MAX_MEMBERS} gzip members")
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            step = 256
+            while not inflater.eof:
+                if at == len(view):
+                    raise InvalidInput("the body is not valid gzip: it ends before the gzip stream does")
+                piece = view[at : at + step]
+                try:
+                    out += inflater.decompress(piece, limit + 1 - len(out))
+                except zlib.error as exc:
+                    raise InvalidInput(f"the body is not valid gzip: {exc}") from None
+                if len(out) > limit:
+                    raise TooLarge(f"the body is larger than {limit} bytes once decompressed")
+                # Under the output limit, the piece was consumed whole but for what follows the member.
+                at += len(piece) - len(inflater.unused_data)
+                step = min(2 * step, 1024 * 1024)
+    return out
 
 
 class OtlpHttpServer(BackgroundServer):
-    """The receiver; ``workers`` bounds the requests held in memory at once."""
+    """The receiver; ``workers`` bounds the requests processed at once.
+
+    Bodies are read before a worker is taken; those being read or held at once take at most
+    ``workers`` x ``max_body_bytes``, the memory the workers could hold before.
+    """
 
     def __init__(
         self,
@@ -78,6 +106,8 @@ class OtlpHttpServer(BackgroundServer):
         *,
         max_body_bytes: int,
         workers: int,
+        receive_timeout: float,
+        max_connections: int,
         ingest_tokens: Tokens | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -91,7 +121,8 @@ class OtlpHttpServer(BackgroundServer):
         class OtlpHandler(_OtlpHandler):
             server_receiver = receiver
 
-        super().__init__(address, OtlpHandler, tls)
+        bounds = Bounds(receive_timeout, max_connections, workers * max_body_bytes)
+        super().__init__(address, OtlpHandler, tls, stats, bounds)
 
 
 class _OtlpHandler(Handler):
@@ -99,10 +130,7 @@ class _OtlpHandler(Handler):
 
     def serve(self, method: str) -> None:
         receiver = self.server_receiver
-        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        answer_type = content_type if content_type in DECODERS else PROTOBUF
-        client_closes = self.close_connection
-        body = "untouched"  # then "reading", then "read": what can be done with the connection
+        content_type = self._content_type()
         try:
             if self.path.split("?")[0] != PATH:
                 raise NotFound(f"no such endpoint: {self.path[:200]}; OTLP/HTTP traces go to POST {PATH}")
@@ -116,86 +144,53 @@ class _OtlpHandler(Handler):
             encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("identity", "gzip"):
                 raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip")
-            length = self._content_length(receiver.max_body_bytes)
-            if not receiver.slots.acquire(blocking=False):
-                receiver.stats.refuse("workers_busy")
-                raise Overloaded(f"all {PATH} workers are busy; retry later")
-            try:
-                body = "reading"
-                data = self._read_body(length, receiver.max_body_bytes)
-                body = "read"
-                if encoding == "gzip":
-                    data = gunzip(data, receiver.max_body_bytes)
-                result = receiver.ingestor.export(DECODERS[content_type](data))
-            finally:
-                receiver.slots.release()
+            # The whole body first (within the receive deadline), so a slow sender holds no worker.
+            result = self._export(self.read_body(receiver.max_body_bytes, required=True), encoding)
+            self.release_body()  # gone: its bytes are free for other requests while this one is answered
+        except (RequestTimeout, ConnectionError):
+            raise  # 408 from the Handler, which counts it; or the client is gone
         except UserMetricsError as exc:
-            if isinstance(exc, TooLarge):
+            if isinstance(exc, TooManyMembers):
+                receiver.stats.cut("gzip_members")
+            elif isinstance(exc, TooLarge):
                 receiver.stats.cut("max_message_mib")
             # An unread body is drained (small enough) so the client reads the answer, not a reset.
-            usable = body == "read" or (body == "untouched" and self.discard_body())
-            self.close_connection = client_closes or not usable
-            self._error(exc, answer_type)
+            if not self.finish_body():
+                self.close_connection = True
+            self.answer_error(exc)
             return
         except Exception as exc:  # noqa: BLE001 - a bug must still get an answer
             log.exception("POST %s failed", PATH)
             self.close_connection = True
-            self._error(UserMetricsError(f"internal error: {exc}"), answer_type)
+            self.answer_error(UserMetricsError(f"internal error: {exc}"))
             return
-        self._message(200, result.to_response(), answer_type)
+        self._message(200, result.to_response(), self._answer_type())
 
-    def _content_length(self, limit: int) -> int | None:
-        """The declared body size (None: chunked); refuses a missing, malformed or too large one."""
-        if self.headers.get("Transfer-Encoding", "").strip().lower() == "chunked":
-            return None
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise LengthRequired("the request needs a Content-Length or chunked transfer encoding")
-        if not length.strip().isdigit():
-            raise InvalidInput(f"Content-Length is not a number: {length[:40]!r}")
-        if int(length) > limit:
-            raise TooLarge(f"the body is {int(length)} bytes, larger than the limit of {limit}")
-        return int(length)
+    def _export(self, data: bytearray, encoding: str) -> ExportResult:
+        """Decompress, decode and store a body in one of the ``workers`` slots (503 when none is free)."""
+        receiver = self.server_receiver
+        if not receiver.slots.acquire(blocking=False):
+            receiver.stats.refuse("workers_busy")
+            raise Overloaded(f"all {PATH} workers are busy; retry later")
+        try:
+            if encoding == "gzip":
+                data = gunzip(data, receiver.max_body_bytes)
+            return receiver.ingestor.export(DECODERS[self._content_type()](data))
+        finally:
+            receiver.slots.release()
 
-    def _read_body(self, length: int | None, limit: int) -> bytes:
-        if length is None:
-            return self._read_chunked(limit)
-        data = self.rfile.read(length)
-        if len(data) != length:
-            raise InvalidInput("the body ended before Content-Length bytes")
-        return data
+    def _content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
-    def _read_chunked(self, limit: int) -> bytes:
-        body = bytearray()
-        while True:
-            line = self.rfile.readline(1026)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise InvalidInput("malformed chunked body") from None
-            if size == 0:
-                while self.rfile.readline(8194) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return bytes(body)
-            if len(body) + size > limit:
-                raise TooLarge(f"the body is larger than the limit of {limit} bytes")
-            chunk = self.rfile.read(size)
-            if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise InvalidInput("malformed chunked body")
-            body += chunk
+    def _answer_type(self) -> str:
+        """Answers are in the request's encoding; protobuf when it has none we speak."""
+        content_type = self._content_type()
+        return content_type if content_type in DECODERS else PROTOBUF
 
-    def _error(self, error: UserMetricsError, answer_type: str) -> None:
+    def answer_error(self, error: UserMetricsError) -> None:
         status = http_status(error)
-        headers = []
-        retry_after = getattr(error, "retry_after_seconds", None)
-        if retry_after is not None:
-            headers.append(("Retry-After", str(retry_after)))
-        if status == 401:
-            headers.append(("WWW-Authenticate", 'Bearer realm="user-metrics"'))
-        if isinstance(error, MethodNotAllowed):
-            headers.append(("Allow", error.allow))
-        code = grpc_status(error).value[0]
-        self._message(status, status_pb2.Status(code=code, message=message(error)), answer_type, headers)
+        error_status = status_pb2.Status(code=grpc_status(error).value[0], message=message(error))
+        self._message(status, error_status, self._answer_type(), self.error_headers(error))
 
     def _message(
         self, status: int, message: Message, answer_type: str, headers: list[tuple[str, str]] | None = None
