@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", metavar="FILE", help=f"TOML config file (also ${CONFIG_ENV})")
     for spec in SPECS:
-        help_text = f"{spec.help} [env {spec.env}; default {spec.default!r}]"
+        # argparse %-formats help texts: a literal % in a setting's help must reach it as %%.
+        help_text = f"{spec.help} [env {spec.env}; default {spec.default!r}]".replace("%", "%%")
         if spec.kind is list:
             metavar = "TOKEN" if spec.name.endswith("_tokens") else "KEY"
             serve.add_argument(spec.flag, dest=spec.name, action="append", metavar=metavar, help=help_text)
