@@ -14,7 +14,6 @@ from typing import Any
 from user_metrics import __version__
 from user_metrics.cli_query import add_commands
 from user_metrics.errors import InvalidInput, UserMetricsError
-from user_metrics.pricing import PriceFileError
 from user_metrics.settings import CONFIG_ENV, SPECS, SettingsError, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,13 +67,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from user_metrics.app import App  # imported here so `--help` stays fast
+    # Imported here, so that --version, --help and the reading commands start fast.
+    from user_metrics.app import App
+    from user_metrics.pricing import PriceFileError
 
     flags: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in SPECS}
     settings = load_settings(flags, config_file=args.config)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     with stop_on_signals() as stop:
-        app = App(settings)
+        try:
+            app = App(settings)
+        except PriceFileError as exc:
+            raise SettingsError(str(exc)) from exc
         app.start()
         try:
             wait_for(stop)
@@ -116,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from user_metrics.cli_query import run
 
         return run(args)
-    except (SettingsError, PriceFileError, InvalidInput) as exc:
+    except (SettingsError, InvalidInput) as exc:
         print(f"user-metrics: {exc}", file=sys.stderr)
         return 2
     except UserMetricsError as exc:  # not found, unavailable

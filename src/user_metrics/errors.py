@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
 
 
 class UserMetricsError(Exception):
@@ -55,16 +58,18 @@ class LengthRequired(UserMetricsError):
     """An HTTP request body with neither Content-Length nor chunked encoding."""
 
 
-# error class -> (gRPC status, HTTP status). Looked up by the front-ends, nowhere else.
-PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
-    InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
-    NotFound: (grpc.StatusCode.NOT_FOUND, 404),
-    Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
-    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
-    TooLarge: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
-    UnsupportedMediaType: (grpc.StatusCode.INVALID_ARGUMENT, 415),
-    MethodNotAllowed: (grpc.StatusCode.UNIMPLEMENTED, 405),
-    LengthRequired: (grpc.StatusCode.INVALID_ARGUMENT, 411),
+# error class -> (gRPC status code name, HTTP status). Looked up by the front-ends, nowhere else.
+# Names, not grpc.StatusCode members: the reading CLI imports these errors, and importing grpc
+# would cost it more than all else it loads.
+PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[str, int]] = {
+    InvalidInput: ("INVALID_ARGUMENT", 400),
+    NotFound: ("NOT_FOUND", 404),
+    Unavailable: ("UNAVAILABLE", 503),
+    Unauthenticated: ("UNAUTHENTICATED", 401),
+    TooLarge: ("RESOURCE_EXHAUSTED", 413),
+    UnsupportedMediaType: ("INVALID_ARGUMENT", 415),
+    MethodNotAllowed: ("UNIMPLEMENTED", 405),
+    LengthRequired: ("INVALID_ARGUMENT", 411),
 }
 
 
@@ -75,9 +80,11 @@ def message(error: Exception) -> str:
 
 def grpc_status(error: UserMetricsError) -> grpc.StatusCode:
     """The gRPC status code for a domain error."""
+    import grpc
+
     for cls in type(error).__mro__:
         if cls in PROTOCOL_STATUS:
-            return PROTOCOL_STATUS[cls][0]
+            return grpc.StatusCode[PROTOCOL_STATUS[cls][0]]
     return grpc.StatusCode.INTERNAL
 
 
