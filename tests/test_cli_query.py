@@ -168,12 +168,12 @@ def test_says_clearly_when_neither_server_nor_file_is_there(tmp_path: Path) -> N
 
 
 def test_a_file_held_by_the_server_is_explained(tmp_path: Path) -> None:
-    """--db on a file the server holds says to ask the server instead."""
+    """--db on a file the server holds says to ask the server instead, with the CLI's flag for it."""
     db = tmp_path / "um.duckdb"
     proc, _, _ = start_server_with_api(db)
     try:
         done = cli("users", "--db", str(db))
-        assert done.returncode == 1 and "url" in done.stderr
+        assert done.returncode == 1 and "ask it instead, with --url http://HOST:PORT" in done.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
