@@ -40,11 +40,18 @@ if TYPE_CHECKING:
 Instant = str | datetime | date | None
 
 
+def _segment(name: str, value: str) -> str:
+    """One percent-encoded segment of an API path; an empty one would name another endpoint."""
+    if value == "":
+        raise InvalidInput(f"{name}: must not be empty")
+    return quote(value, safe="")
+
+
 def _user_path(user_id: str | None) -> str:
     """The HTTP API's address of one user (which has no address for requests without a user id)."""
     if user_id is None:
         raise InvalidInput("user_id: the HTTP API names users by id; list users to see requests without one")
-    return f"/api/v1/users/{quote(user_id, safe='')}"
+    return f"/api/v1/users/{_segment('user_id', user_id)}"
 
 
 class RemoteClient:
@@ -128,7 +135,7 @@ class RemoteClient:
     def by_property(
         self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> PropertyBreakdown:
-        path = f"/api/v1/properties/{quote(key, safe='')}"
+        path = f"/api/v1/properties/{_segment('key', key)}"
         return from_json(PropertyBreakdown, self._call(path, {"since": since, "until": until, **kwargs}))
 
     def recent_requests(
