@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from user_metrics import __version__
@@ -106,6 +110,29 @@ def wait_for(stop: threading.Event) -> None:
     signal the kernel hands to another thread does not interrupt a long ``Event.wait()``."""
     while not stop.wait(0.5):
         pass
+
+
+def invocation() -> str:
+    """This program as the shell that started it can start it again: ``user-metrics`` when that name
+    finds this script on PATH, else its path (``.venv/bin/user-metrics`` after README's install),
+    or ``python -m user_metrics`` with this Python."""
+    script = Path(sys.argv[0])
+    if script.name == "user-metrics" and script.exists():
+        on_path = shutil.which(script.name)
+        if on_path and Path(on_path).resolve() == script.resolve():
+            return script.name
+        return shlex.quote(_as_typed(script))
+    return f"{shlex.quote(_as_typed(Path(sys.executable)))} -m user_metrics"
+
+
+def _as_typed(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    absolute = Path(os.path.abspath(path))  # not resolve(): a venv's python is a symlink
+    try:
+        relative = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+    return relative if os.sep in relative else f".{os.sep}{relative}"  # a bare name means PATH
 
 
 def main(argv: Sequence[str] | None = None) -> int:
