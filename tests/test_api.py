@@ -161,6 +161,25 @@ class TestErrors:
             ("/api/v1/users/nobody/timeseries", 404, "nobody"),
             ("/api/v1/nothing", 404, "no such endpoint"),
             ("/metrics/../api", 404, "no such endpoint"),
+            # An empty segment names nothing: not the list, not a user without an id.
+            ("/api/v1/users/", 404, "empty segment"),
+            ("/api/v1/users//timeseries", 404, "empty segment"),
+            ("/api/v1/users//requests", 404, "empty segment"),
+            ("/api/v1/properties/", 404, "empty segment"),
+            ("/api/v1//totals", 404, "empty segment"),
+            ("/healthz/", 404, "trailing slash"),
+            # Numbers out of range or not plain ASCII digits name the parameter, never a 500.
+            ("/api/v1/users?offset=99999999999999999999999", 400, "offset"),
+            ("/api/v1/users?offset=9223372036854775808", 400, "offset"),
+            ("/api/v1/users?sort=p95_latency_ms&offset=99999999999999999999999", 400, "offset"),
+            ("/api/v1/users?offset=-1", 400, "offset"),
+            ("/api/v1/users?offset=1_000", 400, "offset"),
+            ("/api/v1/users?limit=%E0%A5%A7", 400, "limit"),  # DEVANAGARI DIGIT ONE
+            ("/api/v1/users?limit=99999999999999999999999", 400, "limit"),
+            ("/api/v1/users/alice/requests?limit=99999999999999999999", 400, "limit"),
+            ("/api/v1/anomalies?threshold=1e999", 400, "threshold"),
+            ("/api/v1/anomalies?threshold=nan", 400, "threshold"),
+            ("/api/v1/anomalies?threshold=-1", 400, "threshold"),
         ],
     )
     def test_errors_use_one_envelope_with_the_status(
@@ -170,6 +189,11 @@ class TestErrors:
         got_status, body = call(served, "GET", path)
         assert got_status == status and set(body) == {"error", "status"} and body["status"] == status
         assert mentions in body["error"]
+
+    def test_the_largest_offset_is_an_empty_page(self, served: Service) -> None:
+        """offset takes any BIGINT: past the last user the page is empty, and total still counts."""
+        status, body = call(served, "GET", f"/api/v1/users?{WINDOW}&offset={2**63 - 1}")
+        assert status == 200 and body["users"] == [] and body["total"] > 0
 
     @pytest.mark.parametrize(
         ("method", "path"), [("POST", "/api/v1/users"), ("GET", "/api/v1/sql"), ("DELETE", "/api/v1/totals")]

@@ -9,12 +9,17 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import read_requests
 from otlp import chat, request, span
 from test_grpc_receiver import raw_export
+
+# A liveness bound for a service process to start, or to end: generous, for a loaded machine
+# (a start imports DuckDB, gRPC and the price data, and opens the database).
+PROCESS_TIMEOUT = 120
 
 LISTENING = re.compile(
     r"OTLP gRPC and queries on (\S+); OTLP/HTTP on (\S+); HTTP API on (\S+); database (\S+)"
@@ -66,7 +71,7 @@ def start_server_listening(
         env={**os.environ, **(env or {})},
     )
     assert proc.stderr is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + PROCESS_TIMEOUT
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
@@ -87,10 +92,30 @@ def test_signal_shuts_down_cleanly_and_keeps_everything(tmp_path: Path, signum: 
     for i in range(5):
         raw_export(target, request([span(chat(user=f"user{i}")) for _ in range(10)]).SerializeToString())
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=PROCESS_TIMEOUT)
     assert proc.returncode == 0, err
     assert "stopped: 50 spans stored" in err
     assert len(read_requests(db)) == 50
+
+
+def test_the_start_up_line_names_the_dashboard(tmp_path: Path) -> None:
+    """The line that says where the service listens ends with the dashboard's address, which serves it."""
+    proc = subprocess.Popen(serve_command(tmp_path / "um.duckdb"), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        match = None
+        for line in proc.stderr:  # the first line that says where it listens
+            match = LISTENING.search(line)
+            if match:
+                break
+        assert match, "no start-up line"
+        dashboard = re.search(r"; dashboard at (http://127\.0\.0\.1:\d+/)$", line.rstrip("\n"))
+        assert dashboard and dashboard.group(1) == match.group(3) + "/", line
+        with urllib.request.urlopen(dashboard.group(1), timeout=30) as answer:
+            assert answer.headers["Content-Type"].startswith("text/html")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=PROCESS_TIMEOUT)
 
 
 def test_acknowledged_spans_survive_sigkill(tmp_path: Path) -> None:
@@ -107,7 +132,7 @@ def test_acknowledged_spans_survive_sigkill(tmp_path: Path) -> None:
     proc, target = start_server(db)
     raw_export(target, request(sent).SerializeToString())
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=PROCESS_TIMEOUT)
     assert len(read_requests(db)) == 25
 
 
@@ -133,14 +158,14 @@ def test_environment_and_config_file_are_used(tmp_path: Path) -> None:
     assert target, "no start-up line"
     raw_export(target.group(1), request([span(chat(user="cfg", plan="gold"))]).SerializeToString())
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=PROCESS_TIMEOUT)
     assert [r["properties"] for r in read_requests(db)] == [{"plan": "gold"}]
 
 
 def serve_until_exit(db: Path, listen: str) -> subprocess.CompletedProcess[str]:
     """Run `user-metrics serve` expecting it to exit on its own (a start-up error)."""
     command = serve_command(db, listen)
-    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+    return subprocess.run(command, capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
 
 
 def test_bad_setting_exits_with_a_clear_message(tmp_path: Path) -> None:
@@ -148,6 +173,45 @@ def test_bad_setting_exits_with_a_clear_message(tmp_path: Path) -> None:
     result = serve_until_exit(tmp_path / "x.duckdb", "nowhere")
     assert result.returncode == 2
     assert "grpc_listen must be HOST:PORT" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "env"),
+    [
+        ("--grpc-listen", "USER_METRICS_GRPC_LISTEN"),
+        ("--http-listen", "USER_METRICS_HTTP_LISTEN"),
+        ("--api-listen", "USER_METRICS_API_LISTEN"),
+    ],
+)
+def test_a_taken_port_names_the_flag_and_leaves_no_new_database(tmp_path: Path, flag: str, env: str) -> None:
+    """Exit 2 with the setting to change, and the database this start would have created is not left."""
+    db = tmp_path / "fresh.duckdb"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run(
+            [*serve_command(db), flag, address], capture_output=True, text=True, timeout=PROCESS_TIMEOUT
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on {address}" in result.stderr
+    assert f"Choose a free address with {flag} HOST:PORT or {env}" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "no database file, no .wal"
+
+
+def test_a_taken_port_keeps_a_database_that_was_there(tmp_path: Path) -> None:
+    """Only what the failed start created is removed: an existing database keeps its data."""
+    db = tmp_path / "um.duckdb"
+    proc, target = start_server(db)
+    raw_export(target, request([span(chat(user="kept"))]).SerializeToString())
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=PROCESS_TIMEOUT)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = serve_until_exit(db, f"127.0.0.1:{taken.getsockname()[1]}")
+    assert result.returncode == 2 and "--grpc-listen" in result.stderr
+    assert [r["user_id"] for r in read_requests(db)] == ["kept"]
 
 
 @pytest.mark.parametrize("flag", ["--api-listen", "--http-listen"])
@@ -161,7 +225,7 @@ def test_a_taken_http_port_is_a_clear_error_too(tmp_path: Path, flag: str) -> No
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         command = [*serve_command(tmp_path / "x.duckdb"), flag, address]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
     assert result.returncode == 2 and f"cannot listen on {address}" in result.stderr
 
 
@@ -174,4 +238,4 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         assert f"cannot listen on {target}" in result.stderr
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=PROCESS_TIMEOUT)

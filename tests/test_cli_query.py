@@ -140,6 +140,25 @@ class TestWhileServing:
         done = cli("users", "--url", url, "--since", "last tuesday")
         assert done.returncode == 2 and "since" in done.stderr
 
+    @pytest.mark.parametrize(
+        ("args", "named"),
+        [
+            (["user", ""], "user_id"),
+            (["requests", ""], "user_id"),
+            (["timeseries", "--user", ""], "user_id"),
+            (["properties", ""], "key"),
+            (["users", "--offset", "99999999999999999999999"], "offset"),
+        ],
+    )
+    def test_an_empty_id_or_an_offset_out_of_range_is_a_usage_error(
+        self, server: tuple[Path, str], args: list[str], named: str
+    ) -> None:
+        """Exit 2 with one line naming the argument (it used to be a KeyError traceback, or a 500)."""
+        _, url = server
+        done = cli(*args, "--url", url)
+        assert done.returncode == 2 and done.stderr.startswith(f"user-metrics: {named}: "), done.stderr
+        assert len(done.stderr.splitlines()) == 1
+
 
 def test_reads_the_file_when_no_server_runs(tmp_path: Path) -> None:
     """With the server stopped, --db (or the configured file) is opened read-only, with the same answer."""
@@ -157,6 +176,9 @@ def test_reads_the_file_when_no_server_runs(tmp_path: Path) -> None:
     fallback = cli("users", *WINDOW, "--format", "json", env=env)
     assert fallback.returncode == 0, fallback.stderr
     assert json.loads(fallback.stdout) == json.loads(served)
+    for args, named in ((["user", ""], "user_id"), (["users", "--offset", str(2**63)], "offset")):
+        done = cli(*args, "--db", str(db))
+        assert done.returncode == 2 and done.stderr.startswith(f"user-metrics: {named}: "), done.stderr
 
 
 def test_says_clearly_when_neither_server_nor_file_is_there(tmp_path: Path) -> None:
@@ -168,12 +190,12 @@ def test_says_clearly_when_neither_server_nor_file_is_there(tmp_path: Path) -> N
 
 
 def test_a_file_held_by_the_server_is_explained(tmp_path: Path) -> None:
-    """--db on a file the server holds says to ask the server instead."""
+    """--db on a file the server holds says to ask the server instead, with the CLI's flag for it."""
     db = tmp_path / "um.duckdb"
     proc, _, _ = start_server_with_api(db)
     try:
         done = cli("users", "--db", str(db))
-        assert done.returncode == 1 and "url" in done.stderr
+        assert done.returncode == 1 and "ask it instead, with --url http://HOST:PORT" in done.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)

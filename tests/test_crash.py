@@ -1,7 +1,8 @@
 """Crash safety: `user-metrics serve` SIGKILLed at random moments while clients stream Export requests.
 
 Four client threads (three over gRPC, one over OTLP/HTTP) each send a fixed, seeded stream of Export
-requests and retry the same bytes on any failure until acknowledged (as an OTLP exporter does). Meanwhile the server is killed with SIGKILL
+requests and retry the same bytes until acknowledged, backing off as the OTel SDK's OTLP exporters
+do, so that a slow restart on a loaded machine is waited for. Meanwhile the server is killed with SIGKILL
 a few times and started again straight away on the same address and file, with no recovery step.
 Afterwards every acknowledged span must be stored exactly once (retries and deliberate duplicates
 are not double-counted), nothing unsent may appear, and the rollups must agree with the rows.
@@ -26,6 +27,7 @@ import duckdb
 import grpc
 import pytest
 from conftest import read_requests
+from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from otlp import chat, request, span
@@ -43,8 +45,10 @@ START = int(datetime(2026, 10, 1, 9, 30, tzinfo=UTC).timestamp() * 1e9)
 DAY_NS = 86_400 * 10**9
 THINK_SECONDS = (0.1, 0.3)  # a client's pause between requests: the stream lasts ~8 s of server up-time
 KILL_DELAY_SECONDS = (0.2, 1.5)  # up-time between a (re)start and the next SIGKILL
-CALL_TIMEOUT = 5.0
-CLIENT_DEADLINE = 90.0
+CALL_TIMEOUT = 10.0
+# Liveness bounds only: a start that never binds, or a server that never answers again.
+START_TIMEOUT = 60.0
+CLIENT_DEADLINE = 300.0
 # Reconnect quickly after a crash (gRPC's default backoff starts at 1 s and grows to 2 min).
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -52,9 +56,31 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 300),
 ]
 
-# What a crashed or restarting server answers; OTLP exporters retry these.
-TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-MAX_PERSISTENT_FAILURES = 20
+# Retries as the OTel SDK's OTLP exporters make them (the gRPC exporter's exporter.py, the HTTP
+# exporters' otlp/common/http.py): a retryable failure waits 2**n times a jitter of +-20 %, or the
+# delay the server gives (gRPC RetryInfo, HTTP Retry-After), and the export gives up only when the
+# next wait would pass its own timeout (OTEL_EXPORTER_OTLP_TIMEOUT). Unlike the SDK's defaults, the
+# first wait is 0.1 s and waits stop growing at 2 s (a restart takes about a second, several on a
+# loaded machine), and the timeout is long: an export given up on would be dropped, and here that
+# fails the test instead, since everything sent must end up stored.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 2.0
+JITTER = 0.2
+EXPORT_TIMEOUT = 120.0
+# An answer no exporter retries is a server bug, unless a dying server gave it: a few in a row pass.
+MAX_ODD_ANSWERS = 5
 
 Key = tuple[str, str]  # (trace_id, span_id) in hex, as stored
 
@@ -154,33 +180,7 @@ class Client:
             close = channel.close
         try:
             for number, item in enumerate(self.plan):
-                persistent = 0
-                while True:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(
-                            f"client {self.index}: request {number} not acknowledged within "
-                            f"{CLIENT_DEADLINE} s (failures so far: {dict(self.failures)})"
-                        )
-                    self.in_flight = True
-                    try:
-                        response = export(item.body, timeout=CALL_TIMEOUT, wait_for_ready=False)
-                    except (grpc.RpcError, OSError, http.client.HTTPException) as exc:
-                        code = exc.code() if isinstance(exc, grpc.Call) else None
-                        self.failures[code.name if code else type(exc).__name__] += 1
-                        # Retried whatever the code (a dying server can answer oddly), but an answer
-                        # that is not a transient one, again and again, is a server bug: fail fast.
-                        persistent = persistent + 1 if code not in TRANSIENT else 0
-                        if persistent >= MAX_PERSISTENT_FAILURES:
-                            details = exc.details() if isinstance(exc, grpc.Call) else exc
-                            raise AssertionError(
-                                f"client {self.index}: request {number} failed {persistent} times in a "
-                                f"row with {code}: {details}"
-                            ) from exc
-                        time.sleep(rng.uniform(0.05, 0.2))
-                        continue
-                    finally:
-                        self.in_flight = False
-                    break
+                response = self._export_until_acknowledged(export, number, item, rng, deadline)
                 assert response.partial_success.rejected_spans == 0, response.partial_success.error_message
                 self.acked |= item.keys
                 self.requests_acked += 1
@@ -190,6 +190,71 @@ class Client:
         finally:
             self.done = True
             close()
+
+    def _export_until_acknowledged(
+        self, export: Any, number: int, item: Planned, rng: random.Random, deadline: float
+    ) -> ExportTraceServiceResponse:
+        """One request, the same bytes each time, retried as an OTLP exporter retries it."""
+        give_up = min(time.monotonic() + EXPORT_TIMEOUT, deadline)
+        odd = attempt = 0
+        while True:
+            self.in_flight = True
+            try:
+                response: ExportTraceServiceResponse = export(
+                    item.body, timeout=CALL_TIMEOUT, wait_for_ready=False
+                )
+                return response
+            except (grpc.RpcError, OSError, http.client.HTTPException) as exc:
+                failure = describe(exc)
+                self.failures[failure.kind] += 1
+                odd = 0 if failure.retryable else odd + 1
+                if odd >= MAX_ODD_ANSWERS:
+                    raise AssertionError(
+                        f"client {self.index}: request {number} was answered {failure.kind} {odd} times "
+                        f"in a row, which no exporter retries: {exc}"
+                    ) from exc
+                backoff = min(FIRST_BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS)
+                wait = failure.server_delay or backoff * rng.uniform(1 - JITTER, 1 + JITTER)
+                if time.monotonic() + wait > give_up:
+                    raise AssertionError(
+                        f"client {self.index}: request {number} not acknowledged within its timeout "
+                        f"after {attempt + 1} tries (failures so far: {dict(self.failures)})"
+                    ) from exc
+                time.sleep(wait)
+                attempt += 1
+            finally:
+                self.in_flight = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str  # the gRPC code, the HTTP status or the exception's type, for the summary
+    retryable: bool
+    server_delay: float | None  # what the server asked for (RetryInfo, Retry-After)
+
+
+def describe(exc: BaseException) -> Failure:
+    """A failed export as the OTLP exporters classify it."""
+    if isinstance(exc, grpc.Call):
+        code = exc.code()
+        delay = None
+        info = dict(exc.trailing_metadata() or ()).get("google.rpc.retryinfo-bin")
+        if isinstance(info, bytes):
+            delay = RetryInfo.FromString(info).retry_delay.ToTimedelta().total_seconds()
+        return Failure(code.name, code in RETRYABLE_CODES, delay)
+    if isinstance(exc, HttpStatusError):
+        return Failure(f"HTTP {exc.status}", exc.status in RETRYABLE_STATUSES, exc.retry_after)
+    # Refused, reset or closed connections: the HTTP exporters retry these; gRPC reports them UNAVAILABLE.
+    return Failure(type(exc).__name__, True, None)
+
+
+class HttpStatusError(http.client.HTTPException):
+    """An OTLP/HTTP answer other than 200."""
+
+    def __init__(self, status: int, body: bytes, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}: {body[:200]!r}")
+        self.status = status
+        self.retry_after = retry_after
 
 
 def http_export(url: str) -> tuple[Any, Any]:
@@ -209,8 +274,10 @@ def http_export(url: str) -> tuple[Any, Any]:
         except BaseException:
             conn.pop().close()
             raise
-        if response.status != 200:  # 503 while the store is starting or full: retry like an exporter
-            raise http.client.HTTPException(f"HTTP {response.status}: {data[:200]!r}")
+        if response.status != 200:
+            retry_after = response.getheader("Retry-After")
+            delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+            raise HttpStatusError(response.status, data, delay)
         return ExportTraceServiceResponse.FromString(data)
 
     return export, lambda: conn and conn.pop().close()
@@ -238,13 +305,14 @@ class Server:
                 "--http-listen",
                 self.http_url.removeprefix("http://"),
             )
-        for attempt in range(5):
+        give_up = time.monotonic() + START_TIMEOUT
+        while True:
             try:
                 proc, (address, http_url, _) = start_server_listening(self.db, *extra)
                 break
             except AssertionError as exc:
                 # Only a transient failure to bind the port again is retried; anything else is a bug.
-                if "cannot listen on" not in str(exc) or attempt == 4:
+                if "cannot listen on" not in str(exc) or time.monotonic() > give_up:
                     raise
                 self.start_retries.append(str(exc).strip().splitlines()[-1])
                 time.sleep(0.2)

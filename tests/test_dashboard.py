@@ -21,7 +21,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 from conftest import Service
@@ -307,6 +307,44 @@ class TestUsersPage:
         # cy's four calls 20 days ago are the only ones between 21 and 19 days ago.
         check_rows(page, {"cy": {"requests": 4, "cost": Decimal("0.08"), "tokens": 2400, "errors": 0}})
         shot(page, "users-custom-window")
+
+    @pytest.mark.parametrize(("since", "window"), [("24h", D), ("7d", 7 * D), ("30d", 30 * D)])
+    def test_a_since_that_names_a_preset_selects_it(
+        self, page: Page, served: Service, since: str, window: timedelta
+    ) -> None:
+        """/?since=7d (the API's spelling, in a shared link) is the 7-day preset, not an empty Custom."""
+        page.goto(url(served, f"/?since={since}&sort=user_id"))
+        ready(page)
+        assert page.locator("#window").input_value() == since
+        assert page.locator("#custom-window").is_hidden()
+        want = expected(window)
+        assert page.locator("#page-text").inner_text().endswith(f" of {len(want)} users")
+
+    def test_a_since_that_names_no_preset_is_custom_with_its_boxes_filled(
+        self, page: Page, served: Service
+    ) -> None:
+        """since=12h, or an instant with an offset, shows Custom with the window the server read, in UTC."""
+        page.goto(url(served, "/?since=12h"))
+        ready(page)
+        assert page.locator("#window").input_value() == "custom"
+        since, until = page.input_value("#since"), page.input_value("#until")
+        assert (
+            page.locator("#window-text").inner_text()
+            == f"{since.replace('T', ' ')} – {until.replace('T', ' ')} UTC"
+        )
+        read = datetime.fromisoformat(since).replace(tzinfo=UTC)
+        assert abs(read - (datetime.now(UTC) - 12 * H)) < timedelta(minutes=10)
+        # ada's, cy's and ace's requests of the last 5 hours: the API's 12 hours.
+        assert set(users_in_table(page)) == set(expected(12 * H)) == {"ada", "cy", "ace"}
+        page.goto(
+            url(served, "/?" + urlencode({"since": "2026-01-02T03:04:00+02:00", "until": "2026-01-03"}))
+        )
+        ready(page)
+        assert (page.input_value("#since"), page.input_value("#until")) == (
+            "2026-01-02T01:04",
+            "2026-01-03T00:00",
+        )
+        shot(page, "users-custom-window-from-the-address")
 
     def test_a_property_filter_narrows_the_table(self, page: Page, served: Service) -> None:
         """plan = free keeps bob, dee and the user-NN; removing the chip brings everyone back."""
@@ -600,6 +638,42 @@ class TestReadToken:
         ready(tab)
         assert "#" not in tab.url and table(tab, "#property-values")
         context.close()
+
+
+class TestAnEmptyService:
+    def test_it_says_how_to_send_spans(self, browser: Browser, tmp_path: Path) -> None:
+        """No request stored at all: the users page tells how to point an exporter here, no empty table."""
+        svc = Service(tmp_path / "empty.duckdb")
+        app = svc.start()
+        context = browser.new_context(viewport=DESKTOP)
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            tab.goto(app.api_url + "/")
+            ready(tab)
+            panel = tab.locator("#getting-started").inner_text()
+            assert "No requests yet" in panel
+            assert (
+                "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317\nOTEL_EXPORTER_OTLP_PROTOCOL=grpc" in panel
+            )
+            assert "http://127.0.0.1:4318 with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in panel
+            assert "user.id" in panel and "Sending spans" in panel
+            assert tab.locator("#users").count() == 0
+            shot(tab, "users-empty-service")
+        finally:
+            context.close()
+            svc.stop()
+        assert errors == []
+
+    def test_an_empty_window_of_a_used_service_is_only_an_empty_table(
+        self, page: Page, served: Service
+    ) -> None:
+        """Requests exist, just not in this window: the table says so, without the getting-started text."""
+        page.goto(url(served, "/?since=2020-01-01&until=2020-02-01"))
+        ready(page)
+        assert page.locator("#getting-started").count() == 0
+        assert "No requests in this window." in page.inner_text("main")
 
 
 def test_expected_is_not_vacuous() -> None:

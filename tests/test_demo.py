@@ -4,8 +4,10 @@ the command serves it and cleans up after itself."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -111,12 +113,20 @@ def test_bad_figures_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_command_serves_until_interrupted() -> None:
-    """The real command: it prints the dashboard URL, serves the API, and SIGINT stops it cleanly."""
+    """The real command, run as README says after its install (the venv not on PATH): it prints the
+    dashboard URL and commands that work as printed, serves the API, and SIGINT stops it cleanly."""
+    script = Path(sys.executable).parent / "user-metrics"
+    home = script.parent.parent.parent  # where README's `python3 -m venv .venv` ran
+    typed = str(script.relative_to(home))  # .venv/bin/user-metrics
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != script.parent.resolve()]
+    env = {**os.environ, "PATH": os.pathsep.join(path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "user_metrics", "demo", "--requests", "600", "--seed", "2"],
+        [typed, "demo", "--requests", "600", "--seed", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=home,
+        env=env,
     )
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -148,6 +158,19 @@ def test_demo_command_serves_until_interrupted() -> None:
             users = json.load(answer)
         assert users["total"] == 36 and len(users["users"]) == 36
         assert sum(u["requests"] for u in users["users"]) == 600
+
+        # Every suggested command runs, as printed, in the shell that started the demo.
+        text = "".join(printed)
+        while not text.endswith("Serving until Ctrl-C.\n"):
+            line = lines.get(timeout=30)
+            assert line is not None, text
+            text += line
+        hints = text.split("Try:\n")[1].split("\n\n")[0].splitlines()
+        commands = [shlex.split(h) for h in hints if not h.lstrip().startswith("curl")]
+        assert len(commands) == 6 and all(c[0] == typed for c in commands), hints
+        for command in commands:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=home, env=env)
+            assert done.returncode == 0 and done.stdout, (command, done.stderr)
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, proc.communicate()[1]

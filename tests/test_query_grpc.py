@@ -342,6 +342,13 @@ def test_bad_since_is_invalid_argument(stub: UserMetricsServiceStub) -> None:
         ("ListUsers", pb.ListUsersRequest(window=WINDOW, sort="models"), "sort"),
         ("ListUsers", pb.ListUsersRequest(window=WINDOW, limit=-1), "limit"),
         ("ListUsers", pb.ListUsersRequest(window=WINDOW, offset=-5), "offset"),
+        ("ListUsers", pb.ListUsersRequest(window=WINDOW, limit=2**31 - 1), "limit"),
+        ("GetRecentRequests", pb.GetRecentRequestsRequest(user_id="alice", limit=2**31 - 1), "limit"),
+        ("GetRecentRequests", pb.GetRecentRequestsRequest(user_id="alice", limit=-1), "limit"),
+        ("GetTimeseries", pb.GetTimeseriesRequest(user_id="", window=WINDOW), "user_id"),
+        ("GetAnomalies", pb.GetAnomaliesRequest(threshold=float("nan")), "threshold"),
+        ("GetAnomalies", pb.GetAnomaliesRequest(threshold=float("inf")), "threshold"),
+        ("GetAnomalies", pb.GetAnomaliesRequest(threshold=-1.0), "threshold"),
         ("GetTimeseries", pb.GetTimeseriesRequest(window=WINDOW, bucket="week"), "bucket"),
         ("GetPropertyBreakdown", pb.GetPropertyBreakdownRequest(window=WINDOW), "key"),
     ],
@@ -349,7 +356,8 @@ def test_bad_since_is_invalid_argument(stub: UserMetricsServiceStub) -> None:
 def test_bad_arguments_are_invalid_argument(
     stub: UserMetricsServiceStub, call: str, message: Message, named: str
 ) -> None:
-    """A bad sort, limit, offset, bucket or property key is INVALID_ARGUMENT naming the argument."""
+    """A bad sort, limit, offset, bucket, user id, threshold or property key is INVALID_ARGUMENT
+    naming the argument (protobuf's int32 and double reach every value the query layer refuses)."""
     error = rpc_error(getattr(stub, call), message)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(f"{named}:")
 

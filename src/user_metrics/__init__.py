@@ -4,13 +4,11 @@
 (``users``, ``user``, ``timeseries``, ``by_property``, ``totals``, ``sql``).
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("otel-user-metrics")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+# The one place the version is written: pyproject.toml reads it from here when the package is
+# built, so it needs no importlib.metadata at run time (which `user-metrics --version` would pay).
+__version__ = "0.1.0"
 
 __all__ = ["__version__", "connect"]
 

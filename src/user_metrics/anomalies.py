@@ -67,8 +67,10 @@ def anomalies(
     back = parse_instant(history, window.since, "history")
     if back is None or back >= window.since:
         raise InvalidInput(f"history: must be a duration before the window, like 7d, got {history!r}")
-    if not 0 < threshold <= 1000 or min_history < 1 or min_requests < 1:
-        raise InvalidInput("threshold must be in (0, 1000]; min_history and min_requests at least 1")
+    if not 0 < threshold <= 1000:  # (NaN fails this too)
+        raise InvalidInput(f"threshold: must be above 0 and at most 1000, got {threshold}")
+    if min_history < 1 or min_requests < 1:
+        raise InvalidInput("min_history and min_requests must be at least 1")
     # The history ends where the window starts, on a whole hour, in buckets of `hours` hours.
     bucket_us = hours * US_PER_HOUR
     history_end = window.since_us // US_PER_HOUR * US_PER_HOUR

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from http import HTTPStatus
@@ -60,10 +61,10 @@ def _int(params: dict[str, Any], name: str, default: int) -> int:
     text = params.pop(name, None)
     if text is None:
         return default
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidInput(f"{name}: must be a whole number, got {text!r}") from None
+    # ASCII digits only: int() would also take "1_000", " 7 " and other scripts' digits.
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise InvalidInput(f"{name}: must be a whole number, got {text!r}")
+    return int(text)
 
 
 def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -134,7 +135,13 @@ class ApiServer(BackgroundServer):
 
     def route(self, method: str, path: str, pairs: list[tuple[str, str]], body: bytes) -> Any:
         """The JSON answer for one request; raises a domain error for the error envelope."""
-        segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+        parts = path.split("/")[1:]
+        if "" in parts:  # "/api/v1/users/" is not the list, nor a user without an id: it names nothing
+            raise NotFound(
+                f"no such endpoint: {path} (no path has an empty segment or a trailing slash; "
+                "one user is /api/v1/users/{user_id})"
+            )
+        segments = [unquote(s) for s in parts]
         if segments == ["healthz"]:
             self._method(method, "GET")
             problem = self.health()

@@ -13,6 +13,7 @@ import duckdb
 import grpc
 
 from user_metrics import __version__
+from user_metrics.activity import INTERVAL_SECONDS, ActivityLog, count_users
 from user_metrics.api import ApiServer
 from user_metrics.auth import BearerInterceptor, Tokens, check_exposure
 from user_metrics.httpserve import BackgroundServer, tls_context
@@ -23,7 +24,7 @@ from user_metrics.prom import RenderedMetrics, UsageCollector, registry
 from user_metrics.query_grpc import user_metrics_service_handler
 from user_metrics.receivers.grpc import trace_service_handler
 from user_metrics.receivers.http import OtlpHttpServer
-from user_metrics.settings import Settings, SettingsError, split_address
+from user_metrics.settings import SPECS, Settings, SettingsError, split_address
 from user_metrics.stats import Stats
 from user_metrics.store import Store
 
@@ -37,7 +38,8 @@ S = TypeVar("S", bound=BackgroundServer)
 class App:
     """One running service: ``start()``, then ``stop()`` flushes everything acknowledged."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, activity_interval: float = INTERVAL_SECONDS) -> None:
+        """``activity_interval``: seconds between the info lines logged while spans arrive."""
         check_exposure(settings)
         self.settings = settings
         self.ingest_tokens = Tokens(settings.ingest_tokens, "ingest")
@@ -52,6 +54,8 @@ class App:
             settings.max_properties,
             settings.max_span_attributes,
         )
+        # A database this start creates is removed again if the service cannot start listening.
+        self._new_files = [p for p in _database_files(settings.db) if not p.exists()]
         self.store = Store(
             settings.db,
             self.stats,
@@ -94,6 +98,7 @@ class App:
             lambda: (self.stats.exports, self.stats.commits, self.stats.compactions),
             settings.metrics_refresh_seconds,
         )
+        self.activity = ActivityLog(self.stats, lambda: count_users(self.store.reader), activity_interval)
         self.otlp_http: OtlpHttpServer | None = None
         self.otlp_http_url = ""
         self.api: ApiServer | None = None
@@ -109,8 +114,8 @@ class App:
             else:
                 port = self.grpc_server.add_insecure_port(settings.grpc_listen)
         except RuntimeError as exc:
-            self.store.close()
-            raise SettingsError(f"cannot listen on {settings.grpc_listen}: {exc}") from exc
+            self._close_unstarted()
+            raise _cannot_listen("grpc_listen", settings.grpc_listen, exc) from exc
         self.grpc_address = _join(host, port)
         try:
             self.otlp_http = self._bind(
@@ -147,7 +152,7 @@ class App:
             if self.otlp_http is not None:
                 self.otlp_http.stop()
             self.grpc_server.stop(0)
-            self.store.close()
+            self._close_unstarted()
             raise
         self.otlp_http_url = _url(self.otlp_http, settings.http_listen)
         self.api_url = _url(self.api, settings.api_listen)
@@ -155,15 +160,17 @@ class App:
         self.otlp_http.start()
         self.api.start()
         self.metrics.start()
+        self.activity.start()
         log.info(
             "user-metrics %s listening: OTLP gRPC and queries on %s; OTLP/HTTP on %s; HTTP API on %s; "
-            "database %s (DuckDB %s)",
+            "database %s (DuckDB %s); dashboard at %s/",
             __version__,
             self.grpc_address,
             self.otlp_http_url,
             self.api_url,
             Path(settings.db).resolve(),
             duckdb.__version__,
+            _url(self.api, settings.api_listen, browsable=True),
         )
         for tokens, what in ((self.ingest_tokens, "sending spans"), (self.read_tokens, "reading")):
             if tokens.open:
@@ -174,10 +181,17 @@ class App:
         try:
             return make(split_address(address, name))
         except OSError as exc:
-            raise SettingsError(f"cannot listen on {address}: {exc}") from exc
+            raise _cannot_listen(name, address, exc) from exc
+
+    def _close_unstarted(self) -> None:
+        """Close the store of a start that failed, and remove the database files it created."""
+        self.store.close()
+        for path in self._new_files:
+            path.unlink(missing_ok=True)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, finish the ones in flight, commit and close the database."""
+        self.activity.stop()
         self.metrics.stop()
         if self.api is not None:
             self.api.stop()
@@ -211,8 +225,26 @@ def _grpc_credentials(settings: Settings) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, chain)])
 
 
-def _url(server: BackgroundServer, listen: str) -> str:
+def _database_files(db: str) -> list[Path]:
+    """The files DuckDB makes for a database: the file and its write-ahead log."""
+    return [Path(db), Path(db + ".wal")]
+
+
+def _cannot_listen(name: str, address: str, exc: Exception) -> SettingsError:
+    """Why the service cannot start, and which flag or variable chooses another address."""
+    spec = next(s for s in SPECS if s.name == name)
+    return SettingsError(
+        f"cannot listen on {address} ({name}): {str(exc).rstrip('.')}. Is another server (another "
+        f"user-metrics?) using it? Choose a free address with {spec.flag} HOST:PORT or {spec.env}; "
+        "port 0 picks one."
+    )
+
+
+def _url(server: BackgroundServer, listen: str, browsable: bool = False) -> str:
+    """The server's URL; ``browsable``: as a browser on this machine reaches it (not 0.0.0.0)."""
     host, _ = split_address(listen, "listen")
+    if browsable:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"{server.scheme}://{_join(host, server.port)}"
 
 

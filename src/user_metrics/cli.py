@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from user_metrics import __version__
 from user_metrics.cli_query import add_commands
 from user_metrics.errors import InvalidInput, UserMetricsError
-from user_metrics.pricing import PriceFileError
 from user_metrics.settings import CONFIG_ENV, SPECS, SettingsError, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -33,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", metavar="FILE", help=f"TOML config file (also ${CONFIG_ENV})")
     for spec in SPECS:
-        help_text = f"{spec.help} [env {spec.env}; default {spec.default!r}]"
+        # argparse %-formats help texts: a literal % in a setting's help must reach it as %%.
+        help_text = f"{spec.help} [env {spec.env}; default {spec.default!r}]".replace("%", "%%")
         if spec.kind is list:
             metavar = "TOKEN" if spec.name.endswith("_tokens") else "KEY"
             serve.add_argument(spec.flag, dest=spec.name, action="append", metavar=metavar, help=help_text)
@@ -67,13 +71,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from user_metrics.app import App  # imported here so `--help` stays fast
+    # Imported here, so that --version, --help and the reading commands start fast.
+    from user_metrics.app import App
+    from user_metrics.pricing import PriceFileError
 
     flags: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in SPECS}
     settings = load_settings(flags, config_file=args.config)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     with stop_on_signals() as stop:
-        app = App(settings)
+        try:
+            app = App(settings)
+        except PriceFileError as exc:
+            raise SettingsError(str(exc)) from exc
         app.start()
         try:
             wait_for(stop)
@@ -103,6 +112,29 @@ def wait_for(stop: threading.Event) -> None:
         pass
 
 
+def invocation() -> str:
+    """This program as the shell that started it can start it again: ``user-metrics`` when that name
+    finds this script on PATH, else its path (``.venv/bin/user-metrics`` after README's install),
+    or ``python -m user_metrics`` with this Python."""
+    script = Path(sys.argv[0])
+    if script.name == "user-metrics" and script.exists():
+        on_path = shutil.which(script.name)
+        if on_path and Path(on_path).resolve() == script.resolve():
+            return script.name
+        return shlex.quote(_as_typed(script))
+    return f"{shlex.quote(_as_typed(Path(sys.executable)))} -m user_metrics"
+
+
+def _as_typed(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    absolute = Path(os.path.abspath(path))  # not resolve(): a venv's python is a symlink
+    try:
+        relative = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+    return relative if os.sep in relative else f".{os.sep}{relative}"  # a bare name means PATH
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -115,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from user_metrics.cli_query import run
 
         return run(args)
-    except (SettingsError, PriceFileError, InvalidInput) as exc:
+    except (SettingsError, InvalidInput) as exc:
         print(f"user-metrics: {exc}", file=sys.stderr)
         return 2
     except UserMetricsError as exc:  # not found, unavailable

@@ -14,13 +14,15 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from user_metrics.anomalies import DEFAULT_THRESHOLD
-from user_metrics.client import LocalClient, RemoteClient
+from user_metrics.client import RemoteClient
 from user_metrics.errors import Unavailable
 from user_metrics.results import SORTABLE_USER_FIELDS, USER_FIELDS, to_json
 from user_metrics.settings import ENV_PREFIX, load_settings, split_address
+
+if TYPE_CHECKING:
+    from user_metrics.local_client import LocalClient
 
 TOKEN_ENV = ENV_PREFIX + "TOKEN"
 NO_USER = "(no user id)"
@@ -97,17 +99,24 @@ def add_commands(commands: Any) -> None:
     unusual.add_argument("--since", help="start of the recent window (default: an hour before --until)")
     unusual.add_argument("--until", help="end of the recent window (default now)")
     unusual.add_argument("--history", default="7d", help="how far back the baseline reaches (default 7d)")
-    unusual.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="robust z-score to flag (default 6)"
-    )
+    # No default here: importing the detector for its constant would load DuckDB; the client's
+    # default applies (tests/test_cli_help.py keeps this help text true).
+    unusual.add_argument("--threshold", type=float, help="robust z-score to flag (default 6)")
     sql = commands.add_parser("sql", parents=[common], help="run one read-only SELECT")
     sql.add_argument("sql", metavar="QUERY")
     sql.add_argument("--limit", type=int, default=1000)
 
 
+def _local(path: str) -> LocalClient:
+    # DuckDB and the query layer are loaded only to read a file; asking a server needs neither.
+    from user_metrics.local_client import LocalClient
+
+    return LocalClient(path)
+
+
 def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
     if args.db:
-        return LocalClient(args.db)
+        return _local(args.db)
     settings = load_settings({}, config_file=args.config)
     token = args.token or next(iter(settings.read_tokens), None)
     ca_file = args.ca_file or settings.tls_cert_file or None
@@ -123,7 +132,7 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
         return remote
     except Unavailable as not_served:
         try:
-            return LocalClient(settings.db)
+            return _local(settings.db)
         except Unavailable as no_file:
             raise Unavailable(
                 f"nothing to read: no server answers at {url} ({not_served}), and {no_file}. "
@@ -161,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "properties":
             result = client.by_property(args.key, args.since, args.until, **filters)
         elif args.command == "anomalies":
-            result = client.anomalies(args.since, args.until, history=args.history, threshold=args.threshold)
+            threshold = {} if args.threshold is None else {"threshold": args.threshold}
+            result = client.anomalies(args.since, args.until, history=args.history, **threshold)
         else:
             result = client.totals(args.since, args.until, **filters)
     print(render(args.command, to_json(result), args.format), end="")

@@ -1,8 +1,10 @@
 """``user_metrics.connect``: the query functions, from the DuckDB file or from a running server.
 
-Both clients answer with the same result objects. ``LocalClient`` opens the file read-only
-(possible only while no server holds it) and calls the query functions; ``RemoteClient`` calls
-the HTTP JSON API and turns the JSON back into the same objects.
+Both clients answer with the same result objects. ``LocalClient`` (``local_client.py``) opens the
+file read-only (possible only while no server holds it) and calls the query functions;
+``RemoteClient`` calls the HTTP JSON API and turns the JSON back into the same objects. This
+module imports neither DuckDB nor the query layer: the CLI asking a server starts in a fraction
+of the time.
 """
 
 from __future__ import annotations
@@ -13,13 +15,9 @@ import urllib.error
 import urllib.request
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import duckdb
-
-from user_metrics import query
-from user_metrics.anomalies import anomalies as find_anomalies
 from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, Unavailable, UserMetricsError
 from user_metrics.results import (
     Anomalies,
@@ -34,91 +32,26 @@ from user_metrics.results import (
     format_instant,
     from_json,
 )
-from user_metrics.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
 from user_metrics.settings import Settings
+
+if TYPE_CHECKING:
+    from user_metrics.local_client import LocalClient
 
 Instant = str | datetime | date | None
 
 
-def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
-    """Open the database file for reading, locked down like the server's readers."""
-    path = Path(path)
-    if not path.exists():
-        raise Unavailable(f"no database file at {path}")
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.IOException as exc:
-        raise Unavailable(
-            f"cannot open {path} read-only: {str(exc).splitlines()[0]} "
-            "(a running server holds the file; ask it with url=http://HOST:PORT)"
-        ) from exc
-    try:
-        con.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-    except duckdb.CatalogException as exc:
-        con.close()
-        raise Unavailable(f"{path} is not a user-metrics database (no meta table)") from exc
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
-
-
-class LocalClient:
-    """Reads the DuckDB file directly (read-only)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._con = open_read_only(self.path)
-
-    def close(self) -> None:
-        self._con.close()
-
-    def __enter__(self) -> LocalClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def users(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> UserPage:
-        return query.users(self._con, since, until, **kwargs)
-
-    def user(
-        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
-    ) -> UserStats:
-        return query.user(self._con, user_id, since, until, **kwargs)
-
-    def timeseries(
-        self, user_id: str | None = None, since: Instant = None, until: Instant = None, **kwargs: Any
-    ) -> Timeseries:
-        return query.timeseries(self._con, user_id, since, until, **kwargs)
-
-    def by_property(
-        self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
-    ) -> PropertyBreakdown:
-        return query.by_property(self._con, key, since, until, **kwargs)
-
-    def recent_requests(
-        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
-    ) -> RecentRequests:
-        return query.recent_requests(self._con, user_id, since, until, **kwargs)
-
-    def property_keys(self) -> PropertyKeys:
-        return query.property_keys(self._con)
-
-    def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
-        return query.totals(self._con, since, until, **kwargs)
-
-    def anomalies(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Anomalies:
-        return find_anomalies(self._con, since, until, **kwargs)
-
-    def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
-        return run_sql(self._con, sql, limit=limit, timeout=timeout)
+def _segment(name: str, value: str) -> str:
+    """One percent-encoded segment of an API path; an empty one would name another endpoint."""
+    if value == "":
+        raise InvalidInput(f"{name}: must not be empty")
+    return quote(value, safe="")
 
 
 def _user_path(user_id: str | None) -> str:
     """The HTTP API's address of one user (which has no address for requests without a user id)."""
     if user_id is None:
         raise InvalidInput("user_id: the HTTP API names users by id; list users to see requests without one")
-    return f"/api/v1/users/{quote(user_id, safe='')}"
+    return f"/api/v1/users/{_segment('user_id', user_id)}"
 
 
 class RemoteClient:
@@ -202,7 +135,7 @@ class RemoteClient:
     def by_property(
         self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> PropertyBreakdown:
-        path = f"/api/v1/properties/{quote(key, safe='')}"
+        path = f"/api/v1/properties/{_segment('key', key)}"
         return from_json(PropertyBreakdown, self._call(path, {"since": since, "until": until, **kwargs}))
 
     def recent_requests(
@@ -222,8 +155,10 @@ class RemoteClient:
             Anomalies, self._call("/api/v1/anomalies", {"since": since, "until": until, **kwargs})
         )
 
-    def sql(self, sql: str, limit: int = DEFAULT_ROWS) -> SqlResult:
-        return from_json(SqlResult, self._call("/api/v1/sql", body={"sql": sql, "limit": limit}))
+    def sql(self, sql: str, limit: int | None = None) -> SqlResult:
+        """``limit`` None: the server's default (1000 rows, or its ``sql_max_rows`` if lower)."""
+        body: dict[str, Any] = {"sql": sql} if limit is None else {"sql": sql, "limit": limit}
+        return from_json(SqlResult, self._call("/api/v1/sql", body=body))
 
 
 def connect(
@@ -242,4 +177,6 @@ def connect(
         raise InvalidInput("connect: give path or url, not both")
     if url is not None:
         return RemoteClient(url, token=token, ca_file=ca_file)
+    from user_metrics.local_client import LocalClient
+
     return LocalClient(path if path is not None else Settings().db)

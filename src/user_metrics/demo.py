@@ -45,7 +45,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_
 from user_metrics import query
 from user_metrics.anomalies import anomalies
 from user_metrics.app import App
-from user_metrics.cli import LOG_FORMAT, stop_on_signals, wait_for
+from user_metrics.cli import LOG_FORMAT, invocation, stop_on_signals, wait_for
 from user_metrics.cli_query import render
 from user_metrics.demo_traffic import (
     ENVIRONMENT,
@@ -374,7 +374,7 @@ def _report(app: App, data: DemoData, db: Path, temporary: bool) -> str:
     finally:
         con.close()
     url, grpc_address = app.api_url, app.grpc_address
-    cli = "user-metrics"
+    cli = invocation()
     lines = [
         f"Sent {data.spans:,} spans through the OpenTelemetry SDK in {data.send_seconds:.1f} s: "
         f"{data.requests:,} LLM requests ({data.errors} errors) of {len(data.users)} users over "

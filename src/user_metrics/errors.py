@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
 
 
 class UserMetricsError(Exception):
@@ -59,17 +62,19 @@ class RequestTimeout(UserMetricsError):
     """The client took longer than ``receive_timeout_seconds`` to send its whole request."""
 
 
-# error class -> (gRPC status, HTTP status). Looked up by the front-ends, nowhere else.
-PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
-    InvalidInput: (grpc.StatusCode.INVALID_ARGUMENT, 400),
-    NotFound: (grpc.StatusCode.NOT_FOUND, 404),
-    Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
-    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
-    TooLarge: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
-    UnsupportedMediaType: (grpc.StatusCode.INVALID_ARGUMENT, 415),
-    MethodNotAllowed: (grpc.StatusCode.UNIMPLEMENTED, 405),
-    LengthRequired: (grpc.StatusCode.INVALID_ARGUMENT, 411),
-    RequestTimeout: (grpc.StatusCode.DEADLINE_EXCEEDED, 408),
+# error class -> (gRPC status code name, HTTP status). Looked up by the front-ends, nowhere else.
+# Names, not grpc.StatusCode members: the reading CLI imports these errors, and importing grpc
+# would cost it more than all else it loads.
+PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[str, int]] = {
+    InvalidInput: ("INVALID_ARGUMENT", 400),
+    NotFound: ("NOT_FOUND", 404),
+    Unavailable: ("UNAVAILABLE", 503),
+    Unauthenticated: ("UNAUTHENTICATED", 401),
+    TooLarge: ("RESOURCE_EXHAUSTED", 413),
+    UnsupportedMediaType: ("INVALID_ARGUMENT", 415),
+    MethodNotAllowed: ("UNIMPLEMENTED", 405),
+    LengthRequired: ("INVALID_ARGUMENT", 411),
+    RequestTimeout: ("DEADLINE_EXCEEDED", 408),
 }
 
 
@@ -80,9 +85,11 @@ def message(error: Exception) -> str:
 
 def grpc_status(error: UserMetricsError) -> grpc.StatusCode:
     """The gRPC status code for a domain error."""
+    import grpc
+
     for cls in type(error).__mro__:
         if cls in PROTOCOL_STATUS:
-            return PROTOCOL_STATUS[cls][0]
+            return grpc.StatusCode[PROTOCOL_STATUS[cls][0]]
     return grpc.StatusCode.INTERNAL
 
 

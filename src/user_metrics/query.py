@@ -43,6 +43,7 @@ from user_metrics.window import Filters, Window, from_micros
 
 Instant = str | datetime | date | None
 MAX_PAGE = 10_000
+MAX_OFFSET = 2**63 - 1  # DuckDB's OFFSET is a BIGINT
 MAX_RECENT = 1000
 NANO = Decimal("0.000000001")
 
@@ -199,8 +200,8 @@ def users(
         raise InvalidInput(f"sort: {field!r} is not a user field; one of {', '.join(SORTABLE_USER_FIELDS)}")
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
-    if offset < 0:
-        raise InvalidInput(f"offset: must be 0 or more, got {offset}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset: must be from 0 to {MAX_OFFSET}, got {offset}")
     q = _statement(since, until, now, properties, model, service, environment)
     window = q.window
     if search is not None and not search.strip():
@@ -299,6 +300,8 @@ def user(
 def _user_key(con: duckdb.DuckDBPyConnection, user_id: str | None) -> int:
     if user_id is None:
         return 0
+    if user_id == "":  # never stored: an empty id counts as none (see conventions)
+        raise InvalidInput("user_id: empty; name a user, or None for the requests that named no user")
     row = con.execute("SELECT user_key FROM users WHERE user_id = $id", {"id": user_id}).fetchone()
     if row is None:
         raise NotFound(f"no requests were ever recorded for user {user_id!r}")

@@ -7,6 +7,7 @@
 const TOKEN_KEY = "user-metrics-read-token";
 const PAGE_SIZE = 25;
 const PRESETS = ["24h", "7d", "30d"];
+const EVER = [["since", "0001-01-01T00:00:00Z"], ["until", "9999-12-31T00:00:00Z"]]; // every request stored
 const COLUMNS = [
   // [field, heading, format, default direction when first sorted]
   ["user_id", "User", null, "+"],
@@ -159,10 +160,13 @@ async function api(path, params) {
 
 function state() {
   const q = new URLSearchParams(location.search);
+  // ?since=7d (the API's own spelling, as in a shared link) is the preset of that name.
+  const preset = !q.get("until") && PRESETS.includes(q.get("since")) ? q.get("since") : null;
+  const since = preset ? null : q.get("since");
   return {
-    window: q.get("since") ? "custom" : PRESETS.includes(q.get("window")) ? q.get("window") : "30d",
-    since: q.get("since"),
-    until: q.get("until"),
+    window: preset || (since ? "custom" : PRESETS.includes(q.get("window")) ? q.get("window") : "30d"),
+    since,
+    until: since ? q.get("until") : null,
     properties: q.getAll("property"),
     sort: q.get("sort") || "-cost_usd",
     search: q.get("q") || "",
@@ -354,6 +358,16 @@ function windowText(data) {
   return `${fmt.time(data.since)} – ${fmt.time(data.until)} UTC`;
 }
 
+// The page's window as the server read it; a custom one also fills the From/To boxes, so a
+// since of 12h or an instant with an offset shows what it meant (the boxes are minutes, UTC).
+function pageWindow(data) {
+  if (state().window === "custom") {
+    document.getElementById("since").value = data.since.slice(0, 16);
+    document.getElementById("until").value = data.until.slice(0, 16);
+  }
+  return windowText(data);
+}
+
 function card(label, value, title) {
   return el("div", { class: "card", title: title || null }, el("div", { class: "label" }, label),
             el("div", { class: "value" }, value));
@@ -371,13 +385,33 @@ async function usersPage(s) {
   unusual.catch(() => {}); // handled by the panel; this only marks it handled if the page fails first
   const [totals, users] = await Promise.all([api("/api/v1/totals", params), api("/api/v1/users", list)]);
   document.title = "Users · user-metrics";
+  const heading = [el("h1", {}, "Users"), el("p", { class: "muted", id: "window-text" }, pageWindow(totals))];
+  if (!totals.requests && !(await api("/api/v1/totals", EVER)).requests) {
+    return [...heading, gettingStarted()];
+  }
   return [
-    el("h1", {}, "Users"),
-    el("p", { class: "muted", id: "window-text" }, windowText(totals)),
+    ...heading,
     totalsCards(totals),
     anomaliesPanel(unusual, s),
     usersTable(users, s),
   ];
+}
+
+// A service that has stored nothing yet says how to send it spans. The page knows only this
+// server's address; the OTLP ports are the defaults, and the service logs the ones it uses.
+function gettingStarted() {
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  const endpoint = (port) => `${location.protocol}//${host}:${port}`;
+  return el("section", { class: "panel", id: "getting-started" },
+    el("h2", {}, "No requests yet"),
+    el("p", {}, "This service has not stored any LLM request. Point your application's OpenTelemetry " +
+      "exporter at it, with the environment variables of any OpenTelemetry SDK:"),
+    el("pre", {}, `OTEL_EXPORTER_OTLP_ENDPOINT=${endpoint(4317)}\nOTEL_EXPORTER_OTLP_PROTOCOL=grpc`),
+    el("p", {}, `or ${endpoint(4318)} with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf. These are the ` +
+      "default ports; the service's first log line names the ones it listens on. Put user.id on the " +
+      "LLM call's span, or on an ancestor such as the request handler's, to count requests per user."),
+    el("p", { class: "muted" }, "README's “Sending spans” has the details and a Collector " +
+      "configuration. To see this dashboard full of data first, run user-metrics demo."));
 }
 
 function totalsCards(t) {
@@ -487,7 +521,7 @@ async function userPage(s) {
   return [
     el("p", {}, el("a", { href: href("/", s) }, "‹ All users")),
     el("h1", { id: "user-id" }, id),
-    el("p", { class: "muted" }, windowText(series)),
+    el("p", { class: "muted" }, pageWindow(series)),
     el("section", { class: "cards", id: "user-cards" },
       card("Requests", fmt.int(user.requests)),
       card("Cost", fmt.usd(user.cost_usd), user.cost_usd === null ? "no known price" : "$" + user.cost_usd),
@@ -577,7 +611,7 @@ async function propertiesPage(s) {
   const most = Math.max(...data.values.map((v) => Number(v.avg_cost_per_user)), 0) || 1;
   return [
     el("h1", {}, "Cost per user by ", picker),
-    el("p", { class: "muted" }, windowText(data)),
+    el("p", { class: "muted" }, pageWindow(data)),
     el("section", { class: "panel" }, el("div", { class: "scroll" }, el("table", { id: "property-values" },
       el("thead", {}, el("tr", {}, ["Value", "Users", "Requests", "Cost", "Avg cost per user", "", "Costliest user"].map((h, i) =>
         el("th", { scope: "col", class: i >= 1 && i <= 4 ? "num" : null }, h)))),
