@@ -11,9 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_grpc_receiver import raw_export
 
 
-def cuts(api_url: str) -> dict[str, float]:
-    """user_metrics_limit_cuts_total by limit, as scraped."""
-    with urllib.request.urlopen(f"{api_url}/metrics", timeout=30) as response:
+def cuts(api_url: str, token: str | None = None) -> dict[str, float]:
+    """user_metrics_limit_cuts_total by limit, as scraped (with the read token, if given)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{api_url}/metrics", headers=headers), timeout=30
+    ) as response:
         text = response.read().decode()
     return {
         sample.labels["limit"]: sample.value
@@ -35,6 +38,7 @@ def test_properties_per_request_keep_the_first_by_name(tmp_path: Path) -> None:
         "max_value_length": 0,
         "max_properties": 2,
         "max_property_keys": 0,
+        "receive_timeout_seconds": 0,
     }
     rows = {r["user_id"]: r["properties"] for r in svc.rows()}
     assert rows == {"p": {"alpha": "a", "beta": "b"}, "q": {"one": "1"}}

@@ -20,15 +20,17 @@ import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import grpc
+import grpc.aio
 from google.protobuf.message import Message
 
 from user_metrics import query
 from user_metrics.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
-from user_metrics.errors import InvalidInput, Unavailable, UserMetricsError, grpc_status
+from user_metrics.errors import InvalidInput, Unavailable
+from user_metrics.grpcserve import Rpcs
 from user_metrics.results import decimal_text
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceServicer
@@ -79,11 +81,6 @@ def _filters(filters: pb.Filters) -> dict[str, Any]:
     }
 
 
-def _abort(context: grpc.ServicerContext, error: UserMetricsError) -> NoReturn:
-    context.abort(grpc_status(error), str(error))
-    raise AssertionError("context.abort returns only by raising")  # pragma: no cover
-
-
 def _user_id(request: pb.GetUserRequest | pb.GetRecentRequestsRequest) -> str | None:
     """The user a request names: exactly one of user_id and anonymous."""
     if request.anonymous and request.user_id:
@@ -94,32 +91,32 @@ def _user_id(request: pb.GetUserRequest | pb.GetRecentRequestsRequest) -> str | 
 
 
 class UserMetricsServicer(UserMetricsServiceServicer):
-    """The query rpcs; one reader (DuckDB cursor) per call, closed when it returns."""
+    """The query rpcs; one reader (DuckDB cursor) per call, on a worker thread, closed when it returns."""
 
-    def __init__(self, open_reader: OpenReader) -> None:
+    def __init__(self, open_reader: OpenReader, rpcs: Rpcs) -> None:
         self._open_reader = open_reader
+        self._rpcs = rpcs
 
-    def _answer(
+    async def _answer(
         self,
-        context: grpc.ServicerContext,
+        context: grpc.aio.ServicerContext,
         message: type[M],
         call: Callable[[duckdb.DuckDBPyConnection], Any],
     ) -> M:
-        try:
-            try:
-                con = self._open_reader()
-            except duckdb.Error as exc:
-                raise Unavailable(f"the store cannot be read: {exc}") from exc
-            try:
-                result = call(con)
-            finally:
-                con.close()
-        except UserMetricsError as exc:
-            _abort(context, exc)
-        return to_message(result, message())
+        return await self._rpcs.run(context, lambda: self._read(message, call))
 
-    def ListUsers(self, request: pb.ListUsersRequest, context: grpc.ServicerContext) -> pb.UserPage:
-        return self._answer(
+    def _read(self, message: type[M], call: Callable[[duckdb.DuckDBPyConnection], Any]) -> M:
+        try:
+            con = self._open_reader()
+        except duckdb.Error as exc:
+            raise Unavailable(f"the store cannot be read: {exc}") from exc
+        try:
+            return to_message(call(con), message())
+        finally:
+            con.close()
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.UserPage:
+        return await self._answer(
             context,
             pb.UserPage,
             lambda con: query.users(
@@ -133,15 +130,15 @@ class UserMetricsServicer(UserMetricsServiceServicer):
             ),
         )
 
-    def GetUser(self, request: pb.GetUserRequest, context: grpc.ServicerContext) -> pb.UserStats:
+    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.UserStats:
         def call(con: duckdb.DuckDBPyConnection) -> Any:
             user_id = _user_id(request)
             return query.user(con, user_id, *_window(request.window), **_filters(request.filters))
 
-        return self._answer(context, pb.UserStats, call)
+        return await self._answer(context, pb.UserStats, call)
 
-    def GetRecentRequests(
-        self, request: pb.GetRecentRequestsRequest, context: grpc.ServicerContext
+    async def GetRecentRequests(
+        self, request: pb.GetRecentRequestsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecentRequests:
         def call(con: duckdb.DuckDBPyConnection) -> Any:
             return query.recent_requests(
@@ -152,16 +149,18 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 **_filters(request.filters),
             )
 
-        return self._answer(context, pb.RecentRequests, call)
+        return await self._answer(context, pb.RecentRequests, call)
 
-    def ListPropertyKeys(
-        self, request: pb.ListPropertyKeysRequest, context: grpc.ServicerContext
+    async def ListPropertyKeys(
+        self, request: pb.ListPropertyKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.PropertyKeys:
-        return self._answer(context, pb.PropertyKeys, query.property_keys)
+        return await self._answer(context, pb.PropertyKeys, query.property_keys)
 
-    def GetTimeseries(self, request: pb.GetTimeseriesRequest, context: grpc.ServicerContext) -> pb.Timeseries:
+    async def GetTimeseries(
+        self, request: pb.GetTimeseriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Timeseries:
         user_id = request.user_id if request.HasField("user_id") else None
-        return self._answer(
+        return await self._answer(
             context,
             pb.Timeseries,
             lambda con: query.timeseries(
@@ -173,10 +172,10 @@ class UserMetricsServicer(UserMetricsServiceServicer):
             ),
         )
 
-    def GetPropertyBreakdown(
-        self, request: pb.GetPropertyBreakdownRequest, context: grpc.ServicerContext
+    async def GetPropertyBreakdown(
+        self, request: pb.GetPropertyBreakdownRequest, context: grpc.aio.ServicerContext
     ) -> pb.PropertyBreakdown:
-        return self._answer(
+        return await self._answer(
             context,
             pb.PropertyBreakdown,
             lambda con: query.by_property(
@@ -184,16 +183,18 @@ class UserMetricsServicer(UserMetricsServiceServicer):
             ),
         )
 
-    def GetTotals(self, request: pb.GetTotalsRequest, context: grpc.ServicerContext) -> pb.Totals:
-        return self._answer(
+    async def GetTotals(self, request: pb.GetTotalsRequest, context: grpc.aio.ServicerContext) -> pb.Totals:
+        return await self._answer(
             context,
             pb.Totals,
             lambda con: query.totals(con, *_window(request.window), **_filters(request.filters)),
         )
 
-    def GetAnomalies(self, request: pb.GetAnomaliesRequest, context: grpc.ServicerContext) -> pb.Anomalies:
+    async def GetAnomalies(
+        self, request: pb.GetAnomaliesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Anomalies:
         since, until = _window(request.window)
-        return self._answer(
+        return await self._answer(
             context,
             pb.Anomalies,
             lambda con: anomalies(
@@ -206,16 +207,16 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         )
 
 
-def user_metrics_service_handler(open_reader: OpenReader) -> grpc.GenericRpcHandler:
-    """The query service as a generic handler, for ``grpc.server(..., handlers=[...])``.
+def user_metrics_service_handler(open_reader: OpenReader, rpcs: Rpcs) -> grpc.GenericRpcHandler:
+    """The query service as a generic handler, for the listener's ``handlers``.
 
     ``open_reader`` returns a new DuckDB connection for one call (the app passes ``store.reader``).
     Request and response types come from the service descriptor, as in the generated
     ``add_UserMetricsServiceServicer_to_server``.
     """
-    servicer = UserMetricsServicer(open_reader)
+    servicer = UserMetricsServicer(open_reader, rpcs)
     handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
+        method.name: rpcs.unary(
             getattr(servicer, method.name),
             request_deserializer=getattr(pb, method.input_type.name).FromString,
             response_serializer=getattr(pb, method.output_type.name).SerializeToString,
