@@ -39,6 +39,7 @@ def test_properties_per_request_keep_the_first_by_name(tmp_path: Path) -> None:
         "max_properties": 2,
         "max_property_keys": 0,
         "receive_timeout_seconds": 0,
+        "query_timeout_seconds": 0,
     }
     rows = {r["user_id"]: r["properties"] for r in svc.rows()}
     assert rows == {"p": {"alpha": "a", "beta": "b"}, "q": {"one": "1"}}

@@ -71,7 +71,9 @@ class App:
             rpcs,
             handlers=[
                 trace_service_handler(self.ingestor, rpcs),
-                user_metrics_service_handler(self.store.reader, rpcs),
+                user_metrics_service_handler(
+                    self.store.reader, rpcs, query_timeout=settings.query_timeout_seconds, stats=self.stats
+                ),
             ],
             interceptors=[BearerInterceptor(self.ingest_tokens, self.read_tokens)],
             options=[

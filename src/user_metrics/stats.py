@@ -55,5 +55,6 @@ LIMITS = (
     "max_properties",
     "max_property_keys",
     "receive_timeout_seconds",
+    "query_timeout_seconds",
 )
 REFUSALS = ("queue_full", "workers_busy")
