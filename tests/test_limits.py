@@ -13,9 +13,12 @@ from test_grpc_receiver import raw_export
 from user_metrics.stats import LIMITS
 
 
-def cuts(api_url: str) -> dict[str, float]:
-    """user_metrics_limit_cuts_total by limit, as scraped."""
-    with urllib.request.urlopen(f"{api_url}/metrics", timeout=30) as response:
+def cuts(api_url: str, token: str | None = None) -> dict[str, float]:
+    """user_metrics_limit_cuts_total by limit, as scraped (with the read token, if given)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{api_url}/metrics", headers=headers), timeout=30
+    ) as response:
         text = response.read().decode()
     return {
         sample.labels["limit"]: sample.value

@@ -362,6 +362,16 @@ def test_bad_arguments_are_invalid_argument(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(f"{named}:")
 
 
+def test_an_undecodable_request_is_invalid_argument(service: Service) -> None:
+    """Bytes that are not the method's request message get INVALID_ARGUMENT naming the message type."""
+    with grpc.insecure_channel(service.target) as channel:
+        list_users = channel.unary_unary("/user_metrics.v1.UserMetricsService/ListUsers")
+        with pytest.raises(grpc.RpcError) as info:
+            list_users(b"\xff\xff\xff\x0f garbage", timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "user_metrics.v1.ListUsersRequest" in info.value.details()
+
+
 def test_committed_stubs_are_current(tmp_path: Path) -> None:
     """The committed stubs are byte for byte what the regeneration command makes of the .proto."""
     out = [f"--{kind}_out={tmp_path}" for kind in ("python", "pyi", "grpc_python")]

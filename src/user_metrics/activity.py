@@ -76,11 +76,12 @@ class ActivityLog:
             self.log_once()
 
     def log_once(self) -> None:
-        """Log the counts since the last line, if any span arrived; never raises."""
+        """Log the counts since the last line, if any changed (spans arrived, or were stored after
+        the last line); never raises."""
         now = _Counts.of(self._stats)
-        last, self._last = self._last, now
-        if now.received == last.received:
+        if now == self._last:
             return
+        last, self._last = self._last, now
         try:
             users: int | str = self._users()
         except Exception as exc:  # noqa: BLE001 - a line without the count beats no line

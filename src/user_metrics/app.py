@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +15,7 @@ from user_metrics import __version__
 from user_metrics.activity import INTERVAL_SECONDS, ActivityLog, count_users
 from user_metrics.api import ApiServer
 from user_metrics.auth import BearerInterceptor, Tokens, check_exposure
+from user_metrics.grpcserve import GrpcServer, Rpcs
 from user_metrics.httpserve import BackgroundServer, tls_context
 from user_metrics.ingest import Ingestor
 from user_metrics.mapping import compile_conventions
@@ -30,7 +30,8 @@ from user_metrics.store import Store
 
 log = logging.getLogger("user_metrics")
 
-# gRPC calls that may wait for a worker thread, per worker; beyond them gRPC answers RESOURCE_EXHAUSTED.
+# gRPC calls that may wait (for their message or a worker thread), per worker; beyond them gRPC
+# answers RESOURCE_EXHAUSTED.
 GRPC_WAITING_PER_WORKER = 4
 S = TypeVar("S", bound=BackgroundServer)
 
@@ -72,10 +73,15 @@ class App:
             attribution_window_seconds=settings.attribution_window_seconds,
         )
         self.max_message_bytes = settings.max_message_mib * 1024 * 1024
-        self._executor = ThreadPoolExecutor(settings.grpc_workers, thread_name_prefix="grpc")
-        self.grpc_server = grpc.server(
-            self._executor,
-            handlers=[trace_service_handler(self.ingestor), user_metrics_service_handler(self.store.reader)],
+        rpcs = Rpcs(settings.grpc_workers, settings.receive_timeout_seconds, self.stats)
+        self.grpc_server = GrpcServer(
+            rpcs,
+            handlers=[
+                trace_service_handler(self.ingestor, rpcs),
+                user_metrics_service_handler(
+                    self.store.reader, rpcs, query_timeout=settings.query_timeout_seconds, stats=self.stats
+                ),
+            ],
             interceptors=[BearerInterceptor(self.ingest_tokens, self.read_tokens)],
             options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
@@ -109,11 +115,10 @@ class App:
         settings = self.settings
         host, _port = split_address(settings.grpc_listen, "grpc_listen")
         try:
-            if self.tls is not None:
-                port = self.grpc_server.add_secure_port(settings.grpc_listen, _grpc_credentials(settings))
-            else:
-                port = self.grpc_server.add_insecure_port(settings.grpc_listen)
+            credentials = _grpc_credentials(settings) if self.tls is not None else None
+            port = self.grpc_server.bind(settings.grpc_listen, credentials)
         except RuntimeError as exc:
+            self.grpc_server.stop(0)
             self._close_unstarted()
             raise _cannot_listen("grpc_listen", settings.grpc_listen, exc) from exc
         self.grpc_address = _join(host, port)
@@ -197,8 +202,7 @@ class App:
             self.api.stop()
         if self.otlp_http is not None:
             self.otlp_http.stop()
-        self.grpc_server.stop(grace).wait()
-        self._executor.shutdown(wait=True)
+        self.grpc_server.stop(grace)
         self.store.close()
         log.info(
             "user-metrics stopped: %d spans stored, %d duplicates ignored, %d rejected",

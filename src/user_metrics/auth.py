@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from user_metrics.settings import Settings, SettingsError, split_address
 
@@ -84,30 +85,36 @@ def check_exposure(settings: Settings) -> None:
             )
 
 
-class BearerInterceptor(grpc.ServerInterceptor):
-    """Checks the ``authorization`` metadata of every gRPC call: ingest or read tokens by method."""
+class BearerInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the ``authorization`` metadata of every gRPC call: ingest or read tokens by method.
+
+    A refused call is answered as soon as its headers arrive: the refusal is request-streaming
+    and never reads the request message, so a caller that sends none holds nothing.
+    """
 
     def __init__(self, ingest: Tokens, read: Tokens) -> None:
         self._ingest = ingest
         self._read = read
 
-    def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         tokens = self._ingest if method.startswith(INGEST_METHOD_PREFIX) else self._read
         if tokens.open:
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         authorization = None
         for key, value in handler_call_details.invocation_metadata or ():
             if key == "authorization":
                 authorization = value if isinstance(value, str) else None
         if tokens.allows(authorization):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         message = tokens.refusal(authorization)
 
-        def deny(_request: bytes, context: grpc.ServicerContext) -> None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        async def deny(_requests: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-        # Every method we serve is unary-unary; the raw request bytes are never parsed.
-        return grpc.unary_unary_rpc_method_handler(deny)
+        # Every method we serve is unary, which is the same on the wire as this.
+        return grpc.stream_unary_rpc_method_handler(deny)

@@ -34,6 +34,10 @@ class Overloaded(Unavailable):
         self.retry_after_seconds = retry_after_seconds
 
 
+class DeadlineExceeded(UserMetricsError):
+    """A time limit passed before the work was done (a query past ``query_timeout_seconds``)."""
+
+
 class Unauthenticated(UserMetricsError):
     """No valid bearer token for this endpoint."""
 
@@ -70,6 +74,7 @@ PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[str, int]] = {
     NotFound: ("NOT_FOUND", 404),
     Unavailable: ("UNAVAILABLE", 503),
     Unauthenticated: ("UNAUTHENTICATED", 401),
+    DeadlineExceeded: ("DEADLINE_EXCEEDED", 504),
     TooLarge: ("RESOURCE_EXHAUSTED", 413),
     UnsupportedMediaType: ("INVALID_ARGUMENT", 415),
     MethodNotAllowed: ("UNIMPLEMENTED", 405),

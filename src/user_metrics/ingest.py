@@ -242,19 +242,21 @@ class Ingestor:
         self._stats.cut("max_properties", mapped.dropped_properties)
         self._stats.cut("max_span_attributes", mapped.dropped_attributes)
         rejected = list(mapped.rejected)
+        parts = None
         if mapped.records or mapped.facts:
             records, dropped = self._property_keys.admit(mapped.records)
             self._stats.cut("max_property_keys", dropped)
             now_us = self._clock() // 1000
             with self._mapping_slots.held(small):
-                parts = self._prepare(records, mapped.waiting_for, rejected, now_us)
-                facts = facts_table(mapped.facts, now_us) if mapped.facts else None
-            self._write(*parts, facts)
-        for rejection in rejected:
+                tables = self._prepare(records, mapped.waiting_for, rejected, now_us)
+                parts = (*tables, facts_table(mapped.facts, now_us) if mapped.facts else None)
+        for rejection in rejected:  # counted with what was received, before the wait for the store
             self._stats.reject(rejection.reason.split(":")[0])
         internal = [r for r in rejected if r.internal]
         if internal:
             log.error("%d span(s) rejected by an internal error; the first: %s", len(internal), internal[0])
+        if parts is not None:
+            self._write(*parts)
         if not rejected:
             return ExportResult()
         return ExportResult(len(rejected), describe_rejections(rejected))

@@ -64,6 +64,7 @@ LIMITS = (
     "max_span_attributes",
     "max_property_keys",
     "receive_timeout_seconds",
+    "query_timeout_seconds",
     "request_head_bytes",
     "gzip_members",
 )
