@@ -46,7 +46,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "requests": (*FILTERS, "limit"),
     "property_keys": (),
     "timeseries": (*FILTERS, "bucket"),
-    "properties": FILTERS,
+    "properties": (*FILTERS, "limit"),
     "totals": FILTERS,
     "anomalies": ("since", "until", "history", "threshold"),
 }
@@ -84,6 +84,8 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         params["offset"] = _int(params, "offset", 0)
     if route == "requests":
         params["limit"] = _int(params, "limit", 20)
+    if route == "properties":
+        params["limit"] = _int(params, "limit", query.DEFAULT_VALUES)
     if "threshold" in params:
         try:
             params["threshold"] = float(params["threshold"])

@@ -44,6 +44,8 @@ from user_metrics.window import Filters, Window, from_micros
 Instant = str | datetime | date | None
 MAX_PAGE = 10_000
 MAX_RECENT = 1000
+DEFAULT_VALUES = 1000  # by_property's rows, unless asked otherwise
+MAX_VALUES = 10_000
 NANO = Decimal("0.000000001")
 
 
@@ -445,20 +447,24 @@ def by_property(
     since: Instant = None,
     until: Instant = None,
     *,
+    limit: int = DEFAULT_VALUES,
     properties: Any = None,
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
     now: Callable[[], datetime] = _now,
 ) -> PropertyBreakdown:
-    """Users, requests and cost per value of property ``key``, costliest value first.
+    """Users, requests and cost per value of property ``key``, the ``limit`` costliest values.
 
     ``avg_cost_per_user`` is the cost of the requests that name a user divided by those users;
-    requests without the property are the value ``None``.
+    requests without the property are the value ``None``. ``total_values`` counts every value
+    in the window, ``truncated`` says whether some were left out.
     """
     key = key.strip().lower()
     if not key:
         raise InvalidInput("key: name a property, e.g. plan")
+    if not 1 <= limit <= MAX_VALUES:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_VALUES}, got {limit}")
     q = _statement(since, until, now, properties, model, service, environment)
     window = q.window
     q.params["pkey"] = key
@@ -483,19 +489,24 @@ def by_property(
                        coalesce(max(cost_usd) FILTER (user_key <> 0), 0) AS most_costly_user_cost_usd,
                        arg_min(user_key, (cost_usd, user_key)) FILTER (user_key <> 0) AS bottom,
                        coalesce(min(cost_usd) FILTER (user_key <> 0), 0) AS least_costly_user_cost_usd
-                FROM ({per_user}) GROUP BY pvalue)
+                FROM ({per_user}) GROUP BY pvalue),
+            page AS (SELECT *, count(*) OVER () AS total_values FROM v
+                     ORDER BY cost_usd DESC, value NULLS LAST LIMIT {limit})
             SELECT v.* EXCLUDE (top, bottom), t.user_id AS most_costly_user, b.user_id AS least_costly_user
-            FROM v LEFT JOIN users AS t ON t.user_key = v.top LEFT JOIN users AS b ON b.user_key = v.bottom
+            FROM page AS v LEFT JOIN users AS t ON t.user_key = v.top
+            LEFT JOIN users AS b ON b.user_key = v.bottom
             ORDER BY cost_usd DESC, value NULLS LAST""",
         q.params,
     )
     values = []
+    total = int(rows[0]["total_values"]) if rows else 0
     for row in rows:
         row = _ints_of(row)
+        del row["total_values"]
         user_cost = row.pop("user_cost")
         avg = (user_cost / row["users"]).quantize(NANO, ROUND_HALF_EVEN) if row["users"] else Decimal("0E-9")
         values.append(PropertyValue(avg_cost_per_user=avg, **row))
-    return PropertyBreakdown(key, window.since, window.until, tuple(values))
+    return PropertyBreakdown(key, window.since, window.until, tuple(values), total, total > len(values))
 
 
 def property_keys(con: duckdb.DuckDBPyConnection) -> PropertyKeys:

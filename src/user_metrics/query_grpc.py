@@ -180,7 +180,11 @@ class UserMetricsServicer(UserMetricsServiceServicer):
             context,
             pb.PropertyBreakdown,
             lambda con: query.by_property(
-                con, request.key, *_window(request.window), **_filters(request.filters)
+                con,
+                request.key,
+                *_window(request.window),
+                limit=request.limit or query.DEFAULT_VALUES,
+                **_filters(request.filters),
             ),
         )
 

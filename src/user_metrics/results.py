@@ -111,10 +111,14 @@ class PropertyValue:
 
 @dataclasses.dataclass(frozen=True)
 class PropertyBreakdown:
+    """The costliest values of a property in the window, at most the ``limit`` asked for."""
+
     key: str
     since: datetime
     until: datetime
     values: tuple[PropertyValue, ...]
+    total_values: int  # every value in the window (requests without the property are one)
+    truncated: bool  # True when values holds fewer than total_values
 
 
 @dataclasses.dataclass(frozen=True)
