@@ -35,6 +35,7 @@ def test_properties_per_request_keep_the_first_by_name(tmp_path: Path) -> None:
         "max_value_length": 0,
         "max_properties": 2,
         "max_property_keys": 0,
+        "max_dimension_values": 0,
     }
     rows = {r["user_id"]: r["properties"] for r in svc.rows()}
     assert rows == {"p": {"alpha": "a", "beta": "b"}, "q": {"one": "1"}}

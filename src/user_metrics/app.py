@@ -55,6 +55,7 @@ class App:
             memory_limit_mib=settings.memory_limit_mib,
             max_queue_rows=settings.write_queue_rows,
             attribution_window_seconds=settings.attribution_window_seconds,
+            max_dimension_values=settings.max_dimension_values,
         )
         self.ingestor = Ingestor(
             self.conventions,

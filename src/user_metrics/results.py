@@ -21,7 +21,7 @@ class ModelUsage:
     """One model a user called in the window."""
 
     provider: str | None
-    model: str | None
+    model: str | None  # the model asked for, else the one that answered
     requests: int
     cost_usd: Decimal | None
     unpriced_requests: int

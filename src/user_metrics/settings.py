@@ -97,6 +97,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "most distinct property keys in the database; properties with further new keys are dropped",
     ),
     SettingSpec(
+        "max_dimension_values",
+        int,
+        1000,
+        "most distinct values of a service, environment, provider, model or property key with rollup "
+        "cells of their own (first come, first served); later values are summed under (other)",
+    ),
+    SettingSpec(
         "write_queue_rows",
         int,
         100_000,
@@ -181,6 +188,7 @@ class Settings:
     max_value_length: int = 4096
     max_properties: int = 64
     max_property_keys: int = 1000
+    max_dimension_values: int = 1000
     write_queue_rows: int = 100_000
     attribution_window_seconds: float = 30.0
     grpc_workers: int = 16
@@ -231,6 +239,7 @@ class Settings:
             "max_value_length",
             "max_properties",
             "max_property_keys",
+            "max_dimension_values",
             "write_queue_rows",
             "grpc_workers",
             "http_workers",

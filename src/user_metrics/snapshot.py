@@ -112,7 +112,8 @@ def snapshot(con: duckdb.DuckDBPyConnection, max_users: int, property_keys: Sequ
     counts: dict[tuple[str | None, str | None], list[int]] = {}
     for row in fetch_dicts(
         con,
-        "SELECT d.provider, d.model, t.le, sum(t.n) AS n FROM dims_durations AS t "
+        "SELECT d.provider, coalesce(d.request_model, d.response_model) AS model, t.le, sum(t.n) AS n "
+        "FROM dims_durations AS t "
         "JOIN dims AS d USING (dims_id) GROUP BY ALL",
     ):
         buckets = counts.setdefault((row["provider"], row["model"]), [0] * (len(DURATION_BOUNDS) + 1))
@@ -126,7 +127,8 @@ def snapshot(con: duckdb.DuckDBPyConnection, max_users: int, property_keys: Sequ
         )
         for row in fetch_dicts(
             con,
-            f"SELECT d.provider, d.model, {SUMS} FROM dims_totals AS t JOIN dims AS d USING (dims_id) "
+            f"SELECT d.provider, coalesce(d.request_model, d.response_model) AS model, {SUMS} "
+            "FROM dims_totals AS t JOIN dims AS d USING (dims_id) "
             "GROUP BY ALL ORDER BY ALL",
         )
     ]

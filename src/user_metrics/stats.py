@@ -49,5 +49,11 @@ class Stats:
 
 
 # The settings whose cuts are counted, each always exported (0 until something is cut).
-LIMITS = ("max_message_mib", "max_value_length", "max_properties", "max_property_keys")
+LIMITS = (
+    "max_message_mib",
+    "max_value_length",
+    "max_properties",
+    "max_property_keys",
+    "max_dimension_values",
+)
 REFUSALS = ("queue_full", "workers_busy")

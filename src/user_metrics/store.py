@@ -40,7 +40,7 @@ from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "6"  # 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending
+SCHEMA_VERSION = "8"  # 2 rollups, 3 hourly per user, 4 append-only, 5 totals, 6 pending, 8 dims bound
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -116,8 +116,10 @@ class Store:
         compact_after_rows: int = 100_000,
         compact_after_seconds: float = 30.0,
         attribution_window_seconds: float = 30.0,
+        max_dimension_values: int = 1000,
     ) -> None:
         self.path = str(path)
+        self._max_dimension_values = max_dimension_values
         self._stats = stats
         self._max_group_rows = max_group_rows
         # The write queue is bounded in rows: beyond it, writers are told to come back later.
@@ -161,12 +163,12 @@ class Store:
             con.execute(ddl)
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = row[0] if row else None
-        if version not in (None, "1", "2", "3", "4", "5", SCHEMA_VERSION):
+        if version not in (None, "1", "2", "3", "4", "5", "6", SCHEMA_VERSION):
             con.execute("ROLLBACK")
             raise Unavailable(f"{self.path} has schema version {version}, this build needs {SCHEMA_VERSION}")
-        if version in ("1", "2", "3", "4"):
+        if version in ("1", "2", "3", "4", "5", "6"):
             log.info("upgrading %s to schema %s: building rollups from requests", self.path, SCHEMA_VERSION)
-            rollups.rebuild(con)
+            rollups.rebuild(con, self._max_dimension_values)
         for ddl in rollups.DDL:
             con.execute(ddl)
         con.execute(
@@ -376,7 +378,7 @@ class Store:
             try:
                 con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
                 con.execute("INSERT INTO requests SELECT * FROM batch")
-                touched = rollups.apply(con, "batch")
+                touched = rollups.apply(con, "batch", self._max_dimension_values)
                 self._insert_side(side)
                 con.execute("COMMIT")
                 self._written(touched, batch.num_rows)
@@ -424,7 +426,7 @@ class Store:
                 WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
             )
             con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
-            touched = rollups.apply(con, "fresh_rows")
+            touched = rollups.apply(con, "fresh_rows", self._max_dimension_values)
             con.execute("DROP TABLE fresh_rows")
             self._insert_side(side)
         finally:
@@ -436,6 +438,7 @@ class Store:
     def _written(self, touched: rollups.Touched, rows: int) -> None:
         self._dirty |= touched
         self._rows_since_compaction += rows
+        self._stats.cut("max_dimension_values", touched.folded)
 
     # ---- attribution across requests --------------------------------------------------------
 
