@@ -86,6 +86,7 @@ class App:
             lambda: self.store.queue,
             max_users=settings.metrics_max_users,
             property_keys=settings.metrics_properties,
+            max_values=settings.metrics_max_values,
         )
         self.metrics = RenderedMetrics(
             registry(collector),

@@ -144,6 +144,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "property keys with /metrics families of requests and cost per value, e.g. plan",
     ),
     SettingSpec(
+        "metrics_max_values",
+        int,
+        100,
+        "most provider/model pairs in the per-model /metrics families, and values per key in the "
+        "per-property ones (first come, first served); the rest are summed into one (other) series",
+    ),
+    SettingSpec(
         "memory_limit_mib",
         int,
         1024,
@@ -196,6 +203,7 @@ class Settings:
     metrics_max_users: int = 1000
     metrics_refresh_seconds: float = 5.0
     metrics_properties: tuple[str, ...] = ()
+    metrics_max_values: int = 100
     memory_limit_mib: int = 1024
     receive_timeout_seconds: float = 30.0
     query_timeout_seconds: float = 30.0
@@ -243,6 +251,7 @@ class Settings:
             "write_queue_rows",
             "grpc_workers",
             "http_workers",
+            "metrics_max_values",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
