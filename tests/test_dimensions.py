@@ -117,21 +117,38 @@ def export(svc: Service, chosen: list[Call], per_request: int = 30) -> None:
                 assert result.rejected_spans == 0, result.error_message
 
 
-@pytest.fixture(scope="module", params=["folded", "unbounded"])
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    limit = LIMIT if request.param == "folded" else 1000
-    svc = Service(tmp_path_factory.mktemp(request.param) / "um.duckdb", max_dimension_values=limit)
-    svc.start()
-    export(svc, CALLS)
-    yield svc
-    svc.stop()
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
+    """The same calls in a service that folds values and in one that does not."""
+    out = {}
+    for name, limit in (("folded", LIMIT), ("unbounded", 1000)):
+        out[name] = Service(tmp_path_factory.mktemp(name) / "um.duckdb", max_dimension_values=limit)
+        out[name].start()
+        export(out[name], CALLS)
+    yield out
+    for svc in out.values():
+        svc.stop()
+
+
+@pytest.fixture(params=["folded", "unbounded"])
+def served(request: pytest.FixtureRequest, services: dict[str, Service]) -> Service:
+    return services[request.param]
+
+
+@pytest.fixture
+def folded(services: dict[str, Service]) -> Service:
+    return services["folded"]
+
+
+def reader(svc: Service) -> Any:
+    assert svc.app is not None
+    return svc.app.store.reader()
 
 
 @pytest.fixture
 def con(served: Service) -> Iterator[duckdb.DuckDBPyConnection]:
-    assert served.app is not None
-    with served.app.store.reader() as reader:
-        yield reader
+    with reader(served) as cursor:
+        yield cursor
 
 
 # ---- plain GROUP BYs over requests -----------------------------------------------------------------
@@ -291,35 +308,30 @@ class TestModels:
 # ---- the bound on dimension values -------------------------------------------------------------------
 
 
-def folded_only(served: Service) -> None:
-    if served.settings.max_dimension_values != LIMIT:
-        pytest.skip("folding happens only on the bounded service")
-
-
 class TestFolding:
-    def test_each_dimension_keeps_at_most_the_limit_of_values_of_its_own(
-        self, served: Service, con: duckdb.DuckDBPyConnection
-    ) -> None:
+    def test_each_dimension_keeps_at_most_the_limit_of_values_of_its_own(self, folded: Service) -> None:
         """dims holds at most max_dimension_values real values per dimension, then (other)."""
-        folded_only(served)
-        features = {v for (v,) in con.execute("SELECT DISTINCT properties['feature'] FROM dims").fetchall()}
+        with reader(folded) as con:
+            features = {
+                v for (v,) in con.execute("SELECT DISTINCT properties['feature'] FROM dims").fetchall()
+            }
+            asked = {v for (v,) in con.execute("SELECT DISTINCT lower(request_model) FROM dims").fetchall()}
+            # the first come: every model of the first three days, then the first late one
+            assert admitted(con, "request_model") >= {"gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"}
+            assert admitted(con, "provider") == {"openai", "anthropic", "acme"}  # under the limit
+            stored = {
+                v for (v,) in con.execute("SELECT DISTINCT properties['feature'] FROM requests").fetchall()
+            }
         assert len(features - {"(other)"}) == LIMIT and "(other)" in features
-        asked = {v for (v,) in con.execute("SELECT DISTINCT lower(request_model) FROM dims").fetchall()}
         assert len(asked - {"(other)", None}) == LIMIT and "(other)" in asked
-        # the first come: every model of the first three days, then the first late one
-        assert admitted(con, "request_model") >= {"gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"}
-        assert admitted(con, "provider") == {"openai", "anthropic", "acme"}  # under the limit
-        stored = {v for (v,) in con.execute("SELECT DISTINCT properties['feature'] FROM requests").fetchall()}
         assert stored == set(FEATURES), "requests keep the real values"
 
-    def test_folded_requests_are_counted_on_metrics(
-        self, served: Service, con: duckdb.DuckDBPyConnection
-    ) -> None:
+    def test_folded_requests_are_counted_on_metrics(self, folded: Service) -> None:
         """user_metrics_limit_cuts_total{limit="max_dimension_values"} counts requests with a folded value."""
-        folded_only(served)
-        assert served.app is not None
-        features = admitted(con, "property:feature")
-        asked, answered = admitted(con, "request_model"), admitted(con, "response_model")
+        assert folded.app is not None
+        with reader(folded) as con:
+            features = admitted(con, "property:feature")
+            asked, answered = admitted(con, "request_model"), admitted(con, "response_model")
         want = sum(
             1
             for c in CALLS
@@ -328,10 +340,10 @@ class TestFolding:
             or (c.response_model is not None and c.response_model.lower() not in answered)
         )
         assert 0 < want < len(CALLS)
-        assert served.app.stats.limit_cuts["max_dimension_values"] == want
+        assert folded.app.stats.limit_cuts["max_dimension_values"] == want
         from test_prom import samples, scrape
 
-        cuts = samples(scrape(served)[1], "user_metrics_limit_cuts_total")
+        cuts = samples(scrape(folded)[1], "user_metrics_limit_cuts_total")
         assert cuts[(("limit", "max_dimension_values"),)] == want
 
     @pytest.mark.parametrize("window", [*WINDOWS, "all time"])
