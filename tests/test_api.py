@@ -114,6 +114,12 @@ class TestRoutes:
         """GET /api/v1/properties/{key} and /api/v1/totals."""
         status, body = call(served, "GET", f"/api/v1/properties/plan?{WINDOW}")
         assert status == 200 and body == reader_answer(served, query.by_property, "plan", SINCE, UNTIL)
+        assert body["total_values"] == len(body["values"]) and body["truncated"] is False
+        status, body = call(served, "GET", f"/api/v1/properties/plan?{WINDOW}&limit=2")
+        assert status == 200 and body == reader_answer(
+            served, query.by_property, "plan", SINCE, UNTIL, limit=2
+        )
+        assert len(body["values"]) == 2 and body["total_values"] > 2 and body["truncated"] is True
         status, body = call(served, "GET", f"/api/v1/totals?{WINDOW}&environment=prod")
         assert status == 200 and body == reader_answer(served, query.totals, SINCE, UNTIL, environment="prod")
         assert body["requests"] == sum(
@@ -158,6 +164,9 @@ class TestErrors:
             ("/api/v1/users/alice/requests?limit=1001", 400, "limit"),
             ("/api/v1/users/alice/requests?sort=-cost_usd", 400, "sort"),
             ("/api/v1/properties?since=1d", 400, "since"),
+            ("/api/v1/properties/plan?limit=10001", 400, "limit: must be between 1 and 10000"),
+            ("/api/v1/properties/plan?limit=0", 400, "limit: must be between 1 and 10000"),
+            ("/api/v1/properties/plan?limit=all", 400, "limit: must be a whole number"),
             ("/api/v1/users/nobody/timeseries", 404, "nobody"),
             ("/api/v1/nothing", 404, "no such endpoint"),
             ("/metrics/../api", 404, "no such endpoint"),

@@ -124,6 +124,16 @@ class TestWhileServing:
         if fmt == "json":
             json.loads(done.stdout)
 
+    def test_a_property_breakdown_says_when_values_were_left_out(self, server: tuple[Path, str]) -> None:
+        """`properties KEY --limit N` prints the N costliest values and says how many there were."""
+        _, url = server
+        done = cli("properties", "plan", "--limit", "1", "--url", url, *WINDOW)
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.splitlines()) == 4  # header, rule, one value, the note
+        assert done.stdout.splitlines()[-1].endswith("the 1 costliest of 4 values (raise --limit)")
+        done = cli("properties", "plan", "--limit", "10001", "--url", url, *WINDOW)
+        assert done.returncode == 2 and "limit" in done.stderr
+
     def test_sql_runs_and_refuses(self, server: tuple[Path, str]) -> None:
         """`user-metrics sql` runs a SELECT and refuses anything else with exit status 2."""
         _, url = server

@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 from conftest import Service
+from otlp import chat, request, span
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -473,6 +474,26 @@ class TestPropertiesPage:
         page.wait_for_url(re.compile(r"property=plan%3Denterprise"))  # a real navigation
         ready(page)
         assert set(users_in_table(page)) == {"ada"}
+
+    def test_a_key_with_more_values_than_one_answer_holds_says_how_many_it_shows(
+        self, browser: Browser, tmp_path: Path
+    ) -> None:
+        """1,001 values: the page lists the 1,000 costliest (the API's default) and says so."""
+        svc = Service(tmp_path / "um.duckdb")
+        app = svc.start()
+        try:
+            start = int((NOW - H).timestamp() * 1e9)
+            calls = [span(chat(f"u{i}", **{"property.ticket": f"t{i:04}"}), start=start) for i in range(1001)]
+            app.ingestor.export(request(calls))
+            context = browser.new_context(viewport=DESKTOP)
+            tab = context.new_page()
+            tab.goto(url(svc, "/properties?key=ticket"))
+            ready(tab)
+            assert tab.locator("#values-cut").inner_text() == "The 1,000 costliest of 1,001 values."
+            assert len(table(tab, "#property-values")) == 1000
+            context.close()
+        finally:
+            svc.stop()
 
 
 class TestPhoneAndToken:

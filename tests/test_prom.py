@@ -324,3 +324,68 @@ class TestRendering:
                 assert self._total(svc) == n
         finally:
             svc.stop()
+
+
+class TestValueBound:
+    FAMILIES = (
+        "llm_requests_total",
+        "llm_tokens_total",
+        "llm_cost_usd_total",
+        "llm_unpriced_requests_total",
+        "llm_request_duration_seconds_bucket",
+        "llm_request_duration_seconds_count",
+        "llm_property_requests_total",
+        "llm_property_cost_usd_total",
+    )
+
+    def test_models_and_values_beyond_the_bound_share_one_other_series_and_none_goes_backwards(
+        self, tmp_path: Path
+    ) -> None:
+        """metrics_max_values=3: the first three models and plans keep their series, later ones are
+        summed into (other); with every new model, no series drops or decreases, restarts included."""
+        svc = Service(
+            tmp_path / "um.duckdb",
+            metrics_max_values=3,
+            metrics_properties=("plan",),
+            metrics_refresh_seconds=0,
+        )
+        app = svc.start()
+        seen: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+
+        def check(text: str) -> None:
+            for family in self.FAMILIES:
+                now = samples(text, family)
+                for labels, value in seen.get(family, {}).items():
+                    assert now[labels] >= value, (family, labels)
+                seen[family] = now
+
+        try:
+            for k in range(8):
+                spans = [
+                    span(chat("u1", model=f"model-{k}", **{"property.plan": f"plan-{k}"}), start=T0 + k)
+                    for _ in range(k + 1)
+                ]
+                app.ingestor.export(request(spans))
+                _, text = scrape(svc)
+                check(text)
+                first = {f"model-{i}" for i in range(min(k + 1, 3))}
+                models = {dict(labels)["model"] for labels in samples(text, "llm_requests_total")}
+                assert models == first | ({"(other)"} if k >= 3 else set())
+                plans = {dict(labels)["value"] for labels in samples(text, "llm_property_requests_total")}
+                assert plans == {m.replace("model", "plan") for m in first} | (
+                    {"(other)"} if k >= 3 else set()
+                )
+                left_out = samples(text, "user_metrics_values_left_out")
+                assert left_out[(("family", "llm_requests_total"), ("property", ""))] == max(0, k - 2)
+                assert left_out[(("family", "llm_property_cost_usd_total"), ("property", "plan"))] == max(
+                    0, k - 2
+                )
+            requests = samples(text, "llm_requests_total")
+            other = sum(v for labels, v in requests.items() if dict(labels)["model"] == "(other)")
+            assert other == sum(range(4, 9)) and sum(requests.values()) == sum(range(1, 9))
+            svc.restart()
+            _, after = scrape(svc)
+            check(after)
+            assert samples(after, "llm_requests_total") == requests
+        finally:
+            svc.stop()

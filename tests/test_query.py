@@ -345,6 +345,26 @@ class TestByProperty:
         """Names are stored lower-cased, so PLAN finds plan."""
         assert query.by_property(con, "PLAN", START, END) == query.by_property(con, "plan", START, END)
 
+    def test_a_limit_keeps_the_costliest_values_and_says_how_many_there_were(
+        self, con: duckdb.DuckDBPyConnection
+    ) -> None:
+        """limit=n answers the first n values of the full answer; total_values and truncated tell."""
+        full = query.by_property(con, "plan", START, END)
+        assert full.total_values == len(full.values) == 4 and not full.truncated  # three plans and unset
+        assert [v.cost_usd for v in full.values] == sorted((v.cost_usd for v in full.values), reverse=True)
+        for limit in (1, 3):
+            cut = query.by_property(con, "plan", START, END, limit=limit)
+            assert cut.values == full.values[:limit] and cut.total_values == 4 and cut.truncated
+        assert query.by_property(con, "plan", START, END, limit=4) == full
+        empty = query.by_property(con, "plan", END + timedelta(days=1), END + timedelta(days=2), limit=1)
+        assert (empty.values, empty.total_values, empty.truncated) == ((), 0, False)
+
+    @pytest.mark.parametrize("limit", [0, -1, 10_001])
+    def test_a_limit_out_of_range_is_refused(self, con: duckdb.DuckDBPyConnection, limit: int) -> None:
+        """limit must be 1 to 10,000."""
+        with pytest.raises(InvalidInput, match="limit"):
+            query.by_property(con, "plan", START, END, limit=limit)
+
 
 class TestTotals:
     @pytest.mark.parametrize("name", WINDOWS)

@@ -227,6 +227,12 @@ def test_property_breakdown_matches_query(
     assert_mirrors(got, query.by_property(con, "Plan", SINCE, UNTIL))
     assert got.key == "plan"
     assert {v.value if v.HasField("value") else None for v in got.values} == {"pro", "free", None}
+    assert (got.total_values, got.truncated) == (3, False)
+    cut = stub.GetPropertyBreakdown(
+        pb.GetPropertyBreakdownRequest(key="plan", window=WINDOW, limit=1), timeout=10
+    )
+    assert_mirrors(cut, query.by_property(con, "plan", SINCE, UNTIL, limit=1))
+    assert (len(cut.values), cut.total_values, cut.truncated) == (1, 3, True)
 
 
 @pytest.mark.parametrize(
@@ -351,6 +357,7 @@ def test_bad_since_is_invalid_argument(stub: UserMetricsServiceStub) -> None:
         ("GetAnomalies", pb.GetAnomaliesRequest(threshold=-1.0), "threshold"),
         ("GetTimeseries", pb.GetTimeseriesRequest(window=WINDOW, bucket="week"), "bucket"),
         ("GetPropertyBreakdown", pb.GetPropertyBreakdownRequest(window=WINDOW), "key"),
+        ("GetPropertyBreakdown", pb.GetPropertyBreakdownRequest(key="plan", limit=10_001), "limit"),
     ],
 )
 def test_bad_arguments_are_invalid_argument(

@@ -8,6 +8,8 @@ import duckdb
 from conftest import Service, read_requests
 from otlp import T0, chat, request, span
 
+from user_metrics.store import SCHEMA_VERSION
+
 # The columns of `requests` in schema 6, the version before price_provider and cache_added_to_input.
 SCHEMA_6_COLUMNS = [
     "trace_id",
@@ -89,7 +91,9 @@ class TestUpgradeFrom6:
         try:
             assert columns(con, "requests") == SCHEMA_6_COLUMNS + NEW_COLUMNS
             assert columns(con, "pending") == [*SCHEMA_6_COLUMNS, *NEW_COLUMNS, "waiting_for", "deadline_us"]
-            assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("7",)
+            assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+                SCHEMA_VERSION,
+            )
             assert con.execute("SELECT count(*) FROM pending").fetchone() == (0,)
         finally:
             con.close()

@@ -52,6 +52,9 @@ def test_list_from_environment_is_comma_separated() -> None:
         ({"USER_METRICS_GRPC_LISTEN": "127.0.0.1:70000"}, "HOST:PORT"),
         ({"USER_METRICS_MAX_MESSAGE_MIB": "lots"}, "whole number"),
         ({"USER_METRICS_MAX_MESSAGE_MIB": "0"}, "at least 1"),
+        ({"USER_METRICS_MAX_DIMENSION_VALUES": "0"}, "max_dimension_values must be at least 1"),
+        ({"USER_METRICS_METRICS_MAX_VALUES": "-5"}, "metrics_max_values must be at least 1"),
+        ({"USER_METRICS_METRICS_MAX_VALUES": "many"}, "whole number"),
         ({"USER_METRICS_LOG_LEVEL": "loud"}, "log_level"),
     ],
 )

@@ -154,7 +154,7 @@ class TestWriterRecovery:
         app = svc.start()
         real_apply = rollups.apply
 
-        def broken(con: duckdb.DuckDBPyConnection, rows: str) -> Any:
+        def broken(con: duckdb.DuckDBPyConnection, rows: str, *bound: Any) -> Any:
             raise duckdb.IOException("IO Error: the disk went away (injected)")
 
         monkeypatch.setattr(rollups, "apply", broken)

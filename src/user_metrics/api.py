@@ -34,7 +34,7 @@ from user_metrics.errors import (
 )
 from user_metrics.httpserve import BackgroundServer, Bounds, Handler
 from user_metrics.prom import RenderedMetrics
-from user_metrics.results import to_json
+from user_metrics.results import DEFAULT_VALUES, to_json
 from user_metrics.safe_sql import DEFAULT_ROWS, run_sql
 from user_metrics.stats import Stats
 
@@ -51,7 +51,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "requests": (*FILTERS, "limit"),
     "property_keys": (),
     "timeseries": (*FILTERS, "bucket"),
-    "properties": FILTERS,
+    "properties": (*FILTERS, "limit"),
     "totals": FILTERS,
     "anomalies": ("since", "until", "history", "threshold"),
 }
@@ -89,6 +89,8 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         params["offset"] = _int(params, "offset", 0)
     if route == "requests":
         params["limit"] = _int(params, "limit", 20)
+    if route == "properties":
+        params["limit"] = _int(params, "limit", DEFAULT_VALUES)
     if "threshold" in params:
         try:
             params["threshold"] = float(params["threshold"])

@@ -63,6 +63,7 @@ class App:
             memory_limit_mib=settings.memory_limit_mib,
             max_queue_rows=settings.write_queue_rows,
             attribution_window_seconds=settings.attribution_window_seconds,
+            max_dimension_values=settings.max_dimension_values,
         )
         self.ingestor = Ingestor(
             self.conventions,
@@ -98,6 +99,7 @@ class App:
             lambda: self.store.queue,
             max_users=settings.metrics_max_users,
             property_keys=settings.metrics_properties,
+            max_values=settings.metrics_max_values,
         )
         self.metrics = RenderedMetrics(
             registry(collector),

@@ -4,6 +4,9 @@ A window [since, until) is cut into the whole UTC days inside it (daily rollup),
 in the partial days at its ends (hourly rollup), and the partial hours at its very ends (the
 ``requests`` rows, aggregated on the fly). Every piece yields the same columns, so a query sums
 over their UNION ALL and the answer is exact for any instant.
+
+Where rollup cells cannot answer exactly (a filter or a breakdown meets values folded into
+``(other)``, see ``dims.py``), the whole window is read from ``requests`` rows instead.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from user_metrics.rollups import (
     LATENCY_BUCKET_SQL,
     METRIC_NAMES,
     METRICS,
-    MODEL_SQL,
     US_PER_DAY,
     US_PER_HOUR,
     aggregate,
@@ -63,11 +65,15 @@ def _ints(values: Sequence[int]) -> str:
 
 
 class CellSql:
-    """Builds the cell relations of one statement, collecting its named parameters."""
+    """Builds the cell relations of one statement, collecting its named parameters.
 
-    def __init__(self, window: Window, filters: Filters) -> None:
+    ``rows_only``: the filters need the request rows of the whole window (``dims.served_by_rollups``).
+    """
+
+    def __init__(self, window: Window, filters: Filters, rows_only: bool = False) -> None:
         self.window = window
         self.filters = filters
+        self.rows_only = rows_only
         self.params: dict[str, Any] = {}
         self.predicate = ""
         self.begin()
@@ -101,7 +107,7 @@ class CellSql:
                 either.append(f"user_id IN (SELECT user_id FROM users WHERE user_key IN ({_ints(named)}))")
             conditions.append("(" + " OR ".join(either) + ")")
         return (
-            f"(SELECT *, {MODEL_SQL} AS model FROM requests "
+            f"(SELECT * FROM requests "
             f"WHERE start_time >= $a{n} AND start_time < $b{n}) WHERE {' AND '.join(conditions)}"
         )
 
@@ -122,15 +128,19 @@ class CellSql:
         users: Sequence[int] | None = None,
         extra: dict[str, tuple[str, str]] | None = None,
         by_user: bool = True,
+        rows_only: bool = False,
     ) -> str:
         """Rows (user_key, t, extra..., metrics), t in ``unit_us`` buckets; their sums are exact.
 
         ``extra`` names more columns as (expression over the rollup alias c or ``dims`` alias d,
         expression over a request row), e.g. the model or a property's value. ``by_user`` False
-        leaves user_key NULL, which spares the raw pieces a lookup in ``users``.
+        leaves user_key NULL, which spares the raw pieces a lookup in ``users``. ``rows_only``
+        reads request rows for the whole window (for a breakdown by folded values).
         """
         extra = extra or {}
         with_dims = any("d." in rollup_expr for rollup_expr, _ in extra.values())
+        if rows_only or self.rows_only:
+            levels = ()
         parts = []
         for level, first, last in decompose(self.window.since_us, self.window.until_us, levels):
             if level is not None:
@@ -165,7 +175,8 @@ class CellSql:
     def latency_cells(self, users: Sequence[int] | None) -> str:
         """Rows (user_key, bucket, n): request counts per logarithmic latency bucket."""
         parts = []
-        for level, first, last in decompose(self.window.since_us, self.window.until_us, (LATENCY_DAY,)):
+        levels = () if self.rows_only else (LATENCY_DAY,)
+        for level, first, last in decompose(self.window.since_us, self.window.until_us, levels):
             if level is not None:
                 where = self._rollup(level, first, last, users)
                 if self.filters.active:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from user_metrics.client import RemoteClient
 from user_metrics.errors import Unavailable
-from user_metrics.results import SORTABLE_USER_FIELDS, USER_FIELDS, to_json
+from user_metrics.results import DEFAULT_VALUES, MAX_VALUES, SORTABLE_USER_FIELDS, USER_FIELDS, to_json
 from user_metrics.settings import ENV_PREFIX, load_settings, split_address
 
 if TYPE_CHECKING:
@@ -92,6 +92,12 @@ def add_commands(commands: Any) -> None:
         "properties", parents=parents, help="users and cost per value of a property; no KEY: the keys"
     )
     props.add_argument("key", metavar="KEY", nargs="?")
+    props.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_VALUES,
+        help=f"most values, the costliest (default {DEFAULT_VALUES}, at most {MAX_VALUES:,})",
+    )
     commands.add_parser("totals", parents=parents, help="the whole application in the window")
     unusual = commands.add_parser(
         "anomalies", parents=[common], help="users far from their own history or above the population"
@@ -168,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "timeseries":
             result = client.timeseries(args.user, args.since, args.until, bucket=args.bucket, **filters)
         elif args.command == "properties":
-            result = client.by_property(args.key, args.since, args.until, **filters)
+            result = client.by_property(args.key, args.since, args.until, limit=args.limit, **filters)
         elif args.command == "anomalies":
             threshold = {} if args.threshold is None else {"threshold": args.threshold}
             result = client.anomalies(args.since, args.until, history=args.history, **threshold)
@@ -239,7 +245,10 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
         if full:
             fields = list(data["values"][0]) if data["values"] else fields
         rows = [[_cell(v, f, full, missing="(not set)") for f in fields] for v in data["values"]]
-        return fields, rows, f"property {data['key']!r}, {window}"
+        note = f"property {data['key']!r}, {window}"
+        if data["truncated"]:
+            note += f"; the {len(rows)} costliest of {data['total_values']} values (raise --limit)"
+        return fields, rows, note
     if command == "anomalies":
         fields = ["user_id", "metric", "method", "observed", "baseline", "score", "history_buckets"]
         rows = [[f[name] for name in fields] for f in data["findings"]]

@@ -6,7 +6,10 @@ scraper's Accept header asks. Counters are exact all-time totals, so they never 
 across restarts too.
 
 Per-user families hold at most ``metrics_max_users`` users: the most recently active ones (ties:
-the user seen first). ``user_metrics_users_left_out`` says how many were not exposed.
+the user seen first). ``user_metrics_users_left_out`` says how many were not exposed. Per-model
+and per-property families hold at most ``metrics_max_values`` pairs or values each, the first
+seen; the rest are summed into one ``(other)`` series, and ``user_metrics_values_left_out`` says
+how many were.
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ def _text(value: str | None) -> str:
 
 
 ANOMALY_REFRESH_S = 60.0
+# The families bounded by metrics_max_values, as a scrape names them.
+MODEL_FAMILIES = (
+    "llm_requests_total",
+    "llm_tokens_total",
+    "llm_cost_usd_total",
+    "llm_unpriced_requests_total",
+    "llm_request_duration_seconds",
+)
+PROPERTY_FAMILIES = ("llm_property_requests_total", "llm_property_cost_usd_total")
 
 
 class UsageCollector(Collector):
@@ -73,6 +85,7 @@ class UsageCollector(Collector):
         *,
         max_users: int,
         property_keys: Sequence[str],
+        max_values: int = 100,
         now: Callable[[], datetime] = _now,
     ) -> None:
         self._open_reader = open_reader
@@ -83,6 +96,7 @@ class UsageCollector(Collector):
         self._findings_at: float | None = None
         self._max_users = max_users
         self._property_keys = tuple(property_keys)
+        self._max_values = max_values
 
     def describe(self) -> Iterable[Metric]:
         return []  # registering must not query the database
@@ -90,7 +104,7 @@ class UsageCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         con = self._open_reader()
         try:
-            snap = snapshot(con, self._max_users, self._property_keys)
+            snap = snapshot(con, self._max_users, self._property_keys, self._max_values)
             findings = self._anomalies(con)
         finally:
             con.close()
@@ -123,7 +137,24 @@ class UsageCollector(Collector):
             cost.add_metric([p.key, p.value], float(p.cost_usd))
         yield requests
         yield cost
+        yield self._left_out(snap.models_left_out, snap.values_left_out)
         yield from self._self()
+
+    @staticmethod
+    def _left_out(models: int, values: dict[str, int]) -> Metric:
+        """How many pairs or values each bounded family sums into its (other) series."""
+        gauge = GaugeMetricFamily(
+            "user_metrics_values_left_out",
+            "Provider/model pairs or property values summed into the (other) series of a family "
+            "(metrics_max_values)",
+            labels=["family", "property"],
+        )
+        for family in MODEL_FAMILIES:
+            gauge.add_metric([family, ""], models)
+        for key, count in values.items():
+            for family in PROPERTY_FAMILIES:
+                gauge.add_metric([family, key], count)
+        return gauge
 
     def _anomalies(self, con: duckdb.DuckDBPyConnection) -> tuple[Anomaly, ...]:
         """The last hour's findings, computed at most once a minute (they read a week of history)."""

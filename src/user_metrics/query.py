@@ -16,9 +16,13 @@ from typing import Any
 
 import duckdb
 
+from user_metrics import dims
 from user_metrics.cells import APP_HOUR, PER_USER, USER_HOUR, CellSql
+from user_metrics.dims import MODEL_SQL
 from user_metrics.errors import InvalidInput, NotFound
 from user_metrics.results import (
+    DEFAULT_VALUES,
+    MAX_VALUES,
     SORTABLE_USER_FIELDS,
     ModelUsage,
     Point,
@@ -35,7 +39,6 @@ from user_metrics.results import (
 from user_metrics.rollups import (
     LATENCY_BUCKETS_PER_DOUBLING,
     METRIC_NAMES,
-    MODEL_SQL,
     US_PER_DAY,
     US_PER_HOUR,
 )
@@ -86,6 +89,7 @@ def _now() -> datetime:
 
 
 def _statement(
+    con: duckdb.DuckDBPyConnection,
     since: Instant,
     until: Instant,
     now: Callable[[], datetime],
@@ -94,9 +98,11 @@ def _statement(
     service: str | None,
     environment: str | None,
 ) -> CellSql:
-    """The window and filters every query function takes, parsed and checked once."""
+    """The window and filters every query function takes, parsed and checked once; request rows
+    for the whole window when a filter names a value whose requests rollups may have folded."""
     window = Window.parse(since, until, now())
-    return CellSql(window, Filters.of(properties, model, service, environment))
+    filters = Filters.of(properties, model, service, environment)
+    return CellSql(window, filters, rows_only=not dims.served_by_rollups(con, filters))
 
 
 # ---- users -------------------------------------------------------------------------------------
@@ -134,12 +140,17 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
         return {}
     fields = ", ".join(f"{expr} AS {name}" for name, expr in _FIELD_SQL.items())
     q.begin()
-    by_model = {"provider": ("d.provider", "provider"), "model": ("d.model", "model")}
+    by_model = {
+        "provider": ("d.provider", "provider"),
+        "model": ("coalesce(d.request_model, d.response_model)", MODEL_SQL),
+    }
+    # A model folded into (other) must be named: then the breakdown reads the request rows.
+    rows_only = dims.folded(con, dims.MODEL_DIMENSIONS)
     rows = fetch_dicts(
         con,
         f"""SELECT u.user_id, a.* FROM (
                 SELECT user_key, provider, model, GROUPING(provider, model) AS whole_user, {fields}
-                FROM ({q.cells(PER_USER, US_PER_DAY, keys, by_model)})
+                FROM ({q.cells(PER_USER, US_PER_DAY, keys, by_model, rows_only=rows_only)})
                 GROUP BY GROUPING SETS ((user_key), (user_key, provider, model))) AS a
             JOIN users AS u USING (user_key)
             ORDER BY cost_usd DESC NULLS LAST, requests DESC, provider, model""",
@@ -202,7 +213,7 @@ def users(
         raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
     if not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput(f"offset: must be from 0 to {MAX_OFFSET}, got {offset}")
-    q = _statement(since, until, now, properties, model, service, environment)
+    q = _statement(con, since, until, now, properties, model, service, environment)
     window = q.window
     if search is not None and not search.strip():
         search = None
@@ -284,7 +295,7 @@ def user(
     now: Callable[[], datetime] = _now,
 ) -> UserStats:
     """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
-    q = _statement(since, until, now, properties, model, service, environment)
+    q = _statement(con, since, until, now, properties, model, service, environment)
     key = _user_key(con, user_id)
     found = _user_stats(con, q, [key])
     if key in found:
@@ -328,7 +339,7 @@ def recent_requests(
     """
     if not 1 <= limit <= MAX_RECENT:
         raise InvalidInput(f"limit: must be between 1 and {MAX_RECENT}, got {limit}")
-    q = _statement(since, until, now, properties, model, service, environment)
+    q = _statement(con, since, until, now, properties, model, service, environment)
     window = q.window
     key = _user_key(con, user_id)
     days = fetch_dicts(
@@ -355,7 +366,7 @@ def recent_requests(
                        operation, provider, model, coalesce(input_tokens, 0) AS input_tokens,
                        coalesce(output_tokens, 0) AS output_tokens, cost_usd, status, error_type,
                        streaming, properties
-                FROM (SELECT *, {MODEL_SQL} AS model FROM requests
+                FROM (SELECT *, coalesce(response_model, request_model) AS model FROM requests
                       WHERE start_time >= $a AND start_time < $b AND {who})
                 WHERE {q.predicate}
                 ORDER BY start_time DESC, trace_id, span_id LIMIT {limit}""",
@@ -399,7 +410,7 @@ def timeseries(
     if bucket not in units:
         raise InvalidInput(f"bucket: must be hour or day, got {bucket!r}")
     unit = units[bucket]
-    q = _statement(since, until, now, properties, model, service, environment)
+    q = _statement(con, since, until, now, properties, model, service, environment)
     window = q.window
     if (window.until_us - window.since_us) // unit > MAX_PAGE:
         raise InvalidInput(
@@ -448,23 +459,29 @@ def by_property(
     since: Instant = None,
     until: Instant = None,
     *,
+    limit: int = DEFAULT_VALUES,
     properties: Any = None,
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
     now: Callable[[], datetime] = _now,
 ) -> PropertyBreakdown:
-    """Users, requests and cost per value of property ``key``, costliest value first.
+    """Users, requests and cost per value of property ``key``, the ``limit`` costliest values.
 
     ``avg_cost_per_user`` is the cost of the requests that name a user divided by those users;
-    requests without the property are the value ``None``.
+    requests without the property are the value ``None``. ``total_values`` counts every value
+    in the window, ``truncated`` says whether some were left out.
     """
     key = key.strip().lower()
     if not key:
         raise InvalidInput("key: name a property, e.g. plan")
-    q = _statement(since, until, now, properties, model, service, environment)
+    if not 1 <= limit <= MAX_VALUES:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_VALUES}, got {limit}")
+    q = _statement(con, since, until, now, properties, model, service, environment)
     window = q.window
     q.params["pkey"] = key
+    # Values folded into (other) must be named: then the breakdown reads the request rows.
+    rows_only = dims.folded(con, [dims.property_dimension(key)])
     # Rollup cells carry dims_id, request rows their value; both meet after a first aggregation.
     extra = {"dims_id": ("c.dims_id", "NULL::INTEGER"), "pvalue": ("NULL::VARCHAR", "properties[$pkey]")}
     per_user = f"""
@@ -473,7 +490,7 @@ def by_property(
                sum(c.unpriced_requests) AS unpriced_requests
         FROM (SELECT dims_id, pvalue, user_key, sum(requests) AS requests, sum(cost_usd) AS cost_usd,
                      sum(unpriced_requests) AS unpriced_requests
-              FROM ({q.cells(PER_USER, US_PER_DAY, None, extra)}) GROUP BY ALL) AS c
+              FROM ({q.cells(PER_USER, US_PER_DAY, None, extra, rows_only=rows_only)}) GROUP BY ALL) AS c
         LEFT JOIN dims AS d USING (dims_id) GROUP BY ALL"""
     # Ties between users go to the lower user key, so the answer is the same every time.
     rows = fetch_dicts(
@@ -486,19 +503,24 @@ def by_property(
                        coalesce(max(cost_usd) FILTER (user_key <> 0), 0) AS most_costly_user_cost_usd,
                        arg_min(user_key, (cost_usd, user_key)) FILTER (user_key <> 0) AS bottom,
                        coalesce(min(cost_usd) FILTER (user_key <> 0), 0) AS least_costly_user_cost_usd
-                FROM ({per_user}) GROUP BY pvalue)
+                FROM ({per_user}) GROUP BY pvalue),
+            page AS (SELECT *, count(*) OVER () AS total_values FROM v
+                     ORDER BY cost_usd DESC, value NULLS LAST LIMIT {limit})
             SELECT v.* EXCLUDE (top, bottom), t.user_id AS most_costly_user, b.user_id AS least_costly_user
-            FROM v LEFT JOIN users AS t ON t.user_key = v.top LEFT JOIN users AS b ON b.user_key = v.bottom
+            FROM page AS v LEFT JOIN users AS t ON t.user_key = v.top
+            LEFT JOIN users AS b ON b.user_key = v.bottom
             ORDER BY cost_usd DESC, value NULLS LAST""",
         q.params,
     )
     values = []
+    total = int(rows[0]["total_values"]) if rows else 0
     for row in rows:
         row = _ints_of(row)
+        del row["total_values"]
         user_cost = row.pop("user_cost")
         avg = (user_cost / row["users"]).quantize(NANO, ROUND_HALF_EVEN) if row["users"] else Decimal("0E-9")
         values.append(PropertyValue(avg_cost_per_user=avg, **row))
-    return PropertyBreakdown(key, window.since, window.until, tuple(values))
+    return PropertyBreakdown(key, window.since, window.until, tuple(values), total, total > len(values))
 
 
 def property_keys(con: duckdb.DuckDBPyConnection) -> PropertyKeys:
@@ -519,7 +541,7 @@ def totals(
     now: Callable[[], datetime] = _now,
 ) -> Totals:
     """The whole application in the window."""
-    q = _statement(since, until, now, properties, model, service, environment)
+    q = _statement(con, since, until, now, properties, model, service, environment)
     window = q.window
     sums = ", ".join(
         f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")

@@ -38,7 +38,7 @@ from user_metrics import query
 from user_metrics.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
 from user_metrics.errors import DeadlineExceeded, InvalidInput, Unavailable
 from user_metrics.grpcserve import Rpcs
-from user_metrics.results import decimal_text
+from user_metrics.results import DEFAULT_VALUES, decimal_text
 from user_metrics.stats import Stats
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceServicer
@@ -252,7 +252,11 @@ class UserMetricsServicer(UserMetricsServiceServicer):
             context,
             pb.PropertyBreakdown,
             lambda con: query.by_property(
-                con, request.key, *_window(request.window), **_filters(request.filters)
+                con,
+                request.key,
+                *_window(request.window),
+                limit=request.limit or DEFAULT_VALUES,
+                **_filters(request.filters),
             ),
         )
 

@@ -21,7 +21,7 @@ class ModelUsage:
     """One model a user called in the window."""
 
     provider: str | None
-    model: str | None
+    model: str | None  # the model asked for, else the one that answered
     requests: int
     cost_usd: Decimal | None
     unpriced_requests: int
@@ -109,12 +109,22 @@ class PropertyValue:
     least_costly_user_cost_usd: Decimal
 
 
+# How many values a property breakdown answers unless asked otherwise, and at most. Here, not in
+# query.py, so that the reading CLI knows them without importing DuckDB.
+DEFAULT_VALUES = 1000
+MAX_VALUES = 10_000
+
+
 @dataclasses.dataclass(frozen=True)
 class PropertyBreakdown:
+    """The costliest values of a property in the window, at most the ``limit`` asked for."""
+
     key: str
     since: datetime
     until: datetime
     values: tuple[PropertyValue, ...]
+    total_values: int  # every value in the window (requests without the property are one)
+    truncated: bool  # True when values holds fewer than total_values
 
 
 @dataclasses.dataclass(frozen=True)

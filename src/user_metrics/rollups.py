@@ -4,8 +4,9 @@ Queries over a 30-day window must not scan ten million request rows, so every co
 adds its new rows to small aggregate tables (the write path calls ``apply``):
 
 - ``users``: one integer key per user id (key 0 is "no user id"), so rollups group on integers.
-- ``dims``: one id per distinct (service, environment, provider, model, properties); filters on
-  any of those become ``dims_id IN (...)`` over a table of a few rows.
+- ``dims``: one id per distinct (service, environment, provider, request model, response model,
+  properties), at most ``max_dimension_values`` values of each (``dims.py``); filters on any of
+  those become ``dims_id IN (...)`` over a small table.
 - ``rollup_user_day``: per UTC day, user and dims: counts, token sums, exact cost (DECIMAL),
   latency sum, first and last request (epoch microseconds).
 - ``rollup_user_hour``: the same per UTC hour, for hourly charts and the partial days at the
@@ -31,12 +32,13 @@ from dataclasses import dataclass
 
 import duckdb
 
+from user_metrics import dims
+from user_metrics.dims import DIMS_HASH_SQL
+
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 LATENCY_BUCKETS_PER_DOUBLING = 8
 
-# The model a request is counted under: what answered, else what was asked for.
-MODEL_SQL = "coalesce(response_model, request_model)"
 LATENCY_BUCKET_SQL = f"floor(log2(greatest(duration_ms, 0.001)) * {LATENCY_BUCKETS_PER_DOUBLING})::SMALLINT"
 
 # The aggregate columns every rollup cell carries, and how a request row contributes to them.
@@ -79,16 +81,7 @@ DDL: tuple[str, ...] = (
     user_id  VARCHAR UNIQUE
 )""",
     "INSERT INTO users SELECT 0, NULL WHERE NOT EXISTS (SELECT 1 FROM users WHERE user_key = 0)",
-    "CREATE SEQUENCE IF NOT EXISTS dims_id_seq START 1",
-    """CREATE TABLE IF NOT EXISTS dims (
-    dims_id      INTEGER NOT NULL DEFAULT nextval('dims_id_seq'),
-    dims_hash    UHUGEINT UNIQUE NOT NULL,
-    service_name VARCHAR,
-    environment  VARCHAR,
-    provider     VARCHAR,
-    model        VARCHAR,
-    properties   MAP(VARCHAR, VARCHAR)
-)""",
+    *dims.DDL,
     f"""CREATE TABLE IF NOT EXISTS rollup_user_day (
     day INTEGER NOT NULL, user_key BIGINT NOT NULL, dims_id INTEGER NOT NULL,
     {_METRIC_COLUMNS}
@@ -127,10 +120,10 @@ TABLES = (
     "user_totals",
     "dims_totals",
     "dims_durations",
-    "dims",
+    *dims.TABLES,
     "users",
 )
-SEQUENCES = ("user_key_seq", "dims_id_seq")
+SEQUENCES = ("user_key_seq", *dims.SEQUENCES)
 
 # Upper bounds (seconds) of the request-duration histogram that /metrics exposes; +Inf is implied.
 DURATION_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -143,20 +136,15 @@ DURATION_LE_SQL = (
     + ")::SMALLINT"
 )
 
-# A canonical, unambiguous identity for a dims combination (property order does not matter).
-DIMS_HASH_SQL = (
-    "md5_number(to_json({s: service_name, e: environment, p: provider, m: "
-    + MODEL_SQL
-    + ", props: map_from_entries(list_sort(map_entries(properties)))}))"
-)
-
 
 @dataclass
 class Touched:
-    """What a commit appended to: UTC hours since the epoch and user keys, for ``compact``."""
+    """What a commit appended to: UTC hours since the epoch and user keys, for ``compact``; and
+    how many of its requests had a value folded into ``(other)`` (``max_dimension_values``)."""
 
     hours: set[int]
     users: set[int]
+    folded: int = 0
 
     def __ior__(self, other: Touched) -> Touched:
         self.hours |= other.hours
@@ -167,27 +155,25 @@ class Touched:
         return bool(self.hours or self.users)
 
 
-def apply(con: duckdb.DuckDBPyConnection, rows: str) -> Touched:
-    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction)."""
+def apply(con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int) -> Touched:
+    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction).
+
+    Values beyond ``max_dimension_values`` per dimension are folded into ``(other)`` (``dims.py``).
+    """
     con.execute(
         f"INSERT INTO users (user_id) SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL "
         "ON CONFLICT (user_id) DO NOTHING"
     )
-    con.execute(
-        f"""INSERT INTO dims (dims_hash, service_name, environment, provider, model, properties)
-        SELECT DISTINCT ON (h) h, service_name, environment, provider, {MODEL_SQL}, properties
-        FROM (SELECT *, {DIMS_HASH_SQL} AS h FROM {rows})
-        ON CONFLICT (dims_hash) DO NOTHING"""
-    )
     contributions = ", ".join(f"{expr} AS {name}" for name, _, expr in METRICS)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE rollup_input AS
-        SELECT epoch_us(r.start_time) AS us, coalesce(u.user_key, 0) AS user_key, d.dims_id,
+        SELECT epoch_us(r.start_time) AS us, coalesce(u.user_key, 0) AS user_key, d.dims_id, r.h,
                {LATENCY_BUCKET_SQL} AS bucket, {DURATION_LE_SQL} AS le, duration_ms, {contributions}
         FROM (SELECT *, {DIMS_HASH_SQL} AS h FROM {rows}) AS r
         LEFT JOIN users AS u ON u.user_id = r.user_id
-        JOIN dims AS d ON d.dims_hash = r.h"""
+        LEFT JOIN dims AS d ON d.dims_hash = r.h"""
     )
+    folded = dims.assign(con, rows, "rollup_input", max_dimension_values)
     # No DROP on failure: the caller's rollback removes the table, and a statement on an aborted
     # transaction would hide the real error behind "transaction is aborted".
     for table in ROLLUPS:
@@ -196,7 +182,7 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str) -> Touched:
         f"SELECT list(DISTINCT us // {US_PER_HOUR}), list(DISTINCT user_key) FROM rollup_input"
     ).fetchone() or ([], [])
     con.execute("DROP TABLE rollup_input")
-    return Touched({int(h) for h in hours or ()}, {int(u) for u in users or ()})
+    return Touched({int(h) for h in hours or ()}, {int(u) for u in users or ()}, folded)
 
 
 @dataclass(frozen=True)
@@ -276,7 +262,7 @@ def compact(con: duckdb.DuckDBPyConnection, touched: Touched) -> int:
     return removed
 
 
-def rebuild(con: duckdb.DuckDBPyConnection) -> None:
+def rebuild(con: duckdb.DuckDBPyConnection, max_dimension_values: int) -> None:
     """Drop the rollups and build them again from ``requests`` (inside the caller's transaction)."""
     for table in TABLES:
         con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -284,4 +270,4 @@ def rebuild(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP SEQUENCE IF EXISTS {sequence}")
     for ddl in DDL:
         con.execute(ddl)
-    apply(con, "requests")  # one statement per table: every cell is one row already
+    apply(con, "requests", max_dimension_values)  # one statement per table: each cell is one row

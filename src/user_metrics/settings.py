@@ -103,6 +103,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "most distinct property keys in the database; properties with further new keys are dropped",
     ),
     SettingSpec(
+        "max_dimension_values",
+        int,
+        1000,
+        "most distinct values of a service, environment, provider, model or property key with rollup "
+        "cells of their own (first come, first served); later values are summed under (other)",
+    ),
+    SettingSpec(
         "write_queue_rows",
         int,
         100_000,
@@ -150,6 +157,13 @@ SPECS: tuple[SettingSpec, ...] = (
         "property keys with /metrics families of requests and cost per value, e.g. plan",
     ),
     SettingSpec(
+        "metrics_max_values",
+        int,
+        100,
+        "most provider/model pairs in the per-model /metrics families, and values per key in the "
+        "per-property ones (first come, first served); the rest are summed into one (other) series",
+    ),
+    SettingSpec(
         "memory_limit_mib",
         int,
         1024,
@@ -195,6 +209,7 @@ class Settings:
     max_properties: int = 64
     max_span_attributes: int = 1024
     max_property_keys: int = 1000
+    max_dimension_values: int = 1000
     write_queue_rows: int = 100_000
     attribution_window_seconds: float = 30.0
     grpc_workers: int = 16
@@ -203,6 +218,7 @@ class Settings:
     metrics_max_users: int = 1000
     metrics_refresh_seconds: float = 5.0
     metrics_properties: tuple[str, ...] = ()
+    metrics_max_values: int = 100
     memory_limit_mib: int = 1024
     receive_timeout_seconds: float = 30.0
     query_timeout_seconds: float = 30.0
@@ -247,10 +263,12 @@ class Settings:
             "max_properties",
             "max_span_attributes",
             "max_property_keys",
+            "max_dimension_values",
             "write_queue_rows",
             "grpc_workers",
             "http_workers",
             "http_max_connections",
+            "metrics_max_values",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")

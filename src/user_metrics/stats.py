@@ -63,6 +63,7 @@ LIMITS = (
     "max_properties",
     "max_span_attributes",
     "max_property_keys",
+    "max_dimension_values",
     "receive_timeout_seconds",
     "query_timeout_seconds",
     "request_head_bytes",

@@ -44,8 +44,9 @@ from user_metrics.stats import Stats
 log = logging.getLogger(__name__)
 
 # 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending,
-# 7 requests.cache_added_to_input and requests.price_provider
-SCHEMA_VERSION = "7"
+# 7 requests.cache_added_to_input and requests.price_provider, 8 dims with request and response
+# model and bounded values (dim_values)
+SCHEMA_VERSION = "8"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -143,8 +144,10 @@ class Store:
         compact_after_rows: int = 100_000,
         compact_after_seconds: float = 30.0,
         attribution_window_seconds: float = 30.0,
+        max_dimension_values: int = 1000,
     ) -> None:
         self.path = str(path)
+        self._max_dimension_values = max_dimension_values
         self._stats = stats
         self._max_group_rows = max_group_rows
         # The write queue is bounded in rows: beyond it, writers are told to come back later.
@@ -203,9 +206,9 @@ class Store:
             con.execute("ROLLBACK")
             raise Unavailable(f"{self.path} has schema version {version}, this build needs {SCHEMA_VERSION}")
         _match_pending_columns(con)
-        if version in ("1", "2", "3", "4"):
+        if version in ("1", "2", "3", "4", "5", "6", "7"):
             log.info("upgrading %s to schema %s: building rollups from requests", self.path, SCHEMA_VERSION)
-            rollups.rebuild(con)
+            rollups.rebuild(con, self._max_dimension_values)
         for ddl in rollups.DDL:
             con.execute(ddl)
         con.execute(
@@ -579,16 +582,23 @@ class Store:
     def _insert_once(self, batch: pa.Table, side: dict[str, pa.Table | None]) -> int:
         with _registered(self._con, {"batch": batch, **side}):  # may need memory: in _with_memory
             try:
-                return self._transaction(lambda con: self._insert_all(con, batch.num_rows, side))
+                stored, touched = self._transaction(lambda con: self._insert_all(con, batch.num_rows, side))
             except duckdb.ConstraintException:  # a span stored before: store only the new ones
-                return self._transaction(lambda con: self._insert_new_only(con, side))
+                stored, touched = self._transaction(lambda con: self._insert_new_only(con, side))
+        # Only once committed: a rolled-back try must not count (nor leave cells to compact).
+        self._dirty |= touched
+        self._rows_since_compaction += stored
+        self._stats.cut("max_dimension_values", touched.folded)
+        return stored
 
-    def _insert_all(self, con: duckdb.DuckDBPyConnection, rows: int, side: dict[str, pa.Table | None]) -> int:
+    def _insert_all(
+        self, con: duckdb.DuckDBPyConnection, rows: int, side: dict[str, pa.Table | None]
+    ) -> tuple[int, rollups.Touched]:
         con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
         con.execute("INSERT INTO requests SELECT * FROM batch")
-        self._written(rollups.apply(con, "batch"), rows)
+        touched = rollups.apply(con, "batch", self._max_dimension_values)
         self._insert_side(side)
-        return rows
+        return rows, touched
 
     def _insert_side(self, side: dict[str, pa.Table | None]) -> None:
         con = self._con
@@ -602,7 +612,9 @@ class Store:
                 "DELETE FROM pending WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) FROM finalised)"
             )
 
-    def _insert_new_only(self, con: duckdb.DuckDBPyConnection, side: dict[str, pa.Table | None]) -> int:
+    def _insert_new_only(
+        self, con: duckdb.DuckDBPyConnection, side: dict[str, pa.Table | None]
+    ) -> tuple[int, rollups.Touched]:
         fresh = con.execute(
             f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM batch "
             "ON CONFLICT DO NOTHING RETURNING k"
@@ -617,19 +629,15 @@ class Store:
                 WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
             )
             con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
-            self._written(rollups.apply(con, "fresh_rows"), fresh.num_rows)
+            touched = rollups.apply(con, "fresh_rows", self._max_dimension_values)
             con.execute("DROP TABLE fresh_rows")
             self._insert_side(side)
-        return fresh.num_rows
+        return fresh.num_rows, touched
 
     def _count_pending(self) -> bool:
         # fetchall: a result not read to its end keeps its transaction open, stopping checkpoints.
         ((count,),) = self._con.execute("SELECT count(*) FROM pending").fetchall()
         return bool(count)
-
-    def _written(self, touched: rollups.Touched, rows: int) -> None:
-        self._dirty |= touched
-        self._rows_since_compaction += rows
 
     # ---- attribution across requests --------------------------------------------------------
 

@@ -109,13 +109,18 @@ class Filters:
         return cls(tuple(pairs), model or None, service or None, environment or None)
 
     def predicate(self, params: dict[str, object]) -> str:
-        """A SQL condition over columns service_name, environment, model, properties."""
+        """A SQL condition over the columns ``requests`` and ``dims`` share.
+
+        A model matches the request model or the response model, ignoring case: ``gpt-4o`` finds
+        the requests that asked for it and those that a model of that name answered.
+        """
         conditions = ["TRUE"]
-        for column, value in (
-            ("model", self.model),
-            ("service_name", self.service),
-            ("environment", self.environment),
-        ):
+        if self.model is not None:
+            params["f_model"] = self.model
+            conditions.append(
+                "(lower(request_model) = lower($f_model) OR lower(response_model) = lower($f_model))"
+            )
+        for column, value in (("service_name", self.service), ("environment", self.environment)):
             if value is not None:
                 params[f"f_{column}"] = value
                 conditions.append(f"{column} = $f_{column}")

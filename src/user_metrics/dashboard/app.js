@@ -612,6 +612,8 @@ async function propertiesPage(s) {
   return [
     el("h1", {}, "Cost per user by ", picker),
     el("p", { class: "muted" }, pageWindow(data)),
+    ...(data.truncated ? [el("p", { class: "muted", id: "values-cut" },
+      `The ${fmt.int(data.values.length)} costliest of ${fmt.int(data.total_values)} values.`)] : []),
     el("section", { class: "panel" }, el("div", { class: "scroll" }, el("table", { id: "property-values" },
       el("thead", {}, el("tr", {}, ["Value", "Users", "Requests", "Cost", "Avg cost per user", "", "Costliest user"].map((h, i) =>
         el("th", { scope: "col", class: i >= 1 && i <= 4 ? "num" : null }, h)))),

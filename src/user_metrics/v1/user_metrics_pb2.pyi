@@ -77,14 +77,16 @@ class GetTimeseriesRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., bucket: _Optional[str] = ...) -> None: ...
 
 class GetPropertyBreakdownRequest(_message.Message):
-    __slots__ = ("key", "window", "filters")
+    __slots__ = ("key", "window", "filters", "limit")
     KEY_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     key: str
     window: Window
     filters: Filters
-    def __init__(self, key: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+    limit: int
+    def __init__(self, key: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class GetTotalsRequest(_message.Message):
     __slots__ = ("window", "filters")
@@ -318,16 +320,20 @@ class PropertyValue(_message.Message):
     def __init__(self, value: _Optional[str] = ..., users: _Optional[int] = ..., requests: _Optional[int] = ..., cost_usd: _Optional[str] = ..., avg_cost_per_user: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., most_costly_user: _Optional[str] = ..., most_costly_user_cost_usd: _Optional[str] = ..., least_costly_user: _Optional[str] = ..., least_costly_user_cost_usd: _Optional[str] = ...) -> None: ...
 
 class PropertyBreakdown(_message.Message):
-    __slots__ = ("key", "since", "until", "values")
+    __slots__ = ("key", "since", "until", "values", "total_values", "truncated")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_VALUES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     key: str
     since: _timestamp_pb2.Timestamp
     until: _timestamp_pb2.Timestamp
     values: _containers.RepeatedCompositeFieldContainer[PropertyValue]
-    def __init__(self, key: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Iterable[_Union[PropertyValue, _Mapping]]] = ...) -> None: ...
+    total_values: int
+    truncated: bool
+    def __init__(self, key: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Iterable[_Union[PropertyValue, _Mapping]]] = ..., total_values: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class Totals(_message.Message):
     __slots__ = ("since", "until", "users", "anonymous_requests", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "avg_latency_ms")
