@@ -127,8 +127,10 @@ class App:
                 lambda address: ApiServer(
                     address,
                     self.store.reader,
+                    query_timeout=settings.query_timeout_seconds,
                     sql_timeout=settings.sql_timeout_seconds,
                     sql_max_rows=settings.sql_max_rows,
+                    stats=self.stats,
                     metrics=self.metrics,
                     read_tokens=self.read_tokens,
                     tls=self.tls,

@@ -20,7 +20,14 @@ import duckdb
 
 from user_metrics import query
 from user_metrics.anomalies import anomalies as find_anomalies
-from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, Unavailable, UserMetricsError
+from user_metrics.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    UserMetricsError,
+)
 from user_metrics.results import (
     Anomalies,
     PropertyBreakdown,
@@ -171,9 +178,12 @@ class RemoteClient:
                 message = json.loads(exc.read())["error"]
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {exc.code} from {url}"
-            error: type[UserMetricsError] = {400: InvalidInput, 401: Unauthenticated, 404: NotFound}.get(
-                exc.code, Unavailable
-            )
+            error: type[UserMetricsError] = {
+                400: InvalidInput,
+                401: Unauthenticated,
+                404: NotFound,
+                504: DeadlineExceeded,
+            }.get(exc.code, Unavailable)
             raise error(message) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -31,6 +31,10 @@ class Overloaded(Unavailable):
         self.retry_after_seconds = retry_after_seconds
 
 
+class DeadlineExceeded(UserMetricsError):
+    """A query ran past its time limit and was stopped."""
+
+
 class Unauthenticated(UserMetricsError):
     """No valid bearer token for this endpoint."""
 
@@ -61,6 +65,7 @@ PROTOCOL_STATUS: dict[type[UserMetricsError], tuple[grpc.StatusCode, int]] = {
     NotFound: (grpc.StatusCode.NOT_FOUND, 404),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     TooLarge: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     UnsupportedMediaType: (grpc.StatusCode.INVALID_ARGUMENT, 415),
     MethodNotAllowed: (grpc.StatusCode.UNIMPLEMENTED, 405),

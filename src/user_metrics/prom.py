@@ -34,7 +34,7 @@ from user_metrics.query import _now
 from user_metrics.results import Anomaly
 from user_metrics.rollups import DURATION_BOUNDS
 from user_metrics.snapshot import Usage, snapshot
-from user_metrics.stats import LIMITS, REFUSALS, Stats
+from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,16 @@ class UsageCollector(Collector):
             "Exports answered retry-later (gRPC UNAVAILABLE, HTTP 503)",
             labels=["reason"],
         )
-        for family, counts, labels in ((cuts, s.limit_cuts, LIMITS), (refused, s.exports_refused, REFUSALS)):
+        reads = CounterMetricFamily(
+            "user_metrics_reads_limited",
+            "Queries of the HTTP API and SQL stopped, refused or cut by a bound",
+            labels=["limit"],
+        )
+        for family, counts, labels in (
+            (cuts, s.limit_cuts, LIMITS),
+            (refused, s.exports_refused, REFUSALS),
+            (reads, s.reads_limited, READ_LIMITS),
+        ):
             for label in labels:  # every label always, 0 until it happens
                 family.add_metric([label], counts[label])
         batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")
@@ -228,6 +237,7 @@ class UsageCollector(Collector):
             rejected,
             cuts,
             refused,
+            reads,
             batch,
             commit,
             queue,

@@ -20,6 +20,7 @@ class Stats:
     spans_attributed: int = 0  # stored after waiting, with a user id from a later request
     limit_cuts: Counter[str] = field(default_factory=Counter)  # by the setting that cut
     exports_refused: Counter[str] = field(default_factory=Counter)  # retry-later answers, by reason
+    reads_limited: Counter[str] = field(default_factory=Counter)  # queries stopped, refused or cut, by bound
     commits: int = 0
     commit_seconds: float = 0.0
     compactions: int = 0
@@ -41,6 +42,11 @@ class Stats:
         with self._lock:
             self.exports_refused[reason] += 1
 
+    def limit_read(self, limit: str) -> None:
+        """A query was stopped, refused or cut by the bound ``limit`` (see ``READ_LIMITS``)."""
+        with self._lock:
+            self.reads_limited[limit] += 1
+
     def cut(self, limit: str, count: int = 1) -> None:
         """Something was cut or refused by the setting ``limit`` (see ``LIMITS``)."""
         if count:
@@ -51,3 +57,5 @@ class Stats:
 # The settings whose cuts are counted, each always exported (0 until something is cut).
 LIMITS = ("max_message_mib", "max_value_length", "max_properties", "max_property_keys")
 REFUSALS = ("queue_full", "workers_busy")
+# The read path's bounds.
+READ_LIMITS = ("query_timeout_seconds",)

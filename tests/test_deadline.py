@@ -1,0 +1,103 @@
+"""Deadlines of the HTTP API's readers: the query routes answer in time, and their queries stop.
+
+Real services on loopback, real DuckDB files and real HTTP requests; each request has a client
+deadline far past the server's, so a server that does not answer in time fails the test.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import duckdb
+import pytest
+from conftest import Service
+from prometheus_client.parser import text_string_to_metric_families
+
+from user_metrics import connect, query
+from user_metrics.errors import DeadlineExceeded
+
+CLIENT_TIMEOUT_S = 30.0
+SLOW_TOTALS_S = 120.0  # how long the patched totals() keeps querying unless it is interrupted
+
+
+def call(app_url: str, method: str, path: str, body: Any = None) -> tuple[int, Any, http.client.HTTPResponse]:
+    """One request with a JSON body (or none): the status, the JSON answer and the response."""
+    url = urlsplit(app_url)
+    conn = http.client.HTTPConnection(str(url.hostname), url.port, timeout=CLIENT_TIMEOUT_S)
+    data = None if body is None else json.dumps(body)
+    try:
+        conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read()), response
+    finally:
+        conn.close()
+
+
+def reads_limited(app_url: str) -> dict[str, float]:
+    """user_metrics_reads_limited_total by limit, as scraped."""
+    with urllib.request.urlopen(f"{app_url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["limit"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "user_metrics_reads_limited"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 120.0) -> None:
+    """Poll until ``condition()`` holds; fail after ``seconds`` (a liveness bound, not a timing)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def slow_totals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /api/v1/totals runs short statements one after another for SLOW_TOTALS_S, unless interrupted.
+
+    Like the real query functions it runs several statements, so an interrupt that falls between
+    two of them must still stop it.
+    """
+
+    def slow(con: duckdb.DuckDBPyConnection, *_: Any, **__: Any) -> Any:
+        end = time.monotonic() + SLOW_TOTALS_S
+        while time.monotonic() < end:
+            con.execute("SELECT count(*) FROM range(100000000) a, range(3) b").fetchall()
+        return {}
+
+    monkeypatch.setattr(query, "totals", slow)
+
+
+class TestQueryRoutes:
+    @pytest.fixture
+    def served(self, tmp_path: Path) -> Iterator[Service]:
+        svc = Service(tmp_path / "um.duckdb", query_timeout_seconds=0.5, metrics_refresh_seconds=0)
+        svc.start()
+        yield svc
+        svc.stop()
+
+    def test_a_query_past_query_timeout_is_stopped_and_answered_504(
+        self, served: Service, slow_totals: None
+    ) -> None:
+        """The reader is interrupted at the deadline, the client gets 504, and the server keeps serving."""
+        app = served.app
+        assert app is not None and app.api is not None
+        status, body, _ = call(app.api_url, "GET", "/api/v1/totals")
+        assert (status, body["status"]) == (504, 504) and "query_timeout_seconds" in body["error"]
+        # Stopped well before it would have ended by itself: the interrupt reached DuckDB.
+        wait_for(lambda: app.api is not None and app.api.queries.running == 0, SLOW_TOTALS_S / 2)
+        assert reads_limited(app.api_url)["query_timeout_seconds"] == 1
+        status, body, _ = call(app.api_url, "GET", "/api/v1/users")
+        assert status == 200 and body["total"] == 0
+        with connect(url=app.api_url) as client, pytest.raises(DeadlineExceeded, match="query_timeout"):
+            client.totals()
