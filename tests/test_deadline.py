@@ -1,4 +1,4 @@
-"""Deadlines of the HTTP API's readers: the query routes answer in time, and their queries stop.
+"""Deadlines of the HTTP API's readers: query routes and SQL answer in time, and stay bounded after.
 
 Real services on loopback, real DuckDB files and real HTTP requests; each request has a client
 deadline far past the server's, so a server that does not answer in time fails the test.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,7 +25,10 @@ from user_metrics import connect, query
 from user_metrics.errors import DeadlineExceeded
 
 CLIENT_TIMEOUT_S = 30.0
+ENDLESS = "SELECT count(*) FROM range(1000000000000000) a, range(1000) b"  # interruptible, never ends
 SLOW_TOTALS_S = 120.0  # how long the patched totals() keeps querying unless it is interrupted
+# One block of 2,048 rows through a quadratic function: seconds of work DuckDB cannot interrupt.
+STUCK = "SELECT max(levenshtein(repeat('a', 500), repeat('b', 500) || range)) FROM range(2048)"
 
 
 def call(app_url: str, method: str, path: str, body: Any = None) -> tuple[int, Any, http.client.HTTPResponse]:
@@ -101,3 +105,58 @@ class TestQueryRoutes:
         assert status == 200 and body["total"] == 0
         with connect(url=app.api_url) as client, pytest.raises(DeadlineExceeded, match="query_timeout"):
             client.totals()
+
+
+class TestSqlDeadlines:
+    def test_beyond_sql_max_concurrent_queries_get_503_with_retry_after(self, tmp_path: Path) -> None:
+        """Two running queries hold both places; the third is refused at once (counted); stop ends them."""
+        svc = Service(
+            tmp_path / "um.duckdb", sql_max_concurrent=2, sql_timeout_seconds=60, metrics_refresh_seconds=0
+        )
+        app = svc.start()
+        assert app.api is not None
+        answers: list[tuple[int, Any]] = []
+
+        def hold() -> None:
+            status, body, _ = call(app.api_url, "POST", "/api/v1/sql", {"sql": ENDLESS})
+            answers.append((status, body))
+
+        held = [threading.Thread(target=hold) for _ in range(2)]
+        try:
+            for thread in held:
+                thread.start()
+            wait_for(lambda: app.api is not None and app.api.sql_queries.running == 2)
+            status, body, response = call(app.api_url, "POST", "/api/v1/sql", {"sql": "SELECT 42"})
+            assert (status, body["status"]) == (503, 503) and "retry" in body["error"]
+            assert response.getheader("Retry-After") == "1"
+            assert reads_limited(app.api_url)["sql_max_concurrent"] == 1
+            status, body, _ = call(app.api_url, "GET", "/api/v1/users")
+            assert status == 200, "the query routes do not share SQL's places"
+        finally:
+            svc.stop()  # interrupts the held queries: they are answered, and end
+            for thread in held:
+                thread.join(CLIENT_TIMEOUT_S)
+        assert [status for status, _ in answers] == [503, 503]
+        assert all("stopping" in body["error"] for _, body in answers)
+
+    def test_a_query_duckdb_cannot_stop_is_answered_at_the_deadline_and_keeps_its_place(
+        self, tmp_path: Path
+    ) -> None:
+        """The answer comes at sql_timeout_seconds; the query counts against sql_max_concurrent until it ends."""
+        svc = Service(
+            tmp_path / "um.duckdb", sql_max_concurrent=1, sql_timeout_seconds=0.5, metrics_refresh_seconds=0
+        )
+        app = svc.start()
+        try:
+            assert app.api is not None
+            status, body, _ = call(app.api_url, "POST", "/api/v1/sql", {"sql": STUCK})
+            assert (status, body["status"]) == (400, 400) and "time limit" in body["error"]
+            status, body, _ = call(app.api_url, "POST", "/api/v1/sql", {"sql": "SELECT 42"})
+            assert status == 503, "the stuck query still holds the only place"
+            wait_for(lambda: app.api is not None and app.api.sql_queries.running == 0)
+            status, body, _ = call(app.api_url, "POST", "/api/v1/sql", {"sql": "SELECT 42"})
+            assert (status, body["rows"]) == (200, [[42]])
+            counted = reads_limited(app.api_url)
+            assert (counted["sql_timeout_seconds"], counted["sql_max_concurrent"]) == (1, 1)
+        finally:
+            svc.stop()

@@ -3,10 +3,10 @@
 The same server serves the dashboard's files (``dashboard.py``) and ``/metrics``.
 
 Every route parses its parameters into the same arguments the Python functions take, calls the
-function on a fresh reader cursor under a deadline (``deadline.QueryRunner``, the query routes'
-``query_timeout_seconds``), and answers the result's JSON form. Errors answer
-``{"error": "...", "status": N}`` with that status; the error classes decide the status. Every
-answer a bound gives (a query stopped) is counted on ``/metrics``.
+function on a fresh reader cursor under a deadline (``deadline.QueryRunner``: the query routes'
+``query_timeout_seconds``, SQL's ``sql_timeout_seconds``), and answers the result's JSON form.
+Errors answer ``{"error": "...", "status": N}`` with that status; the error classes decide the
+status. Every answer a bound gives (a query stopped, SQL refused or cut) is counted on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -119,18 +119,21 @@ class ApiServer(BackgroundServer):
         query_timeout: float,
         sql_timeout: float,
         sql_max_rows: int,
+        sql_max_concurrent: int,
+        sql_max_result_bytes: int,
         stats: Stats | None = None,
         metrics: RenderedMetrics | None = None,
         read_tokens: Tokens | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.open_reader = open_reader
         self.queries = QueryRunner(open_reader)
+        self.sql_queries = QueryRunner(open_reader, max_running=sql_max_concurrent)
         self.stats = stats or Stats()
         self.metrics = metrics
         self.query_timeout = query_timeout
         self.sql_timeout = sql_timeout
         self.sql_max_rows = sql_max_rows
+        self.sql_max_result_bytes = sql_max_result_bytes
         self.read_tokens = read_tokens or Tokens((), "read")
         api = self
 
@@ -214,16 +217,22 @@ class ApiServer(BackgroundServer):
         limit = request.get("limit", min(DEFAULT_ROWS, self.sql_max_rows))
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > self.sql_max_rows:
             raise InvalidInput(f"limit: at most {self.sql_max_rows} rows, got {limit}")
-        reader = self.open_reader()
-        try:
-            return run_sql(reader, request["sql"], limit=limit, timeout=self.sql_timeout)
-        finally:
-            reader.close()
+        result = run_sql(
+            self.sql_queries,
+            request["sql"],
+            limit=limit,
+            timeout=self.sql_timeout,
+            max_bytes=self.sql_max_result_bytes,
+        )
+        if result.truncated and len(result.rows) < limit:  # cut by bytes, not by rows
+            self.stats.limit_read("sql_max_result_mib")
+        return result
 
     def stop(self) -> None:
         """Stop serving, then interrupt the queries still running and wait a little for them."""
         super().stop()
-        self.queries.stop(STOP_GRACE_S)
+        for runner in (self.queries, self.sql_queries):
+            runner.stop(STOP_GRACE_S)
 
 
 class _Handler(Handler):

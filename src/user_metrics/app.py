@@ -130,6 +130,8 @@ class App:
                     query_timeout=settings.query_timeout_seconds,
                     sql_timeout=settings.sql_timeout_seconds,
                     sql_max_rows=settings.sql_max_rows,
+                    sql_max_concurrent=settings.sql_max_concurrent,
+                    sql_max_result_bytes=settings.sql_max_result_mib * 1024 * 1024,
                     stats=self.stats,
                     metrics=self.metrics,
                     read_tokens=self.read_tokens,

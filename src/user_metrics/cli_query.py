@@ -236,7 +236,9 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
         return fields, rows, f"{len(rows)} findings, {window}, history from {data['history_since']}"
     # sql
     rows = [list(row) for row in data["rows"]]
-    note = "(truncated: more rows exist; raise --limit)" if data["truncated"] else f"{len(rows)} rows"
+    note = f"{len(rows)} rows"
+    if data["truncated"]:
+        note = "(truncated: more rows exist; raise --limit, or select less if the size bound cut them)"
     return data["columns"], rows, note
 
 

@@ -20,10 +20,12 @@ import duckdb
 
 from user_metrics import query
 from user_metrics.anomalies import anomalies as find_anomalies
+from user_metrics.deadline import QueryRunner
 from user_metrics.errors import (
     DeadlineExceeded,
     InvalidInput,
     NotFound,
+    TooLarge,
     Unauthenticated,
     Unavailable,
     UserMetricsError,
@@ -45,6 +47,7 @@ from user_metrics.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
 from user_metrics.settings import Settings
 
 Instant = str | datetime | date | None
+CLOSE_GRACE_S = 10.0  # how long close() waits for an interrupted SQL query to leave DuckDB
 
 
 def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
@@ -75,8 +78,10 @@ class LocalClient:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._con = open_read_only(self.path)
+        self._sql = QueryRunner(self._con.cursor)
 
     def close(self) -> None:
+        self._sql.stop(CLOSE_GRACE_S)  # a query DuckDB could not stop in time may still be running
         self._con.close()
 
     def __enter__(self) -> LocalClient:
@@ -118,7 +123,7 @@ class LocalClient:
         return find_anomalies(self._con, since, until, **kwargs)
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
-        return run_sql(self._con, sql, limit=limit, timeout=timeout)
+        return run_sql(self._sql, sql, limit=limit, timeout=timeout)
 
 
 def _user_path(user_id: str | None) -> str:
@@ -182,6 +187,7 @@ class RemoteClient:
                 400: InvalidInput,
                 401: Unauthenticated,
                 404: NotFound,
+                413: TooLarge,
                 504: DeadlineExceeded,
             }.get(exc.code, Unavailable)
             raise error(message) from None

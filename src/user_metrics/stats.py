@@ -57,5 +57,13 @@ class Stats:
 # The settings whose cuts are counted, each always exported (0 until something is cut).
 LIMITS = ("max_message_mib", "max_value_length", "max_properties", "max_property_keys")
 REFUSALS = ("queue_full", "workers_busy")
-# The read path's bounds.
-READ_LIMITS = ("query_timeout_seconds",)
+# The read path's bounds: settings, and fixed bounds of SQL (sql_bounds.py, safe_sql.py).
+READ_LIMITS = (
+    "query_timeout_seconds",
+    "sql_timeout_seconds",
+    "sql_max_concurrent",
+    "sql_max_result_mib",
+    "sql_text_bytes",
+    "sql_complexity",
+    "sql_files",
+)
