@@ -55,6 +55,12 @@ def add_commands(commands: Any) -> None:
         metavar="PEM",
         help="verify the server's TLS with this (default: the configured tls_cert_file)",
     )
+    where.add_argument(
+        "--memory-limit-mib",
+        type=int,
+        metavar="MIB",
+        help="DuckDB's memory limit when reading the file (default: the memory_limit_mib setting)",
+    )
     shape = common.add_argument_group("output")
     shape.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
     window = argparse.ArgumentParser(add_help=False)
@@ -106,9 +112,9 @@ def add_commands(commands: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
+    settings = load_settings({"memory_limit_mib": args.memory_limit_mib}, config_file=args.config)
     if args.db:
-        return LocalClient(args.db)
-    settings = load_settings({}, config_file=args.config)
+        return LocalClient(args.db, memory_limit_mib=settings.memory_limit_mib)
     token = args.token or next(iter(settings.read_tokens), None)
     ca_file = args.ca_file or settings.tls_cert_file or None
     if args.url:
@@ -123,7 +129,7 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
         return remote
     except Unavailable as not_served:
         try:
-            return LocalClient(settings.db)
+            return LocalClient(settings.db, memory_limit_mib=settings.memory_limit_mib)
         except Unavailable as no_file:
             raise Unavailable(
                 f"nothing to read: no server answers at {url} ({not_served}), and {no_file}. "

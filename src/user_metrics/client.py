@@ -50,13 +50,20 @@ Instant = str | datetime | date | None
 CLOSE_GRACE_S = 10.0  # how long close() waits for an interrupted SQL query to leave DuckDB
 
 
-def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
-    """Open the database file for reading, locked down like the server's readers."""
+def open_read_only(path: str | Path, memory_limit_mib: int = 0) -> duckdb.DuckDBPyConnection:
+    """Open the database file for reading, locked down like the server's readers.
+
+    ``memory_limit_mib`` is DuckDB's memory limit, as the server's ``memory_limit_mib`` setting
+    (0: DuckDB's default, 80 % of RAM).
+    """
     path = Path(path)
     if not path.exists():
         raise Unavailable(f"no database file at {path}")
+    config: dict[str, str | bool | int | float | list[str]] = (
+        {"memory_limit": f"{memory_limit_mib}MiB"} if memory_limit_mib else {}
+    )
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        con = duckdb.connect(str(path), read_only=True, config=config)
     except duckdb.IOException as exc:
         raise Unavailable(
             f"cannot open {path} read-only: {str(exc).splitlines()[0]} "
@@ -73,11 +80,11 @@ def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 class LocalClient:
-    """Reads the DuckDB file directly (read-only)."""
+    """Reads the DuckDB file directly (read-only), within DuckDB's ``memory_limit_mib``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, memory_limit_mib: int = Settings.memory_limit_mib) -> None:
         self.path = Path(path)
-        self._con = open_read_only(self.path)
+        self._con = open_read_only(self.path, memory_limit_mib)
         self._sql = QueryRunner(self._con.cursor)
 
     def close(self) -> None:
@@ -248,14 +255,16 @@ def connect(
     *,
     token: str | None = None,
     ca_file: str | None = None,
+    memory_limit_mib: int = Settings.memory_limit_mib,
 ) -> LocalClient | RemoteClient:
     """A client for the database file at ``path`` (read-only) or the server at ``url``.
 
     With neither, the default database file (``./user_metrics.duckdb``). ``token`` and
-    ``ca_file`` are for servers with read tokens and TLS.
+    ``ca_file`` are for servers with read tokens and TLS; ``memory_limit_mib`` bounds DuckDB
+    when reading the file (0: DuckDB's default).
     """
     if path is not None and url is not None:
         raise InvalidInput("connect: give path or url, not both")
     if url is not None:
         return RemoteClient(url, token=token, ca_file=ca_file)
-    return LocalClient(path if path is not None else Settings().db)
+    return LocalClient(path if path is not None else Settings().db, memory_limit_mib=memory_limit_mib)
