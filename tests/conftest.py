@@ -42,13 +42,30 @@ def read_requests(db: Path, where: str = "TRUE") -> list[dict[str, Any]]:
         con.close()
 
 
+def scrape(api_url: str, token: str | None = None) -> list[Any]:
+    """The metric families /metrics serves (with the read token, if given)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(f"{api_url}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return list(text_string_to_metric_families(response.read().decode()))
+
+
+def counters(api_url: str, family: str, label: str, token: str | None = None) -> dict[str, float]:
+    """A counter family's ``_total`` samples on /metrics by the value of one label."""
+    return {
+        sample.labels[label]: sample.value
+        for fam in scrape(api_url, token)
+        if fam.name == family
+        for sample in fam.samples
+        if sample.name.endswith("_total")
+    }
+
+
 def counter_total(api_url: str, family: str, **labels: str) -> float:
     """The sum of a counter family's ``_total`` samples on /metrics, over those with ``labels``."""
-    with urllib.request.urlopen(f"{api_url}/metrics", timeout=60) as response:
-        text = response.read().decode()
     return sum(
         sample.value
-        for fam in text_string_to_metric_families(text)
+        for fam in scrape(api_url)
         if fam.name == family
         for sample in fam.samples
         if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items())

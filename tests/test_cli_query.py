@@ -19,6 +19,9 @@ from query_data import USERS, build, requests_for
 from test_cli import start_server_with_api
 from test_grpc_receiver import raw_export
 
+from user_metrics.stats import Stats
+from user_metrics.store import Store
+
 TRUTHS = build(seed=5, count=120)
 WINDOW = ["--since", "2026-11-09T00:00:00Z", "--until", "2026-11-15T00:00:00Z"]
 
@@ -209,3 +212,36 @@ def test_a_file_held_by_the_server_is_explained(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "config", "expected"),
+    [
+        ([], {}, "", "1.0 GiB"),
+        (["--memory-limit-mib", "256"], {"USER_METRICS_MEMORY_LIMIT_MIB": "300"}, "", "256.0 MiB"),
+        ([], {"USER_METRICS_MEMORY_LIMIT_MIB": "300"}, "memory_limit_mib = 200\n", "300.0 MiB"),
+        ([], {}, "memory_limit_mib = 200\n", "200.0 MiB"),
+    ],
+    ids=["default", "flag", "environment", "config"],
+)
+def test_reading_the_file_keeps_to_memory_limit_mib(
+    tmp_path: Path, flags: list[str], env: dict[str, str], config: str, expected: str
+) -> None:
+    """`sql --db` runs DuckDB with the memory_limit_mib setting (flag > env > config > default), as serve does."""
+    db = tmp_path / "um.duckdb"
+    Store(db, Stats()).close()
+    if config:
+        (tmp_path / "um.toml").write_text(config)
+        flags = [*flags, "--config", str(tmp_path / "um.toml")]
+    query = "SELECT current_setting('memory_limit') AS m"
+    done = cli("sql", query, "--db", str(db), "--format", "json", *flags, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == [[expected]]
+
+
+def test_a_memory_limit_too_small_is_a_usage_error(tmp_path: Path) -> None:
+    """--memory-limit-mib is validated like the setting: below 128 (but not 0) exits 2."""
+    db = tmp_path / "um.duckdb"
+    Store(db, Stats()).close()
+    done = cli("sql", "SELECT 1", "--db", str(db), "--memory-limit-mib", "64")
+    assert done.returncode == 2 and "memory_limit_mib" in done.stderr

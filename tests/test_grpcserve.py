@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import grpc
 import pytest
-from conftest import Service
+from conftest import Service, counter_total
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -239,7 +239,7 @@ class TestQueryDeadlines:
             timed_out = (grpc.StatusCode.DEADLINE_EXCEEDED, message)
             assert [(e.code(), e.details()) for e in errors] == [timed_out, timed_out]
             assert slow_query.interrupted.is_set()
-            assert cuts(svc.app.api_url)["query_timeout_seconds"] == 2
+            assert counter_total(svc.app.api_url, "user_metrics_reads_limited", limit="query_timeout_seconds") == 2
             assert totals(svc.target) == 0  # the one worker is free again
 
     def test_the_clients_deadline_stops_its_query(
@@ -253,4 +253,5 @@ class TestQueryDeadlines:
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert slow_query.interrupted.wait(30)
             assert totals(svc.target) == 0
-            assert cuts(svc.app.api_url)["query_timeout_seconds"] == 0  # the client's limit, not ours
+            # the client's limit, not ours
+            assert counter_total(svc.app.api_url, "user_metrics_reads_limited", limit="query_timeout_seconds") == 0

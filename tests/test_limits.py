@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
-from conftest import Service
+from conftest import Service, counters
 from otlp import chat, request, span
-from prometheus_client.parser import text_string_to_metric_families
 from test_grpc_receiver import raw_export
 
 from user_metrics.stats import LIMITS
@@ -15,18 +13,7 @@ from user_metrics.stats import LIMITS
 
 def cuts(api_url: str, token: str | None = None) -> dict[str, float]:
     """user_metrics_limit_cuts_total by limit, as scraped (with the read token, if given)."""
-    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    with urllib.request.urlopen(
-        urllib.request.Request(f"{api_url}/metrics", headers=headers), timeout=30
-    ) as response:
-        text = response.read().decode()
-    return {
-        sample.labels["limit"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "user_metrics_limit_cuts"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    return counters(api_url, "user_metrics_limit_cuts", "limit", token)
 
 
 def test_properties_per_request_keep_the_first_by_name(tmp_path: Path) -> None:

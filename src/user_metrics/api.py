@@ -3,8 +3,10 @@
 The same server serves the dashboard's files (``dashboard.py``) and ``/metrics``.
 
 Every route parses its parameters into the same arguments the Python functions take, calls the
-function on a fresh reader cursor, and answers the result's JSON form. Errors answer
-``{"error": "...", "status": N}`` with that status; the error classes decide the status.
+function on a fresh reader cursor under a deadline (``deadline.QueryRunner``: the query routes'
+``query_timeout_seconds``, SQL's ``sql_timeout_seconds``), and answers the result's JSON form.
+Errors answer ``{"error": "...", "status": N}`` with that status; the error classes decide the
+status. Every answer a bound gives (a query stopped, SQL refused or cut) is counted on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import duckdb
 from user_metrics import __version__, dashboard, query
 from user_metrics.anomalies import anomalies
 from user_metrics.auth import Tokens
+from user_metrics.deadline import QueryRunner
 from user_metrics.errors import (
+    DeadlineExceeded,
     InvalidInput,
     MethodNotAllowed,
     NotFound,
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 # Bytes of request bodies (SQL queries) being read or held at once: 16 of the largest.
 BODY_BUDGET = 16 * MAX_BODY
+STOP_GRACE_S = 10.0  # how long stop() waits for interrupted queries to leave DuckDB
 FILTERS = ("since", "until", "property", "model", "service", "environment")
 # route -> the query parameters it accepts (besides the path's own)
 PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -99,8 +104,14 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return params
 
 
+class QueryDeadline(DeadlineExceeded):
+    """A query route's query ran past ``query_timeout_seconds``."""
+
+    limit = "query_timeout_seconds"
+
+
 class ApiServer(BackgroundServer):
-    """Serves the API on its own threads; ``open_reader`` gives one DuckDB cursor per request.
+    """Serves the API on its own threads; ``open_reader`` gives one DuckDB cursor per query.
 
     Everything but ``/healthz`` needs one of ``read_tokens`` when any are configured.
     """
@@ -111,8 +122,11 @@ class ApiServer(BackgroundServer):
         open_reader: Callable[[], duckdb.DuckDBPyConnection],
         *,
         stats: Stats,
+        query_timeout: float,
         sql_timeout: float,
         sql_max_rows: int,
+        sql_max_concurrent: int,
+        sql_max_result_bytes: int,
         receive_timeout: float,
         max_connections: int,
         metrics: RenderedMetrics | None = None,
@@ -120,11 +134,15 @@ class ApiServer(BackgroundServer):
         tls: ssl.SSLContext | None = None,
         health: Callable[[], str | None] = lambda: None,
     ) -> None:
-        self.open_reader = open_reader
         self.health = health
+        self.queries = QueryRunner(open_reader)
+        self.sql_queries = QueryRunner(open_reader, max_running=sql_max_concurrent)
+        self.stats = stats
         self.metrics = metrics
+        self.query_timeout = query_timeout
         self.sql_timeout = sql_timeout
         self.sql_max_rows = sql_max_rows
+        self.sql_max_result_bytes = sql_max_result_bytes
         self.read_tokens = read_tokens or Tokens((), "read")
         api = self
 
@@ -157,30 +175,48 @@ class ApiServer(BackgroundServer):
             self._method(method, "POST")
             return self._sql(body)
         self._method(method, "GET")
-        reader = self.open_reader()
-        try:
-            if rest == ["users"]:
-                return query.users(reader, **_arguments("users", pairs))
-            if len(rest) == 2 and rest[0] == "users":
-                return query.user(reader, rest[1], **_arguments("user", pairs))
-            if len(rest) == 3 and rest[0] == "users" and rest[2] == "timeseries":
-                return query.timeseries(reader, rest[1], **_arguments("timeseries", pairs))
-            if len(rest) == 3 and rest[0] == "users" and rest[2] == "requests":
-                return query.recent_requests(reader, rest[1], **_arguments("requests", pairs))
-            if rest == ["properties"]:
-                _arguments("property_keys", pairs)
-                return query.property_keys(reader)
-            if rest == ["timeseries"]:
-                return query.timeseries(reader, None, **_arguments("timeseries", pairs))
-            if len(rest) == 2 and rest[0] == "properties":
-                return query.by_property(reader, rest[1], **_arguments("properties", pairs))
-            if rest == ["totals"]:
-                return query.totals(reader, **_arguments("totals", pairs))
-            if rest == ["anomalies"]:
-                return anomalies(reader, **_arguments("anomalies", pairs))
-        finally:
-            reader.close()
-        raise NotFound(f"no such endpoint: {path}")
+        work = self._query(rest, pairs)
+        if work is None:
+            raise NotFound(f"no such endpoint: {path}")
+        timeout = self.query_timeout
+        return self.queries.run(
+            work,
+            timeout,
+            timed_out=lambda: QueryDeadline(
+                f"the query ran past query_timeout_seconds ({timeout:g} s) and was stopped; "
+                "ask for a shorter window or fewer rows"
+            ),
+        )
+
+    @staticmethod
+    def _query(
+        rest: list[str], pairs: list[tuple[str, str]]
+    ) -> Callable[[duckdb.DuckDBPyConnection], Any] | None:
+        """The call of the query function a path under /api/v1/ names (arguments parsed); None: no route."""
+        name = rest[1] if len(rest) > 1 else ""  # a user id or a property key
+        call: Callable[[duckdb.DuckDBPyConnection, dict[str, Any]], Any]
+        if rest == ["users"]:
+            route, call = "users", lambda con, a: query.users(con, **a)
+        elif len(rest) == 2 and rest[0] == "users":
+            route, call = "user", lambda con, a: query.user(con, name, **a)
+        elif len(rest) == 3 and rest[0] == "users" and rest[2] == "timeseries":
+            route, call = "timeseries", lambda con, a: query.timeseries(con, name, **a)
+        elif len(rest) == 3 and rest[0] == "users" and rest[2] == "requests":
+            route, call = "requests", lambda con, a: query.recent_requests(con, name, **a)
+        elif rest == ["properties"]:
+            route, call = "property_keys", lambda con, a: query.property_keys(con)
+        elif rest == ["timeseries"]:
+            route, call = "timeseries", lambda con, a: query.timeseries(con, None, **a)
+        elif len(rest) == 2 and rest[0] == "properties":
+            route, call = "properties", lambda con, a: query.by_property(con, name, **a)
+        elif rest == ["totals"]:
+            route, call = "totals", lambda con, a: query.totals(con, **a)
+        elif rest == ["anomalies"]:
+            route, call = "anomalies", lambda con, a: anomalies(con, **a)
+        else:
+            return None
+        arguments = _arguments(route, pairs)
+        return lambda con: call(con, arguments)
 
     @staticmethod
     def _method(method: str, allowed: str) -> None:
@@ -201,11 +237,22 @@ class ApiServer(BackgroundServer):
         limit = request.get("limit", min(DEFAULT_ROWS, self.sql_max_rows))
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > self.sql_max_rows:
             raise InvalidInput(f"limit: at most {self.sql_max_rows} rows, got {limit}")
-        reader = self.open_reader()
-        try:
-            return run_sql(reader, request["sql"], limit=limit, timeout=self.sql_timeout)
-        finally:
-            reader.close()
+        result = run_sql(
+            self.sql_queries,
+            request["sql"],
+            limit=limit,
+            timeout=self.sql_timeout,
+            max_bytes=self.sql_max_result_bytes,
+        )
+        if result.truncated and len(result.rows) < limit:  # cut by bytes, not by rows
+            self.stats.limit_read("sql_max_result_mib")
+        return result
+
+    def stop(self) -> None:
+        """Stop serving, then interrupt the queries still running and wait a little for them."""
+        super().stop()
+        for runner in (self.queries, self.sql_queries):
+            runner.stop(STOP_GRACE_S)
 
 
 class _Handler(Handler):
@@ -234,6 +281,9 @@ class _Handler(Handler):
         except (RequestTimeout, ConnectionError):
             raise  # 408 from the Handler, which counts it; or the client is gone
         except UserMetricsError as exc:
+            limit = getattr(exc, "limit", None)  # the bound that gave this answer
+            if limit:
+                self.server_api.stats.limit_read(limit)
             if not self.finish_body():  # drained when it can be, so the client reads the answer
                 self.close_connection = True
             self.answer_error(exc)

@@ -57,6 +57,12 @@ def add_commands(commands: Any) -> None:
         metavar="PEM",
         help="verify the server's TLS with this (default: the configured tls_cert_file)",
     )
+    where.add_argument(
+        "--memory-limit-mib",
+        type=int,
+        metavar="MIB",
+        help="DuckDB's memory limit when reading the file (default: the memory_limit_mib setting)",
+    )
     shape = common.add_argument_group("output")
     shape.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
     window = argparse.ArgumentParser(add_help=False)
@@ -113,17 +119,17 @@ def add_commands(commands: Any) -> None:
     sql.add_argument("--limit", type=int, default=1000)
 
 
-def _local(path: str) -> LocalClient:
+def _local(path: str, memory_limit_mib: int) -> LocalClient:
     # DuckDB and the query layer are loaded only to read a file; asking a server needs neither.
     from user_metrics.local_client import LocalClient
 
-    return LocalClient(path)
+    return LocalClient(path, memory_limit_mib=memory_limit_mib)
 
 
 def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
+    settings = load_settings({"memory_limit_mib": args.memory_limit_mib}, config_file=args.config)
     if args.db:
-        return _local(args.db)
-    settings = load_settings({}, config_file=args.config)
+        return _local(args.db, settings.memory_limit_mib)
     token = args.token or next(iter(settings.read_tokens), None)
     ca_file = args.ca_file or settings.tls_cert_file or None
     if args.url:
@@ -138,7 +144,7 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
         return remote
     except Unavailable as not_served:
         try:
-            return _local(settings.db)
+            return _local(settings.db, settings.memory_limit_mib)
         except Unavailable as no_file:
             raise Unavailable(
                 f"nothing to read: no server answers at {url} ({not_served}), and {no_file}. "
@@ -255,7 +261,9 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
         return fields, rows, f"{len(rows)} findings, {window}, history from {data['history_since']}"
     # sql
     rows = [list(row) for row in data["rows"]]
-    note = "(truncated: more rows exist; raise --limit)" if data["truncated"] else f"{len(rows)} rows"
+    note = f"{len(rows)} rows"
+    if data["truncated"]:
+        note = "(truncated: more rows exist; raise --limit, or select less if the size bound cut them)"
     return data["columns"], rows, note
 
 

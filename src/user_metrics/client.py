@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from user_metrics.errors import InvalidInput, NotFound, Unauthenticated, Unavailable, UserMetricsError
+from user_metrics.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+    UserMetricsError,
+)
 from user_metrics.results import (
     Anomalies,
     PropertyBreakdown,
@@ -104,9 +112,13 @@ class RemoteClient:
                 message = json.loads(exc.read())["error"]
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {exc.code} from {url}"
-            error: type[UserMetricsError] = {400: InvalidInput, 401: Unauthenticated, 404: NotFound}.get(
-                exc.code, Unavailable
-            )
+            error: type[UserMetricsError] = {
+                400: InvalidInput,
+                401: Unauthenticated,
+                404: NotFound,
+                413: TooLarge,
+                504: DeadlineExceeded,
+            }.get(exc.code, Unavailable)
             raise error(message) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -167,11 +179,13 @@ def connect(
     *,
     token: str | None = None,
     ca_file: str | None = None,
+    memory_limit_mib: int = Settings.memory_limit_mib,
 ) -> LocalClient | RemoteClient:
     """A client for the database file at ``path`` (read-only) or the server at ``url``.
 
     With neither, the default database file (``./user_metrics.duckdb``). ``token`` and
-    ``ca_file`` are for servers with read tokens and TLS.
+    ``ca_file`` are for servers with read tokens and TLS; ``memory_limit_mib`` bounds DuckDB
+    when reading the file (0: DuckDB's default).
     """
     if path is not None and url is not None:
         raise InvalidInput("connect: give path or url, not both")
@@ -179,4 +193,4 @@ def connect(
         return RemoteClient(url, token=token, ca_file=ca_file)
     from user_metrics.local_client import LocalClient
 
-    return LocalClient(path if path is not None else Settings().db)
+    return LocalClient(path if path is not None else Settings().db, memory_limit_mib=memory_limit_mib)

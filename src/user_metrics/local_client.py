@@ -15,6 +15,7 @@ import duckdb
 from user_metrics import query
 from user_metrics.anomalies import anomalies as find_anomalies
 from user_metrics.client import Instant
+from user_metrics.deadline import QueryRunner
 from user_metrics.errors import Unavailable
 from user_metrics.results import (
     Anomalies,
@@ -28,15 +29,25 @@ from user_metrics.results import (
     UserStats,
 )
 from user_metrics.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
+from user_metrics.settings import Settings
+
+CLOSE_GRACE_S = 10.0  # how long close() waits for an interrupted SQL query to leave DuckDB
 
 
-def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
-    """Open the database file for reading, locked down like the server's readers."""
+def open_read_only(path: str | Path, memory_limit_mib: int = 0) -> duckdb.DuckDBPyConnection:
+    """Open the database file for reading, locked down like the server's readers.
+
+    ``memory_limit_mib`` is DuckDB's memory limit, as the server's ``memory_limit_mib`` setting
+    (0: DuckDB's default, 80 % of RAM).
+    """
     path = Path(path)
     if not path.exists():
         raise Unavailable(f"no database file at {path}")
+    config: dict[str, str | bool | int | float | list[str]] = (
+        {"memory_limit": f"{memory_limit_mib}MiB"} if memory_limit_mib else {}
+    )
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        con = duckdb.connect(str(path), read_only=True, config=config)
     except duckdb.IOException as exc:
         raise Unavailable(
             f"cannot open {path} read-only: {str(exc).splitlines()[0]} "
@@ -53,13 +64,15 @@ def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 class LocalClient:
-    """Reads the DuckDB file directly (read-only)."""
+    """Reads the DuckDB file directly (read-only), within DuckDB's ``memory_limit_mib``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, memory_limit_mib: int = Settings.memory_limit_mib) -> None:
         self.path = Path(path)
-        self._con = open_read_only(self.path)
+        self._con = open_read_only(self.path, memory_limit_mib)
+        self._sql = QueryRunner(self._con.cursor)
 
     def close(self) -> None:
+        self._sql.stop(CLOSE_GRACE_S)  # a query DuckDB could not stop in time may still be running
         self._con.close()
 
     def __enter__(self) -> LocalClient:
@@ -101,4 +114,4 @@ class LocalClient:
         return find_anomalies(self._con, since, until, **kwargs)
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
-        return run_sql(self._con, sql, limit=limit, timeout=timeout)
+        return run_sql(self._sql, sql, limit=limit, timeout=timeout)

@@ -37,7 +37,7 @@ from user_metrics.query import _now
 from user_metrics.results import Anomaly
 from user_metrics.rollups import DURATION_BOUNDS
 from user_metrics.snapshot import Usage, snapshot
-from user_metrics.stats import LIMITS, REFUSALS, Stats
+from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,16 @@ class UsageCollector(Collector):
             "Exports (and HTTP API requests) answered retry-later (gRPC UNAVAILABLE, HTTP 503) or closed",
             labels=["reason"],
         )
-        for family, counts, labels in ((cuts, s.limit_cuts, LIMITS), (refused, s.exports_refused, REFUSALS)):
+        reads = CounterMetricFamily(
+            "user_metrics_reads_limited",
+            "Queries of the HTTP API and SQL stopped, refused or cut by a bound",
+            labels=["limit"],
+        )
+        for family, counts, labels in (
+            (cuts, s.limit_cuts, LIMITS),
+            (refused, s.exports_refused, REFUSALS),
+            (reads, s.reads_limited, READ_LIMITS),
+        ):
             for label in labels:  # every label always, 0 until it happens
                 family.add_metric([label], counts[label])
         stopped = CounterMetricFamily(
@@ -280,6 +289,7 @@ class UsageCollector(Collector):
             refused,
             stopped,
             retries,
+            reads,
             batch,
             commit,
             queue,

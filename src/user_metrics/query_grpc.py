@@ -176,7 +176,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
 
         def expire() -> None:
             if reader.stop(timed_out):
-                self._stats.cut("query_timeout_seconds")
+                self._stats.limit_read("query_timeout_seconds")
 
         timer = loop.call_later(self._query_timeout, expire)
         try:

@@ -185,6 +185,18 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("sql_timeout_seconds", float, 10.0, "time limit of one read-only SQL query"),
     SettingSpec("sql_max_rows", int, 10_000, "most rows one read-only SQL query may return"),
+    SettingSpec(
+        "sql_max_concurrent",
+        int,
+        4,
+        "read-only SQL queries run at once (until DuckDB really stops them); more get 503 Retry-After",
+    ),
+    SettingSpec(
+        "sql_max_result_mib",
+        int,
+        16,
+        "most MiB of JSON rows one SQL answer holds; the rest is cut (truncated: true)",
+    ),
     SettingSpec("log_level", str, "info", "debug, info, warning or error"),
 )
 
@@ -224,6 +236,8 @@ class Settings:
     query_timeout_seconds: float = 30.0
     sql_timeout_seconds: float = 10.0
     sql_max_rows: int = 10_000
+    sql_max_concurrent: int = 4
+    sql_max_result_mib: int = 16
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -257,6 +271,10 @@ class Settings:
             )
         if not 1 <= self.sql_max_rows <= 100_000:
             raise SettingsError(f"sql_max_rows must be from 1 to 100000, got {self.sql_max_rows}")
+        if not 1 <= self.sql_max_concurrent <= 64:
+            raise SettingsError(f"sql_max_concurrent must be from 1 to 64, got {self.sql_max_concurrent}")
+        if not 1 <= self.sql_max_result_mib <= 1024:
+            raise SettingsError(f"sql_max_result_mib must be from 1 to 1024, got {self.sql_max_result_mib}")
         for name in (
             "max_message_mib",
             "max_value_length",

@@ -21,6 +21,7 @@ class Stats:
     spans_cache_added_to_input: int = 0  # input counted without cache: cache added to it
     limit_cuts: Counter[str] = field(default_factory=Counter)  # by the setting that cut
     exports_refused: Counter[str] = field(default_factory=Counter)  # retry-later answers, by reason
+    reads_limited: Counter[str] = field(default_factory=Counter)  # queries stopped, refused or cut, by bound
     commits: int = 0
     commit_seconds: float = 0.0
     compactions: int = 0
@@ -49,6 +50,11 @@ class Stats:
         with self._lock:
             self.readers_stopped[reason] += count
 
+    def limit_read(self, limit: str) -> None:
+        """A query was stopped, refused or cut by the bound ``limit`` (see ``READ_LIMITS``)."""
+        with self._lock:
+            self.reads_limited[limit] += 1
+
     def cut(self, limit: str, count: int = 1) -> None:
         """Something was cut or refused by the setting ``limit`` (see ``LIMITS``)."""
         if count:
@@ -65,9 +71,18 @@ LIMITS = (
     "max_property_keys",
     "max_dimension_values",
     "receive_timeout_seconds",
-    "query_timeout_seconds",
     "request_head_bytes",
     "gzip_members",
 )
 # queue_full, workers_busy: exports; connections_full, bodies_full: requests to either HTTP listener.
 REFUSALS = ("queue_full", "workers_busy", "connections_full", "bodies_full")
+# The read path's bounds: settings, and fixed bounds of SQL (sql_bounds.py, safe_sql.py).
+READ_LIMITS = (
+    "query_timeout_seconds",
+    "sql_timeout_seconds",
+    "sql_max_concurrent",
+    "sql_max_result_mib",
+    "sql_text_bytes",
+    "sql_complexity",
+    "sql_files",
+)
