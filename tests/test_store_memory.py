@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import grpc
 import pyarrow as pa
 import pytest
 from conftest import Service, counter_total
@@ -211,3 +212,99 @@ class TestWriterRecovery:
                 assert con.execute("SELECT span_id FROM requests").fetchall() == [("b" * 16,)]
         finally:
             store.close()
+
+
+class TestStoppedReadersAnswer503:
+    """A query the store interrupts to keep its memory is answered 503 / UNAVAILABLE (retry),
+    whatever the reader; never 500, nor a time limit it did not reach."""
+
+    def stop_readers_while(self, svc: Service, running: threading.Thread) -> None:
+        """Interrupt every open reader "for memory", again and again, until ``running`` ends."""
+        assert svc.app is not None
+        deadline = time.monotonic() + 60
+        while running.is_alive() and time.monotonic() < deadline:
+            svc.app.store._readers.interrupt_all("memory")
+            time.sleep(0.05)
+        running.join(1)
+
+    def test_sql(self, tmp_path: Path) -> None:
+        svc = Service(tmp_path / "um.duckdb", sql_timeout_seconds=120)
+        app = svc.start()
+        try:
+            answer: dict[str, Any] = {}
+
+            def ask() -> None:
+                request = urllib.request.Request(
+                    f"{app.api_url}/api/v1/sql",
+                    data=json.dumps({"sql": "SELECT count(*) FROM range(1000000000000)"}).encode(),
+                    method="POST",
+                )
+                try:
+                    urllib.request.urlopen(request, timeout=120).read()
+                except urllib.error.HTTPError as exc:
+                    answer.update(json.loads(exc.read()), retry=exc.headers.get("Retry-After"))
+
+            asking = threading.Thread(target=ask)
+            asking.start()
+            self.stop_readers_while(svc, asking)
+            assert (answer["status"], answer["retry"]) == (503, "1")
+            assert "stopped to keep storing spans" in answer["error"]
+            assert counter_total(app.api_url, "user_metrics_reader_queries_stopped", reason="memory") > 0
+        finally:
+            svc.stop()
+
+    def test_api_and_grpc_queries(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The same for a query of the HTTP API and of the gRPC query service."""
+        from test_grpcserve import SlowQuery
+
+        from user_metrics.v1 import user_metrics_pb2 as pb
+        from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceStub
+
+        svc = Service(tmp_path / "um.duckdb", query_timeout_seconds=120)
+        app = svc.start()
+        try:
+            with SlowQuery(monkeypatch):
+                http_answer = []
+                asking = threading.Thread(
+                    target=lambda: http_answer.append(get(f"{app.api_url}/api/v1/users"))
+                )
+                asking.start()
+                self.stop_readers_while(svc, asking)
+                ((status, body),) = http_answer
+                assert status == 503 and "stopped to keep storing spans" in body["error"]
+
+                with grpc.insecure_channel(app.grpc_address) as channel:
+                    call = UserMetricsServiceStub(channel).ListUsers.future(
+                        pb.ListUsersRequest(), timeout=120
+                    )
+                    waiting = threading.Thread(target=call.exception)
+                    waiting.start()
+                    self.stop_readers_while(svc, waiting)
+                    error = call.exception()
+                assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+                assert "stopped to keep storing spans" in error.details()
+        finally:
+            svc.stop()
+
+
+def test_slow_grpc_queries_do_not_hold_up_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every gRPC worker busy with a query that runs for hours: an Export is still stored (the
+    queries have threads of their own)."""
+    from test_grpcserve import SlowQuery
+
+    from user_metrics.v1 import user_metrics_pb2 as pb
+    from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceStub
+
+    svc = Service(tmp_path / "um.duckdb", grpc_workers=2, query_timeout_seconds=3600)
+    app = svc.start()
+    try:
+        with SlowQuery(monkeypatch), grpc.insecure_channel(app.grpc_address) as channel:
+            stub = UserMetricsServiceStub(channel)
+            calls = [stub.ListUsers.future(pb.ListUsersRequest(), timeout=120) for _ in range(4)]
+            exporter = OTLPSpanExporter(endpoint=app.grpc_address, insecure=True, timeout=30)
+            assert exporter.export(llm_spans(0, 5)) == SpanExportResult.SUCCESS
+            for call in calls:
+                call.cancel()
+        assert len(svc.rows()) == 5
+    finally:
+        svc.stop()

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from user_metrics.errors import Unavailable
+from user_metrics.readers import stopped_error
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ class QueryRunner:
             query.interrupt()
             raise timed_out() from None
         except duckdb.InterruptException:
-            raise (Unavailable("the server is stopping") if self._stopping else timed_out()) from None
+            if self._stopping:
+                raise Unavailable("the server is stopping") from None
+            raise (stopped_error(query.con) or timed_out()) from None
 
     def _work(self, query: _Query, work: Callable[[duckdb.DuckDBPyConnection], T]) -> None:
         try:

@@ -57,10 +57,15 @@ async def abort(context: grpc.aio.ServicerContext, error: UserMetricsError) -> N
 
 
 class Rpcs:
-    """What every method shares: the bounded wait for its message, and the threads its work runs on."""
+    """What every method shares: the bounded wait for its message, and the threads its work runs on.
+
+    Exports and queries have ``workers`` threads each, so that queries, however many and slow,
+    never hold up the Exports (reads never stop writes).
+    """
 
     def __init__(self, workers: int, receive_timeout: float, stats: Stats) -> None:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="grpc")
+        self._read_pool = ThreadPoolExecutor(workers, thread_name_prefix="grpc-read")
         self._receive_timeout = receive_timeout
         self._stats = stats
 
@@ -102,16 +107,19 @@ class Rpcs:
             )
         return request
 
-    async def run(self, context: grpc.aio.ServicerContext, work: Callable[[], R]) -> R:
-        """``work()`` on a worker thread; a domain error it raises ends the call with its status."""
+    async def run(self, context: grpc.aio.ServicerContext, work: Callable[[], R], reads: bool = False) -> R:
+        """``work()`` on a worker thread (one of the readers' if ``reads``); a domain error it raises
+        ends the call with its status."""
+        pool = self._read_pool if reads else self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+            return await asyncio.get_running_loop().run_in_executor(pool, work)
         except UserMetricsError as exc:
             await abort(context, exc)
 
     def close(self) -> None:
         """Wait for the work in flight (an Export being committed) and end the threads."""
         self._pool.shutdown(wait=True)
+        self._read_pool.shutdown(wait=True)
 
 
 class GrpcServer:

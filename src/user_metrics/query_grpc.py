@@ -38,6 +38,7 @@ from user_metrics import query
 from user_metrics.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
 from user_metrics.errors import DeadlineExceeded, InvalidInput, Unavailable
 from user_metrics.grpcserve import Rpcs
+from user_metrics.readers import stopped_error
 from user_metrics.results import DEFAULT_VALUES, decimal_text
 from user_metrics.stats import Stats
 from user_metrics.v1 import user_metrics_pb2 as pb
@@ -125,7 +126,9 @@ class _Reader:
         try:
             return work(con)
         except duckdb.InterruptException as exc:
-            raise self._stopped or DeadlineExceeded("the query was interrupted") from exc
+            raise (
+                self._stopped or stopped_error(con) or DeadlineExceeded("the query was interrupted")
+            ) from exc
         finally:
             with self._lock:
                 self._con = None
@@ -180,7 +183,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
 
         timer = loop.call_later(self._query_timeout, expire)
         try:
-            return await self._rpcs.run(context, lambda: to_message(reader.run(call), message()))
+            return await self._rpcs.run(context, lambda: to_message(reader.run(call), message()), reads=True)
         except asyncio.CancelledError:
             # The client cancelled or its deadline passed: nobody waits for the answer any more.
             reader.stop(DeadlineExceeded("the call was cancelled"))
