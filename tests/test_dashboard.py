@@ -88,11 +88,17 @@ CALLS: list[Call] = [
 ]
 
 
-def expected(window: timedelta, plan: str | None = None) -> dict[str | None, dict[str, Any]]:
+def expected(
+    window: timedelta, plan: str | None = None, model: str | None = None
+) -> dict[str | None, dict[str, Any]]:
     """Per user (None: no user id): requests, cost, tokens, errors in the last ``window``."""
     out: dict[str | None, dict[str, Any]] = {}
     for c in CALLS:
-        if c.ago >= window or (plan is not None and c.plan != plan):
+        if (
+            c.ago >= window
+            or (plan is not None and c.plan != plan)
+            or (model is not None and c.model != model)
+        ):
             continue
         u = out.setdefault(c.user, {"requests": 0, "cost": Decimal(0), "tokens": 0, "errors": 0})
         u["requests"] += 1
@@ -368,6 +374,18 @@ class TestUsersPage:
         assert "property" not in page.url
         assert set(users_in_table(page)) == {"bob"}, "the search stays"
 
+    def test_a_model_filter_narrows_the_table_whatever_the_case(self, page: Page, served: Service) -> None:
+        """?model=GPT-4O keeps the users of gpt-4o with their gpt-4o figures; its chip removes it."""
+        page.goto(url(served, "/?model=GPT-4O"))
+        ready(page)
+        check_rows(page, expected(30 * D, model="gpt-4o"))
+        assert page.locator(".chip").inner_text().startswith("model=GPT-4O")
+        shot(page, "users-filtered-model")
+        page.click(".chip button")
+        ready(page)
+        assert "model" not in page.url
+        assert len(users_in_table(page)) == 25, "everyone again, a page of them"
+
     def test_search_as_you_type(self, page: Page, served: Service) -> None:
         """Typing in the search box narrows the table to ids containing the text."""
         page.goto(url(served, "/"))
@@ -430,6 +448,10 @@ class TestUserPage:
         assert len(recent) == 8
         assert [r["Input"] for r in recent] == ["4000"] * 3 + ["2000"] * 5, "newest first"
         shot(page, "user-ada-7d")
+        page.click("#models a.model")
+        page.wait_for_url(re.compile(r"model=gpt-4o"))  # a real navigation
+        ready(page)
+        check_rows(page, expected(7 * D, model="gpt-4o"))
 
     def test_a_link_to_a_user_and_an_unknown_user(self, page: Page, served: Service) -> None:
         """A user's link opens their page; an id never seen says so instead of showing zeros."""

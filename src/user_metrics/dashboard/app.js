@@ -168,6 +168,7 @@ function state() {
     since,
     until: since ? q.get("until") : null,
     properties: q.getAll("property"),
+    model: q.get("model") || "",
     sort: q.get("sort") || "-cost_usd",
     search: q.get("q") || "",
     page: Math.max(1, parseInt(q.get("page") || "1", 10) || 1),
@@ -180,6 +181,7 @@ function filterParams(s) {
   const params = s.window === "custom" ? [["since", s.since]] : [["since", s.window]];
   if (s.window === "custom" && s.until) params.push(["until", s.until]);
   for (const p of s.properties) params.push(["property", p]);
+  if (s.model) params.push(["model", s.model]);
   return params;
 }
 
@@ -193,6 +195,7 @@ function sharedQuery(s) {
     q.set("window", s.window);
   }
   for (const p of s.properties) q.append("property", p);
+  if (s.model) q.set("model", s.model);
   return q;
 }
 
@@ -228,11 +231,13 @@ function syncControls(s) {
     document.getElementById("until").value = (s.until || "").slice(0, 16);
   }
   const chips = document.getElementById("filters");
+  const chip = (text, remove) =>
+    el("span", { class: "chip" }, text,
+      el("button", { type: "button", title: "Remove filter " + text, "aria-label": "Remove filter " + text,
+                     onclick: remove }, "×"));
   chips.replaceChildren(
-    ...s.properties.map((p) =>
-      el("span", { class: "chip" }, p,
-        el("button", { type: "button", title: "Remove filter " + p, "aria-label": "Remove filter " + p,
-                       onclick: () => go({ property: s.properties.filter((x) => x !== p), page: null }) }, "×"))),
+    ...s.properties.map((p) => chip(p, () => go({ property: s.properties.filter((x) => x !== p), page: null }))),
+    ...(s.model ? [chip("model=" + s.model, () => go({ model: null, page: null }))] : []),
   );
   document.getElementById("nav-users").href = href("/", s);
   document.getElementById("nav-properties").href = href("/properties", s, { key: s.key });
@@ -536,7 +541,7 @@ async function userPage(s) {
     el("section", { class: "charts" },
       chart("requests-chart", "Requests per day", series.points, (p) => p.requests, fmt.int),
       chart("cost-chart", "Cost per day", series.points, (p) => Number(p.cost_usd), fmt.usd)),
-    modelsTable(user),
+    modelsTable(user, s),
     recentTable(recent),
   ];
 }
@@ -569,13 +574,15 @@ function chart(id, title, points, value, format) {
       bars, labels));
 }
 
-function modelsTable(user) {
+// A model links to the users table filtered by it (requests that asked for it or were answered by it).
+function modelsTable(user, s) {
   return el("section", { class: "panel" }, el("h2", {}, "Models"),
     el("div", { class: "scroll" }, el("table", { id: "models" },
       el("thead", {}, el("tr", {}, ["Provider", "Model", "Requests", "Cost", "Unpriced"].map((h, i) =>
         el("th", { scope: "col", class: i > 1 ? "num" : null }, h)))),
       el("tbody", {}, user.models.map((m) => el("tr", {},
-        el("td", {}, m.provider || "–"), el("td", {}, m.model || "–"),
+        el("td", {}, m.provider || "–"),
+        el("td", {}, m.model ? el("a", { href: href("/", s, { model: m.model }), class: "model" }, m.model) : "–"),
         cell("int", m.requests), cell("usd", m.cost_usd), cell("int", m.unpriced_requests)))))),
     user.models.length ? null : el("p", { class: "muted" }, "No requests in this window."));
 }
