@@ -7,6 +7,7 @@ big exports are mapped and written in parts, in turn with the exports that came 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pytest
 from conftest import Service, counter_total
 from otlp import chat, request, span
+from test_fuzz import to_otlp_json
 from test_grpc_receiver import raw_export
 from test_http_receiver import post
 
@@ -129,6 +131,21 @@ class TestAttributeBound:
         ) == 200_001 - 100 + len(chat(user="first"))
         (row,) = svc.rows()
         assert (row["user_id"], row["properties"]) == ("first", {})
+
+    def test_the_json_decoder_keeps_the_bound_too(self, tmp_path: Path) -> None:
+        """OTLP/JSON: the attributes beyond the bound are left out before the message is built
+        (that costs more than mapping), and counted just the same."""
+        svc = Service(tmp_path / "um.duckdb", max_span_attributes=10, metrics_refresh_seconds=0)
+        app = svc.start()
+        attrs = chat(user="json") | {f"junk.{i}": "x" for i in range(50_000)}
+        resource = {"service.name": "svc"} | {f"r.{i}": i for i in range(20)}
+        document = to_otlp_json(request([span(attrs)], resource))
+        status, _, _ = post(app.otlp_http_url, json.dumps(document).encode(), content_type="application/json")
+        assert status == 200
+        cut = counter_total(app.api_url, "user_metrics_limit_cuts", limit="max_span_attributes")
+        assert cut == len(attrs) - 10 + 21 - 10
+        (row,) = svc.rows()
+        assert row["user_id"] == "json"
 
     def test_resource_attributes_are_bounded_too(self) -> None:
         """The resource's attribute list is cut the same way, and the cut counted."""

@@ -78,21 +78,47 @@ def decode_json(body: bytes | bytearray) -> ExportTraceServiceRequest:
     names, integer enums, 64-bit integers as strings or numbers are proto3's own rules, and
     unknown fields are ignored (as the OTLP specification requires of receivers).
     """
+    return decode_json_bounded(body, None)[0]
+
+
+def decode_json_bounded(
+    body: bytes | bytearray, max_attributes: int | None
+) -> tuple[ExportTraceServiceRequest, int]:
+    """``decode_json`` keeping at most ``max_attributes`` attributes of each span and resource (the
+    first), and how many it left out. Building the message costs far more per attribute than
+    mapping it, so the mapper's bound (``max_span_attributes``) is applied before, here."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidInput(f"the body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(document, dict):
         raise InvalidInput("the body is not an OTLP ExportTraceServiceRequest: not a JSON object")
+    dropped = 0
     for span in _json_spans(document):
         _hex_ids_to_base64(span)
         for link in _json_list(span, "links"):
             _hex_ids_to_base64(link)
+        if max_attributes is not None:
+            dropped += _cut_attributes(span, max_attributes)
+    if max_attributes is not None:
+        for resource_spans in _json_list(document, "resourceSpans"):
+            resource = resource_spans.get("resource")
+            if isinstance(resource, dict):
+                dropped += _cut_attributes(resource, max_attributes)
     try:
-        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        request = json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     # upb raises SystemError for some invalid text (a lone surrogate in a map key).
     except (json_format.ParseError, RecursionError, ValueError, TypeError, SystemError) as exc:
         raise InvalidInput(f"the body is not an OTLP ExportTraceServiceRequest: {str(exc)[:300]}") from None
+    return request, dropped
+
+
+def _cut_attributes(item: dict[str, Any], limit: int) -> int:
+    attributes = item.get("attributes")
+    if not isinstance(attributes, list) or len(attributes) <= limit:
+        return 0
+    item["attributes"] = attributes[:limit]
+    return len(attributes) - limit
 
 
 def _json_list(parent: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -224,8 +250,16 @@ class Ingestor:
         # a big export giving way every few hundred spans (FairSlots.turn).
         self._mapping_slots = FairSlots(mapping_concurrency)
 
-    def export(self, request: ExportTraceServiceRequest) -> ExportResult:
-        """Store the request's LLM spans; raises Unavailable when they could not be committed."""
+    @property
+    def max_span_attributes(self) -> int:
+        """The attributes read of one span or resource (decoders may apply it first)."""
+        return self._conventions.max_span_attributes
+
+    def export(self, request: ExportTraceServiceRequest, *, dropped_attributes: int = 0) -> ExportResult:
+        """Store the request's LLM spans; raises Unavailable when they could not be committed.
+
+        ``dropped_attributes``: attributes a decoder already left out (max_span_attributes).
+        """
         small = _span_count(request) <= PAUSE_EVERY  # mapped faster than a big export's part
         with self._mapping_slots.held(small):
             mapped = map_request(
@@ -240,7 +274,7 @@ class Ingestor:
         )
         self._stats.cut("max_value_length", mapped.truncated_values)
         self._stats.cut("max_properties", mapped.dropped_properties)
-        self._stats.cut("max_span_attributes", mapped.dropped_attributes)
+        self._stats.cut("max_span_attributes", mapped.dropped_attributes + dropped_attributes)
         rejected = list(mapped.rejected)
         parts = None
         if mapped.records or mapped.facts:

@@ -38,7 +38,7 @@ from user_metrics.errors import (
     message,
 )
 from user_metrics.httpserve import BackgroundServer, Bounds, Handler
-from user_metrics.ingest import ExportResult, Ingestor, decode_json, decode_protobuf
+from user_metrics.ingest import ExportResult, Ingestor, decode_json, decode_json_bounded, decode_protobuf
 from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,10 @@ class _OtlpHandler(Handler):
         try:
             if encoding == "gzip":
                 data = gunzip(data, receiver.max_body_bytes)
-            return receiver.ingestor.export(DECODERS[self._content_type()](data))
+            if self._content_type() == JSON:
+                request, dropped = decode_json_bounded(data, receiver.ingestor.max_span_attributes)
+                return receiver.ingestor.export(request, dropped_attributes=dropped)
+            return receiver.ingestor.export(decode_protobuf(data))
         finally:
             receiver.slots.release()
 
