@@ -202,6 +202,57 @@ SPECS: tuple[SettingSpec, ...] = (
 
 
 @dataclass(frozen=True)
+class _Range:
+    """The values a numeric setting may take: from ``low`` (excluded if ``above``) to ``high``."""
+
+    low: float
+    high: float | None = None
+    above: bool = False
+
+    def holds(self, value: float) -> bool:
+        if value < self.low or (self.above and value == self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def __str__(self) -> str:
+        if self.above:
+            return f"above {self.low:g} and at most {self.high:g}" if self.high else f"above {self.low:g}"
+        if self.high is None:
+            return f"at least {self.low:g}" if self.low else "0 or more"
+        return f"from {self.low:g} to {self.high:g}"
+
+
+# Numeric settings and the values they may take.
+_RANGES: dict[str, _Range] = {
+    "receive_timeout_seconds": _Range(0, 3600, above=True),
+    "query_timeout_seconds": _Range(0, 3600, above=True),
+    "sql_timeout_seconds": _Range(0, 3600, above=True),
+    "attribution_window_seconds": _Range(0, 3600),
+    "metrics_refresh_seconds": _Range(0, 3600),
+    "metrics_max_users": _Range(0),
+    "sql_max_rows": _Range(1, 100_000),
+    "sql_max_concurrent": _Range(1, 64),
+    "sql_max_result_mib": _Range(1, 1024),
+    **dict.fromkeys(
+        (
+            "max_message_mib",
+            "max_value_length",
+            "max_properties",
+            "max_span_attributes",
+            "max_property_keys",
+            "max_dimension_values",
+            "write_queue_rows",
+            "grpc_workers",
+            "http_workers",
+            "http_max_connections",
+            "metrics_max_values",
+        ),
+        _Range(1),
+    ),
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated settings of one service instance."""
 
@@ -252,44 +303,14 @@ class Settings:
                     raise SettingsError(
                         f"{name}: each token must be at least 16 printable ASCII characters without spaces"
                     )
-        for name in ("receive_timeout_seconds", "query_timeout_seconds", "sql_timeout_seconds"):
-            if not 0 < getattr(self, name) <= 3600:
-                raise SettingsError(f"{name} must be above 0 and at most 3600, got {getattr(self, name)}")
-        if not 0 <= self.attribution_window_seconds <= 3600:
-            raise SettingsError(
-                f"attribution_window_seconds must be from 0 to 3600, got {self.attribution_window_seconds}"
-            )
-        if not 0 <= self.metrics_refresh_seconds <= 3600:
-            raise SettingsError(
-                f"metrics_refresh_seconds must be from 0 to 3600, got {self.metrics_refresh_seconds}"
-            )
-        if self.metrics_max_users < 0:
-            raise SettingsError(f"metrics_max_users must be 0 or more, got {self.metrics_max_users}")
+        for name, allowed in _RANGES.items():
+            value = getattr(self, name)
+            if not allowed.holds(value):
+                raise SettingsError(f"{name} must be {allowed}, got {value}")
         if self.memory_limit_mib != 0 and self.memory_limit_mib < 128:
             raise SettingsError(
                 f"memory_limit_mib must be 0 (DuckDB's default) or at least 128, got {self.memory_limit_mib}"
             )
-        if not 1 <= self.sql_max_rows <= 100_000:
-            raise SettingsError(f"sql_max_rows must be from 1 to 100000, got {self.sql_max_rows}")
-        if not 1 <= self.sql_max_concurrent <= 64:
-            raise SettingsError(f"sql_max_concurrent must be from 1 to 64, got {self.sql_max_concurrent}")
-        if not 1 <= self.sql_max_result_mib <= 1024:
-            raise SettingsError(f"sql_max_result_mib must be from 1 to 1024, got {self.sql_max_result_mib}")
-        for name in (
-            "max_message_mib",
-            "max_value_length",
-            "max_properties",
-            "max_span_attributes",
-            "max_property_keys",
-            "max_dimension_values",
-            "write_queue_rows",
-            "grpc_workers",
-            "http_workers",
-            "http_max_connections",
-            "metrics_max_values",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_message_mib > 2047:
             raise SettingsError("max_message_mib must be below 2048 (gRPC's limit is 2 GiB)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
