@@ -30,9 +30,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from user_metrics import rollups
 from user_metrics import store as store_module
 from user_metrics.batches import to_arrow
+from user_metrics.errors import Unavailable
 from user_metrics.mapping import RequestRecord
 from user_metrics.stats import Stats
-from user_metrics.store import Store
+from user_metrics.store import SPAN_KEY_SQL, Store
 
 # A SELECT whose aggregate state (a list of 3M strings) DuckDB cannot spill: more than 128 MiB.
 # It answers one number, so that the time goes into taking memory, not into sending the answer.
@@ -173,23 +174,23 @@ class TestWriterRecovery:
         assert exporter.export(llm_spans(1, 3)) == SpanExportResult.SUCCESS
         assert len(svc.rows()) == 3
 
-    @pytest.mark.parametrize("rollback_failures", [1, 2])
-    def test_a_failed_rollback_is_retried_and_the_next_write_succeeds(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rollback_failures: int
+    @pytest.mark.parametrize(("rollback_failures", "reopens"), [(1, 0), (2, 1)])
+    def test_a_failed_rollback_is_retried_or_the_database_reopened(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rollback_failures: int, reopens: int
     ) -> None:
-        """A write runs out of memory on every try (the first, then the retries with readers held
-        back), and ROLLBACK fails too (once: retried at once; twice: retried before the next
-        write): that write fails, retryably; the next one works."""
+        """A write runs out of memory on every try, and ROLLBACK fails too: once, it is retried
+        at once; twice, the database is opened again (a failed ROLLBACK invalidates DuckDB's).
+        That write fails, retryably; the next one works, and nothing of the first is stored."""
         monkeypatch.setattr(store_module, "MEMORY_RETRY_PAUSES_S", (0.01, 0.01))
         store = Store(tmp_path / "um.duckdb", Stats())
         try:
-            inserts = {"left": 1 + 2 + 1}
+            out_of_memory = threading.Event()
+            out_of_memory.set()
             real_insert_all = Store._insert_all
 
-            def insert_all(self: Store, con: duckdb.DuckDBPyConnection, *args: Any) -> int:
-                if inserts["left"]:
-                    inserts["left"] -= 1
-                    con.execute("SELECT 1")  # the transaction did something
+            def insert_all(self: Store, con: duckdb.DuckDBPyConnection, *args: Any) -> Any:
+                if out_of_memory.is_set():
+                    con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")  # half done
                     raise duckdb.OutOfMemoryException("Out of Memory Error: injected")
                 return real_insert_all(self, con, *args)
 
@@ -204,12 +205,82 @@ class TestWriterRecovery:
 
             monkeypatch.setattr(Store, "_insert_all", insert_all)
             monkeypatch.setattr(Store, "_try_rollback", try_rollback)
-            with pytest.raises(Exception, match="Out of Memory"):
+            with pytest.raises(Unavailable, match="Out of Memory"):
                 store.write(one_row_table("a")).result(timeout=60)
+            out_of_memory.clear()
             assert store.write(one_row_table("b")).result(timeout=60) == 1
+            assert store.write(one_row_table("a")).result(timeout=60) == 1, "a's half insert left nothing"
+            assert store.health() is None
+            assert store._stats.store_reopens == reopens
+            with store.reader() as con:
+                assert sorted(con.execute("SELECT span_id FROM requests").fetchall()) == [
+                    ("a" * 16,),
+                    ("b" * 16,),
+                ]
+        finally:
+            store.close()
+
+    @pytest.mark.parametrize("committed", [False, True])
+    def test_a_failed_commit_reopens_the_database_and_stores_the_batch_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, committed: bool
+    ) -> None:
+        """COMMIT failing part-way can leave DuckDB's memory inconsistent: the store opens the
+        database again and retries. Whether or not the failed COMMIT had in fact committed, the
+        batch is stored once."""
+        store = Store(tmp_path / "um.duckdb", Stats())
+        try:
+            real_transaction = Store._transaction
+            failures = {"left": 1}
+
+            def transaction(self: Store, work: Any) -> Any:
+                if failures["left"] and "_insert_once" in work.__qualname__:
+                    failures["left"] -= 1
+                    self._con.execute("BEGIN")
+                    work(self._con)
+                    self._con.execute("COMMIT" if committed else "ROLLBACK")
+                    raise store_module._Unsettled("COMMIT failed: injected")
+                return real_transaction(self, work)
+
+            monkeypatch.setattr(Store, "_transaction", transaction)
+            assert store.write(one_row_table("c")).result(timeout=60) == 1
+            assert store._stats.store_reopens == 1
             assert store.health() is None
             with store.reader() as con:
-                assert con.execute("SELECT span_id FROM requests").fetchall() == [("b" * 16,)]
+                assert con.execute("SELECT span_id FROM requests").fetchall() == [("c" * 16,)]
+                assert con.execute("SELECT sum(requests) FROM user_totals").fetchall() == [(1,)]
+        finally:
+            store.close()
+
+    def test_an_invalidated_database_is_opened_again_and_keeps_every_commit(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A real fatal DuckDB error (a checkpoint aborted with DuckDB's own debug setting)
+        invalidates the database; the writer opens it again, nothing committed is lost, and it
+        goes on storing."""
+        real_lock_down = store_module._lock_down
+
+        def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+            if not getattr(lock_down, "done", False):
+                lock_down.done = True  # type: ignore[attr-defined]
+                con.execute("SET debug_checkpoint_abort = 'before_truncate'")
+            real_lock_down(con)
+
+        monkeypatch.setattr(store_module, "_lock_down", lock_down)
+        monkeypatch.setattr(store_module, "CHECKPOINT_WAL_BYTES", 1)
+        store = Store(tmp_path / "um.duckdb", Stats())
+        try:
+            assert store.write(one_row_table("d")).result(timeout=60) == 1  # then the checkpoint fails
+            deadline = time.monotonic() + 30
+            while store._stats.store_reopens == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert store._stats.store_reopens == 1
+            assert store.write(one_row_table("e")).result(timeout=60) == 1
+            assert store.health() is None
+            with store.reader() as con:
+                assert sorted(con.execute("SELECT span_id FROM requests").fetchall()) == [
+                    ("d" * 16,),
+                    ("e" * 16,),
+                ]
         finally:
             store.close()
 

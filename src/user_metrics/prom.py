@@ -267,6 +267,11 @@ class UsageCollector(Collector):
             "Writes that ran out of DuckDB's memory and were retried with readers held back",
         )
         retries.add_metric([], s.writer_memory_retries)
+        reopens = CounterMetricFamily(
+            "user_metrics_store_reopens",
+            "Times the database was closed and opened again after a failed COMMIT, ROLLBACK or checkpoint",
+        )
+        reopens.add_metric([], s.store_reopens)
         batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")
         batch.add_metric([], s.exports, s.spans_received)
         commit = SummaryMetricFamily(
@@ -289,6 +294,7 @@ class UsageCollector(Collector):
             refused,
             stopped,
             retries,
+            reopens,
             reads,
             batch,
             commit,

@@ -40,7 +40,7 @@ GUARD_INTERVAL_S = 0.05
 # How long an exclusive section lets open readers finish before interrupting them, and how long
 # it then waits for the interrupted ones to close (a query still being planned ignores interrupts).
 EXCLUSIVE_GRACE_S = 1.0
-EXCLUSIVE_DRAIN_S = 2.0
+EXCLUSIVE_DRAIN_S = 5.0
 # How long a new reader waits for an exclusive section to end before it is refused.
 OPEN_WAIT_S = 30.0
 # Memory DuckDB can give back at once when the writer needs it: cached blocks of stored tables.
@@ -126,11 +126,36 @@ class Readers:
         self._changed = threading.Condition()
         self._guard: threading.Thread | None = None
         self._guard_cursor = root.cursor()
+        self._guard_lock = threading.Lock()  # the guard's cursor is used by the guard and the writer
 
     @property
     def open_count(self) -> int:
         with self._changed:
             return len(self._open)
+
+    def pressure(self) -> int:
+        """Bytes of DuckDB's memory that it cannot evict at once (everything but cached tables)."""
+        with self._guard_lock:
+            ((used,),) = self._guard_cursor.execute(_PRESSURE_SQL).fetchall()
+        return int(used)
+
+    def over_share(self) -> bool:
+        """Whether readers are open and DuckDB's memory is past their share (the writer's is taken)."""
+        if not self.open_count:
+            return False
+        try:
+            return self.pressure() > self._limit * READER_SHARE
+        except duckdb.Error:
+            return True  # cannot tell: be safe
+
+    def replace_root(self, root: duckdb.DuckDBPyConnection) -> None:
+        """Make new readers from ``root`` (the store reopened the database); the old cursors fail."""
+        with self._guard_lock:
+            with contextlib.suppress(duckdb.Error):
+                self._guard_cursor.close()
+            self._guard_cursor = root.cursor()
+        with self._changed:
+            self._root = root
 
     def open(self) -> Reader:
         """A new reader; waits while the writer holds an exclusive section (Unavailable if closed)."""
@@ -155,14 +180,14 @@ class Readers:
             self._open.discard(reader)
             self._changed.notify_all()
 
-    def interrupt_all(self, reason: str) -> int:
+    def interrupt_all(self, reason: str, count: bool = True) -> int:
         """Interrupt every open reader's query; returns how many readers were open."""
         with self._changed:
             readers = list(self._open)
         for reader in readers:
             with contextlib.suppress(duckdb.Error):
                 reader.interrupt(reason)
-        if readers:
+        if readers and count:
             self._stats.stopped_readers(reason, len(readers))
         return len(readers)
 
@@ -177,10 +202,15 @@ class Readers:
             busy = bool(self._open)
         if busy:
             self.interrupt_all("writer")
-            with self._changed:
-                deadline = time.monotonic() + EXCLUSIVE_DRAIN_S
-                while self._open and time.monotonic() < deadline:
-                    self._changed.wait(deadline - time.monotonic())
+            deadline = time.monotonic() + EXCLUSIVE_DRAIN_S
+            while time.monotonic() < deadline:
+                with self._changed:
+                    if self._open:
+                        self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+                    if not self._open:
+                        break
+                # DuckDB forgets an interrupt that comes between two statements: again, till closed.
+                self.interrupt_all("writer", count=False)
         try:
             yield
         finally:
@@ -206,7 +236,7 @@ class Readers:
                     self._guard = None
                     return
             try:
-                ((used,),) = self._guard_cursor.execute(_PRESSURE_SQL).fetchall()
+                used = self.pressure()
             except duckdb.Error:
                 log.exception("reading DuckDB's memory accounting failed; the memory guard stops")
                 with self._changed:

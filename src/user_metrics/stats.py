@@ -27,7 +27,8 @@ class Stats:
     compactions: int = 0
     compaction_seconds: float = 0.0
     rollup_rows_merged: int = 0
-    writer_memory_retries: int = 0  # writes retried with readers held back after Out of Memory
+    writer_memory_retries: int = 0  # writes retried (or made) with readers held back for memory
+    store_reopens: int = 0  # the database closed and opened again after DuckDB failed inconsistently
     readers_stopped: Counter[str] = field(default_factory=Counter)  # reader queries interrupted, by why
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -170,11 +170,13 @@ class Store:
         }
         if memory_limit_mib:
             config["memory_limit"] = f"{memory_limit_mib}MiB"
+        self._config = config
         try:
             self._con = duckdb.connect(self.path, config=config)
         except duckdb.Error as exc:
             raise Unavailable(f"cannot open database {self.path}: {exc}") from exc
         self._init_schema()
+        _lock_down(self._con)
         self._window_us = int(attribution_window_seconds * 1e6)
         self._has_pending = self._count_pending()
         self._last_purge = time.monotonic()
@@ -216,9 +218,6 @@ class Store:
             [SCHEMA_VERSION],
         )
         con.execute("COMMIT")
-        # From here on SQL can reach no file, network or extension, and nothing can undo that.
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A new cursor of the database for one reader thread (close it when done).
@@ -430,59 +429,77 @@ class Store:
             return
         try:
             with self._readers.exclusive():
-                self._settle()
                 self._con.execute("CHECKPOINT")
         except duckdb.FatalException as exc:
-            self._failure = f"DuckDB invalidated the database during a checkpoint; restart the service: {exc}"
-            log.critical(self._failure)
+            # The checkpoint is tried again as the WAL grows; if reopening fails, health() says so.
+            with contextlib.suppress(Unavailable):
+                self._reopen(exc)
         except duckdb.Error:
             log.exception("checkpoint failed; the WAL keeps growing until the next one succeeds")
 
     # ---- transactions of the writer -------------------------------------------------------
 
     def _in_transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """``work`` in one transaction of the writer's connection: committed, or rolled back.
-
-        Readers share DuckDB's memory. If ``work`` runs out of memory it is run once more with the
-        readers held back (``Readers.exclusive``), so a heavy read costs the writer a retry, not a
-        failed commit.
-        """
+        """``work`` in one transaction of the writer's connection: committed, or rolled back."""
         return self._with_memory(lambda: self._transaction(work))
 
     def _with_memory(self, attempt: Callable[[], T]) -> T:
-        """``attempt()``; if it runs out of memory, again with the readers held back, a few times
-        over a few seconds: a reader that was interrupted may still hold a result being fetched,
-        and gives its memory back only when it closes."""
+        """``attempt()`` (one or more transactions), kept safe from the readers' memory.
+
+        Readers share DuckDB's memory limit. When they hold more than their share already, the
+        attempt runs with readers held back (``Readers.exclusive``). If it runs out of memory all
+        the same, it is tried again, readers held back, a few times over a few seconds (a reader
+        that was interrupted gives its memory back only when it closes). If DuckDB may have been
+        left inconsistent (a failed COMMIT or ROLLBACK, a fatal error), the database is opened
+        anew first (``_reopen``).
+        """
+        if self._readers.over_share():
+            self._stats.add(writer_memory_retries=1)
+            with self._readers.exclusive():
+                return self._recovering(attempt)
         try:
-            return attempt()
+            return self._recovering(attempt)
         except duckdb.OutOfMemoryException as exc:
             log.warning("the writer ran out of memory (%s); retrying, readers held back", _first_line(exc))
         with self._readers.exclusive():
             for pause in MEMORY_RETRY_PAUSES_S:
                 self._stats.add(writer_memory_retries=1)
                 try:
-                    return attempt()
+                    return self._recovering(attempt)
                 except duckdb.OutOfMemoryException as exc:
                     log.warning("the writer still lacks memory (%s)", _first_line(exc))
                 time.sleep(pause)
             self._stats.add(writer_memory_retries=1)
+            return self._recovering(attempt)
+
+    def _recovering(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``; after a failure that may have left DuckDB inconsistent, the database is
+        opened again and the attempt made once more (what it committed before is stored once)."""
+        try:
             return attempt()
+        except (_Unsettled, duckdb.FatalException, duckdb.ConnectionException) as exc:
+            self._reopen(exc)  # ConnectionException: an earlier reopen failed half-way
+        return attempt()
 
     def _transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         con = self._con
-        self._settle()
         con.execute("BEGIN")
         try:
             result = work(con)
-            con.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
+        try:
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            # A COMMIT that fails part-way (out of memory, say) can leave DuckDB's in-memory tables
+            # inconsistent: nothing more is done on this connection before the database is reopened.
+            raise _Unsettled(f"COMMIT failed: {_first_line(exc)}") from exc
         return result
 
     def _rollback(self) -> None:
-        """End the failed transaction. ROLLBACK itself can fail (it too may need memory); then it
-        is tried again with the readers held back, and failing that, before the next write."""
+        """End the failed transaction. ROLLBACK itself can fail (it too may need memory): it is tried
+        again with the readers held back, and if that fails, the database must be reopened."""
         try:
             self._try_rollback()
         except duckdb.Error as first:
@@ -491,25 +508,41 @@ class Store:
                 with self._readers.exclusive():
                     self._try_rollback()
             except duckdb.Error as exc:
-                self._failure = f"a failed transaction could not be rolled back: {_first_line(exc)}"
-                log.error("%s; retrying before the next write", self._failure)
+                raise _Unsettled(f"ROLLBACK failed: {_first_line(exc)}") from exc
 
     def _try_rollback(self) -> None:
         try:
             self._con.execute("ROLLBACK")
         except duckdb.TransactionException as exc:
-            if "no transaction is active" not in str(exc):  # a failed COMMIT ends its own transaction
+            if "no transaction is active" not in str(exc):
                 raise
 
-    def _settle(self) -> None:
-        """Before a transaction: roll back one that an earlier failure left open."""
-        if self._failure is not None and "rolled back" in self._failure:
-            with self._readers.exclusive():
-                try:
-                    self._try_rollback()
-                except duckdb.Error as exc:
-                    raise Unavailable(f"the store cannot write: {_first_line(exc)}") from exc
-            self._failure = None
+    def _reopen(self, why: BaseException) -> None:
+        """Close every connection of the database and open the file again.
+
+        DuckDB invalidates a database after a failed ROLLBACK or checkpoint, and a failed COMMIT
+        can leave its in-memory tables inconsistent. The file and its WAL hold every committed
+        transaction (DuckDB's own checkpoint at shutdown is off, so the old instance writes
+        nothing more), so opening it again replays them; readers are held back meanwhile, and
+        their open cursors, of the old instance, fail.
+        """
+        log.error("reopening the database after %s", _first_line(why))
+        self._stats.add(store_reopens=1)
+        with self._readers.exclusive():
+            for con in (self._reader_root, self._con):
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+            try:
+                self._con = duckdb.connect(self.path, config=self._config)
+                _lock_down(self._con)
+            except duckdb.Error as exc:
+                self._failure = f"the database could not be opened again: {_first_line(exc)}"
+                log.critical(self._failure)
+                raise Unavailable(self._failure) from exc
+            self._reader_root = self._con.cursor()
+            self._readers.replace_root(self._reader_root.cursor())
+        self._has_pending = self._count_pending()
+        log.info("database reopened")
 
     def _commit(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -785,6 +818,19 @@ def _concat(parts: list[pa.Table | None]) -> pa.Table | None:
     if not present:
         return None
     return present[0] if len(present) == 1 else pa.concat_tables(present)
+
+
+class _Unsettled(duckdb.Error):
+    """The writer's connection may be inconsistent (a failed COMMIT or ROLLBACK): reopen first."""
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """From here on SQL can reach no file, network or extension, and nothing can undo that. And no
+    checkpoint at shutdown: ``close`` checkpoints itself, and an instance left behind by
+    ``_reopen`` (its memory maybe inconsistent) must write nothing."""
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 @contextlib.contextmanager
