@@ -24,7 +24,7 @@ from query_data import DAY0
 
 import user_metrics
 from user_metrics import query
-from user_metrics.store import SCHEMA_VERSION
+from user_metrics.schema import SCHEMA_VERSION
 
 LIMIT = 4
 FEATURES = [f"f{i:02d}" for i in range(10)]

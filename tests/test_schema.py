@@ -8,7 +8,7 @@ import duckdb
 from conftest import Service, read_requests
 from otlp import T0, chat, request, span
 
-from user_metrics.store import SCHEMA_VERSION
+from user_metrics.schema import SCHEMA_VERSION
 
 # The columns of `requests` in schema 6, the version before price_provider and cache_added_to_input.
 SCHEMA_6_COLUMNS = [

@@ -27,13 +27,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from user_metrics import rollups
+from user_metrics import rollups, writer_connection
 from user_metrics import store as store_module
 from user_metrics.batches import to_arrow
 from user_metrics.errors import Unavailable
 from user_metrics.mapping import RequestRecord
+from user_metrics.schema import SPAN_KEY_SQL
 from user_metrics.stats import Stats
-from user_metrics.store import SPAN_KEY_SQL, Store
+from user_metrics.store import Store
+from user_metrics.writer_connection import WriterConnection
 
 # A SELECT whose aggregate state (a list of 3M strings) DuckDB cannot spill: more than 128 MiB.
 # It answers one number, so that the time goes into taking memory, not into sending the answer.
@@ -181,7 +183,7 @@ class TestWriterRecovery:
         """A write runs out of memory on every try, and ROLLBACK fails too: once, it is retried
         at once; twice, the database is opened again (a failed ROLLBACK invalidates DuckDB's).
         That write fails, retryably; the next one works, and nothing of the first is stored."""
-        monkeypatch.setattr(store_module, "MEMORY_RETRY_PAUSES_S", (0.01, 0.01))
+        monkeypatch.setattr(writer_connection, "MEMORY_RETRY_PAUSES_S", (0.01, 0.01))
         store = Store(tmp_path / "um.duckdb", Stats())
         try:
             out_of_memory = threading.Event()
@@ -195,16 +197,16 @@ class TestWriterRecovery:
                 return real_insert_all(self, con, *args)
 
             rollbacks = {"left": rollback_failures}
-            real_try_rollback = Store._try_rollback
+            real_try_rollback = WriterConnection._try_rollback
 
-            def try_rollback(self: Store) -> None:
+            def try_rollback(self: WriterConnection) -> None:
                 if rollbacks["left"]:
                     rollbacks["left"] -= 1
                     raise duckdb.OutOfMemoryException("Out of Memory Error: injected into ROLLBACK")
                 real_try_rollback(self)
 
             monkeypatch.setattr(Store, "_insert_all", insert_all)
-            monkeypatch.setattr(Store, "_try_rollback", try_rollback)
+            monkeypatch.setattr(WriterConnection, "_try_rollback", try_rollback)
             with pytest.raises(Unavailable, match="Out of Memory"):
                 store.write(one_row_table("a")).result(timeout=60)
             out_of_memory.clear()
@@ -229,19 +231,19 @@ class TestWriterRecovery:
         batch is stored once."""
         store = Store(tmp_path / "um.duckdb", Stats())
         try:
-            real_transaction = Store._transaction
+            real_transaction = WriterConnection.transaction
             failures = {"left": 1}
 
-            def transaction(self: Store, work: Any) -> Any:
+            def transaction(self: WriterConnection, work: Any) -> Any:
                 if failures["left"] and "_insert_once" in work.__qualname__:
                     failures["left"] -= 1
-                    self._con.execute("BEGIN")
-                    work(self._con)
-                    self._con.execute("COMMIT" if committed else "ROLLBACK")
-                    raise store_module._Unsettled("COMMIT failed: injected")
+                    self.con.execute("BEGIN")
+                    work(self.con)
+                    self.con.execute("COMMIT" if committed else "ROLLBACK")
+                    raise writer_connection._Unsettled("COMMIT failed: injected")
                 return real_transaction(self, work)
 
-            monkeypatch.setattr(Store, "_transaction", transaction)
+            monkeypatch.setattr(WriterConnection, "transaction", transaction)
             assert store.write(one_row_table("c")).result(timeout=60) == 1
             assert store._stats.store_reopens == 1
             assert store.health() is None
@@ -257,7 +259,7 @@ class TestWriterRecovery:
         """A real fatal DuckDB error (a checkpoint aborted with DuckDB's own debug setting)
         invalidates the database; the writer opens it again, nothing committed is lost, and it
         goes on storing."""
-        real_lock_down = store_module._lock_down
+        real_lock_down = writer_connection.lock_down
 
         def lock_down(con: duckdb.DuckDBPyConnection) -> None:
             if not getattr(lock_down, "done", False):
@@ -265,7 +267,7 @@ class TestWriterRecovery:
                 con.execute("SET debug_checkpoint_abort = 'before_truncate'")
             real_lock_down(con)
 
-        monkeypatch.setattr(store_module, "_lock_down", lock_down)
+        monkeypatch.setattr(writer_connection, "lock_down", lock_down)
         monkeypatch.setattr(store_module, "CHECKPOINT_WAL_BYTES", 1)
         store = Store(tmp_path / "um.duckdb", Stats())
         try:
@@ -294,7 +296,7 @@ class TestStoppedReadersAnswer503:
         assert svc.app is not None
         deadline = time.monotonic() + 60
         while running.is_alive() and time.monotonic() < deadline:
-            svc.app.store._readers.interrupt_all("memory")
+            svc.app.store._db.readers.interrupt_all("memory")
             time.sleep(0.05)
         running.join(1)
 
