@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -40,6 +41,39 @@ def read_requests(db: Path, where: str = "TRUE") -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     finally:
         con.close()
+
+
+_SPAWNED: list[subprocess.Popen[Any]] = []
+
+
+def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen``, and the process is killed after the test if it still runs then (a
+    test that fails half-way, or whose wait for a stop timed out, leaves no server behind)."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(*args, **kwargs)
+    _SPAWNED.append(proc)
+    return proc
+
+
+def _reap(since: int) -> None:
+    while len(_SPAWNED) > since:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def _reap_spawned_by_the_test() -> Iterator[None]:
+    """Kill what the test (not a wider fixture, set up before it) spawned and left running."""
+    before = len(_SPAWNED)
+    yield
+    _reap(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _reap_spawned_at_the_end() -> Iterator[None]:
+    yield
+    _reap(0)
 
 
 def scrape(api_url: str, token: str | None = None) -> list[Any]:

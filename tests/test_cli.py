@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import read_requests
+from conftest import read_requests, spawn
 from otlp import chat, request, span
 from test_grpc_receiver import raw_export
 
@@ -64,7 +64,7 @@ def start_server_listening(
     db: Path, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], tuple[str, str, str]]:
     """Run `user-metrics serve`; returns the process and (gRPC address, OTLP/HTTP URL, API URL)."""
-    proc = subprocess.Popen(
+    proc = spawn(
         [*serve_command(db), *extra],
         stderr=subprocess.PIPE,
         text=True,
@@ -100,7 +100,7 @@ def test_signal_shuts_down_cleanly_and_keeps_everything(tmp_path: Path, signum: 
 
 def test_the_start_up_line_names_the_dashboard(tmp_path: Path) -> None:
     """The line that says where the service listens ends with the dashboard's address, which serves it."""
-    proc = subprocess.Popen(serve_command(tmp_path / "um.duckdb"), stderr=subprocess.PIPE, text=True)
+    proc = spawn(serve_command(tmp_path / "um.duckdb"), stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         match = None
@@ -141,7 +141,7 @@ def test_environment_and_config_file_are_used(tmp_path: Path) -> None:
     config = tmp_path / "um.toml"
     config.write_text('property_keys = ["plan"]\n')
     db = tmp_path / "env.duckdb"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "user_metrics", "serve", "--config", str(config)],
         stderr=subprocess.PIPE,
         text=True,
@@ -239,3 +239,25 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=PROCESS_TIMEOUT)
+
+
+def test_a_signal_while_the_main_thread_holds_the_stop_events_lock_still_stops() -> None:
+    """The handler runs on the main thread, which may hold the stop event's lock inside its
+    wait() at that moment: setting the event there deadlocked (a server that ignored SIGTERM
+    for good, seen in a test run). The event is set all the same. (SIGALRM ends a deadlock.)"""
+    from user_metrics.cli import stop_on_signals
+
+    def deadlocked(*_: object) -> None:
+        raise TimeoutError("the signal handler deadlocked on the stop event's lock")
+
+    previous = signal.signal(signal.SIGALRM, deadlocked)
+    signal.alarm(20)
+    try:
+        with stop_on_signals() as stop:
+            with stop._cond:  # type: ignore[attr-defined]  # held, as inside stop.wait()
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)  # the handler runs here, on this thread, the lock held
+            assert stop.wait(30)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.request import urlopen
 
 import pytest
-from conftest import Service
+from conftest import Service, spawn
 
 from user_metrics import query
 from user_metrics.anomalies import anomalies
@@ -120,7 +120,7 @@ def test_demo_command_serves_until_interrupted() -> None:
     typed = str(script.relative_to(home))  # .venv/bin/user-metrics
     path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != script.parent.resolve()]
     env = {**os.environ, "PATH": os.pathsep.join(path)}
-    proc = subprocess.Popen(
+    proc = spawn(
         [typed, "demo", "--requests", "600", "--seed", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import Service
+from conftest import Service, spawn
 from otlp import T0, chat, request, span
 from prometheus_client.parser import text_string_to_metric_families
 from query_data import build, requests_for
@@ -212,7 +212,7 @@ def prometheus(tmp_path: Path, scrape_configs: str) -> Iterator[str]:
     config = tmp_path / "prometheus.yml"
     config.write_text(f"global:\n  scrape_interval: 1s\nscrape_configs:\n{scrape_configs}")
     port = _free_port()
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             PROMETHEUS,
             f"--config.file={config}",

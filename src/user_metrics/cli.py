@@ -96,8 +96,15 @@ def serve(args: argparse.Namespace) -> int:
 def stop_on_signals() -> Iterator[threading.Event]:
     """An event that SIGINT and SIGTERM set while inside; the previous handlers come back after."""
     stop = threading.Event()
+
+    def handle(*_: object) -> None:
+        # Not stop.set() here: the handler runs on the main thread, which may be inside stop.wait()
+        # holding the event's lock at that very moment, and the lock is not reentrant (a server
+        # that ignored SIGTERM for good). A thread of its own takes the lock when it is free.
+        threading.Thread(target=stop.set, name="stop-signal", daemon=True).start()
+
     signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in signals}
+    previous = {signum: signal.signal(signum, handle) for signum in signals}
     try:
         yield stop
     finally:
