@@ -239,7 +239,10 @@ class TestQueryDeadlines:
             timed_out = (grpc.StatusCode.DEADLINE_EXCEEDED, message)
             assert [(e.code(), e.details()) for e in errors] == [timed_out, timed_out]
             assert slow_query.interrupted.is_set()
-            assert counter_total(svc.app.api_url, "user_metrics_reads_limited", limit="query_timeout_seconds") == 2
+            assert (
+                counter_total(svc.app.api_url, "user_metrics_reads_limited", limit="query_timeout_seconds")
+                == 2
+            )
             assert totals(svc.target) == 0  # the one worker is free again
 
     def test_the_clients_deadline_stops_its_query(
@@ -254,4 +257,7 @@ class TestQueryDeadlines:
             assert slow_query.interrupted.wait(30)
             assert totals(svc.target) == 0
             # the client's limit, not ours
-            assert counter_total(svc.app.api_url, "user_metrics_reads_limited", limit="query_timeout_seconds") == 0
+            assert (
+                counter_total(svc.app.api_url, "user_metrics_reads_limited", limit="query_timeout_seconds")
+                == 0
+            )

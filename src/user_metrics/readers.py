@@ -46,8 +46,7 @@ OPEN_WAIT_S = 30.0
 # Memory DuckDB can give back at once when the writer needs it: cached blocks of stored tables.
 _EVICTABLE_TAGS = ("BASE_TABLE", "EXTERNAL_FILE_CACHE")
 _PRESSURE_SQL = (
-    "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
-    f"WHERE tag NOT IN {_EVICTABLE_TAGS!r}"
+    f"SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag NOT IN {_EVICTABLE_TAGS!r}"
 )
 _UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6}
 _UNITS |= {"gb": 10**9, "tb": 10**12}

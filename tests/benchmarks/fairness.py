@@ -49,7 +49,9 @@ def timed(call: grpc.UnaryUnaryMultiCallable, body: bytes, out: list[float]) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--big", type=int, default=8, help="big requests at once (default 8)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shape", choices=("attributes", "spans", "both"), default="both")
@@ -80,10 +82,17 @@ def main() -> None:
                 print(f"\nshape {shape}: big request {len(body) / 1e6:.1f} MB")
                 waits = []
                 for round_ in range(args.rounds):
-                    before = (app.stats.commits, app.stats.commit_seconds, app.stats.compactions, app.stats.compaction_seconds)
+                    before = (
+                        app.stats.commits,
+                        app.stats.commit_seconds,
+                        app.stats.compactions,
+                        app.stats.compaction_seconds,
+                    )
                     big_times: list[float] = []
                     small_time: list[float] = []
-                    threads = [threading.Thread(target=timed, args=(call, body, big_times)) for _ in range(args.big)]
+                    threads = [
+                        threading.Thread(target=timed, args=(call, body, big_times)) for _ in range(args.big)
+                    ]
                     for thread in threads:
                         thread.start()
                     time.sleep(0.2)
