@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from user_metrics.app import App
@@ -156,3 +157,30 @@ def service(tmp_path: Path) -> Iterator[Service]:
     svc.start()
     yield svc
     svc.stop()
+
+
+INGEST = "ingest-token-0123456789abcdef"
+
+
+READ = "read-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A throwaway CA and a server certificate for 127.0.0.1, as PEM files."""
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    paths = {"ca": directory / "ca.pem", "cert": directory / "cert.pem", "key": directory / "key.pem"}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    for extra in cert.cert_chain_pems[1:]:
+        with open(paths["cert"], "ab") as out:
+            out.write(extra.bytes())
+    cert.private_key_pem.write_to_path(str(paths["key"]))
+    return paths
+
+
+def cuts(api_url: str, token: str | None = None) -> dict[str, float]:
+    """user_metrics_limit_cuts_total by limit, as scraped (with the read token, if given)."""
+    return counters(api_url, "user_metrics_limit_cuts", "limit", token)

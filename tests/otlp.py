@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -101,3 +105,21 @@ ANTHROPIC_OPENLLMETRY: dict[str, Any] = {
     "gen_ai.usage.cache_read_input_tokens": 5000,
     "gen_ai.usage.cache_creation_input_tokens": 1000,
 }
+
+
+def _each_span(doc: Any) -> Iterator[dict[str, Any]]:
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for s in ss.get("spans", []):
+                yield s
+                yield from s.get("links", [])
+
+
+def to_otlp_json(req: ExportTraceServiceRequest) -> dict[str, Any]:
+    """The OTLP/JSON form of a request: proto3 JSON with hex trace and span ids."""
+    doc = json_format.MessageToDict(req)
+    for item in _each_span(doc):
+        for name in ("traceId", "spanId", "parentSpanId"):
+            if name in item:
+                item[name] = base64.b64decode(item[name]).hex()
+    return doc

@@ -18,7 +18,7 @@ from otlp import request as export_request
 from user_metrics import connect
 from user_metrics.client import RemoteClient
 from user_metrics.errors import InvalidInput
-from user_metrics.local_client import LocalClient
+from user_metrics.serve.local_client import LocalClient
 
 Client = LocalClient | RemoteClient
 

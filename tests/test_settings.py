@@ -88,7 +88,7 @@ def test_settings_object_is_frozen() -> None:
 def test_the_memory_limit_reaches_duckdb(tmp_path: Path) -> None:
     """memory_limit_mib becomes the store's DuckDB memory_limit; 0 keeps DuckDB's default."""
     from user_metrics.stats import Stats
-    from user_metrics.store import Store
+    from user_metrics.store.writer import Store
 
     store = Store(tmp_path / "a.duckdb", Stats(), memory_limit_mib=256)
     try:

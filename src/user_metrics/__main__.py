@@ -1,3 +1,3 @@
-from user_metrics.cli import main
+from user_metrics.cli.main import main
 
 raise SystemExit(main())

@@ -12,21 +12,21 @@ import duckdb
 import grpc
 
 from user_metrics import __version__
-from user_metrics.activity import INTERVAL_SECONDS, ActivityLog, count_users
-from user_metrics.api import ApiServer
-from user_metrics.auth import BearerInterceptor, Tokens, check_exposure
-from user_metrics.grpcserve import GrpcServer, Rpcs
-from user_metrics.httpserve import BackgroundServer, tls_context
-from user_metrics.ingest import Ingestor
-from user_metrics.mapping import compile_conventions
-from user_metrics.pricing import Pricer, load_price_file
-from user_metrics.prom import RenderedMetrics, UsageCollector, registry
-from user_metrics.query_grpc import user_metrics_service_handler
-from user_metrics.receivers.grpc import trace_service_handler
-from user_metrics.receivers.http import OtlpHttpServer
+from user_metrics.ingest.ingestor import Ingestor
+from user_metrics.ingest.mapping import compile_conventions
+from user_metrics.ingest.otlp_grpc import trace_service_handler
+from user_metrics.ingest.otlp_http import OtlpHttpServer
+from user_metrics.ingest.pricing import Pricer, load_price_file
+from user_metrics.net.auth import BearerInterceptor, Tokens, check_exposure
+from user_metrics.net.grpc_server import GrpcServer, Rpcs
+from user_metrics.net.http_server import BackgroundServer, tls_context
+from user_metrics.serve.activity import INTERVAL_SECONDS, ActivityLog, count_users
+from user_metrics.serve.grpc_api import user_metrics_service_handler
+from user_metrics.serve.http_api import ApiServer
+from user_metrics.serve.metrics import RenderedMetrics, UsageCollector, registry
 from user_metrics.settings import SPECS, Settings, SettingsError, split_address
 from user_metrics.stats import Stats
-from user_metrics.store import Store
+from user_metrics.store.writer import Store
 
 log = logging.getLogger("user_metrics")
 

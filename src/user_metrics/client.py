@@ -27,7 +27,7 @@ from user_metrics.errors import (
     Unavailable,
     UserMetricsError,
 )
-from user_metrics.results import (
+from user_metrics.query.results import (
     Anomalies,
     PropertyBreakdown,
     PropertyKeys,
@@ -43,7 +43,7 @@ from user_metrics.results import (
 from user_metrics.settings import Settings
 
 if TYPE_CHECKING:
-    from user_metrics.local_client import LocalClient
+    from user_metrics.serve.local_client import LocalClient
 
 Instant = str | datetime | date | None
 
@@ -191,6 +191,6 @@ def connect(
         raise InvalidInput("connect: give path or url, not both")
     if url is not None:
         return RemoteClient(url, token=token, ca_file=ca_file)
-    from user_metrics.local_client import LocalClient
+    from user_metrics.serve.local_client import LocalClient
 
     return LocalClient(path if path is not None else Settings().db, memory_limit_mib=memory_limit_mib)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otlp import chat, request, span  # noqa: E402
 
 from user_metrics.app import App  # noqa: E402
-from user_metrics.ingest import decode_protobuf  # noqa: E402
+from user_metrics.ingest.ingestor import decode_protobuf  # noqa: E402
 from user_metrics.settings import Settings  # noqa: E402
 
 

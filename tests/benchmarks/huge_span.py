@@ -24,8 +24,12 @@ import duckdb
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from otlp import chat, request, span  # noqa: E402
-from test_fuzz import to_otlp_json  # noqa: E402
+from otlp import (  # noqa: E402
+    chat,
+    request,
+    span,
+    to_otlp_json,  # noqa: E402
+)
 
 from user_metrics.app import App  # noqa: E402
 from user_metrics.settings import Settings  # noqa: E402

@@ -44,11 +44,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from user_metrics import query
-from user_metrics.batches import COST_TYPE, REQUESTS_ARROW_SCHEMA, nanos_to_decimal_array
-from user_metrics.schema import SCHEMA_VERSION
+from user_metrics.query import functions as query
 from user_metrics.stats import Stats
-from user_metrics.store import Store
+from user_metrics.store.batches import COST_TYPE, REQUESTS_ARROW_SCHEMA, nanos_to_decimal_array
+from user_metrics.store.schema import SCHEMA_VERSION
+from user_metrics.store.writer import Store
 
 USERS = 100_000
 DAYS = 90

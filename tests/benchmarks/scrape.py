@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otlp import chat, request, span  # noqa: E402
 
 from user_metrics.app import App  # noqa: E402
-from user_metrics.batches import REQUESTS_ARROW_SCHEMA, nanos_to_decimal_array  # noqa: E402
 from user_metrics.settings import Settings  # noqa: E402
 from user_metrics.stats import Stats  # noqa: E402
-from user_metrics.store import Store  # noqa: E402
+from user_metrics.store.batches import REQUESTS_ARROW_SCHEMA, nanos_to_decimal_array  # noqa: E402
+from user_metrics.store.writer import Store  # noqa: E402
 
 MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5")]
 

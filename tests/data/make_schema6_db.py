@@ -1,6 +1,6 @@
 """Writes ``schema6.duckdb.gz``: a database as the code of schema 6 (commit 9369e66) stored it.
 
-``tests/test_dimensions.py`` opens a copy with today's code to check the upgrade. Run it against
+``tests/store/test_dimensions.py`` opens a copy with today's code to check the upgrade. Run it against
 that commit, not against this tree (it refuses any other schema)::
 
     git worktree add /tmp/schema6 9369e66
@@ -22,7 +22,7 @@ from otlp import T0, chat, request, span  # noqa: E402
 
 from user_metrics.app import App  # noqa: E402
 from user_metrics.settings import Settings  # noqa: E402
-from user_metrics.store import SCHEMA_VERSION  # noqa: E402
+from user_metrics.store.schema import SCHEMA_VERSION  # noqa: E402
 
 HOUR_NS = 3600 * 10**9
 

@@ -1,0 +1,200 @@
+"""How the query layer reads a window: rollup cells for the whole buckets, request rows for the rest.
+
+A window [since, until) is cut into the whole UTC days inside it (daily rollup), the whole hours
+in the partial days at its ends (hourly rollup), and the partial hours at its very ends (the
+``requests`` rows, aggregated on the fly). Every piece yields the same columns, so a query sums
+over their UNION ALL and the answer is exact for any instant.
+
+Where rollup cells cannot answer exactly (a filter or a breakdown meets values folded into
+``(other)``, see ``dims.py``), the whole window is read from ``requests`` rows instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from user_metrics.query.window import Filters, Window, from_micros
+from user_metrics.store.rollups import (
+    LATENCY_BUCKET_SQL,
+    METRIC_NAMES,
+    METRICS,
+    US_PER_DAY,
+    US_PER_HOUR,
+    aggregate,
+)
+
+
+@dataclass(frozen=True)
+class Level:
+    """A rollup table and the width of its time buckets."""
+
+    table: str
+    time_column: str
+    unit_us: int
+    per_user: bool
+
+
+USER_DAY = Level("rollup_user_day", "day", US_PER_DAY, per_user=True)
+USER_HOUR = Level("rollup_user_hour", "hour", US_PER_HOUR, per_user=True)
+APP_HOUR = Level("rollup_hour", "hour", US_PER_HOUR, per_user=False)
+LATENCY_DAY = Level("rollup_latency_day", "day", US_PER_DAY, per_user=True)
+PER_USER = (USER_DAY, USER_HOUR)
+
+
+def decompose(since: int, until: int, levels: Sequence[Level]) -> list[tuple[Level | None, int, int]]:
+    """[since, until) in microseconds as (level, first, last) bucket ranges; level None: raw rows."""
+    if since >= until:
+        return []
+    if not levels:
+        return [(None, since, until)]
+    level, rest = levels[0], levels[1:]
+    first, last = -(-since // level.unit_us), until // level.unit_us
+    if first >= last:
+        return decompose(since, until, rest)
+    return [
+        *decompose(since, first * level.unit_us, rest),
+        (level, first, last),
+        *decompose(last * level.unit_us, until, rest),
+    ]
+
+
+def _ints(values: Sequence[int]) -> str:
+    return ", ".join(str(int(v)) for v in values) or "NULL"
+
+
+class CellSql:
+    """Builds the cell relations of one statement, collecting its named parameters.
+
+    ``rows_only``: the filters need the request rows of the whole window (``dims.served_by_rollups``).
+    """
+
+    def __init__(self, window: Window, filters: Filters, rows_only: bool = False) -> None:
+        self.window = window
+        self.filters = filters
+        self.rows_only = rows_only
+        self.params: dict[str, Any] = {}
+        self.predicate = ""
+        self.begin()
+
+    def begin(self, **params: Any) -> CellSql:
+        """Start the next statement: DuckDB wants exactly the parameters a statement uses."""
+        self.params = dict(params)
+        self.predicate = self.filters.predicate(self.params)
+        return self
+
+    def _rollup(self, level: Level, first: int, last: int, users: Sequence[int] | None) -> str:
+        """The WHERE clause of one rollup range."""
+        where = [f"c.{level.time_column} >= {first}", f"c.{level.time_column} < {last}"]
+        if users is not None:
+            one = len(users) == 1
+            where.append(f"c.user_key = {int(users[0])}" if one else f"c.user_key IN ({_ints(users)})")
+        return " AND ".join(where)
+
+    def _raw(self, start_us: int, end_us: int, users: Sequence[int] | None) -> str:
+        """The request rows of one range that pass the filters (and belong to the users)."""
+        n = len(self.params)
+        self.params[f"a{n}"] = from_micros(start_us)
+        self.params[f"b{n}"] = from_micros(end_us)
+        conditions = [self.predicate]
+        if users is not None:
+            named = [k for k in users if k != 0]
+            either = ["user_id IS NULL"] if 0 in users else []
+            if len(named) == 1:
+                either.append(f"user_id = (SELECT user_id FROM users WHERE user_key = {int(named[0])})")
+            elif named:
+                either.append(f"user_id IN (SELECT user_id FROM users WHERE user_key IN ({_ints(named)}))")
+            conditions.append("(" + " OR ".join(either) + ")")
+        return (
+            f"(SELECT * FROM requests "
+            f"WHERE start_time >= $a{n} AND start_time < $b{n}) WHERE {' AND '.join(conditions)}"
+        )
+
+    @staticmethod
+    def _user_key(users: Sequence[int] | None, by_user: bool) -> tuple[str, str]:
+        """How a raw piece gets its user key: (select expression, join), cheapest first."""
+        if not by_user:
+            return "NULL::BIGINT", ""
+        if users is not None and len(users) == 1:
+            return f"{int(users[0])}::BIGINT", ""  # the rows were already filtered to this user
+        known = "users" if users is None else f"(SELECT * FROM users WHERE user_key IN ({_ints(users)}))"
+        return "coalesce(u.user_key, 0)", f" LEFT JOIN {known} AS u ON u.user_id = r.user_id"
+
+    def cells(
+        self,
+        levels: Sequence[Level],
+        unit_us: int,
+        users: Sequence[int] | None = None,
+        extra: dict[str, tuple[str, str]] | None = None,
+        by_user: bool = True,
+        rows_only: bool = False,
+    ) -> str:
+        """Rows (user_key, t, extra..., metrics), t in ``unit_us`` buckets; their sums are exact.
+
+        ``extra`` names more columns as (expression over the rollup alias c or ``dims`` alias d,
+        expression over a request row), e.g. the model or a property's value. ``by_user`` False
+        leaves user_key NULL, which spares the raw pieces a lookup in ``users``. ``rows_only``
+        reads request rows for the whole window (for a breakdown by folded values).
+        """
+        extra = extra or {}
+        with_dims = any("d." in rollup_expr for rollup_expr, _ in extra.values())
+        if rows_only or self.rows_only:
+            levels = ()
+        parts = []
+        for level, first, last in decompose(self.window.since_us, self.window.until_us, levels):
+            if level is not None:
+                where = self._rollup(level, first, last, users)
+                cols = "".join(f"{rollup_expr} AS {name}, " for name, (rollup_expr, _) in extra.items())
+                if with_dims:
+                    join, where = " JOIN dims AS d USING (dims_id)", f"{where} AND {self.predicate}"
+                else:
+                    join = ""
+                    if self.filters.active:
+                        where += f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
+                user_col = "c.user_key" if level.per_user and by_user else "NULL::BIGINT"
+                t = f"c.{level.time_column} // {unit_us // level.unit_us}"
+                metrics = ", ".join(f"c.{m}" for m in METRIC_NAMES)
+                parts.append(
+                    f"SELECT {user_col} AS user_key, {t} AS t, {cols}{metrics} "
+                    f"FROM {level.table} AS c{join} WHERE {where}"
+                )
+            else:
+                # Aggregate the rows first, then look up the few user keys the groups need.
+                inner_cols = "".join(f"{raw_expr} AS {name}, " for name, (_, raw_expr) in extra.items())
+                sums = ", ".join(f"{_cast(n, aggregate(n, expr))} AS {n}" for n, _, expr in METRICS)
+                outer = "".join(f"r.{name}, " for name in extra) + ", ".join(f"r.{m}" for m in METRIC_NAMES)
+                user_col, join = self._user_key(users, by_user)
+                parts.append(
+                    f"SELECT {user_col} AS user_key, r.t, {outer} FROM ("
+                    f"SELECT user_id, epoch_us(start_time) // {unit_us} AS t, {inner_cols}{sums} "
+                    f"FROM {self._raw(first, last, users)} GROUP BY ALL) AS r{join}"
+                )
+        return " UNION ALL ".join(f"({p})" for p in parts)
+
+    def latency_cells(self, users: Sequence[int] | None) -> str:
+        """Rows (user_key, bucket, n): request counts per logarithmic latency bucket."""
+        parts = []
+        levels = () if self.rows_only else (LATENCY_DAY,)
+        for level, first, last in decompose(self.window.since_us, self.window.until_us, levels):
+            if level is not None:
+                where = self._rollup(level, first, last, users)
+                if self.filters.active:
+                    where += f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
+                parts.append(f"SELECT c.user_key, c.bucket, c.n FROM rollup_latency_day AS c WHERE {where}")
+            else:
+                user_col, join = self._user_key(users, True)
+                parts.append(
+                    f"SELECT {user_col} AS user_key, r.bucket, r.n FROM ("
+                    f"SELECT user_id, {LATENCY_BUCKET_SQL} AS bucket, count(*) AS n "
+                    f"FROM {self._raw(first, last, users)} AND duration_ms IS NOT NULL "
+                    f"GROUP BY ALL) AS r{join}"
+                )
+        return " UNION ALL ".join(f"({p})" for p in parts)
+
+
+def _cast(name: str, expr: str) -> str:
+    # Keep the rollups' column types: a HUGEINT or DECIMAL(38) in one branch of the UNION would
+    # widen every branch, and sums over wide types are several times slower.
+    kind = {n: k for n, k, _ in METRICS}[name]
+    return f"({expr})::{kind}"

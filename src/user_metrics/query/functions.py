@@ -1,0 +1,572 @@
+"""The query layer: every reader (Python client, CLI, HTTP API, gRPC) calls these functions.
+
+Each function takes an open DuckDB connection (a reader cursor of the running service, or a
+read-only connection to the file), a time window and filters. It reads rollup cells for the
+whole days and hours inside the window and ``requests`` rows only for the partial hours at its
+two ends (``cells.py``), so the answer is exact for any instant while a 30-day query reads at
+most two hours of request rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import duckdb
+
+from user_metrics.errors import InvalidInput, NotFound
+from user_metrics.query.cells import APP_HOUR, PER_USER, USER_HOUR, CellSql
+from user_metrics.query.results import (
+    DEFAULT_VALUES,
+    MAX_VALUES,
+    SORTABLE_USER_FIELDS,
+    ModelUsage,
+    Point,
+    PropertyBreakdown,
+    PropertyKeys,
+    PropertyValue,
+    RecentRequests,
+    RequestRecord,
+    Timeseries,
+    Totals,
+    UserPage,
+    UserStats,
+)
+from user_metrics.query.window import Filters, Window, from_micros
+from user_metrics.store import dims
+from user_metrics.store.dims import MODEL_SQL
+from user_metrics.store.rollups import (
+    LATENCY_BUCKETS_PER_DOUBLING,
+    METRIC_NAMES,
+    US_PER_DAY,
+    US_PER_HOUR,
+)
+
+Instant = str | datetime | date | None
+MAX_PAGE = 10_000
+MAX_OFFSET = 2**63 - 1  # DuckDB's OFFSET is a BIGINT
+MAX_RECENT = 1000
+NANO = Decimal("0.000000001")
+
+
+# Per-user fields as aggregates over cells; p50/p95 and models are computed separately.
+_FIELD_SQL = {
+    "requests": "sum(requests)",
+    "errors": "sum(errors)",
+    "input_tokens": "sum(input_tokens)",
+    "output_tokens": "sum(output_tokens)",
+    "cache_read_tokens": "sum(cache_read_tokens)",
+    "cache_write_tokens": "sum(cache_write_tokens)",
+    "reasoning_tokens": "sum(reasoning_tokens)",
+    "total_tokens": "sum(input_tokens) + sum(output_tokens)",
+    "cost_usd": "CASE WHEN sum(priced_requests) > 0 THEN sum(cost_usd) END",
+    "unpriced_requests": "sum(unpriced_requests)",
+    "first_active": "min(first_us)",
+    "last_active": "max(last_us)",
+    "active_days": "count(DISTINCT t)",
+    "avg_requests_per_active_day": "sum(requests) / count(DISTINCT t)",
+    "avg_tokens_per_request": "(sum(input_tokens) + sum(output_tokens)) / sum(requests)",
+    "avg_latency_ms": "sum(duration_sum) / nullif(sum(duration_count), 0)",
+    "error_rate": "sum(errors) / nullif(sum(requests), 0)",
+}
+_PERCENTILES = {"p50_latency_ms": 0.5, "p95_latency_ms": 0.95}
+_MODEL_FIELDS = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
+
+
+def fetch_dicts(
+    con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The result of one statement as dicts keyed by column name."""
+    cur = con.execute(sql, params or {})
+    names = [d[0] for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _statement(
+    con: duckdb.DuckDBPyConnection,
+    since: Instant,
+    until: Instant,
+    now: Callable[[], datetime],
+    properties: Any,
+    model: str | None,
+    service: str | None,
+    environment: str | None,
+) -> CellSql:
+    """The window and filters every query function takes, parsed and checked once; request rows
+    for the whole window when a filter names a value whose requests rollups may have folded."""
+    window = Window.parse(since, until, now())
+    filters = Filters.of(properties, model, service, environment)
+    return CellSql(window, filters, rows_only=not dims.served_by_rollups(con, filters))
+
+
+# ---- users -------------------------------------------------------------------------------------
+
+
+def _percentiles(
+    con: duckdb.DuckDBPyConnection, q: CellSql, users: Sequence[int] | None
+) -> dict[int, dict[str, float | None]]:
+    q.begin()
+    picks = ", ".join(
+        f"min(bucket) FILTER (cum >= {p} * total) AS {name}" for name, p in _PERCENTILES.items()
+    )
+    sql = f"""WITH h AS (SELECT user_key, bucket, sum(n) AS n FROM ({q.latency_cells(users)}) GROUP BY ALL),
+        c AS (SELECT user_key, bucket,
+                     sum(n) OVER (PARTITION BY user_key ORDER BY bucket) AS cum,
+                     sum(n) OVER (PARTITION BY user_key) AS total FROM h)
+        SELECT user_key, {picks} FROM c GROUP BY user_key"""
+    out = {}
+    for row in fetch_dicts(con, sql, q.params):
+        key = row.pop("user_key")
+        out[key] = {name: _bucket_value(b) for name, b in row.items()}
+    return out
+
+
+def _bucket_value(bucket: int | None) -> float | None:
+    """The geometric middle of a latency bucket: within 4.4 % of any value in it."""
+    if bucket is None:
+        return None
+    return round(2 ** ((bucket + 0.5) / LATENCY_BUCKETS_PER_DOUBLING), 3)
+
+
+def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int]) -> dict[int, UserStats]:
+    """Every per-user field for the given user keys: one scan for the fields and the models."""
+    if not keys:
+        return {}
+    fields = ", ".join(f"{expr} AS {name}" for name, expr in _FIELD_SQL.items())
+    q.begin()
+    by_model = {
+        "provider": ("d.provider", "provider"),
+        "model": ("coalesce(d.request_model, d.response_model)", MODEL_SQL),
+    }
+    # A model folded into (other) must be named: then the breakdown reads the request rows.
+    rows_only = dims.folded(con, dims.MODEL_DIMENSIONS)
+    rows = fetch_dicts(
+        con,
+        f"""SELECT u.user_id, a.* FROM (
+                SELECT user_key, provider, model, GROUPING(provider, model) AS whole_user, {fields}
+                FROM ({q.cells(PER_USER, US_PER_DAY, keys, by_model, rows_only=rows_only)})
+                GROUP BY GROUPING SETS ((user_key), (user_key, provider, model))) AS a
+            JOIN users AS u USING (user_key)
+            ORDER BY cost_usd DESC NULLS LAST, requests DESC, provider, model""",
+        q.params,
+    )
+    models: dict[int, list[ModelUsage]] = {}
+    totals: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        row = _ints_of(row)
+        if row.pop("whole_user"):
+            totals[row["user_key"]] = row
+        else:
+            models.setdefault(row["user_key"], []).append(ModelUsage(**{f: row[f] for f in _MODEL_FIELDS}))
+    latency = _percentiles(con, q, keys)
+    out = {}
+    for key, row in totals.items():
+        fields_of = {name: row[name] for name in _FIELD_SQL}
+        fields_of["first_active"] = from_micros(row["first_active"])
+        fields_of["last_active"] = from_micros(row["last_active"])
+        for name in ("avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms", "error_rate"):
+            fields_of[name] = None if row[name] is None else float(row[name])
+        out[key] = UserStats(
+            user_id=row["user_id"],
+            **fields_of,
+            **latency.get(key, dict.fromkeys(_PERCENTILES)),
+            models=tuple(models.get(key, ())),
+        )
+    return out
+
+
+def _ints_of(row: dict[str, Any]) -> dict[str, Any]:
+    """DuckDB sums are HUGEINT (Python int) or DECIMAL; keep ints as ints."""
+    return {k: (int(v) if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in row.items()}
+
+
+def users(
+    con: duckdb.DuckDBPyConnection,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    sort: str = "-cost_usd",
+    limit: int = 100,
+    offset: int = 0,
+    search: str | None = None,
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = _now,
+) -> UserPage:
+    """One row per user active in the window, sorted (``-field`` for descending), paged.
+
+    ``search`` keeps the users whose id contains it, ignoring case (the null user never matches).
+    """
+    descending = sort.startswith("-")
+    field = sort[1:] if sort[:1] in ("-", "+") else sort
+    if field not in SORTABLE_USER_FIELDS:
+        raise InvalidInput(f"sort: {field!r} is not a user field; one of {', '.join(SORTABLE_USER_FIELDS)}")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset: must be from 0 to {MAX_OFFSET}, got {offset}")
+    q = _statement(con, since, until, now, properties, model, service, environment)
+    window = q.window
+    if search is not None and not search.strip():
+        search = None
+    if field in _PERCENTILES:
+        page, total = _rank_by_latency(con, q, field, descending, limit, offset, search)
+    else:
+        expr = "u.user_id" if field == "user_id" else _FIELD_SQL[field]
+        q.begin()
+        grouped = (
+            f"SELECT user_key, {expr} AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) GROUP BY user_key"
+            if field != "user_id"
+            else f"SELECT DISTINCT user_key, u.user_id AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) AS c "
+            f"JOIN users AS u USING (user_key)"
+        )
+        if search is not None:
+            q.params["search"] = search
+            grouped = f"SELECT * FROM ({grouped}) WHERE user_key IN ({_SEARCH_SQL})"
+        order = f"s {'DESC' if descending else 'ASC'} NULLS LAST, user_key"
+        rows = fetch_dicts(
+            con,
+            f"SELECT user_key, count(*) OVER () AS total FROM ({grouped}) "
+            f"ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+            q.params,
+        )
+        page = [r["user_key"] for r in rows]
+        total = rows[0]["total"] if rows else _count_users(con, q, search)
+    stats = _user_stats(con, q, page)
+    return UserPage(tuple(stats[k] for k in page), int(total), window.since, window.until)
+
+
+def _count_users(con: duckdb.DuckDBPyConnection, q: CellSql, search: str | None) -> int:
+    q.begin()
+    cells = q.cells(PER_USER, US_PER_DAY)
+    where = ""
+    if search is not None:
+        q.params["search"] = search
+        where = f" WHERE user_key IN ({_SEARCH_SQL})"
+    (row,) = fetch_dicts(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells}){where}", q.params)
+    return int(row["n"])
+
+
+# The user keys whose id contains $search, ignoring case; LIKE's wildcards are not special here.
+_SEARCH_SQL = "SELECT user_key FROM users WHERE contains(lower(user_id), lower($search))"
+
+
+def _rank_by_latency(
+    con: duckdb.DuckDBPyConnection,
+    q: CellSql,
+    field: str,
+    descending: bool,
+    limit: int,
+    offset: int,
+    search: str | None,
+) -> tuple[list[int], int]:
+    """The slow path: percentiles of every user in the window, from the latency rollup."""
+    values: dict[int, float | None] = {key: p[field] for key, p in _percentiles(con, q, None).items()}
+    q.begin()
+    everyone = fetch_dicts(con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY)})", q.params)
+    for row in everyone:  # users whose requests carry no duration sort last
+        values.setdefault(row["user_key"], None)
+    if search is not None:
+        matching = {r["user_key"] for r in fetch_dicts(con, _SEARCH_SQL, {"search": search})}
+        values = {key: value for key, value in values.items() if key in matching}
+    sign = -1 if descending else 1
+    ordered = sorted(values, key=lambda k: (values[k] is None, sign * (values[k] or 0.0), k))
+    return ordered[offset : offset + limit], len(ordered)
+
+
+def user(
+    con: duckdb.DuckDBPyConnection,
+    user_id: str | None,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = _now,
+) -> UserStats:
+    """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
+    q = _statement(con, since, until, now, properties, model, service, environment)
+    key = _user_key(con, user_id)
+    found = _user_stats(con, q, [key])
+    if key in found:
+        return found[key]
+    zero: dict[str, Any] = dict.fromkeys(_FIELD_SQL, 0)
+    for name in ("cost_usd", "first_active", "last_active", "avg_requests_per_active_day"):
+        zero[name] = None
+    for name in ("avg_tokens_per_request", "avg_latency_ms", "error_rate", *_PERCENTILES):
+        zero[name] = None
+    return UserStats(user_id=user_id, **zero, models=())
+
+
+def _user_key(con: duckdb.DuckDBPyConnection, user_id: str | None) -> int:
+    if user_id is None:
+        return 0
+    if user_id == "":  # never stored: an empty id counts as none (see conventions)
+        raise InvalidInput("user_id: empty; name a user, or None for the requests that named no user")
+    row = con.execute("SELECT user_key FROM users WHERE user_id = $id", {"id": user_id}).fetchone()
+    if row is None:
+        raise NotFound(f"no requests were ever recorded for user {user_id!r}")
+    return int(row[0])
+
+
+def recent_requests(
+    con: duckdb.DuckDBPyConnection,
+    user_id: str | None,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    limit: int = 20,
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = _now,
+) -> RecentRequests:
+    """One user's latest ``limit`` requests in the window, newest first (``None``: no user id).
+
+    The user's daily rollup says how many days back the last ``limit`` requests reach, so only
+    those days of ``requests`` are read.
+    """
+    if not 1 <= limit <= MAX_RECENT:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_RECENT}, got {limit}")
+    q = _statement(con, since, until, now, properties, model, service, environment)
+    window = q.window
+    key = _user_key(con, user_id)
+    days = fetch_dicts(
+        con,
+        f"SELECT t, sum(requests) AS n FROM ({q.cells(PER_USER, US_PER_DAY, [key])}) "
+        "GROUP BY t ORDER BY t DESC",
+        q.params,
+    )
+    seen, first_day = 0, None
+    for day in days:
+        seen, first_day = seen + int(day["n"]), int(day["t"])
+        if seen >= limit:
+            break
+    rows: list[dict[str, Any]] = []
+    if first_day is not None:
+        q.begin(a=from_micros(max(window.since_us, first_day * US_PER_DAY)), b=window.until)
+        who = "user_id IS NULL"
+        if user_id is not None:
+            q.params["user"] = user_id
+            who = "user_id = $user"
+        rows = fetch_dicts(
+            con,
+            f"""SELECT start_time, trace_id, span_id, duration_ms, session_id, service_name, environment,
+                       operation, provider, model, coalesce(input_tokens, 0) AS input_tokens,
+                       coalesce(output_tokens, 0) AS output_tokens, cost_usd, status, error_type,
+                       streaming, properties
+                FROM (SELECT *, coalesce(response_model, request_model) AS model FROM requests
+                      WHERE start_time >= $a AND start_time < $b AND {who})
+                WHERE {q.predicate}
+                ORDER BY start_time DESC, trace_id, span_id LIMIT {limit}""",
+            q.params,
+        )
+    records = tuple(
+        RequestRecord(
+            **r
+            | {
+                "start_time": r["start_time"].astimezone(UTC),
+                "total_tokens": r["input_tokens"] + r["output_tokens"],
+                "properties": dict(r["properties"] or {}),
+            }
+        )
+        for r in rows
+    )
+    return RecentRequests(user_id, window.since, window.until, records)
+
+
+# ---- time series, properties, totals -------------------------------------------------------------
+
+
+def timeseries(
+    con: duckdb.DuckDBPyConnection,
+    user_id: str | None = None,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    bucket: str = "day",
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = _now,
+) -> Timeseries:
+    """Requests, errors, tokens and cost per UTC hour or day, empty buckets included.
+
+    ``user_id`` None means the whole application.
+    """
+    units = {"hour": US_PER_HOUR, "day": US_PER_DAY}
+    if bucket not in units:
+        raise InvalidInput(f"bucket: must be hour or day, got {bucket!r}")
+    unit = units[bucket]
+    q = _statement(con, since, until, now, properties, model, service, environment)
+    window = q.window
+    if (window.until_us - window.since_us) // unit > MAX_PAGE:
+        raise InvalidInput(
+            f"the window holds more than {MAX_PAGE} {bucket}s; use a shorter window or bucket=day"
+        )
+    if user_id is None:
+        # The hourly application rollup serves both buckets: a day is 24 of its hours.
+        cells = q.cells((APP_HOUR,), unit, by_user=False)
+    else:
+        key = _user_key(con, user_id)
+        cells = q.cells(PER_USER if bucket == "day" else (USER_HOUR,), unit, [key])
+    rows = fetch_dicts(
+        con,
+        f"""SELECT t, sum(requests) AS requests, sum(errors) AS errors,
+                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                   sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests
+            FROM ({cells}) GROUP BY 1""",
+        q.params,
+    )
+    by_bucket = {r["t"]: r for r in rows}
+    points = []
+    for t in range(window.since_us // unit, -(-window.until_us // unit)):
+        r = by_bucket.get(t)
+        if r is None:
+            points.append(Point(from_micros(t * unit), 0, 0, 0, 0, 0, Decimal("0E-9"), 0))
+        else:
+            r = _ints_of(r)
+            points.append(
+                Point(
+                    from_micros(t * unit),
+                    r["requests"],
+                    r["errors"],
+                    r["input_tokens"],
+                    r["output_tokens"],
+                    r["input_tokens"] + r["output_tokens"],
+                    r["cost_usd"],
+                    r["unpriced_requests"],
+                )
+            )
+    return Timeseries(user_id, bucket, window.since, window.until, tuple(points))
+
+
+def by_property(
+    con: duckdb.DuckDBPyConnection,
+    key: str,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    limit: int = DEFAULT_VALUES,
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = _now,
+) -> PropertyBreakdown:
+    """Users, requests and cost per value of property ``key``, the ``limit`` costliest values.
+
+    ``avg_cost_per_user`` is the cost of the requests that name a user divided by those users;
+    requests without the property are the value ``None``. ``total_values`` counts every value
+    in the window, ``truncated`` says whether some were left out.
+    """
+    key = key.strip().lower()
+    if not key:
+        raise InvalidInput("key: name a property, e.g. plan")
+    if not 1 <= limit <= MAX_VALUES:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_VALUES}, got {limit}")
+    q = _statement(con, since, until, now, properties, model, service, environment)
+    window = q.window
+    q.params["pkey"] = key
+    # Values folded into (other) must be named: then the breakdown reads the request rows.
+    rows_only = dims.folded(con, [dims.property_dimension(key)])
+    # Rollup cells carry dims_id, request rows their value; both meet after a first aggregation.
+    extra = {"dims_id": ("c.dims_id", "NULL::INTEGER"), "pvalue": ("NULL::VARCHAR", "properties[$pkey]")}
+    per_user = f"""
+        SELECT coalesce(c.pvalue, d.properties[$pkey]) AS pvalue, c.user_key,
+               sum(c.requests) AS requests, sum(c.cost_usd) AS cost_usd,
+               sum(c.unpriced_requests) AS unpriced_requests
+        FROM (SELECT dims_id, pvalue, user_key, sum(requests) AS requests, sum(cost_usd) AS cost_usd,
+                     sum(unpriced_requests) AS unpriced_requests
+              FROM ({q.cells(PER_USER, US_PER_DAY, None, extra, rows_only=rows_only)}) GROUP BY ALL) AS c
+        LEFT JOIN dims AS d USING (dims_id) GROUP BY ALL"""
+    # Ties between users go to the lower user key, so the answer is the same every time.
+    rows = fetch_dicts(
+        con,
+        f"""WITH v AS (
+                SELECT pvalue AS value, count(*) FILTER (user_key <> 0) AS users, sum(requests) AS requests,
+                       sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests,
+                       coalesce(sum(cost_usd) FILTER (user_key <> 0), 0) AS user_cost,
+                       arg_max(user_key, (cost_usd, -user_key)) FILTER (user_key <> 0) AS top,
+                       coalesce(max(cost_usd) FILTER (user_key <> 0), 0) AS most_costly_user_cost_usd,
+                       arg_min(user_key, (cost_usd, user_key)) FILTER (user_key <> 0) AS bottom,
+                       coalesce(min(cost_usd) FILTER (user_key <> 0), 0) AS least_costly_user_cost_usd
+                FROM ({per_user}) GROUP BY pvalue),
+            page AS (SELECT *, count(*) OVER () AS total_values FROM v
+                     ORDER BY cost_usd DESC, value NULLS LAST LIMIT {limit})
+            SELECT v.* EXCLUDE (top, bottom), t.user_id AS most_costly_user, b.user_id AS least_costly_user
+            FROM page AS v LEFT JOIN users AS t ON t.user_key = v.top
+            LEFT JOIN users AS b ON b.user_key = v.bottom
+            ORDER BY cost_usd DESC, value NULLS LAST""",
+        q.params,
+    )
+    values = []
+    total = int(rows[0]["total_values"]) if rows else 0
+    for row in rows:
+        row = _ints_of(row)
+        del row["total_values"]
+        user_cost = row.pop("user_cost")
+        avg = (user_cost / row["users"]).quantize(NANO, ROUND_HALF_EVEN) if row["users"] else Decimal("0E-9")
+        values.append(PropertyValue(avg_cost_per_user=avg, **row))
+    return PropertyBreakdown(key, window.since, window.until, tuple(values), total, total > len(values))
+
+
+def property_keys(con: duckdb.DuckDBPyConnection) -> PropertyKeys:
+    """Every custom property key recorded so far (any time), for pickers and ``by_property``."""
+    rows = con.execute("SELECT DISTINCT unnest(map_keys(properties)) AS k FROM dims ORDER BY k").fetchall()
+    return PropertyKeys(tuple(k for (k,) in rows))
+
+
+def totals(
+    con: duckdb.DuckDBPyConnection,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = _now,
+) -> Totals:
+    """The whole application in the window."""
+    q = _statement(con, since, until, now, properties, model, service, environment)
+    window = q.window
+    sums = ", ".join(
+        f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")
+    )
+    # Sums from the application's hourly rollup; who was active needs the per-user cells.
+    (row,) = fetch_dicts(
+        con, f"SELECT {sums} FROM ({q.cells((APP_HOUR,), US_PER_HOUR, by_user=False)})", q.params
+    )
+    q.begin()
+    (who,) = fetch_dicts(
+        con,
+        f"""SELECT count(DISTINCT user_key) FILTER (user_key <> 0) AS users,
+                   coalesce(sum(requests) FILTER (user_key = 0), 0) AS anonymous_requests
+            FROM ({q.cells(PER_USER, US_PER_DAY)})""",
+        q.params,
+    )
+    row |= who
+    row = _ints_of(row)
+    count = row.pop("duration_count")
+    duration = row.pop("duration_sum")
+    row.pop("priced_requests")
+    return Totals(
+        since=window.since,
+        until=window.until,
+        total_tokens=row["input_tokens"] + row["output_tokens"],
+        avg_latency_ms=float(duration) / count if count else None,
+        **row,
+    )

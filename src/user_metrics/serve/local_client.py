@@ -1,0 +1,117 @@
+"""``LocalClient``: the query functions on the DuckDB file itself, opened read-only.
+
+Possible only while no server holds the file. It answers with the same result objects as
+``RemoteClient`` (``client.py``), which asks a running server instead; this module is imported
+only when a file is read, so asking a server never loads DuckDB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from user_metrics.client import Instant
+from user_metrics.errors import Unavailable
+from user_metrics.query import functions as query
+from user_metrics.query.anomalies import anomalies as find_anomalies
+from user_metrics.query.deadline import QueryRunner
+from user_metrics.query.results import (
+    Anomalies,
+    PropertyBreakdown,
+    PropertyKeys,
+    RecentRequests,
+    SqlResult,
+    Timeseries,
+    Totals,
+    UserPage,
+    UserStats,
+)
+from user_metrics.query.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
+from user_metrics.settings import Settings
+
+CLOSE_GRACE_S = 10.0  # how long close() waits for an interrupted SQL query to leave DuckDB
+
+
+def open_read_only(path: str | Path, memory_limit_mib: int = 0) -> duckdb.DuckDBPyConnection:
+    """Open the database file for reading, locked down like the server's readers.
+
+    ``memory_limit_mib`` is DuckDB's memory limit, as the server's ``memory_limit_mib`` setting
+    (0: DuckDB's default, 80 % of RAM).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise Unavailable(f"no database file at {path}")
+    config: dict[str, str | bool | int | float | list[str]] = (
+        {"memory_limit": f"{memory_limit_mib}MiB"} if memory_limit_mib else {}
+    )
+    try:
+        con = duckdb.connect(str(path), read_only=True, config=config)
+    except duckdb.IOException as exc:
+        raise Unavailable(
+            f"cannot open {path} read-only: {str(exc).splitlines()[0]} "
+            "(a running server holds the file: ask it instead, with --url http://HOST:PORT)"
+        ) from exc
+    try:
+        con.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    except duckdb.CatalogException as exc:
+        con.close()
+        raise Unavailable(f"{path} is not a user-metrics database (no meta table)") from exc
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+class LocalClient:
+    """Reads the DuckDB file directly (read-only), within DuckDB's ``memory_limit_mib``."""
+
+    def __init__(self, path: str | Path, *, memory_limit_mib: int = Settings.memory_limit_mib) -> None:
+        self.path = Path(path)
+        self._con = open_read_only(self.path, memory_limit_mib)
+        self._sql = QueryRunner(self._con.cursor)
+
+    def close(self) -> None:
+        self._sql.stop(CLOSE_GRACE_S)  # a query DuckDB could not stop in time may still be running
+        self._con.close()
+
+    def __enter__(self) -> LocalClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def users(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> UserPage:
+        return query.users(self._con, since, until, **kwargs)
+
+    def user(
+        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> UserStats:
+        return query.user(self._con, user_id, since, until, **kwargs)
+
+    def timeseries(
+        self, user_id: str | None = None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> Timeseries:
+        return query.timeseries(self._con, user_id, since, until, **kwargs)
+
+    def by_property(
+        self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> PropertyBreakdown:
+        return query.by_property(self._con, key, since, until, **kwargs)
+
+    def recent_requests(
+        self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
+    ) -> RecentRequests:
+        return query.recent_requests(self._con, user_id, since, until, **kwargs)
+
+    def property_keys(self) -> PropertyKeys:
+        return query.property_keys(self._con)
+
+    def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
+        return query.totals(self._con, since, until, **kwargs)
+
+    def anomalies(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Anomalies:
+        return find_anomalies(self._con, since, until, **kwargs)
+
+    def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
+        return run_sql(self._sql, sql, limit=limit, timeout=timeout)

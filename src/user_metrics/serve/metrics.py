@@ -1,0 +1,371 @@
+"""``/metrics``: a prometheus_client collector over the store's all-time totals.
+
+The collector reads ``snapshot`` on every scrape (maintained totals: no scan of ``requests``)
+and the service's own counters; prometheus_client writes the text format or OpenMetrics, as the
+scraper's Accept header asks. Counters are exact all-time totals, so they never go backwards,
+across restarts too.
+
+Per-user families hold at most ``metrics_max_users`` users: the most recently active ones (ties:
+the user seen first). ``user_metrics_users_left_out`` says how many were not exposed. Per-model
+and per-property families hold at most ``metrics_max_values`` pairs or values each, the first
+seen; the rest are summed into one ``(other)`` series, and ``user_metrics_values_left_out`` says
+how many were.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from user_metrics.query.anomalies import anomalies
+from user_metrics.query.functions import _now
+from user_metrics.query.results import Anomaly
+from user_metrics.query.snapshot import Usage, snapshot
+from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
+from user_metrics.store.rollups import DURATION_BOUNDS
+
+log = logging.getLogger(__name__)
+
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+
+def _tokens(usage: Usage) -> Iterable[tuple[str, int]]:
+    return zip(
+        TOKEN_TYPES,
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+        ),
+        strict=True,
+    )
+
+
+def _text(value: str | None) -> str:
+    return "" if value is None else value
+
+
+ANOMALY_REFRESH_S = 60.0
+# The families bounded by metrics_max_values, as a scrape names them.
+MODEL_FAMILIES = (
+    "llm_requests_total",
+    "llm_tokens_total",
+    "llm_cost_usd_total",
+    "llm_unpriced_requests_total",
+    "llm_request_duration_seconds",
+)
+PROPERTY_FAMILIES = ("llm_property_requests_total", "llm_property_cost_usd_total")
+
+
+class UsageCollector(Collector):
+    """The per-user, per-model, per-property and self families, built fresh on each scrape."""
+
+    def __init__(
+        self,
+        open_reader: Callable[[], duckdb.DuckDBPyConnection],
+        stats: Stats,
+        queue: Callable[[], tuple[int, int]],
+        *,
+        max_users: int,
+        property_keys: Sequence[str],
+        max_values: int = 100,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self._open_reader = open_reader
+        self._now = now  # the anomalies' clock
+        self._stats = stats
+        self._queue = queue  # (batches, rows) waiting for the writer
+        self._findings: tuple[Anomaly, ...] = ()
+        self._findings_at: float | None = None
+        self._max_users = max_users
+        self._property_keys = tuple(property_keys)
+        self._max_values = max_values
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registering must not query the database
+
+    def collect(self) -> Iterable[Metric]:
+        con = self._open_reader()
+        try:
+            snap = snapshot(con, self._max_users, self._property_keys, self._max_values)
+            findings = self._anomalies(con)
+        finally:
+            con.close()
+        yield from self._users(snap.users)
+        flagged = GaugeMetricFamily(
+            "llm_user_anomaly_score",
+            "Users flagged in the last hour (GET /api/v1/anomalies): the finding's score",
+            labels=["user_id", "metric", "method"],
+        )
+        for f in findings[: self._max_users]:
+            flagged.add_metric([f.user_id, f.metric, f.method], f.score)
+        yield flagged
+        left_out = GaugeMetricFamily(
+            "user_metrics_users_left_out",
+            "Users with requests who are not in the per-user families (metrics_max_users)",
+        )
+        left_out.add_metric([], snap.users_total - len(snap.users))
+        yield left_out
+        yield from self._models(snap.models)
+        requests = CounterMetricFamily(
+            "llm_property_requests",
+            "LLM requests by value of a chosen property",
+            labels=["property", "value"],
+        )
+        cost = CounterMetricFamily(
+            "llm_property_cost_usd", "Cost in USD by value of a chosen property", labels=["property", "value"]
+        )
+        for p in snap.properties:
+            requests.add_metric([p.key, p.value], p.requests)
+            cost.add_metric([p.key, p.value], float(p.cost_usd))
+        yield requests
+        yield cost
+        yield self._left_out(snap.models_left_out, snap.values_left_out)
+        yield from self._self()
+
+    @staticmethod
+    def _left_out(models: int, values: dict[str, int]) -> Metric:
+        """How many pairs or values each bounded family sums into its (other) series."""
+        gauge = GaugeMetricFamily(
+            "user_metrics_values_left_out",
+            "Provider/model pairs or property values summed into the (other) series of a family "
+            "(metrics_max_values)",
+            labels=["family", "property"],
+        )
+        for family in MODEL_FAMILIES:
+            gauge.add_metric([family, ""], models)
+        for key, count in values.items():
+            for family in PROPERTY_FAMILIES:
+                gauge.add_metric([family, key], count)
+        return gauge
+
+    def _anomalies(self, con: duckdb.DuckDBPyConnection) -> tuple[Anomaly, ...]:
+        """The last hour's findings, computed at most once a minute (they read a week of history)."""
+        if not self._max_users:
+            return ()
+        at = time.monotonic()
+        if self._findings_at is None or at - self._findings_at >= ANOMALY_REFRESH_S:
+            self._findings = anomalies(con, now=self._now).findings
+            self._findings_at = at
+        return self._findings
+
+    def _users(self, users: Sequence[Any]) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "llm_user_requests", "LLM requests per user", labels=["user_id", "status"]
+        )
+        tokens = CounterMetricFamily("llm_user_tokens", "Tokens per user", labels=["user_id", "type"])
+        cost = CounterMetricFamily(
+            "llm_user_cost_usd", "Cost in USD per user (priced requests)", labels=["user_id"]
+        )
+        last = GaugeMetricFamily(
+            "llm_user_last_active_timestamp_seconds", "Start of the user's latest request", labels=["user_id"]
+        )
+        for user in users:
+            u = user.usage
+            requests.add_metric([user.user_id, "ok"], u.requests - u.errors)
+            requests.add_metric([user.user_id, "error"], u.errors)
+            for kind, count in _tokens(u):
+                tokens.add_metric([user.user_id, kind], count)
+            cost.add_metric([user.user_id], float(u.cost_usd))
+            last.add_metric([user.user_id], u.last_active_us / 1e6)
+        yield from (requests, tokens, cost, last)
+
+    def _models(self, models: Sequence[Any]) -> Iterable[Metric]:
+        labels = ["provider", "model"]
+        requests = CounterMetricFamily("llm_requests", "LLM requests", labels=[*labels, "status"])
+        tokens = CounterMetricFamily("llm_tokens", "Tokens", labels=[*labels, "type"])
+        cost = CounterMetricFamily("llm_cost_usd", "Cost in USD of priced requests", labels=labels)
+        unpriced = CounterMetricFamily(
+            "llm_unpriced_requests", "Requests of models with no known price", labels=labels
+        )
+        duration = HistogramMetricFamily(
+            "llm_request_duration_seconds", "LLM request duration", labels=labels
+        )
+        for m in models:
+            key = [_text(m.provider), _text(m.model)]
+            u = m.usage
+            requests.add_metric([*key, "ok"], u.requests - u.errors)
+            requests.add_metric([*key, "error"], u.errors)
+            for kind, count in _tokens(u):
+                tokens.add_metric([*key, kind], count)
+            cost.add_metric(key, float(u.cost_usd))
+            unpriced.add_metric(key, u.unpriced_requests)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(str, DURATION_BOUNDS), "+Inf"), m.duration_counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            duration.add_metric(key, buckets, u.duration_ms_sum / 1000)
+        yield from (requests, tokens, cost, unpriced, duration)
+
+    def _self(self) -> Iterable[Metric]:
+        s = self._stats
+        received = CounterMetricFamily("user_metrics_spans_received", "Spans received in OTLP exports")
+        received.add_metric([], s.spans_received)
+        stored = CounterMetricFamily("user_metrics_spans_stored", "LLM spans stored as request records")
+        stored.add_metric([], s.spans_stored)
+        duplicate = CounterMetricFamily("user_metrics_spans_duplicate", "LLM spans already stored (re-sent)")
+        duplicate.add_metric([], s.spans_duplicate)
+        skipped = CounterMetricFamily("user_metrics_spans_skipped", "Spans that are not LLM calls")
+        skipped.add_metric([], s.spans_skipped)
+        cache_added = CounterMetricFamily(
+            "user_metrics_spans_cache_added_to_input",
+            "LLM spans whose input count excluded cache, so cache read and write were added to it",
+        )
+        cache_added.add_metric([], s.spans_cache_added_to_input)
+        rejected = CounterMetricFamily("user_metrics_spans_rejected", "LLM spans rejected", labels=["reason"])
+        for reason, count in sorted(s.spans_rejected.items()):
+            rejected.add_metric([reason], count)
+        cuts = CounterMetricFamily(
+            "user_metrics_limit_cuts",
+            "Values, properties and requests cut or refused by a configured limit",
+            labels=["limit"],
+        )
+        refused = CounterMetricFamily(
+            "user_metrics_exports_refused",
+            "Exports (and HTTP API requests) answered retry-later (gRPC UNAVAILABLE, HTTP 503) or closed",
+            labels=["reason"],
+        )
+        reads = CounterMetricFamily(
+            "user_metrics_reads_limited",
+            "Queries of the HTTP API and SQL stopped, refused or cut by a bound",
+            labels=["limit"],
+        )
+        for family, counts, labels in (
+            (cuts, s.limit_cuts, LIMITS),
+            (refused, s.exports_refused, REFUSALS),
+            (reads, s.reads_limited, READ_LIMITS),
+        ):
+            for label in labels:  # every label always, 0 until it happens
+                family.add_metric([label], counts[label])
+        stopped = CounterMetricFamily(
+            "user_metrics_reader_queries_stopped",
+            "Reader queries interrupted to keep the writer's memory: memory (the guard), writer "
+            "(held back for a checkpoint or a retried write)",
+            labels=["reason"],
+        )
+        for reason in ("memory", "writer"):
+            stopped.add_metric([reason], s.readers_stopped[reason])
+        retries = CounterMetricFamily(
+            "user_metrics_writer_memory_retries",
+            "Writes that ran out of DuckDB's memory and were retried with readers held back",
+        )
+        retries.add_metric([], s.writer_memory_retries)
+        reopens = CounterMetricFamily(
+            "user_metrics_store_reopens",
+            "Times the database was closed and opened again after a failed COMMIT, ROLLBACK or checkpoint",
+        )
+        reopens.add_metric([], s.store_reopens)
+        batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")
+        batch.add_metric([], s.exports, s.spans_received)
+        commit = SummaryMetricFamily(
+            "user_metrics_commit_duration_seconds", "Time to store and commit a group"
+        )
+        commit.add_metric([], s.commits, s.commit_seconds)
+        queue = GaugeMetricFamily("user_metrics_queue_depth", "Batches waiting for the store's writer")
+        batches, rows = self._queue()
+        queue.add_metric([], batches)
+        queued = GaugeMetricFamily("user_metrics_write_queue_rows", "Rows waiting for the store's writer")
+        queued.add_metric([], rows)
+        yield from (
+            received,
+            stored,
+            duplicate,
+            skipped,
+            cache_added,
+            rejected,
+            cuts,
+            refused,
+            stopped,
+            retries,
+            reopens,
+            reads,
+            batch,
+            commit,
+            queue,
+            queued,
+        )
+
+
+class RenderedMetrics:
+    """The exposition, rendered in the background so that a scrape only sends bytes.
+
+    prometheus_client formats each sample in Python: about 1 s for 10,000 users (90,000 samples)
+    on this hardware. So a thread renders every format a scraper has asked for, again whenever
+    the service has taken an export or committed since, at most every ``refresh_seconds``; a
+    scrape answers the latest rendering, at most ``refresh_seconds`` plus one rendering old.
+    ``refresh_seconds`` 0 renders on every scrape instead.
+    """
+
+    def __init__(self, reg: CollectorRegistry, version: Callable[[], object], refresh_seconds: float) -> None:
+        self._registry = reg
+        self._version = version
+        self._refresh = refresh_seconds
+        self._lock = threading.Lock()
+        self._encoders: dict[str, Callable[[CollectorRegistry], bytes]] = {}  # content type -> encoder
+        self._bodies: dict[str, bytes] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-render", daemon=True)
+
+    def start(self) -> None:
+        if self._refresh > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """(body, content type) for a scraper's Accept header."""
+        encoder, content_type = choose_encoder(accept)
+        if self._refresh <= 0:
+            return encoder(self._registry), content_type
+        with self._lock:
+            self._encoders[content_type] = encoder
+            body = self._bodies.get(content_type)
+        if body is None:  # the first scrape in this format renders now
+            body = encoder(self._registry)
+            with self._lock:
+                self._bodies.setdefault(content_type, body)
+        return body, content_type
+
+    def _run(self) -> None:
+        rendered: object = None
+        while not self._stop.wait(self._refresh):
+            version = self._version()
+            if version == rendered:
+                continue
+            with self._lock:
+                encoders = dict(self._encoders)
+            try:
+                bodies = {content_type: encode(self._registry) for content_type, encode in encoders.items()}
+            except Exception:  # noqa: BLE001 - keep serving the last rendering; try again next round
+                log.exception("rendering /metrics failed")
+                continue
+            with self._lock:
+                self._bodies.update(bodies)
+            rendered = version
+
+
+def registry(collector: UsageCollector) -> CollectorRegistry:
+    """A registry of our own (no process-wide default, no import-time globals)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg

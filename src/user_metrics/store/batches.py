@@ -1,0 +1,95 @@
+"""Request records -> one Arrow table, columns in the order of the ``requests`` table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from user_metrics.ingest.mapping import RequestRecord
+
+COST_TYPE = pa.decimal128(18, 9)
+
+REQUESTS_ARROW_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("parent_span_id", pa.string()),
+        ("start_time", pa.timestamp("us", tz="UTC")),
+        ("duration_ms", pa.float64()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("service_name", pa.string()),
+        ("environment", pa.string()),
+        ("operation", pa.string()),
+        ("provider", pa.string()),
+        ("request_model", pa.string()),
+        ("response_model", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("cache_read_tokens", pa.int64()),
+        ("cache_write_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),
+        ("cost_usd", COST_TYPE),
+        ("cost_source", pa.string()),
+        ("status", pa.string()),
+        ("error_type", pa.string()),
+        ("streaming", pa.bool_()),
+        ("properties", pa.map_(pa.string(), pa.string())),
+        ("cache_added_to_input", pa.bool_()),
+        ("price_provider", pa.string()),
+    ]
+)
+
+# RequestRecord fields copied as they are, in schema order (start_time and cost are converted).
+_DIRECT = {name for name in RequestRecord._fields} - {"start_time_unix_nano", "cost_usd", "cost_source"}
+
+
+def nanos_to_decimal_array(nanos: Sequence[int | None]) -> pa.Array:
+    """Nano-dollar integers as a DECIMAL(18,9) array, exactly (no float, no Decimal objects)."""
+    n = len(nanos)
+    valid = np.fromiter((v is not None for v in nanos), dtype=bool, count=n)
+    low = np.fromiter((v if v is not None else 0 for v in nanos), dtype=np.int64, count=n)
+    words = np.empty((n, 2), dtype=np.int64)  # little-endian 128-bit two's complement
+    words[:, 0] = low
+    words[:, 1] = np.where(low < 0, -1, 0)
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+    return pa.Array.from_buffers(COST_TYPE, n, [validity, pa.py_buffer(words.tobytes())])
+
+
+def to_arrow(
+    records: Sequence[RequestRecord],
+    costs: Sequence[int | None],
+    sources: Sequence[str],
+    price_providers: Sequence[str | None] | None = None,
+) -> pa.Table:
+    """Build the Arrow table for ``requests`` from mapped records and their prices.
+
+    ``price_providers``: the provider whose price list billed each record (None: all NULL).
+    """
+    if not records:
+        return REQUESTS_ARROW_SCHEMA.empty_table()
+    columns = dict(zip(RequestRecord._fields, zip(*records, strict=True), strict=True))
+    arrays = []
+    for field in REQUESTS_ARROW_SCHEMA:
+        name = field.name
+        if name == "start_time":
+            micros = np.fromiter(columns["start_time_unix_nano"], dtype=np.int64, count=len(records)) // 1000
+            arrays.append(pa.array(micros, type=field.type))
+        elif name == "cost_usd":
+            arrays.append(nanos_to_decimal_array(costs))
+        elif name == "cost_source":
+            arrays.append(pa.array(sources, type=field.type))
+        elif name == "price_provider":
+            arrays.append(
+                pa.array(price_providers, type=field.type)
+                if price_providers is not None
+                else pa.nulls(len(records), field.type)
+            )
+        elif name == "properties":
+            arrays.append(pa.array([list(p.items()) for p in columns[name]], type=field.type))
+        else:
+            assert name in _DIRECT
+            arrays.append(pa.array(columns[name], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=REQUESTS_ARROW_SCHEMA)

@@ -1,0 +1,142 @@
+"""The database's tables: what the store creates, and how an older file is brought up to date.
+
+``requests`` is the public contract (README lists its columns). The rest is the store's own:
+``span_keys`` (each stored span once), ``meta`` (the schema version), ``pending`` and
+``span_facts`` (attribution across requests), and the rollups (``rollups.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+
+from user_metrics.errors import Unavailable
+from user_metrics.store import rollups
+
+log = logging.getLogger(__name__)
+
+# 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending,
+# 7 requests.cache_added_to_input and requests.price_provider, 8 dims with request and response
+# model and bounded values (dim_values)
+SCHEMA_VERSION = "8"
+
+REQUESTS_DDL = """
+CREATE TABLE IF NOT EXISTS requests (
+    trace_id           VARCHAR NOT NULL,
+    span_id            VARCHAR NOT NULL,
+    parent_span_id     VARCHAR,
+    start_time         TIMESTAMPTZ NOT NULL,
+    duration_ms        DOUBLE,
+    user_id            VARCHAR,
+    session_id         VARCHAR,
+    service_name       VARCHAR,
+    environment        VARCHAR,
+    operation          VARCHAR,
+    provider           VARCHAR,
+    request_model      VARCHAR,
+    response_model     VARCHAR,
+    input_tokens       BIGINT,
+    output_tokens      BIGINT,
+    cache_read_tokens  BIGINT,
+    cache_write_tokens BIGINT,
+    reasoning_tokens   BIGINT,
+    cost_usd           DECIMAL(18, 9),
+    cost_source        VARCHAR NOT NULL,
+    status             VARCHAR NOT NULL,
+    error_type         VARCHAR,
+    streaming          BOOLEAN,
+    properties         MAP(VARCHAR, VARCHAR),
+    cache_added_to_input BOOLEAN,
+    price_provider     VARCHAR
+)
+"""
+# Columns added to `requests` since schema 1 (an upgrade appends them, as the DDL has them).
+ADDED_COLUMNS = (("cache_added_to_input", "BOOLEAN"), ("price_provider", "VARCHAR"))
+# `pending` holds rows of `requests` plus these, last.
+PENDING_COLUMNS = ("waiting_for", "deadline_us")
+OTHER_DDL = (
+    "CREATE TABLE IF NOT EXISTS span_keys (k HUGEINT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    # LLM spans without a user id whose ancestors may still arrive: the rows, what they wait for
+    # (the first ancestor missing from their request) and until when.
+    "CREATE TABLE IF NOT EXISTS pending AS "
+    "SELECT *, ''::VARCHAR AS waiting_for, 0::BIGINT AS deadline_us FROM requests WHERE false",
+    # Every span's own identity and parent, for a while, so spans of later requests can inherit.
+    """CREATE TABLE IF NOT EXISTS span_facts (
+    trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, parent_span_id VARCHAR,
+    user_id VARCHAR, session_id VARCHAR, properties MAP(VARCHAR, VARCHAR), seen_us BIGINT NOT NULL
+)""",
+)
+# 32 + 16 hex characters, so the concatenation is unambiguous; >> 1 makes md5's 128 bits fit HUGEINT.
+SPAN_KEY_SQL = "(md5_number(trace_id || span_id) >> 1)::HUGEINT"
+
+
+def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_values: int) -> None:
+    """Create the tables of a new database, or upgrade an older one in place (one transaction)."""
+    con.execute("BEGIN")
+    con.execute(REQUESTS_DDL)
+    _add_request_columns(con)  # before `pending` is made from `requests`, if it is new
+    for ddl in OTHER_DDL:
+        con.execute(ddl)
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = row[0] if row else None
+    if version not in (None, "1", "2", "3", "4", "5", "6", "7", SCHEMA_VERSION):
+        con.execute("ROLLBACK")
+        raise Unavailable(f"{path} has schema version {version}, this build needs {SCHEMA_VERSION}")
+    _match_pending_columns(con)
+    if version in ("1", "2", "3", "4", "5", "6", "7"):
+        log.info("upgrading %s to schema %s: building rollups from requests", path, SCHEMA_VERSION)
+        rollups.rebuild(con, max_dimension_values)
+    for ddl in rollups.DDL:
+        con.execute(ddl)
+    con.execute(
+        "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+        [SCHEMA_VERSION],
+    )
+    con.execute("COMMIT")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """From here on SQL can reach no file, network or extension, and nothing can undo that. And no
+    checkpoint at shutdown: ``close`` checkpoints itself, and an instance left behind by
+    ``WriterConnection.reopen`` (its memory maybe inconsistent) must write nothing."""
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, type) of each column of ``table``, in order."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
+        [table],
+    ).fetchall()
+    return [(name, kind) for name, kind in rows]
+
+
+def _add_request_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Upgrade: append the columns `requests` lacks (its old rows get NULL there)."""
+    present = {name for name, _ in _columns(con, "requests")}
+    for name, kind in ADDED_COLUMNS:
+        if name not in present:
+            log.info("upgrading requests: adding column %s", name)
+            con.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+
+
+def _match_pending_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Upgrade: rebuild `pending` as the columns of `requests` followed by its own, keeping its rows.
+
+    Rows move between the two tables with ``SELECT *``, so the column order must agree (an
+    ALTER TABLE would append the new columns after waiting_for and deadline_us).
+    """
+    pending = dict(_columns(con, "pending"))
+    wanted = [*_columns(con, "requests"), *((name, pending[name]) for name in PENDING_COLUMNS)]
+    if list(pending) == [name for name, _ in wanted]:
+        return
+    log.info("upgrading pending to the columns of requests")
+    select = ", ".join(name if name in pending else f"NULL::{kind} AS {name}" for name, kind in wanted)
+    con.execute(f"CREATE TABLE pending_upgraded AS SELECT {select} FROM pending")
+    con.execute("DROP TABLE pending")
+    con.execute("ALTER TABLE pending_upgraded RENAME TO pending")

@@ -1,0 +1,490 @@
+"""The store: the ``requests`` table in DuckDB, written by one thread with group commit.
+
+Front-ends hand ``write`` an Arrow table and wait on the returned future; it resolves only after
+the transaction holding those rows has committed (DuckDB syncs its WAL on commit). The writer
+thread takes everything queued while the previous commit ran and commits it together, so many
+small exports share one disk sync.
+
+Each (trace_id, span_id) is stored once. ``span_keys`` holds a 127-bit hash of the pair under a
+primary key: the fast path inserts keys and rows in one transaction; a constraint violation (a
+retry, a replay) rolls back and takes the slow path, which inserts keys with
+``ON CONFLICT DO NOTHING RETURNING`` and stores only the rows whose keys were new. The rows
+stored are added to the rollups (``rollups.py``) in the same transaction, so the aggregates are
+exactly the sum of the stored rows.
+
+Small writes are committed before big ones queued earlier, and compaction and checkpoints wait
+while writes do (within bounds), so a one-span export never waits for a big one. By the clock the
+writer also drops old attribution facts and, while writes fail, probes whether it can commit.
+
+Around it: ``schema.py`` creates and upgrades the tables; ``writer_connection.py`` owns the
+connection (transactions that always end, the readers' memory kept from the writer's, reopening
+after DuckDB fails inconsistently, checkpoints); ``attribution.py`` finds the pending rows that
+are done. The database is locked down once the schema is ready: no file, network or extension
+access and no configuration changes, for this connection and every reader cursor
+(``reader()``), which is what makes the read-only SQL endpoint safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import duckdb
+import pyarrow as pa
+
+from user_metrics.errors import InvalidInput, Overloaded, Unavailable
+from user_metrics.query import functions as query
+from user_metrics.stats import Stats
+from user_metrics.store import attribution, rollups
+from user_metrics.store.schema import SPAN_KEY_SQL
+from user_metrics.store.writer_connection import (
+    CHECKPOINT_WAL_BYTES,
+    FORCE_CHECKPOINT_WAL_BYTES,
+    WriterConnection,
+    first_line,
+    registered,
+)
+
+log = logging.getLogger(__name__)
+
+
+# Errors caused by the rows themselves (a value DuckDB cannot hold), not by the database.
+DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
+
+# How often the writer drops attribution facts older than twice the attribution window, and how
+# often, while a write is failing, it tries a small write to learn whether it can commit again.
+PURGE_FACTS_EVERY_S = 60.0
+# Writes of at most this many rows are committed before bigger ones that were queued first.
+SMALL_WRITE_ROWS = 1024
+PROBE_EVERY_S = 2.0
+
+
+@dataclass
+class _Pending:
+    table: pa.Table
+    future: Future[int]
+    waiting: pa.Table | None = None  # rows for `pending`
+    facts: pa.Table | None = None  # rows for `span_facts`
+
+
+_STOP = object()
+
+
+class Store:
+    """Owns the DuckDB file while the service runs; one writer thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        stats: Stats,
+        *,
+        max_group_rows: int = 200_000,
+        max_queue_rows: int = 100_000,
+        memory_limit_mib: int = 0,
+        compact_after_rows: int = 100_000,
+        compact_after_seconds: float = 30.0,
+        attribution_window_seconds: float = 30.0,
+        max_dimension_values: int = 1000,
+    ) -> None:
+        self.path = str(path)
+        self._max_dimension_values = max_dimension_values
+        self._stats = stats
+        self._max_group_rows = max_group_rows
+        # The write queue is bounded in rows: beyond it, writers are told to come back later.
+        self._max_queue_rows = max_queue_rows
+        self._queued_rows = 0
+        self._queue_lock = threading.Lock()
+        self._commit_rows_per_s = 10_000.0  # measured at every commit
+        # Rollup rows appended since the last compaction: their hours and users, and how many rows.
+        self._dirty = rollups.Touched(set(), set())
+        self._rows_since_compaction = 0
+        self._last_compaction = time.monotonic()
+        self._compact_after_rows = compact_after_rows
+        self._compact_after_seconds = compact_after_seconds
+        self._db = WriterConnection(
+            self.path,
+            stats,
+            memory_limit_mib=memory_limit_mib,
+            max_dimension_values=max_dimension_values,
+            on_reopen=self._reopened,
+        )
+        self._window_us = int(attribution_window_seconds * 1e6)
+        self._has_pending = self._count_pending()
+        self._last_purge = time.monotonic()
+        self._last_probe = 0.0
+        self._reader_lock = threading.Lock()
+        self._queue: queue.Queue[_Pending | object] = queue.Queue()
+        self._backlog: list[_Pending] = []  # taken from the queue by the writer, not yet committed
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor of the database for one reader thread (close it when done).
+
+        It is a ``readers.Reader``, which behaves as the DuckDB cursor it wraps; the store may
+        interrupt its query when the writer needs memory.
+        """
+        with self._reader_lock:
+            if self._closed:
+                raise Unavailable("the store is shutting down")
+        return cast(duckdb.DuckDBPyConnection, self._db.readers.open())
+
+    def health(self) -> str | None:
+        """None while the writer can commit; else why it cannot (what /healthz answers)."""
+        if not self._closed and not self._thread.is_alive():
+            return "the store's writer thread has stopped"
+        return self._db.failure
+
+    @property
+    def queue(self) -> tuple[int, int]:
+        """(batches, rows) waiting for the writer."""
+        return self._queue.qsize() + len(self._backlog), self._queued_rows
+
+    def property_keys(self) -> set[str]:
+        """Every custom property key stored so far (``query.property_keys`` on a reader)."""
+        con = self.reader()
+        try:
+            return set(query.property_keys(con).keys)
+        finally:
+            con.close()
+
+    def write(
+        self, table: pa.Table, waiting: pa.Table | None = None, facts: pa.Table | None = None
+    ) -> Future[int]:
+        """Queue rows for the next commit; the future gives the number of new rows once durable.
+
+        The future fails at once with ``Overloaded`` when the queue holds ``max_queue_rows`` rows
+        (a table larger than the whole limit is still taken when the queue is empty).
+        """
+        future: Future[int] = Future()
+        if self._closed or not self._thread.is_alive():
+            future.set_exception(Unavailable(self.health() or "the store is shutting down"))
+            return future
+        rows = table.num_rows + (waiting.num_rows if waiting is not None else 0)
+        with self._queue_lock:
+            queued = self._queued_rows
+            if queued and queued + rows > self._max_queue_rows:
+                wait = math.ceil(queued / self._commit_rows_per_s)
+                future.set_exception(
+                    Overloaded(
+                        f"the write queue is full ({queued} rows waiting, limit {self._max_queue_rows}); "
+                        "retry later",
+                        retry_after_seconds=min(30, max(1, wait)),
+                    )
+                )
+                return future
+            self._queued_rows = queued + rows
+        self._queue.put(_Pending(table, future, waiting, facts))
+        return future
+
+    def close(self) -> None:
+        """Commit everything queued, checkpoint, and close the file."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._refuse_queued()
+        try:
+            self._compact()
+        finally:
+            self._db.close()
+
+    def _refuse_queued(self) -> None:
+        """Fail writes that raced with close() into the queue behind the stop (never committed)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Pending):
+                item.future.set_exception(Unavailable("the store is shutting down"))
+
+    # ---- the writer thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._serve_queue()
+        except BaseException as exc:  # noqa: BLE001 - health() reports it; exporters get Unavailable
+            log.critical("the store's writer stopped: %s", exc, exc_info=True)
+            self._db.failure = f"the store's writer stopped: {exc}"
+            for pending in self._backlog:
+                pending.future.set_exception(Unavailable(self._db.failure))
+            self._refuse_queued()
+            raise
+
+    def _serve_queue(self) -> None:
+        backlog = self._backlog
+        stopping = False
+        while backlog or not stopping:
+            self._housekeeping()
+            if not backlog and not stopping:
+                try:
+                    item = self._queue.get(timeout=1.0 if self._has_pending or self._db.failure else 5.0)
+                except queue.Empty:
+                    if self._has_pending:
+                        self._resolve_pending(None)  # the clock alone finalises spans past their deadline
+                    continue
+                stopping = item is _STOP
+                if isinstance(item, _Pending):
+                    backlog.append(item)
+            while not stopping:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                stopping = item is _STOP
+                if isinstance(item, _Pending):
+                    backlog.append(item)
+            if backlog:
+                self._commit(self._next_group(backlog))
+            # While writes wait, compaction and checkpoints wait for them, up to twice their due.
+            busy = not self._queue.empty() or any(_rows(p) <= SMALL_WRITE_ROWS for p in backlog)
+            if self._compaction_due(2 if busy else 1):
+                self._compact()
+            self._db.maybe_checkpoint(FORCE_CHECKPOINT_WAL_BYTES if busy else CHECKPOINT_WAL_BYTES)
+
+    def _compaction_due(self, factor: int) -> bool:
+        elapsed = time.monotonic() - self._last_compaction
+        return self._rows_since_compaction >= factor * self._compact_after_rows or (
+            bool(self._dirty) and elapsed >= factor * self._compact_after_seconds
+        )
+
+    def _next_group(self, backlog: list[_Pending]) -> list[_Pending]:
+        """Take the writes of the next commit out of ``backlog``: the small ones first, so that a
+        small export waits for at most the commit under way, not for the big ones queued before
+        it; then the rest in arrival order, up to ``max_group_rows`` rows (at least one write)."""
+        small = [p for p in backlog if _rows(p) <= SMALL_WRITE_ROWS]
+        candidates = small or backlog
+        group: list[_Pending] = []
+        rows = 0
+        for pending in candidates:
+            if group and rows + _rows(pending) > self._max_group_rows:
+                break
+            group.append(pending)
+            rows += _rows(pending)
+        taken = {id(p) for p in group}
+        backlog[:] = [p for p in backlog if id(p) not in taken]
+        return group
+
+    def _housekeeping(self) -> None:
+        """What the writer does by the clock: drop old attribution facts, probe a failing store."""
+        now = time.monotonic()
+        if now - self._last_purge >= PURGE_FACTS_EVERY_S:
+            self._last_purge = now
+            cut = time.time_ns() // 1000 - 2 * self._window_us
+            try:
+                self._db.in_transaction(
+                    lambda con: con.execute("DELETE FROM span_facts WHERE seen_us < $cut", {"cut": cut})
+                )
+            except duckdb.Error:
+                log.exception("dropping old attribution facts failed; tried again in a minute")
+        if self._db.failure is not None and now - self._last_probe >= PROBE_EVERY_S:
+            self._last_probe = now
+            try:
+                self._db.in_transaction(
+                    lambda con: con.execute(
+                        "INSERT INTO meta VALUES ('last_probe', $t) "
+                        "ON CONFLICT DO UPDATE SET value = excluded.value",
+                        {"t": str(time.time_ns())},
+                    )
+                )
+            except duckdb.Error as exc:
+                log.warning("the store still cannot commit: %s", first_line(exc))
+            else:
+                log.info("the store can commit again")
+                self._db.failure = None
+
+    def _compact(self) -> None:
+        """Merge the rollup rows written since the last time (failure only costs query speed)."""
+        touched, self._dirty = self._dirty, rollups.Touched(set(), set())
+        self._rows_since_compaction = 0
+        self._last_compaction = time.monotonic()
+        started = time.perf_counter()
+        try:
+            removed = self._db.in_transaction(lambda con: rollups.compact(con, touched))
+        except duckdb.Error:
+            log.exception("compacting the rollups failed; they stay correct, only larger")
+            self._dirty |= touched
+            return
+        self._stats.add(
+            compactions=1, compaction_seconds=time.perf_counter() - started, rollup_rows_merged=removed
+        )
+
+    def _commit(self, group: list[_Pending]) -> None:
+        started = time.perf_counter()
+        rows = sum(_rows(p) for p in group)
+        try:
+            self._commit_group(group, rows, started)
+        finally:
+            with self._queue_lock:
+                self._queued_rows -= rows
+
+    def _commit_group(self, group: list[_Pending], rows: int, started: float) -> None:
+        try:
+            table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
+            stored = self._insert(
+                table, _concat([p.waiting for p in group]), _concat([p.facts for p in group])
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting exporters
+            if isinstance(exc, DATA_ERRORS) and len(group) > 1:
+                # One export's data must not fail the others it was grouped with.
+                log.warning(
+                    "a group of %d exports cannot be stored (%s); storing them one by one", len(group), exc
+                )
+                for pending in group:
+                    self._commit_group([pending], pending.table.num_rows, time.perf_counter())
+                return
+            log.exception("commit of %d rows failed", rows)
+            error: Exception
+            if isinstance(exc, DATA_ERRORS):  # retrying the same data cannot help: not retryable
+                error = InvalidInput(f"the batch cannot be stored: {exc}")
+            else:
+                self._db.failure = self._db.failure or f"the last commit failed: {first_line(exc)}"
+                error = Unavailable(f"could not store the batch: {first_line(exc)}")
+            for pending in group:
+                pending.future.set_exception(error)
+            return
+        self._db.failure = None
+        seconds = time.perf_counter() - started
+        self._commit_rows_per_s = max(100.0, rows / max(seconds, 1e-3))
+        self._stats.add(
+            commits=1,
+            commit_seconds=seconds,
+            spans_stored=stored,
+            spans_duplicate=table.num_rows - stored,  # waiting rows are counted when finalised
+        )
+        for pending in group:
+            pending.future.set_result(pending.table.num_rows)
+        traces = {
+            t
+            for p in group
+            for part in (p.waiting, p.facts)
+            if part is not None
+            for t in part["trace_id"].to_pylist()
+        }
+        if traces and self._has_pending:
+            self._resolve_pending(traces)
+
+    def _insert(
+        self,
+        batch: pa.Table,
+        waiting: pa.Table | None = None,
+        facts: pa.Table | None = None,
+        finalised: pa.Table | None = None,
+    ) -> int:
+        """Store ``batch`` once per span, and in the same transaction: ``waiting`` rows into
+        ``pending``, ``facts`` into ``span_facts``, and (trace_id, span_id) of ``finalised`` out of
+        ``pending``."""
+        side = {"waiting": waiting, "facts": facts, "finalised": finalised}
+        return self._db.with_memory(lambda: self._insert_once(batch, side))
+
+    def _insert_once(self, batch: pa.Table, side: dict[str, pa.Table | None]) -> int:
+        db = self._db
+        with registered(self._con, {"batch": batch, **side}):  # may need memory: in with_memory
+            try:
+                stored, touched = db.transaction(lambda con: self._insert_all(con, batch.num_rows, side))
+            except duckdb.ConstraintException:  # a span stored before: store only the new ones
+                stored, touched = db.transaction(lambda con: self._insert_new_only(con, side))
+        # Only once committed: a rolled-back try must not count (nor leave cells to compact).
+        self._dirty |= touched
+        self._rows_since_compaction += stored
+        self._stats.cut("max_dimension_values", touched.folded)
+        return stored
+
+    def _insert_all(
+        self, con: duckdb.DuckDBPyConnection, rows: int, side: dict[str, pa.Table | None]
+    ) -> tuple[int, rollups.Touched]:
+        con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
+        con.execute("INSERT INTO requests SELECT * FROM batch")
+        touched = rollups.apply(con, "batch", self._max_dimension_values)
+        self._insert_side(side)
+        return rows, touched
+
+    def _insert_side(self, side: dict[str, pa.Table | None]) -> None:
+        con = self._con
+        if side["waiting"] is not None:
+            con.execute("INSERT INTO pending SELECT * FROM waiting")
+            self._has_pending = True
+        if side["facts"] is not None:
+            con.execute("INSERT INTO span_facts SELECT * FROM facts")
+        if side["finalised"] is not None:
+            con.execute(
+                "DELETE FROM pending WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) FROM finalised)"
+            )
+
+    def _insert_new_only(
+        self, con: duckdb.DuckDBPyConnection, side: dict[str, pa.Table | None]
+    ) -> tuple[int, rollups.Touched]:
+        fresh = con.execute(
+            f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM batch "
+            "ON CONFLICT DO NOTHING RETURNING k"
+        ).to_arrow_table()
+        with registered(con, {"fresh_keys": fresh}):
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE fresh_rows AS
+                SELECT * EXCLUDE (_k, _n) FROM (
+                    SELECT *, {SPAN_KEY_SQL} AS _k,
+                           row_number() OVER (PARTITION BY {SPAN_KEY_SQL}) AS _n
+                    FROM batch)
+                WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
+            )
+            con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
+            touched = rollups.apply(con, "fresh_rows", self._max_dimension_values)
+            con.execute("DROP TABLE fresh_rows")
+            self._insert_side(side)
+        return fresh.num_rows, touched
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        return self._db.con
+
+    def _reopened(self) -> None:
+        self._has_pending = self._count_pending()
+
+    def _count_pending(self) -> bool:
+        # fetchall: a result not read to its end keeps its transaction open, stopping checkpoints.
+        ((count,),) = self._con.execute("SELECT count(*) FROM pending").fetchall()
+        return bool(count)
+
+    # ---- attribution across requests --------------------------------------------------------
+
+    def _resolve_pending(self, traces: set[str] | None) -> None:
+        """``_finalise`` that logs instead of stopping the writer: the rows stay pending and retry."""
+        try:
+            self._finalise(traces)
+        except Exception:  # noqa: BLE001 - the writer thread must keep running
+            log.exception("attributing waiting spans failed; they stay pending and are tried again")
+
+    def _finalise(self, traces: set[str] | None) -> None:
+        """Store the pending rows that are done (``attribution.resolved_rows``), each once, and take
+        them out of ``pending`` in the same transaction."""
+        done = attribution.resolved_rows(self._con, traces)
+        if done is not None:
+            final, keys, attributed = done
+            stored = self._insert(final, finalised=keys)
+            self._stats.add(
+                spans_stored=stored, spans_duplicate=final.num_rows - stored, spans_attributed=attributed
+            )
+        self._has_pending = self._count_pending()
+
+
+def _rows(pending: _Pending) -> int:
+    return pending.table.num_rows + (pending.waiting.num_rows if pending.waiting is not None else 0)
+
+
+def _concat(parts: list[pa.Table | None]) -> pa.Table | None:
+    present = [p for p in parts if p is not None and p.num_rows]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else pa.concat_tables(present)
