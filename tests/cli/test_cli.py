@@ -185,7 +185,7 @@ def test_a_signal_while_the_main_thread_holds_the_stop_events_lock_still_stops()
     """The handler runs on the main thread, which may hold the stop event's lock inside its
     wait() at that moment: setting the event there deadlocked (a server that ignored SIGTERM
     for good, seen in a test run). The event is set all the same. (SIGALRM ends a deadlock.)"""
-    from user_metrics.cli.main import stop_on_signals
+    from user_metrics.cli.process import stop_on_signals
 
     def deadlocked(*_: object) -> None:
         raise TimeoutError("the signal handler deadlocked on the stop event's lock")

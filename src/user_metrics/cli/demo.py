@@ -56,7 +56,7 @@ from user_metrics.cli.demo_traffic import (
     ground_truth,
     plan_traffic,
 )
-from user_metrics.cli.main import LOG_FORMAT, invocation, stop_on_signals, wait_for
+from user_metrics.cli.process import LOG_FORMAT, invocation, stop_on_signals, wait_for
 from user_metrics.cli.query_commands import render
 from user_metrics.errors import InvalidInput, UserMetricsError
 from user_metrics.query import functions as query
