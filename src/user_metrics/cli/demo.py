@@ -43,7 +43,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 
 from user_metrics.app import App
-from user_metrics.cli.demo_traffic import (
+from user_metrics.cli.demo_traffic import check_figures, ground_truth, plan_traffic
+from user_metrics.cli.demo_world import (
     ENVIRONMENT,
     HOSTS,
     NS,
@@ -52,9 +53,6 @@ from user_metrics.cli.demo_traffic import (
     Call,
     Trace,
     UserTruth,
-    check_figures,
-    ground_truth,
-    plan_traffic,
 )
 from user_metrics.cli.process import LOG_FORMAT, invocation, stop_on_signals, wait_for
 from user_metrics.cli.query_commands import render
