@@ -22,7 +22,7 @@ from urllib.request import urlopen
 import pytest
 from conftest import Service, spawn
 
-from user_metrics.cli.demo import DemoError, send_demo_spans
+from user_metrics.cli.demo_spans import DemoError, send_demo_spans
 from user_metrics.cli.demo_traffic import plan_traffic
 from user_metrics.cli.main import main
 from user_metrics.errors import InvalidInput
