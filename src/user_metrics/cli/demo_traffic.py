@@ -4,7 +4,7 @@ Pure and seeded: ``plan_traffic`` turns (seed, users, requests, days, now) into 
 dozen users -- chat conversations, retrieval-augmented searches, document summaries and tool-using
 agents, on weekdays and in the working hours of each user's time zone, from heavy and light users
 on three plans, a few of whom only started recently -- with one user's agent running away in the
-last hour. ``ground_truth`` sums what the traces hold. ``demo.py`` sends them through the
+last hour. ``ground_truth`` sums what the traces hold. ``demo_spans.py`` sends them through the
 OpenTelemetry SDK.
 """
 

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(args)
         if args.command == "demo":
-            from user_metrics.cli.demo_spans import demo  # imports the OpenTelemetry SDK
+            from user_metrics.cli.demo import demo  # imports the OpenTelemetry SDK
 
             return demo(args)
         from user_metrics.cli.query_commands import run
