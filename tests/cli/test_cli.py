@@ -115,6 +115,21 @@ def test_bad_setting_exits_with_a_clear_message(tmp_path: Path) -> None:
     assert "grpc_listen must be HOST:PORT" in result.stderr
 
 
+def test_a_price_file_it_cannot_use_exits_with_the_entry_named(tmp_path: Path) -> None:
+    """A bad price file is a settings error: exit 2, the entry and its problem on stderr, no traceback."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[[model]]\nname = "m"\ninput_mtok = "free"\noutput_mtok = 1\n')
+    result = subprocess.run(
+        [*serve_command(tmp_path / "x.duckdb"), "--price-file", str(prices)],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "model #1 ('m')" in result.stderr and "input_mtok" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("flag", "env"),
     [

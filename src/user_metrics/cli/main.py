@@ -65,16 +65,12 @@ def _parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     # Imported here, so that --version, --help and the reading commands start fast.
     from user_metrics.app import App
-    from user_metrics.ingest.pricing import PriceFileError
 
     flags: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in SPECS}
     settings = load_settings(flags, config_file=args.config)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     with stop_on_signals() as stop:
-        try:
-            app = App(settings)
-        except PriceFileError as exc:
-            raise SettingsError(str(exc)) from exc
+        app = App(settings)  # a price file it cannot use is a SettingsError too
         app.start()
         try:
             wait_for(stop)

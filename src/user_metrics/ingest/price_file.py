@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from user_metrics.ingest.price_tables import Coefficients, PriceTable, linear
+from user_metrics.settings import SettingsError
 
 _MTOK = 1_000_000
 # Bounds of one price. The largest keeps every cost the mapper's token bounds allow (10**10 of
@@ -23,8 +24,8 @@ _KEYS = frozenset(
 )
 
 
-class PriceFileError(ValueError):
-    """The operator's price file cannot be used."""
+class PriceFileError(SettingsError):
+    """The operator's price file cannot be used (a settings error: the command line says so and exits 2)."""
 
 
 @dataclass(frozen=True)
