@@ -67,7 +67,6 @@ from user_metrics.ingest.ingestor import Ingestor, decode_json, decode_protobuf
 from user_metrics.ingest.mapping import (
     Conventions,
     MappedRequest,
-    RequestRecord,
     _declared_operation,
     _is_llm_call,
     compile_conventions,
@@ -76,6 +75,7 @@ from user_metrics.ingest.mapping import (
 )
 from user_metrics.ingest.pricing import Pricer
 from user_metrics.stats import Stats
+from user_metrics.store.records import RequestRecord
 from user_metrics.store.writer import Store
 
 # ---- profiles -----------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from user_metrics.ingest.mapping import RequestRecord
 from user_metrics.ingest.pricing import PriceFileError, Pricer, load_price_file
+from user_metrics.store.records import RequestRecord
 
 START = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1e9)
 BLANK = RequestRecord(*([None] * 24))

@@ -23,9 +23,9 @@ from genai_prices.types import (
     TimeOfDateConstraint,
 )
 
-from user_metrics.ingest.mapping import RequestRecord
 from user_metrics.ingest.price_tables import Coefficients, nanos_from_usd, round_half_even
 from user_metrics.ingest.pricing import Pricer, api_url, provider_key
+from user_metrics.store.records import RequestRecord
 
 START = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1e9)
 BLANK = RequestRecord(*([None] * 24))

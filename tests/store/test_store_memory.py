@@ -28,11 +28,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from user_metrics.errors import Unavailable
-from user_metrics.ingest.mapping import RequestRecord
 from user_metrics.stats import Stats
 from user_metrics.store import rollups, writer_connection
 from user_metrics.store import writer as store_module
 from user_metrics.store.batches import to_arrow
+from user_metrics.store.records import RequestRecord
 from user_metrics.store.schema import SPAN_KEY_SQL
 from user_metrics.store.writer import Store
 from user_metrics.store.writer_connection import WriterConnection

@@ -27,13 +27,12 @@ from user_metrics.ingest.mapping import (
     PAUSE_EVERY,
     Conventions,
     Rejection,
-    RequestRecord,
-    SpanFact,
     map_request,
 )
 from user_metrics.ingest.pricing import Pricer
 from user_metrics.stats import Stats
 from user_metrics.store.batches import to_arrow
+from user_metrics.store.records import RequestRecord, SpanFact
 from user_metrics.store.writer import Store
 
 log = logging.getLogger(__name__)

@@ -22,46 +22,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from user_metrics.ingest import conventions as c
+from user_metrics.store.records import RequestRecord, SpanFact
 
 STATUS_CODE_ERROR = 2
 # Sanity bounds of one request, far above any real one. They keep every sum the store and its
 # rollups make (BIGINT tokens, DECIMAL(18,9) cost, the cost computed from tokens) from overflowing.
 _MAX_COST_USD = Decimal(1_000_000)
 _MAX_TOKENS = 10**10
-
-
-class RequestRecord(NamedTuple):
-    """One LLM call, as stored in the ``requests`` table (cost filled in by pricing)."""
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    start_time_unix_nano: int
-    duration_ms: float
-    user_id: str | None
-    session_id: str | None
-    service_name: str | None
-    environment: str | None
-    operation: str | None
-    provider: str | None
-    request_model: str | None
-    response_model: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cache_read_tokens: int | None
-    cache_write_tokens: int | None
-    reasoning_tokens: int | None
-    cost_usd: Decimal | None  # only when the span reported its cost
-    cost_source: str | None  # "reported", or None until priced
-    status: str
-    error_type: str | None
-    streaming: bool | None
-    properties: dict[str, str]
-    # True when the span counted input without cache (cache read + write > input, or no input
-    # beside cache counts): input_tokens then holds input + cache read + cache write.
-    cache_added_to_input: bool = False
-    # The API the call went to (``server.address`` host, or a base URL), for pricing only.
-    server_address: str | None = None
 
 
 class Rejection(NamedTuple):
@@ -95,17 +62,6 @@ class MappedRequest:
     # no user id and its ancestry is incomplete (it waits for that ancestor), else None.
     waiting_for: list[str | None] = field(default_factory=list)
     facts: list[SpanFact] = field(default_factory=list)  # every span's own identity, for later requests
-
-
-class SpanFact(NamedTuple):
-    """One span's own identity facts and its parent, kept so spans of later requests can inherit."""
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    user_id: str | None
-    session_id: str | None
-    properties: dict[str, str]
 
 
 class MappingError(ValueError):

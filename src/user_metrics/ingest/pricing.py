@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 from genai_prices.data_snapshot import DataSnapshot, find_provider_by_id, get_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider
 
-from user_metrics.ingest.mapping import RequestRecord
 from user_metrics.ingest.price_file import CustomPrice, PriceFileError, load_price_file
 from user_metrics.ingest.price_tables import PriceTable, nanos_from_usd, price_table
+from user_metrics.store.records import RequestRecord
 
 __all__ = ["CustomPrice", "PriceFileError", "Prices", "Pricer", "load_price_file", "provider_key"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from user_metrics.ingest.mapping import RequestRecord
+from user_metrics.store.records import RequestRecord
 
 COST_TYPE = pa.decimal128(18, 9)
 
