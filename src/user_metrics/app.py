@@ -12,8 +12,8 @@ import duckdb
 import grpc
 
 from user_metrics import __version__
+from user_metrics.ingest.attributes import compile_conventions
 from user_metrics.ingest.ingestor import Ingestor
-from user_metrics.ingest.mapping import compile_conventions
 from user_metrics.ingest.otlp_grpc import trace_service_handler
 from user_metrics.ingest.otlp_http import OtlpHttpServer
 from user_metrics.ingest.pricing import Pricer, load_price_file

@@ -174,7 +174,8 @@ def test_one_exports_unstorable_data_does_not_fail_its_group(
     from decimal import Decimal
 
     from user_metrics.errors import InvalidInput
-    from user_metrics.ingest.mapping import compile_conventions, map_request
+    from user_metrics.ingest.attributes import compile_conventions
+    from user_metrics.ingest.mapping import map_request
     from user_metrics.store.batches import to_arrow
 
     svc = Service(tmp_path / "um.duckdb")

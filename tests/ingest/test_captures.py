@@ -8,7 +8,8 @@ import pytest
 from conftest import CAPTURE_NAMES, capture_expected, capture_requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from user_metrics.ingest.mapping import compile_conventions, map_request
+from user_metrics.ingest.attributes import compile_conventions
+from user_metrics.ingest.mapping import map_request
 from user_metrics.store.records import RequestRecord
 
 NOW = 2**63 - 1

@@ -61,18 +61,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otlp import T0, chat, request, span, to_otlp_json
 
 from user_metrics.errors import InvalidInput, Unavailable
+from user_metrics.ingest import attributes, mapping
 from user_metrics.ingest import conventions as c
-from user_metrics.ingest import mapping
+from user_metrics.ingest.attributes import Conventions, compile_conventions, scan_attributes
 from user_metrics.ingest.ingestor import Ingestor, decode_json, decode_protobuf
-from user_metrics.ingest.mapping import (
-    Conventions,
-    MappedRequest,
-    _declared_operation,
-    _is_llm_call,
-    compile_conventions,
-    map_request,
-    scan_attributes,
-)
+from user_metrics.ingest.mapping import MappedRequest, _declared_operation, _is_llm_call, map_request
 from user_metrics.ingest.pricing import Pricer
 from user_metrics.stats import Stats
 from user_metrics.store.records import RequestRecord
@@ -119,7 +112,7 @@ NOW = T0 + 3_600 * 10**9  # the clock of the mapper and the pipeline under test
 DAY_NS = 86_400 * 10**9
 U64_MAX = 2**64 - 1
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
-MAX_TOKENS, MAX_COST_USD = mapping._MAX_TOKENS, mapping._MAX_COST_USD  # the largest the mapper accepts
+MAX_TOKENS, MAX_COST_USD = attributes.MAX_TOKENS, attributes.MAX_COST_USD  # the largest the mapper accepts
 # 9999-12-31T23:59:59Z: in ns it is beyond uint64 (JSON only); in seconds or us it fits a fixed64.
 YEAR_9999_S = 253_402_300_799
 YEAR_9999_NS = YEAR_9999_S * 10**9

@@ -21,8 +21,9 @@ from senders import post, raw_export
 
 from user_metrics.ingest import ingestor as ingest
 from user_metrics.ingest import mapping
+from user_metrics.ingest.attributes import compile_conventions
 from user_metrics.ingest.fair_slots import FairSlots
-from user_metrics.ingest.mapping import PAUSE_EVERY, compile_conventions, map_request
+from user_metrics.ingest.mapping import PAUSE_EVERY, map_request
 from user_metrics.ingest.pricing import Pricer
 from user_metrics.store import writer as store
 

@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 from otlp import ANTHROPIC_OPENLLMETRY, T0, chat, request, span
 
-from user_metrics.ingest.mapping import compile_conventions, map_request
+from user_metrics.ingest.attributes import compile_conventions
+from user_metrics.ingest.mapping import map_request
 
 NOW = T0 + 10**12
 

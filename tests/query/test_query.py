@@ -511,8 +511,8 @@ class TestDecompose:
 class TestCompaction:
     def test_merging_fragments_changes_no_answer_and_shrinks_the_rollups(self, tmp_path: Path) -> None:
         """Many small commits leave one rollup row per cell and commit; compaction merges them exactly."""
+        from user_metrics.ingest.attributes import compile_conventions
         from user_metrics.ingest.ingestor import Ingestor
-        from user_metrics.ingest.mapping import compile_conventions
         from user_metrics.ingest.pricing import Pricer
         from user_metrics.stats import Stats
 
@@ -554,8 +554,8 @@ class TestCompaction:
 
     def test_the_writer_compacts_as_it_goes(self, tmp_path: Path) -> None:
         """Past compact_after_rows the writer compacts between commits, and answers stay exact."""
+        from user_metrics.ingest.attributes import compile_conventions
         from user_metrics.ingest.ingestor import Ingestor
-        from user_metrics.ingest.mapping import compile_conventions
         from user_metrics.ingest.pricing import Pricer
         from user_metrics.stats import Stats
 

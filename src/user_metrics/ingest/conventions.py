@@ -3,7 +3,7 @@
 This is data, not code. Each field lists its sources in priority order (first match wins).
 A source is an attribute key, optionally with a key inside a JSON-encoded string value
 (OpenInference's ``llm.invocation_parameters``, Langfuse's ``cost_details``).
-``mapping.compile_conventions`` turns this table into a key -> targets index once at start-up,
+``attributes.compile_conventions`` turns this table into a key -> targets index once at start-up,
 so the per-span loop does one dictionary lookup per attribute.
 """
 

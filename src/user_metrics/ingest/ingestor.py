@@ -21,14 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from user_metrics.errors import InvalidInput, Overloaded
+from user_metrics.ingest.attributes import Conventions
 from user_metrics.ingest.fair_slots import FairSlots
-from user_metrics.ingest.mapping import (
-    INTERNAL_ERROR,
-    PAUSE_EVERY,
-    Conventions,
-    Rejection,
-    map_request,
-)
+from user_metrics.ingest.mapping import INTERNAL_ERROR, PAUSE_EVERY, Rejection, map_request
 from user_metrics.ingest.pricing import Pricer
 from user_metrics.stats import Stats
 from user_metrics.store.batches import to_arrow

@@ -1,0 +1,86 @@
+"""Identity inheritance: a span's user, session and properties, completed from its ancestors.
+
+``inherit`` walks an LLM span's parents in the same request, nearest first, then takes what the
+resource has. ``fact`` is what every span leaves behind (a ``SpanFact``), so that spans of later
+requests can inherit from it too. Span ids count as OTLP defines them: 8 bytes, not all zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from user_metrics.ingest.attributes import Conventions
+from user_metrics.store.records import SpanFact
+
+
+class Identity(NamedTuple):
+    """A span's own identity facts, as its attributes say, and its parent span id."""
+
+    user_id: str | None
+    session_id: str | None
+    properties: dict[str, str]
+    parent: bytes
+
+
+def inherit(
+    span: Any,
+    own: Identity,
+    resource: Identity,
+    identities: dict[tuple[bytes, bytes], Identity],
+) -> tuple[str | None, str | None, dict[str, str], bytes | None]:
+    """The span's own identity, completed from its ancestors (nearest first), then the resource.
+
+    The last item is the id of the first ancestor missing from this request (None when the walk
+    reached a root or went round a cycle): a later request may still bring it.
+    """
+    user_id, session_id = own.user_id, own.session_id
+    chain: list[dict[str, str]] = [own.properties]
+    parent = own.parent
+    visited = {span.span_id}
+    resume = None
+    while parent and parent not in visited:
+        visited.add(parent)
+        ancestor = identities.get((span.trace_id, parent))
+        if ancestor is None:
+            resume = parent if _is_span_id(parent) else None
+            break
+        user_id = user_id or ancestor.user_id
+        session_id = session_id or ancestor.session_id
+        chain.append(ancestor.properties)
+        parent = ancestor.parent
+    user_id = user_id or resource.user_id
+    session_id = session_id or resource.session_id
+    chain.append(resource.properties)
+    properties: dict[str, str] = {}
+    for props in reversed(chain):  # nearer wins: apply farthest first
+        properties.update(props)
+    return user_id, session_id, properties, resume
+
+
+def _is_span_id(value: bytes) -> bool:
+    """8 bytes, not all zero: what OTLP calls a valid span id (anything else names no span)."""
+    return len(value) == 8 and any(value)
+
+
+def parent_hex(parent: bytes) -> str | None:
+    return parent.hex() if _is_span_id(parent) else None
+
+
+def valid_ids(trace_id: bytes, span_id: bytes) -> bool:
+    return len(trace_id) == 16 and any(trace_id) and _is_span_id(span_id)
+
+
+def fact(span: Any, identity: Identity, conv: Conventions) -> SpanFact:
+    """What a later request's span may inherit from this one, bounded as records are."""
+    limit = conv.max_value_length
+    properties = identity.properties
+    if len(properties) > conv.max_properties:
+        properties = {k: properties[k] for k in sorted(properties)[: conv.max_properties]}
+    return SpanFact(
+        span.trace_id.hex(),
+        span.span_id.hex(),
+        parent_hex(span.parent_span_id),
+        identity.user_id[:limit] if identity.user_id else None,
+        identity.session_id[:limit] if identity.session_id else None,
+        {k[:limit]: v[:limit] for k, v in properties.items()},
+    )
