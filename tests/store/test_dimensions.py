@@ -471,7 +471,10 @@ def test_a_database_of_schema_6_is_upgraded_and_its_models_no_longer_split(tmp_p
     """A file written by the code of schema 6 (tests/data/make_schema6_db.py) gets its rollups rebuilt:
     the alias and its dated snapshot are one model, and model filters see both names."""
     db = tmp_path / "old.duckdb"
-    with gzip.open(Path(__file__).parents[1] / "data" / "schema6.duckdb.gz", "rb") as src, db.open("wb") as dst:
+    with (
+        gzip.open(Path(__file__).parents[1] / "data" / "schema6.duckdb.gz", "rb") as src,
+        db.open("wb") as dst,
+    ):
         shutil.copyfileobj(src, dst)
     con = duckdb.connect(str(db), read_only=True)
     try:
