@@ -26,8 +26,8 @@ from user_metrics.ingest.mapping import INTERNAL_ERROR, PAUSE_EVERY, Rejection, 
 from user_metrics.ingest.pricing import Pricer
 from user_metrics.ingest.property_keys import PropertyKeyBudget
 from user_metrics.stats import Stats
-from user_metrics.store.batches import to_arrow
-from user_metrics.store.records import RequestRecord, SpanFact
+from user_metrics.store.batches import facts_table, to_arrow
+from user_metrics.store.records import RequestRecord
 from user_metrics.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -149,32 +149,6 @@ def describe_rejections(rejected: list[Rejection]) -> str:
     if extra > 0:
         text += f"; and {extra} more"
     return f"rejected {len(rejected)} LLM span(s): {text}"
-
-
-FACTS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("parent_span_id", pa.string()),
-        ("user_id", pa.string()),
-        ("session_id", pa.string()),
-        ("properties", pa.map_(pa.string(), pa.string())),
-        ("seen_us", pa.int64()),
-    ]
-)
-
-
-def facts_table(facts: list[SpanFact], seen_us: int) -> pa.Table:
-    """The spans' identity facts as rows of ``span_facts``."""
-    columns = list(zip(*facts, strict=True))
-    return pa.table(
-        [
-            *(pa.array(columns[i], pa.string()) for i in range(5)),
-            pa.array([list(p.items()) for p in columns[5]], FACTS_SCHEMA.field("properties").type),
-            pa.array([seen_us] * len(facts), pa.int64()),
-        ],
-        schema=FACTS_SCHEMA,
-    )
 
 
 class Ingestor:

@@ -1,4 +1,5 @@
-"""Request records -> one Arrow table, columns in the order of the ``requests`` table."""
+"""The Arrow tables the store takes: request records in the order of the ``requests`` table, and
+the spans' identity facts as rows of ``span_facts``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from user_metrics.store.records import RequestRecord
+from user_metrics.store.records import RequestRecord, SpanFact
 
 COST_TYPE = pa.decimal128(18, 9)
 
@@ -93,3 +94,29 @@ def to_arrow(
             assert name in _DIRECT
             arrays.append(pa.array(columns[name], type=field.type))
     return pa.Table.from_arrays(arrays, schema=REQUESTS_ARROW_SCHEMA)
+
+
+FACTS_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("parent_span_id", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("properties", pa.map_(pa.string(), pa.string())),
+        ("seen_us", pa.int64()),
+    ]
+)
+
+
+def facts_table(facts: list[SpanFact], seen_us: int) -> pa.Table:
+    """The spans' identity facts as rows of ``span_facts``."""
+    columns = list(zip(*facts, strict=True))
+    return pa.table(
+        [
+            *(pa.array(columns[i], pa.string()) for i in range(5)),
+            pa.array([list(p.items()) for p in columns[5]], FACTS_SCHEMA.field("properties").type),
+            pa.array([seen_us] * len(facts), pa.int64()),
+        ],
+        schema=FACTS_SCHEMA,
+    )
