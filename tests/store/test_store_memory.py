@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from user_metrics.errors import Unavailable
 from user_metrics.stats import Stats
-from user_metrics.store import rollups, writer_connection
+from user_metrics.store import inserts, rollups, writer_connection
 from user_metrics.store import writer as store_module
 from user_metrics.store.batches import to_arrow
 from user_metrics.store.records import RequestRecord
@@ -188,13 +188,13 @@ class TestWriterRecovery:
         try:
             out_of_memory = threading.Event()
             out_of_memory.set()
-            real_insert_all = Store._insert_all
+            real_insert_all = inserts.insert_all
 
-            def insert_all(self: Store, con: duckdb.DuckDBPyConnection, *args: Any) -> Any:
+            def insert_all(con: duckdb.DuckDBPyConnection, *args: Any) -> Any:
                 if out_of_memory.is_set():
                     con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")  # half done
                     raise duckdb.OutOfMemoryException("Out of Memory Error: injected")
-                return real_insert_all(self, con, *args)
+                return real_insert_all(con, *args)
 
             rollbacks = {"left": rollback_failures}
             real_try_rollback = WriterConnection._try_rollback
@@ -205,7 +205,7 @@ class TestWriterRecovery:
                     raise duckdb.OutOfMemoryException("Out of Memory Error: injected into ROLLBACK")
                 real_try_rollback(self)
 
-            monkeypatch.setattr(Store, "_insert_all", insert_all)
+            monkeypatch.setattr(inserts, "insert_all", insert_all)
             monkeypatch.setattr(WriterConnection, "_try_rollback", try_rollback)
             with pytest.raises(Unavailable, match="Out of Memory"):
                 store.write(one_row_table("a")).result(timeout=60)

@@ -5,16 +5,13 @@ the transaction holding those rows has committed (DuckDB syncs its WAL on commit
 thread takes everything queued while the previous commit ran and commits it together, so many
 small exports share one disk sync.
 
-Each (trace_id, span_id) is stored once. ``span_keys`` holds a 127-bit hash of the pair under a
-primary key: the fast path inserts keys and rows in one transaction; a constraint violation (a
-retry, a replay) rolls back and takes the slow path, which inserts keys with
-``ON CONFLICT DO NOTHING RETURNING`` and stores only the rows whose keys were new. The rows
-stored are added to the rollups (``rollups.py``) in the same transaction, so the aggregates are
-exactly the sum of the stored rows.
-
-Small writes are committed before big ones queued earlier, and compaction and checkpoints wait
-while writes do (within bounds), so a one-span export never waits for a big one. By the clock the
-writer also drops old attribution facts and, while writes fail, probes whether it can commit.
+Each (trace_id, span_id) is stored once: ``span_keys`` holds a 127-bit hash of the pair under a
+primary key, and ``inserts.py`` writes the keys, the rows and their rollups (``rollups.py``) in
+one transaction, so the aggregates are exactly the sum of the stored rows. ``groups.py`` picks the
+writes of each commit: small ones before big ones queued earlier, and compaction and checkpoints
+wait while writes do (within bounds), so a one-span export never waits for a big one. By the
+clock the writer also drops old attribution facts and, while writes fail, probes whether it can
+commit.
 
 Around it: ``schema.py`` creates and upgrades the tables; ``writer_connection.py`` owns the
 connection (transactions that always end, the readers' memory kept from the writer's, reopening
@@ -32,7 +29,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -42,8 +38,8 @@ import pyarrow as pa
 from user_metrics.errors import InvalidInput, Overloaded, Unavailable
 from user_metrics.query import functions as query
 from user_metrics.stats import Stats
-from user_metrics.store import attribution, rollups
-from user_metrics.store.schema import SPAN_KEY_SQL
+from user_metrics.store import attribution, groups, inserts, rollups
+from user_metrics.store.groups import Pending
 from user_metrics.store.writer_connection import (
     CHECKPOINT_WAL_BYTES,
     FORCE_CHECKPOINT_WAL_BYTES,
@@ -61,17 +57,7 @@ DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
 # How often the writer drops attribution facts older than twice the attribution window, and how
 # often, while a write is failing, it tries a small write to learn whether it can commit again.
 PURGE_FACTS_EVERY_S = 60.0
-# Writes of at most this many rows are committed before bigger ones that were queued first.
-SMALL_WRITE_ROWS = 1024
 PROBE_EVERY_S = 2.0
-
-
-@dataclass
-class _Pending:
-    table: pa.Table
-    future: Future[int]
-    waiting: pa.Table | None = None  # rows for `pending`
-    facts: pa.Table | None = None  # rows for `span_facts`
 
 
 _STOP = object()
@@ -120,8 +106,8 @@ class Store:
         self._last_purge = time.monotonic()
         self._last_probe = 0.0
         self._reader_lock = threading.Lock()
-        self._queue: queue.Queue[_Pending | object] = queue.Queue()
-        self._backlog: list[_Pending] = []  # taken from the queue by the writer, not yet committed
+        self._queue: queue.Queue[Pending | object] = queue.Queue()
+        self._backlog: list[Pending] = []  # taken from the queue by the writer, not yet committed
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -183,7 +169,7 @@ class Store:
                 )
                 return future
             self._queued_rows = queued + rows
-        self._queue.put(_Pending(table, future, waiting, facts))
+        self._queue.put(Pending(table, future, waiting, facts))
         return future
 
     def close(self) -> None:
@@ -207,7 +193,7 @@ class Store:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Pending):
+            if isinstance(item, Pending):
                 item.future.set_exception(Unavailable("the store is shutting down"))
 
     # ---- the writer thread --------------------------------------------------------------------
@@ -236,7 +222,7 @@ class Store:
                         self._resolve_pending(None)  # the clock alone finalises spans past their deadline
                     continue
                 stopping = item is _STOP
-                if isinstance(item, _Pending):
+                if isinstance(item, Pending):
                     backlog.append(item)
             while not stopping:
                 try:
@@ -244,12 +230,12 @@ class Store:
                 except queue.Empty:
                     break
                 stopping = item is _STOP
-                if isinstance(item, _Pending):
+                if isinstance(item, Pending):
                     backlog.append(item)
             if backlog:
-                self._commit(self._next_group(backlog))
+                self._commit(groups.next_group(backlog, self._max_group_rows))
             # While writes wait, compaction and checkpoints wait for them, up to twice their due.
-            busy = not self._queue.empty() or any(_rows(p) <= SMALL_WRITE_ROWS for p in backlog)
+            busy = not self._queue.empty() or any(groups.rows(p) <= groups.SMALL_WRITE_ROWS for p in backlog)
             if self._compaction_due(2 if busy else 1):
                 self._compact()
             self._db.maybe_checkpoint(FORCE_CHECKPOINT_WAL_BYTES if busy else CHECKPOINT_WAL_BYTES)
@@ -259,23 +245,6 @@ class Store:
         return self._rows_since_compaction >= factor * self._compact_after_rows or (
             bool(self._dirty) and elapsed >= factor * self._compact_after_seconds
         )
-
-    def _next_group(self, backlog: list[_Pending]) -> list[_Pending]:
-        """Take the writes of the next commit out of ``backlog``: the small ones first, so that a
-        small export waits for at most the commit under way, not for the big ones queued before
-        it; then the rest in arrival order, up to ``max_group_rows`` rows (at least one write)."""
-        small = [p for p in backlog if _rows(p) <= SMALL_WRITE_ROWS]
-        candidates = small or backlog
-        group: list[_Pending] = []
-        rows = 0
-        for pending in candidates:
-            if group and rows + _rows(pending) > self._max_group_rows:
-                break
-            group.append(pending)
-            rows += _rows(pending)
-        taken = {id(p) for p in group}
-        backlog[:] = [p for p in backlog if id(p) not in taken]
-        return group
 
     def _housekeeping(self) -> None:
         """What the writer does by the clock: drop old attribution facts, probe a failing store."""
@@ -321,20 +290,20 @@ class Store:
             compactions=1, compaction_seconds=time.perf_counter() - started, rollup_rows_merged=removed
         )
 
-    def _commit(self, group: list[_Pending]) -> None:
+    def _commit(self, group: list[Pending]) -> None:
         started = time.perf_counter()
-        rows = sum(_rows(p) for p in group)
+        rows = sum(groups.rows(p) for p in group)
         try:
             self._commit_group(group, rows, started)
         finally:
             with self._queue_lock:
                 self._queued_rows -= rows
 
-    def _commit_group(self, group: list[_Pending], rows: int, started: float) -> None:
+    def _commit_group(self, group: list[Pending], rows: int, started: float) -> None:
         try:
             table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
             stored = self._insert(
-                table, _concat([p.waiting for p in group]), _concat([p.facts for p in group])
+                table, groups.concat([p.waiting for p in group]), groups.concat([p.facts for p in group])
             )
         except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting exporters
             if isinstance(exc, DATA_ERRORS) and len(group) > 1:
@@ -387,63 +356,26 @@ class Store:
         ``pending``, ``facts`` into ``span_facts``, and (trace_id, span_id) of ``finalised`` out of
         ``pending``."""
         side = {"waiting": waiting, "facts": facts, "finalised": finalised}
+        if waiting is not None:
+            self._has_pending = True
         return self._db.with_memory(lambda: self._insert_once(batch, side))
 
     def _insert_once(self, batch: pa.Table, side: dict[str, pa.Table | None]) -> int:
         db = self._db
         with registered(self._con, {"batch": batch, **side}):  # may need memory: in with_memory
             try:
-                stored, touched = db.transaction(lambda con: self._insert_all(con, batch.num_rows, side))
+                stored, touched = db.transaction(
+                    lambda con: inserts.insert_all(con, batch.num_rows, side, self._max_dimension_values)
+                )
             except duckdb.ConstraintException:  # a span stored before: store only the new ones
-                stored, touched = db.transaction(lambda con: self._insert_new_only(con, side))
+                stored, touched = db.transaction(
+                    lambda con: inserts.insert_new_only(con, side, self._max_dimension_values)
+                )
         # Only once committed: a rolled-back try must not count (nor leave cells to compact).
         self._dirty |= touched
         self._rows_since_compaction += stored
         self._stats.cut("max_dimension_values", touched.folded)
         return stored
-
-    def _insert_all(
-        self, con: duckdb.DuckDBPyConnection, rows: int, side: dict[str, pa.Table | None]
-    ) -> tuple[int, rollups.Touched]:
-        con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
-        con.execute("INSERT INTO requests SELECT * FROM batch")
-        touched = rollups.apply(con, "batch", self._max_dimension_values)
-        self._insert_side(side)
-        return rows, touched
-
-    def _insert_side(self, side: dict[str, pa.Table | None]) -> None:
-        con = self._con
-        if side["waiting"] is not None:
-            con.execute("INSERT INTO pending SELECT * FROM waiting")
-            self._has_pending = True
-        if side["facts"] is not None:
-            con.execute("INSERT INTO span_facts SELECT * FROM facts")
-        if side["finalised"] is not None:
-            con.execute(
-                "DELETE FROM pending WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) FROM finalised)"
-            )
-
-    def _insert_new_only(
-        self, con: duckdb.DuckDBPyConnection, side: dict[str, pa.Table | None]
-    ) -> tuple[int, rollups.Touched]:
-        fresh = con.execute(
-            f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM batch "
-            "ON CONFLICT DO NOTHING RETURNING k"
-        ).to_arrow_table()
-        with registered(con, {"fresh_keys": fresh}):
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE fresh_rows AS
-                SELECT * EXCLUDE (_k, _n) FROM (
-                    SELECT *, {SPAN_KEY_SQL} AS _k,
-                           row_number() OVER (PARTITION BY {SPAN_KEY_SQL}) AS _n
-                    FROM batch)
-                WHERE _n = 1 AND _k IN (SELECT k::HUGEINT FROM fresh_keys)"""
-            )
-            con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
-            touched = rollups.apply(con, "fresh_rows", self._max_dimension_values)
-            con.execute("DROP TABLE fresh_rows")
-            self._insert_side(side)
-        return fresh.num_rows, touched
 
     @property
     def _con(self) -> duckdb.DuckDBPyConnection:
@@ -477,14 +409,3 @@ class Store:
                 spans_stored=stored, spans_duplicate=final.num_rows - stored, spans_attributed=attributed
             )
         self._has_pending = self._count_pending()
-
-
-def _rows(pending: _Pending) -> int:
-    return pending.table.num_rows + (pending.waiting.num_rows if pending.waiting is not None else 0)
-
-
-def _concat(parts: list[pa.Table | None]) -> pa.Table | None:
-    present = [p for p in parts if p is not None and p.num_rows]
-    if not present:
-        return None
-    return present[0] if len(present) == 1 else pa.concat_tables(present)
