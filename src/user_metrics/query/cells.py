@@ -6,16 +6,20 @@ in the partial days at its ends (hourly rollup), and the partial hours at its ve
 over their UNION ALL and the answer is exact for any instant.
 
 Where rollup cells cannot answer exactly (a filter or a breakdown meets values folded into
-``(other)``, see ``dims.py``), the whole window is read from ``requests`` rows instead.
+``(other)``, see ``dims.py``), the whole window is read from ``requests`` rows instead:
+``served_by_rollups`` and ``folded`` say when.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
+
 from user_metrics.query.window import Filters, Window, from_micros
+from user_metrics.store import dims
 from user_metrics.store.rollups import (
     LATENCY_BUCKET_SQL,
     METRIC_NAMES,
@@ -67,7 +71,7 @@ def _ints(values: Sequence[int]) -> str:
 class CellSql:
     """Builds the cell relations of one statement, collecting its named parameters.
 
-    ``rows_only``: the filters need the request rows of the whole window (``dims.served_by_rollups``).
+    ``rows_only``: the filters need the request rows of the whole window (``served_by_rollups``).
     """
 
     def __init__(self, window: Window, filters: Filters, rows_only: bool = False) -> None:
@@ -198,3 +202,44 @@ def _cast(name: str, expr: str) -> str:
     # widen every branch, and sums over wide types are several times slower.
     kind = {n: k for n, k, _ in METRICS}[name]
     return f"({expr})::{kind}"
+
+
+def served_by_rollups(con: duckdb.DuckDBPyConnection, filters: Filters) -> bool:
+    """Whether rollup cells hold exactly the requests the filters match.
+
+    They do unless a filter names a value that is not admitted in a dimension that has folded
+    values: its requests may hide in an ``(other)`` cell. A model filter looks at both model
+    dimensions (it matches either model, ignoring case).
+    """
+    wanted: list[tuple[str, str, bool]] = []  # dimension, value, caseless
+    for column, value in (("service_name", filters.service), ("environment", filters.environment)):
+        if value is not None:
+            wanted.append((column, value, False))
+    if filters.model is not None:
+        wanted += [(column, filters.model, True) for column in dims.CASELESS]
+    wanted += [(dims.property_dimension(key), value, False) for key, value in filters.properties]
+    if not wanted:
+        return True
+    params: dict[str, object] = {}
+    rows = []
+    for i, (dim, value, caseless) in enumerate(wanted):
+        params[f"d{i}"], params[f"v{i}"] = dim, value
+        rows.append(f"($d{i}, {f'lower($v{i})' if caseless else f'$v{i}'})")
+    (ok,) = con.execute(
+        f"""SELECT bool_and(EXISTS (SELECT 1 FROM dim_values AS a WHERE a.dim = w.dim AND a.value = w.value)
+                            OR NOT EXISTS (SELECT 1 FROM dim_values AS a
+                                           WHERE a.dim = w.dim AND a.value IS NULL))
+            FROM (VALUES {", ".join(rows)}) AS w(dim, value)""",
+        params,
+    ).fetchone() or (True,)
+    return bool(ok)
+
+
+def folded(con: duckdb.DuckDBPyConnection, dimensions: Iterable[str]) -> bool:
+    """Whether any of these dimensions has folded values into ``(other)``."""
+    names = list(dimensions)
+    (found,) = con.execute(
+        "SELECT count(*) FROM dim_values WHERE value IS NULL AND dim IN (SELECT unnest($names::VARCHAR[]))",
+        {"names": names},
+    ).fetchone() or (0,)
+    return bool(found)

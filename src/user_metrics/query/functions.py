@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from user_metrics.errors import InvalidInput, NotFound
-from user_metrics.query.cells import APP_HOUR, PER_USER, USER_HOUR, CellSql
+from user_metrics.query.cells import APP_HOUR, PER_USER, USER_HOUR, CellSql, folded, served_by_rollups
 from user_metrics.query.results import (
     DEFAULT_VALUES,
     MAX_VALUES,
@@ -102,7 +102,7 @@ def _statement(
     for the whole window when a filter names a value whose requests rollups may have folded."""
     window = Window.parse(since, until, now())
     filters = Filters.of(properties, model, service, environment)
-    return CellSql(window, filters, rows_only=not dims.served_by_rollups(con, filters))
+    return CellSql(window, filters, rows_only=not served_by_rollups(con, filters))
 
 
 # ---- users -------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
         "model": ("coalesce(d.request_model, d.response_model)", MODEL_SQL),
     }
     # A model folded into (other) must be named: then the breakdown reads the request rows.
-    rows_only = dims.folded(con, dims.MODEL_DIMENSIONS)
+    rows_only = folded(con, dims.MODEL_DIMENSIONS)
     rows = fetch_dicts(
         con,
         f"""SELECT u.user_id, a.* FROM (
@@ -481,7 +481,7 @@ def by_property(
     window = q.window
     q.params["pkey"] = key
     # Values folded into (other) must be named: then the breakdown reads the request rows.
-    rows_only = dims.folded(con, [dims.property_dimension(key)])
+    rows_only = folded(con, [dims.property_dimension(key)])
     # Rollup cells carry dims_id, request rows their value; both meet after a first aggregation.
     extra = {"dims_id": ("c.dims_id", "NULL::INTEGER"), "pvalue": ("NULL::VARCHAR", "properties[$pkey]")}
     per_user = f"""
@@ -525,8 +525,7 @@ def by_property(
 
 def property_keys(con: duckdb.DuckDBPyConnection) -> PropertyKeys:
     """Every custom property key recorded so far (any time), for pickers and ``by_property``."""
-    rows = con.execute("SELECT DISTINCT unnest(map_keys(properties)) AS k FROM dims ORDER BY k").fetchall()
-    return PropertyKeys(tuple(k for (k,) in rows))
+    return PropertyKeys(dims.property_keys(con))
 
 
 def totals(

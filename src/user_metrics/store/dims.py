@@ -14,16 +14,13 @@ more, even if the limit is raised: a value admitted later would lack its earlier
 ``dim_values`` records the admitted values, and one row with a NULL value for each dimension
 that has folded some. Model names count case-insensitively (a model filter ignores case), so
 for the two model dimensions it holds lower-cased names. The query layer asks ``served_by_rollups``
-and ``folded`` whether rollup cells answer a question exactly, and reads ``requests`` when not.
+and ``folded`` (``query/cells.py``) whether rollup cells answer a question exactly, and reads
+``requests`` when not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import duckdb
-
-from user_metrics.query.window import Filters
 
 OTHER = "(other)"
 # The model a request is counted under in breakdowns: what was asked for, else what answered,
@@ -31,7 +28,7 @@ OTHER = "(other)"
 MODEL_SQL = "coalesce(request_model, response_model)"
 # The dimensions besides the properties (each property key is the dimension 'property:<key>').
 COLUMNS = ("service_name", "environment", "provider", "request_model", "response_model")
-_CASELESS = ("request_model", "response_model")
+CASELESS = ("request_model", "response_model")
 # What a model breakdown groups by: folded values in any of these need the request rows.
 MODEL_DIMENSIONS = ("provider", "request_model", "response_model")
 
@@ -85,7 +82,7 @@ def assign(con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int) ->
     )
     # One row per (combination, dimension, value); a literal (other) is neither admitted nor folded.
     pairs = [
-        f"SELECT h, first_us, '{c}' AS dim, {f'lower({c})' if c in _CASELESS else c} AS value FROM dims_new"
+        f"SELECT h, first_us, '{c}' AS dim, {f'lower({c})' if c in CASELESS else c} AS value FROM dims_new"
         for c in COLUMNS
     ]
     pairs.append(
@@ -152,42 +149,7 @@ def assign(con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int) ->
     return int(folded)
 
 
-def served_by_rollups(con: duckdb.DuckDBPyConnection, filters: Filters) -> bool:
-    """Whether rollup cells hold exactly the requests the filters match.
-
-    They do unless a filter names a value that is not admitted in a dimension that has folded
-    values: its requests may hide in an ``(other)`` cell. A model filter looks at both model
-    dimensions (it matches either model, ignoring case).
-    """
-    wanted: list[tuple[str, str, bool]] = []  # dimension, value, caseless
-    for column, value in (("service_name", filters.service), ("environment", filters.environment)):
-        if value is not None:
-            wanted.append((column, value, False))
-    if filters.model is not None:
-        wanted += [(column, filters.model, True) for column in _CASELESS]
-    wanted += [(property_dimension(key), value, False) for key, value in filters.properties]
-    if not wanted:
-        return True
-    params: dict[str, object] = {}
-    rows = []
-    for i, (dim, value, caseless) in enumerate(wanted):
-        params[f"d{i}"], params[f"v{i}"] = dim, value
-        rows.append(f"($d{i}, {f'lower($v{i})' if caseless else f'$v{i}'})")
-    (ok,) = con.execute(
-        f"""SELECT bool_and(EXISTS (SELECT 1 FROM dim_values AS a WHERE a.dim = w.dim AND a.value = w.value)
-                            OR NOT EXISTS (SELECT 1 FROM dim_values AS a
-                                           WHERE a.dim = w.dim AND a.value IS NULL))
-            FROM (VALUES {", ".join(rows)}) AS w(dim, value)""",
-        params,
-    ).fetchone() or (True,)
-    return bool(ok)
-
-
-def folded(con: duckdb.DuckDBPyConnection, dimensions: Iterable[str]) -> bool:
-    """Whether any of these dimensions has folded values into ``(other)``."""
-    names = list(dimensions)
-    (found,) = con.execute(
-        "SELECT count(*) FROM dim_values WHERE value IS NULL AND dim IN (SELECT unnest($names::VARCHAR[]))",
-        {"names": names},
-    ).fetchone() or (0,)
-    return bool(found)
+def property_keys(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    """Every custom property key recorded so far (any time), sorted."""
+    rows = con.execute("SELECT DISTINCT unnest(map_keys(properties)) AS k FROM dims ORDER BY k").fetchall()
+    return tuple(k for (k,) in rows)

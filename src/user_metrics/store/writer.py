@@ -36,9 +36,8 @@ import duckdb
 import pyarrow as pa
 
 from user_metrics.errors import InvalidInput, Overloaded, Unavailable
-from user_metrics.query import functions as query
 from user_metrics.stats import Stats
-from user_metrics.store import attribution, groups, inserts, rollups
+from user_metrics.store import attribution, dims, groups, inserts, rollups
 from user_metrics.store.groups import Pending
 from user_metrics.store.writer_connection import (
     CHECKPOINT_WAL_BYTES,
@@ -136,10 +135,10 @@ class Store:
         return self._queue.qsize() + len(self._backlog), self._queued_rows
 
     def property_keys(self) -> set[str]:
-        """Every custom property key stored so far (``query.property_keys`` on a reader)."""
+        """Every custom property key stored so far (``dims.property_keys`` on a reader)."""
         con = self.reader()
         try:
-            return set(query.property_keys(con).keys)
+            return set(dims.property_keys(con))
         finally:
             con.close()
 
