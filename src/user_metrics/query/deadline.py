@@ -5,6 +5,9 @@ parses, binds, plans or optimises a statement, nor inside one step (one function
 of 2,048 rows). So the caller does not wait for the query to stop: at the deadline it interrupts
 the cursor and raises at once, and the query's thread ends whenever DuckDB returns. A query
 keeps its slot (``max_running``) until then, so the queries DuckDB cannot stop still count.
+
+A query the store interrupted to keep its memory (``Reader.stopped_for``) is answered
+``stopped_error``: 503, retryable.
 """
 
 from __future__ import annotations
@@ -20,13 +23,24 @@ from typing import Any, TypeVar
 import duckdb
 
 from user_metrics.errors import Unavailable
-from user_metrics.store.readers import stopped_error
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 INTERRUPT_EVERY_S = 0.05  # how often a query past its deadline is interrupted again
+
+
+def stopped_error(con: Any) -> Unavailable | None:
+    """Why the store interrupted the query on reader ``con`` (503, retryable), or None if it did not."""
+    reason = getattr(con, "stopped_for", None)
+    if reason is None:
+        return None
+    why = {
+        "memory": "it needed more of DuckDB's memory than readers may take",
+        "writer": "the store needed all of DuckDB's memory for a moment",
+    }.get(reason, reason)
+    return Unavailable(f"the query was stopped to keep storing spans: {why}; retry, or ask for less")
 
 
 class QueryRunner:

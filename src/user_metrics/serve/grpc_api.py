@@ -38,9 +38,9 @@ from user_metrics.errors import DeadlineExceeded, InvalidInput, Unavailable
 from user_metrics.net.grpc_server import Rpcs
 from user_metrics.query import functions as query
 from user_metrics.query.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
+from user_metrics.query.deadline import stopped_error
 from user_metrics.query.results import DEFAULT_VALUES, decimal_text
 from user_metrics.stats import Stats
-from user_metrics.store.readers import stopped_error
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceServicer
 

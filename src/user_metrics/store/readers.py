@@ -63,18 +63,6 @@ def memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def stopped_error(con: Any) -> Unavailable | None:
-    """Why the store interrupted the query on reader ``con`` (503, retryable), or None if it did not."""
-    reason = getattr(con, "stopped_for", None)
-    if reason is None:
-        return None
-    why = {
-        "memory": "it needed more of DuckDB's memory than readers may take",
-        "writer": "the store needed all of DuckDB's memory for a moment",
-    }.get(reason, reason)
-    return Unavailable(f"the query was stopped to keep storing spans: {why}; retry, or ask for less")
-
-
 class Reader:
     """A DuckDB cursor lent to one reader; behaves as the cursor (``execute``, ``fetchall``, ...).
 
