@@ -18,7 +18,7 @@ import duckdb
 import pytest
 from conftest import counters, spawn
 
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 
 # A liveness bound for a service process to start, or to end: generous, for a loaded machine
 # (a start imports DuckDB, gRPC and the price data, and opens the database).

@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.stats import Stats
 from user_metrics.store.batches import COST_TYPE, REQUESTS_ARROW_SCHEMA, nanos_to_decimal_array
 from user_metrics.store.schema import SCHEMA_VERSION

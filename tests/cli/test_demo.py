@@ -26,7 +26,7 @@ from user_metrics.cli.demo_spans import DemoError, send_demo_spans
 from user_metrics.cli.demo_traffic import plan_traffic
 from user_metrics.cli.main import main
 from user_metrics.errors import InvalidInput
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies
 
 NOW = datetime(2025, 11, 12, 14, 20, tzinfo=UTC)  # a Wednesday afternoon

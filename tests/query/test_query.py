@@ -16,7 +16,7 @@ from query_data import DAY0, UNPRICED, USERS, build, in_window, per_user, reques
 
 import user_metrics
 from user_metrics.errors import InvalidInput, NotFound
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.query.results import SORTABLE_USER_FIELDS, UserStats
 from user_metrics.store.writer import Store
 

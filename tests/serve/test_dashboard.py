@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: E402
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
-from user_metrics.query import functions as query  # noqa: E402
+from user_metrics.query import users as query  # noqa: E402
 from user_metrics.query.anomalies import anomalies  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

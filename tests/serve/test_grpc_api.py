@@ -19,8 +19,8 @@ from google.protobuf.message import Message
 from otlp import T0, chat, request, span
 
 from user_metrics.ingest.ingestor import Ingestor
-from user_metrics.query import functions as query
 from user_metrics.query import results
+from user_metrics.query import users as query
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceStub
 

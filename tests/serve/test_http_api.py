@@ -15,7 +15,7 @@ import pytest
 from conftest import Service
 from query_data import DAY0, USERS, build, in_window, requests_for
 
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.query.results import to_json
 
 TRUTHS = build(seed=11, count=200)

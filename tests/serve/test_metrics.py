@@ -21,7 +21,7 @@ from otlp import T0, chat, request, span
 from prometheus_client.parser import text_string_to_metric_families
 from query_data import build, requests_for
 
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 
 TRUTHS = build(seed=3, count=150)
 ODD_IDS = ['quote"d', "back\\slash", "new\nline", "zoë 🙂", "trailing\\"]

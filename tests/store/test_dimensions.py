@@ -23,7 +23,7 @@ from otlp import request, span
 from query_data import DAY0
 
 import user_metrics
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.store.schema import SCHEMA_VERSION
 
 LIMIT = 4

@@ -22,7 +22,7 @@ from user_metrics.cli.demo_traffic import check_figures
 from user_metrics.cli.process import LOG_FORMAT, invocation, stop_on_signals, wait_for
 from user_metrics.cli.query_commands import render
 from user_metrics.errors import InvalidInput
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies
 from user_metrics.query.results import to_json
 from user_metrics.settings import load_settings

@@ -32,8 +32,8 @@ import duckdb
 
 from user_metrics.errors import InvalidInput
 from user_metrics.query.cells import PER_USER, US_PER_HOUR, USER_HOUR, CellSql
-from user_metrics.query.functions import _now, fetch_dicts
 from user_metrics.query.results import Anomalies, Anomaly
+from user_metrics.query.users import _now, fetch_dicts
 from user_metrics.query.window import Filters, Window, from_micros, parse_instant
 
 DEFAULT_WINDOW = timedelta(hours=1)

@@ -1,6 +1,6 @@
 """gRPC front-end of the query layer: ``user_metrics.v1.UserMetricsService``.
 
-Each rpc opens a reader, calls the matching function of ``user_metrics.query.functions`` and answers its
+Each rpc opens a reader, calls the matching function of ``user_metrics.query.users`` and answers its
 result dataclass as the message of the same name and fields (``proto/user_metrics/v1/``). Money is
 exact decimal text, instants are Timestamps, and a None field is left unset. Domain errors become
 the status of ``errors.grpc_status`` with the error's message.
@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 
 from user_metrics.errors import DeadlineExceeded, InvalidInput, Unavailable
 from user_metrics.net.grpc_server import Rpcs
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.query.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
 from user_metrics.query.deadline import stopped_error
 from user_metrics.query.results import DEFAULT_VALUES, decimal_text

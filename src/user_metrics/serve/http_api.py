@@ -35,7 +35,7 @@ from user_metrics.errors import (
 )
 from user_metrics.net.auth import Tokens
 from user_metrics.net.http_server import BackgroundServer, Bounds, Handler
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies
 from user_metrics.query.deadline import QueryRunner
 from user_metrics.query.results import DEFAULT_VALUES, to_json

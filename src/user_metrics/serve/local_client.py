@@ -14,7 +14,7 @@ import duckdb
 
 from user_metrics.client import Instant
 from user_metrics.errors import Unavailable
-from user_metrics.query import functions as query
+from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies as find_anomalies
 from user_metrics.query.deadline import QueryRunner
 from user_metrics.query.results import (

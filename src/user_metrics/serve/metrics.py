@@ -33,9 +33,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from user_metrics.query.anomalies import anomalies
-from user_metrics.query.functions import _now
 from user_metrics.query.results import Anomaly
 from user_metrics.query.snapshot import Usage, snapshot
+from user_metrics.query.users import _now
 from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
 from user_metrics.store.rollups import DURATION_BOUNDS
 
