@@ -18,7 +18,7 @@ import duckdb
 import pytest
 from conftest import counters, spawn
 
-from user_metrics.query import users as query
+from user_metrics.serve import grpc_api, http_api
 
 # A liveness bound for a service process to start, or to end: generous, for a loaded machine
 # (a start imports DuckDB, gRPC and the price data, and opens the database).
@@ -123,7 +123,8 @@ def reads_limited(app_url: str) -> dict[str, float]:
 
 
 class SlowQuery:
-    """Makes ``query.users`` run a DuckDB query that only an interrupt ends, until the block ends."""
+    """Makes the HTTP API's and the gRPC service's ``users`` run a DuckDB query that only an interrupt
+    ends, until the block ends."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.interrupted = threading.Event()
@@ -146,7 +147,8 @@ class SlowQuery:
                     self._running.remove(con)
             raise AssertionError("the query ended by itself")
 
-        monkeypatch.setattr(query, "users", users)
+        monkeypatch.setattr(http_api, "users", users)
+        monkeypatch.setattr(grpc_api, "users", users)
 
     def __enter__(self) -> SlowQuery:
         return self

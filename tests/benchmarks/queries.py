@@ -44,7 +44,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from user_metrics.query import users as query
+from user_metrics.query.properties import by_property as query_by_property
+from user_metrics.query.timeseries import timeseries as query_timeseries
+from user_metrics.query.totals import totals as query_totals
+from user_metrics.query.users import user as query_user
+from user_metrics.query.users import users as query_users
 from user_metrics.stats import Stats
 from user_metrics.store.batches import COST_TYPE, REQUESTS_ARROW_SCHEMA, nanos_to_decimal_array
 from user_metrics.store.schema import SCHEMA_VERSION
@@ -411,7 +415,6 @@ def naive(where: str, tail: str = "", select: str = "", **params: Any) -> Callab
 
 def cases(s: Subjects) -> list[Case]:
     """The query-layer calls and the naive scans they are compared with (Case.baseline)."""
-    q = query
     m30 = MIDNIGHT - timedelta(days=30)
     win = "start_time >= $since AND start_time < $until"
     w30: dict[str, Any] = {"since": END - timedelta(days=30), "until": END}
@@ -420,47 +423,61 @@ def cases(s: Subjects) -> list[Case]:
     day, hour = "epoch_us(start_time) // 86400000000 AS t, ", "epoch_us(start_time) // 3600000000 AS t, "
     heavy, median = s.heavy_user, s.median_user
     return [
-        Case("users 30d -cost_usd top 100", "users", call(q.users, "30d"), "naive users 30d"),
-        Case("users 30d -requests", "users", call(q.users, "30d", sort="-requests"), "naive users 30d"),
-        Case("users 30d page 2 (offset 100)", "users", call(q.users, "30d", offset=100), "naive users 30d"),
+        Case("users 30d -cost_usd top 100", "users", call(query_users, "30d"), "naive users 30d"),
+        Case("users 30d -requests", "users", call(query_users, "30d", sort="-requests"), "naive users 30d"),
         Case(
-            "users 30d plan=pro", "users", call(q.users, "30d", properties={"plan": "pro"}), "naive users pro"
+            "users 30d page 2 (offset 100)", "users", call(query_users, "30d", offset=100), "naive users 30d"
         ),
-        Case("users since UTC midnight -30d", "users", call(q.users, m30), "naive users 30d"),
-        Case("users midnight..midnight 30d", "users", call(q.users, m30, MIDNIGHT), "naive users 30d"),
-        Case("users all time", "users", call(q.users, "2000-01-01"), "naive users all time"),
         Case(
-            f"user median ({s.median_requests} req)", "user", call(q.user, median, "30d"), "naive user median"
+            "users 30d plan=pro",
+            "users",
+            call(query_users, "30d", properties={"plan": "pro"}),
+            "naive users pro",
+        ),
+        Case("users since UTC midnight -30d", "users", call(query_users, m30), "naive users 30d"),
+        Case("users midnight..midnight 30d", "users", call(query_users, m30, MIDNIGHT), "naive users 30d"),
+        Case("users all time", "users", call(query_users, "2000-01-01"), "naive users all time"),
+        Case(
+            f"user median ({s.median_requests} req)",
+            "user",
+            call(query_user, median, "30d"),
+            "naive user median",
         ),
         Case(
             f"user heaviest ({s.heavy_requests:,} req)",
             "user",
-            call(q.user, heavy, "30d"),
+            call(query_user, heavy, "30d"),
             "naive user heavy",
         ),
         Case(
             "timeseries heaviest user day 30d",
             "timeseries",
-            call(q.timeseries, heavy, "30d"),
+            call(query_timeseries, heavy, "30d"),
             "naive ts user day",
         ),
-        Case("timeseries median user day 30d", "timeseries", call(q.timeseries, median, "30d")),
+        Case("timeseries median user day 30d", "timeseries", call(query_timeseries, median, "30d")),
         Case(
             "timeseries app hour 7d",
             "timeseries",
-            call(q.timeseries, None, "7d", bucket="hour"),
+            call(query_timeseries, None, "7d", bucket="hour"),
             "naive ts app hour",
         ),
-        Case("timeseries app day 30d", "timeseries", call(q.timeseries, None, "30d"), "naive ts app day"),
+        Case("timeseries app day 30d", "timeseries", call(query_timeseries, None, "30d"), "naive ts app day"),
         Case(
             "timeseries heaviest user hour 7d",
             "timeseries",
-            call(q.timeseries, heavy, "7d", bucket="hour"),
+            call(query_timeseries, heavy, "7d", bucket="hour"),
             "naive ts user hour",
         ),
-        Case("timeseries median user hour 7d", "timeseries", call(q.timeseries, median, "7d", bucket="hour")),
-        Case("by_property plan 30d", "by_property", call(q.by_property, "plan", "30d"), "naive by plan 30d"),
-        Case("totals 30d", "totals", call(q.totals, "30d"), "naive totals 30d"),
+        Case(
+            "timeseries median user hour 7d",
+            "timeseries",
+            call(query_timeseries, median, "7d", bucket="hour"),
+        ),
+        Case(
+            "by_property plan 30d", "by_property", call(query_by_property, "plan", "30d"), "naive by plan 30d"
+        ),
+        Case("totals 30d", "totals", call(query_totals, "30d"), "naive totals 30d"),
         # the naive scans of requests the issue quotes, and a few more
         Case("naive users 30d", "naive", naive(win, top100, "user_id, ", **w30)),
         Case(
@@ -604,7 +621,7 @@ def check_exactness(con: Any) -> None:
         ("day-aligned", MIDNIGHT - timedelta(days=30)),
         ("ragged 30d", END - timedelta(days=30)),
     ):
-        page = query.users(con, since, limit=20, now=now)
+        page = query_users(con, since, limit=20, now=now)
         direct = con.execute(
             """SELECT user_id, count(*) AS requests,
                       CASE WHEN count(cost_usd) > 0 THEN sum(cost_usd) END AS cost_usd
@@ -629,7 +646,7 @@ def check_exactness(con: Any) -> None:
             f"{'OK' if not bad else 'MISMATCH'}"
         )
 
-        t = query.totals(con, since, now=now)
+        t = query_totals(con, since, now=now)
         (d,) = con.execute(
             """SELECT count(DISTINCT user_id) AS users, count(*) FILTER (user_id IS NULL) AS anonymous_requests,
                       count(*) AS requests, count(*) FILTER (status = 'error') AS errors,
@@ -660,7 +677,7 @@ def check_exactness(con: Any) -> None:
         print(f"  totals {label}: {'OK' if not bad else 'MISMATCH'} ({t.requests:,} requests, ${t.cost_usd})")
 
     since = END - timedelta(days=30)
-    bp = query.by_property(con, "plan", since, now=now)
+    bp = query_by_property(con, "plan", since, now=now)
     direct = {
         r[0]: (r[1], r[2], r[3])
         for r in con.execute(

@@ -26,8 +26,10 @@ from user_metrics.cli.demo_spans import DemoError, send_demo_spans
 from user_metrics.cli.demo_traffic import plan_traffic
 from user_metrics.cli.main import main
 from user_metrics.errors import InvalidInput
-from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies
+from user_metrics.query.properties import by_property as query_by_property
+from user_metrics.query.totals import totals as query_totals
+from user_metrics.query.users import users as query_users
 
 NOW = datetime(2025, 11, 12, 14, 20, tzinfo=UTC)  # a Wednesday afternoon
 
@@ -41,13 +43,13 @@ def test_demo_traffic_is_stored_as_sent(service: Service) -> None:
         # Traces cut across two exports wait for their root span in `pending`, but only until it
         # arrives, which is well before the attribution window (30 s) ends.
         deadline = time.monotonic() + 10
-        while query.totals(con, since=data.since, until=NOW).requests != data.requests:
+        while query_totals(con, since=data.since, until=NOW).requests != data.requests:
             assert time.monotonic() < deadline, "the demo's requests were not all stored"
             time.sleep(0.05)
-        totals = query.totals(con, since=data.since, until=NOW)
-        page = query.users(con, since=data.since, until=NOW, limit=1000)
-        plans = query.by_property(con, "plan", since=data.since, until=NOW)
-        features = query.by_property(con, "feature", since=data.since, until=NOW)
+        totals = query_totals(con, since=data.since, until=NOW)
+        page = query_users(con, since=data.since, until=NOW, limit=1000)
+        plans = query_by_property(con, "plan", since=data.since, until=NOW)
+        features = query_by_property(con, "feature", since=data.since, until=NOW)
         found = anomalies(con, now=lambda: NOW)
         (days,) = con.execute(
             "SELECT count(DISTINCT epoch_us(start_time) // 86400000000) FROM requests"

@@ -19,7 +19,7 @@ from servers import CLIENT_TIMEOUT_S, call, reads_limited
 
 from user_metrics import connect
 from user_metrics.errors import DeadlineExceeded
-from user_metrics.query import users as query
+from user_metrics.serve import http_api
 
 ENDLESS = "SELECT count(*) FROM range(1000000000000000) a, range(1000) b"  # interruptible, never ends
 SLOW_TOTALS_S = 120.0  # how long the patched totals() keeps querying unless it is interrupted
@@ -49,7 +49,7 @@ def slow_totals(monkeypatch: pytest.MonkeyPatch) -> None:
             con.execute("SELECT count(*) FROM range(100000000) a, range(3) b").fetchall()
         return {}
 
-    monkeypatch.setattr(query, "totals", slow)
+    monkeypatch.setattr(http_api, "totals", slow)
 
 
 class TestQueryRoutes:

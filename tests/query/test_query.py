@@ -16,8 +16,14 @@ from query_data import DAY0, UNPRICED, USERS, build, in_window, per_user, reques
 
 import user_metrics
 from user_metrics.errors import InvalidInput, NotFound
-from user_metrics.query import users as query
+from user_metrics.query.properties import by_property as query_by_property
+from user_metrics.query.properties import property_keys as query_property_keys
 from user_metrics.query.results import SORTABLE_USER_FIELDS, UserStats
+from user_metrics.query.timeseries import timeseries as query_timeseries
+from user_metrics.query.totals import totals as query_totals
+from user_metrics.query.users import recent_requests as query_recent_requests
+from user_metrics.query.users import user as query_user
+from user_metrics.query.users import users as query_users
 from user_metrics.store.writer import Store
 
 TRUTHS = build()
@@ -88,7 +94,7 @@ class TestUsers:
         """Whole days come from rollups and ragged edges from rows; together they are exact."""
         since, until = WINDOWS[name]
         want = per_user(in_window(TRUTHS, since, until))
-        page = query.users(con, since, until, limit=100)
+        page = query_users(con, since, until, limit=100)
         assert page.total == len(want)
         assert {u.user_id for u in page.users} == set(want)
         for got in page.users:
@@ -96,7 +102,7 @@ class TestUsers:
 
     def test_requests_without_a_user_are_one_row_with_a_null_id(self, con: duckdb.DuckDBPyConnection) -> None:
         """Anonymous requests are counted in their own row, never mixed into a real user."""
-        page = query.users(con, START, END)
+        page = query_users(con, START, END)
         anonymous = [u for u in page.users if u.user_id is None]
         assert len(anonymous) == 1
         assert anonymous[0].requests == sum(1 for t in TRUTHS if t.user is None)
@@ -105,7 +111,7 @@ class TestUsers:
         self, con: duckdb.DuckDBPyConnection
     ) -> None:
         """cost_usd is None, not $0, when nothing the user did had a known price."""
-        page = query.users(con, START, END, model=UNPRICED)
+        page = query_users(con, START, END, model=UNPRICED)
         assert page.users
         for u in page.users:
             assert u.cost_usd is None and u.unpriced_requests == u.requests
@@ -127,7 +133,7 @@ class TestUsers:
         since, until = WINDOWS["ragged both ends"]
         want = per_user(in_window(TRUTHS, since, until, **filters))
         props = {"plan": filters["plan"]} if "plan" in filters else None
-        page = query.users(
+        page = query_users(
             con,
             since,
             until,
@@ -146,7 +152,7 @@ class TestUsers:
         self, con: duckdb.DuckDBPyConnection, field: str, descending: bool
     ) -> None:
         """Rows come in the field's order; users with no value for it come last."""
-        page = query.users(con, START, END, sort=("-" if descending else "") + field)
+        page = query_users(con, START, END, sort=("-" if descending else "") + field)
         values = [getattr(u, field) for u in page.users]
         present = [v for v in values if v is not None]
         assert values[: len(present)] == present, "missing values sort last"
@@ -155,8 +161,8 @@ class TestUsers:
 
     def test_pages_cover_every_user_once(self, con: duckdb.DuckDBPyConnection) -> None:
         """limit/offset pages concatenate to the full sorted list; total is the same on every page."""
-        full = query.users(con, START, END, sort="-requests").users
-        pages = [query.users(con, START, END, sort="-requests", limit=3, offset=o) for o in range(0, 12, 3)]
+        full = query_users(con, START, END, sort="-requests").users
+        pages = [query_users(con, START, END, sort="-requests", limit=3, offset=o) for o in range(0, 12, 3)]
         assert {p.total for p in pages} == {len(full)}
         assert [u.user_id for p in pages for u in p.users] == [u.user_id for u in full]
 
@@ -164,7 +170,7 @@ class TestUsers:
         self, con: duckdb.DuckDBPyConnection
     ) -> None:
         """Paging past the last user is not an error."""
-        page = query.users(con, START, END, offset=1000)
+        page = query_users(con, START, END, offset=1000)
         assert page.users == () and page.total == len(per_user(TRUTHS))
 
     @pytest.mark.parametrize(
@@ -185,7 +191,7 @@ class TestUsers:
         """Each bad argument raises InvalidInput naming it."""
         args = {"since": START, "until": END} | kwargs
         with pytest.raises(InvalidInput, match=mentions):
-            query.users(con, **args)
+            query_users(con, **args)
 
     @pytest.mark.parametrize(
         ("search", "want"),
@@ -203,13 +209,13 @@ class TestUsers:
         self, con: duckdb.DuckDBPyConnection, search: str, want: set[str], sort: str
     ) -> None:
         """Case-insensitive substring of the id, on both sort paths; total counts the matches."""
-        page = query.users(con, START, END, search=search, sort=sort)
+        page = query_users(con, START, END, search=search, sort=sort)
         assert {u.user_id for u in page.users} == want and page.total == len(want)
-        assert query.users(con, START, END, search=search, sort=sort, offset=50).total == len(want)
+        assert query_users(con, START, END, search=search, sort=sort, offset=50).total == len(want)
 
     def test_a_blank_search_is_no_search(self, con: duckdb.DuckDBPyConnection) -> None:
         """An empty or blank search box lists everyone, the null user included."""
-        assert query.users(con, START, END, search="  ").total == len(per_user(TRUTHS))
+        assert query_users(con, START, END, search="  ").total == len(per_user(TRUTHS))
 
 
 class TestRecentRequests:
@@ -224,7 +230,7 @@ class TestRecentRequests:
             (t for t in in_window(TRUTHS, since, until) if t.user == user_id), key=lambda t: t.start
         )
         want = mine[::-1][:limit]
-        got = query.recent_requests(con, user_id, since, until, limit=limit)
+        got = query_recent_requests(con, user_id, since, until, limit=limit)
         assert got.user_id == user_id and (got.since, got.until) == (since, until)
         assert [r.start_time for r in got.requests] == [t.start for t in want]
         for r, t in zip(got.requests, want, strict=True):
@@ -240,22 +246,22 @@ class TestRecentRequests:
 
     def test_filters_apply(self, con: duckdb.DuckDBPyConnection) -> None:
         """A property filter keeps only the matching requests."""
-        got = query.recent_requests(con, "alice", START, END, limit=1000, properties=["plan=free"])
+        got = query_recent_requests(con, "alice", START, END, limit=1000, properties=["plan=free"])
         want = [t for t in in_window(TRUTHS, START, END, plan="free") if t.user == "alice"]
         assert len(got.requests) == len(want) > 0
         assert {r.properties["plan"] for r in got.requests} == {"free"}
 
     def test_bad_limit_and_unknown_user(self, con: duckdb.DuckDBPyConnection) -> None:
         with pytest.raises(InvalidInput, match="limit"):
-            query.recent_requests(con, "alice", START, END, limit=0)
+            query_recent_requests(con, "alice", START, END, limit=0)
         with pytest.raises(InvalidInput, match="limit"):
-            query.recent_requests(con, "alice", START, END, limit=1001)
+            query_recent_requests(con, "alice", START, END, limit=1001)
         with pytest.raises(NotFound):
-            query.recent_requests(con, "nobody-at-all", START, END)
+            query_recent_requests(con, "nobody-at-all", START, END)
 
     def test_property_keys(self, con: duckdb.DuckDBPyConnection) -> None:
         """Every key recorded, here just plan."""
-        assert query.property_keys(con).keys == ("plan",)
+        assert query_property_keys(con).keys == ("plan",)
 
 
 class TestUser:
@@ -264,11 +270,11 @@ class TestUser:
         """Quotes, unicode, spaces, slashes and SQL in ids are just ids."""
         since, until = WINDOWS["ragged both ends"]
         want = per_user(in_window(TRUTHS, since, until))
-        check_user(query.user(con, user_id, since, until), want[user_id])
+        check_user(query_user(con, user_id, since, until), want[user_id])
 
     def test_models_carry_requests_and_exact_cost(self, con: duckdb.DuckDBPyConnection) -> None:
         """The per-model breakdown sums to the user's totals."""
-        got = query.user(con, "alice", START, END)
+        got = query_user(con, "alice", START, END)
         want: dict[str, Decimal | None] = {}
         for t in in_window(TRUTHS, START, END):
             if t.user == "alice" and t.cost is not None:
@@ -279,11 +285,11 @@ class TestUser:
     def test_an_unknown_user_is_not_found(self, con: duckdb.DuckDBPyConnection) -> None:
         """A user id never seen raises NotFound."""
         with pytest.raises(NotFound):
-            query.user(con, "nobody-at-all", START, END)
+            query_user(con, "nobody-at-all", START, END)
 
     def test_a_known_user_with_nothing_in_the_window_has_zeros(self, con: duckdb.DuckDBPyConnection) -> None:
         """Known but idle: zero requests, no cost, no first/last activity."""
-        got = query.user(con, "alice", END + timedelta(days=10), END + timedelta(days=11))
+        got = query_user(con, "alice", END + timedelta(days=10), END + timedelta(days=11))
         assert (got.requests, got.cost_usd, got.first_active, got.models) == (0, None, None, ())
 
 
@@ -295,7 +301,7 @@ class TestTimeseries:
     ) -> None:
         """One point per UTC bucket from the one holding since to the one holding until."""
         since, until = WINDOWS["ragged both ends"]
-        series = query.timeseries(con, user_id, since, until, bucket=bucket)
+        series = query_timeseries(con, user_id, since, until, bucket=bucket)
         step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
         first = since.replace(minute=0, second=0, microsecond=0)
         if bucket == "day":
@@ -315,7 +321,7 @@ class TestTimeseries:
     def test_a_bad_bucket_is_refused(self, con: duckdb.DuckDBPyConnection) -> None:
         """bucket must be hour or day."""
         with pytest.raises(InvalidInput, match="bucket"):
-            query.timeseries(con, None, START, END, bucket="week")
+            query_timeseries(con, None, START, END, bucket="week")
 
 
 class TestByProperty:
@@ -323,7 +329,7 @@ class TestByProperty:
         """Average cost per user and the costliest and cheapest users, per plan."""
         since, until = WINDOWS["ragged both ends"]
         rows = in_window(TRUTHS, since, until)
-        got = {v.value: v for v in query.by_property(con, "plan", since, until).values}
+        got = {v.value: v for v in query_by_property(con, "plan", since, until).values}
         assert set(got) == {t.plan for t in rows}
         for value, item in got.items():
             mine = [t for t in rows if t.plan == value]
@@ -343,27 +349,27 @@ class TestByProperty:
 
     def test_property_names_are_case_insensitive(self, con: duckdb.DuckDBPyConnection) -> None:
         """Names are stored lower-cased, so PLAN finds plan."""
-        assert query.by_property(con, "PLAN", START, END) == query.by_property(con, "plan", START, END)
+        assert query_by_property(con, "PLAN", START, END) == query_by_property(con, "plan", START, END)
 
     def test_a_limit_keeps_the_costliest_values_and_says_how_many_there_were(
         self, con: duckdb.DuckDBPyConnection
     ) -> None:
         """limit=n answers the first n values of the full answer; total_values and truncated tell."""
-        full = query.by_property(con, "plan", START, END)
+        full = query_by_property(con, "plan", START, END)
         assert full.total_values == len(full.values) == 4 and not full.truncated  # three plans and unset
         assert [v.cost_usd for v in full.values] == sorted((v.cost_usd for v in full.values), reverse=True)
         for limit in (1, 3):
-            cut = query.by_property(con, "plan", START, END, limit=limit)
+            cut = query_by_property(con, "plan", START, END, limit=limit)
             assert cut.values == full.values[:limit] and cut.total_values == 4 and cut.truncated
-        assert query.by_property(con, "plan", START, END, limit=4) == full
-        empty = query.by_property(con, "plan", END + timedelta(days=1), END + timedelta(days=2), limit=1)
+        assert query_by_property(con, "plan", START, END, limit=4) == full
+        empty = query_by_property(con, "plan", END + timedelta(days=1), END + timedelta(days=2), limit=1)
         assert (empty.values, empty.total_values, empty.truncated) == ((), 0, False)
 
     @pytest.mark.parametrize("limit", [0, -1, 10_001])
     def test_a_limit_out_of_range_is_refused(self, con: duckdb.DuckDBPyConnection, limit: int) -> None:
         """limit must be 1 to 10,000."""
         with pytest.raises(InvalidInput, match="limit"):
-            query.by_property(con, "plan", START, END, limit=limit)
+            query_by_property(con, "plan", START, END, limit=limit)
 
 
 class TestTotals:
@@ -372,7 +378,7 @@ class TestTotals:
         """Users, anonymous requests, tokens and cost of the whole application."""
         since, until = WINDOWS[name]
         rows = in_window(TRUTHS, since, until)
-        got = query.totals(con, since, until)
+        got = query_totals(con, since, until)
         assert got.requests == len(rows)
         assert got.users == len({t.user for t in rows if t.user is not None})
         assert got.anonymous_requests == sum(t.user is None for t in rows)
@@ -433,7 +439,7 @@ class TestRollups:
             for req in reqs + requests_for(second):  # the first batch again, then the rest
                 app.ingestor.export(req)
             with app.store.reader() as con:
-                got = query.totals(con, START, END)
+                got = query_totals(con, START, END)
         finally:
             svc.stop()
         assert got.requests == len(TRUTHS)
@@ -524,7 +530,7 @@ class TestCompaction:
             ingestor.export(req)
         since, until = WINDOWS["ragged both ends"]
         with store.reader() as con:
-            before = (query.users(con, since, until), query.totals(con, since, until))
+            before = (query_users(con, since, until), query_totals(con, since, until))
             fragmented = con.execute("SELECT count(*) FROM rollup_user_day").fetchone()[0]
             cells = con.execute(
                 "SELECT count(*) FROM (SELECT DISTINCT day, user_key, dims_id FROM rollup_user_day)"
@@ -567,7 +573,7 @@ class TestCompaction:
                 ingestor.export(req)
             assert stats.compactions >= 5
             with store.reader() as con:
-                got = query.totals(con, START, END)
+                got = query_totals(con, START, END)
             assert got.requests == len(TRUTHS)
             assert got.cost_usd == sum((t.cost for t in TRUTHS if t.cost is not None), Decimal(0))
         finally:

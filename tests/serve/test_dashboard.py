@@ -40,8 +40,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: E402
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
-from user_metrics.query import users as query  # noqa: E402
 from user_metrics.query.anomalies import anomalies  # noqa: E402
+from user_metrics.query.totals import totals as query_totals  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("USER_METRICS_ARTIFACTS", ROOT / "test-artifacts")) / "dashboard"
@@ -144,7 +144,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     app = svc.start()
     send(svc.target)
     with app.store.reader() as con:
-        assert query.totals(con, "31d").requests == len(CALLS), "every span was stored"
+        assert query_totals(con, "31d").requests == len(CALLS), "every span was stored"
     yield svc
     svc.stop()
 

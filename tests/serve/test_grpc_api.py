@@ -20,7 +20,12 @@ from otlp import T0, chat, request, span
 
 from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.query import results
-from user_metrics.query import users as query
+from user_metrics.query.properties import by_property as query_by_property
+from user_metrics.query.timeseries import timeseries as query_timeseries
+from user_metrics.query.totals import totals as query_totals
+from user_metrics.query.users import recent_requests as query_recent_requests
+from user_metrics.query.users import user as query_user
+from user_metrics.query.users import users as query_users
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceStub
 
@@ -154,20 +159,20 @@ def test_messages_have_the_result_fields() -> None:
 def test_list_users_matches_query(
     stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection, sort: str, limit: int, offset: int
 ) -> None:
-    """ListUsers answers query.users field for field (empty sort and zero limit are the defaults)."""
+    """ListUsers answers query_users field for field (empty sort and zero limit are the defaults)."""
     page = stub.ListUsers(
         pb.ListUsersRequest(window=WINDOW, sort=sort, limit=limit, offset=offset), timeout=10
     )
-    expected = query.users(con, SINCE, UNTIL, sort=sort or "-cost_usd", limit=limit or 100, offset=offset)
+    expected = query_users(con, SINCE, UNTIL, sort=sort or "-cost_usd", limit=limit or 100, offset=offset)
     assert_mirrors(page, expected)
     assert page.total == 5  # alice, bob, carol, WEIRD and the null user
 
 
 def test_get_user_matches_query(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
-    """GetUser answers query.user for every user, including an unpriced one (cost_usd unset)."""
+    """GetUser answers query_user for every user, including an unpriced one (cost_usd unset)."""
     for user_id in ("alice", "bob", "carol", WEIRD):
         got = stub.GetUser(pb.GetUserRequest(user_id=user_id, window=WINDOW), timeout=10)
-        assert_mirrors(got, query.user(con, user_id, SINCE, UNTIL))
+        assert_mirrors(got, query_user(con, user_id, SINCE, UNTIL))
     alice = stub.GetUser(pb.GetUserRequest(user_id="alice", window=WINDOW), timeout=10)
     assert (alice.requests, alice.errors, alice.input_tokens, alice.active_days) == (3, 1, 3300, 2)
     carol = stub.GetUser(pb.GetUserRequest(user_id="carol", window=WINDOW), timeout=10)
@@ -187,7 +192,7 @@ def test_user_id_with_quotes_unicode_and_spaces(stub: UserMetricsServiceStub) ->
 def test_anonymous_user(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
     """GetUser with anonymous set answers the requests without a user id, user_id left unset."""
     got = stub.GetUser(pb.GetUserRequest(anonymous=True, window=WINDOW), timeout=10)
-    assert_mirrors(got, query.user(con, None, SINCE, UNTIL))
+    assert_mirrors(got, query_user(con, None, SINCE, UNTIL))
     assert not got.HasField("user_id") and got.requests == 2
     page = stub.ListUsers(pb.ListUsersRequest(window=WINDOW, sort="user_id"), timeout=10)
     assert not page.users[-1].HasField("user_id")  # the null user sorts last
@@ -205,10 +210,10 @@ def test_get_user_needs_exactly_one_of_user_id_and_anonymous(stub: UserMetricsSe
 def test_timeseries_matches_query(
     stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection, bucket: str, user_id: str | None
 ) -> None:
-    """GetTimeseries answers query.timeseries per hour and day, for the application and for one user."""
+    """GetTimeseries answers query_timeseries per hour and day, for the application and for one user."""
     message = pb.GetTimeseriesRequest(user_id=user_id, window=WINDOW, bucket=bucket)
     got = stub.GetTimeseries(message, timeout=10)
-    expected = query.timeseries(con, user_id, SINCE, UNTIL, bucket=bucket)
+    expected = query_timeseries(con, user_id, SINCE, UNTIL, bucket=bucket)
     assert_mirrors(got, expected)
     assert got.HasField("user_id") == (user_id is not None)
     assert any(p.cost_usd == "0.000000000" for p in got.points)  # empty buckets: zero, not "0E-9"
@@ -223,16 +228,16 @@ def test_timeseries_defaults_to_days(stub: UserMetricsServiceStub) -> None:
 def test_property_breakdown_matches_query(
     stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection
 ) -> None:
-    """GetPropertyBreakdown answers query.by_property; requests without the property have value unset."""
+    """GetPropertyBreakdown answers query_by_property; requests without the property have value unset."""
     got = stub.GetPropertyBreakdown(pb.GetPropertyBreakdownRequest(key="Plan", window=WINDOW), timeout=10)
-    assert_mirrors(got, query.by_property(con, "Plan", SINCE, UNTIL))
+    assert_mirrors(got, query_by_property(con, "Plan", SINCE, UNTIL))
     assert got.key == "plan"
     assert {v.value if v.HasField("value") else None for v in got.values} == {"pro", "free", None}
     assert (got.total_values, got.truncated) == (3, False)
     cut = stub.GetPropertyBreakdown(
         pb.GetPropertyBreakdownRequest(key="plan", window=WINDOW, limit=1), timeout=10
     )
-    assert_mirrors(cut, query.by_property(con, "plan", SINCE, UNTIL, limit=1))
+    assert_mirrors(cut, query_by_property(con, "plan", SINCE, UNTIL, limit=1))
     assert (len(cut.values), cut.total_values, cut.truncated) == (1, 3, True)
 
 
@@ -242,14 +247,14 @@ def test_property_breakdown_matches_query(
 def test_recent_requests_matches_query(
     stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection, user_id: str | None, limit: int
 ) -> None:
-    """GetRecentRequests answers query.recent_requests (limit 0: the default 20; anonymous: no user)."""
+    """GetRecentRequests answers query_recent_requests (limit 0: the default 20; anonymous: no user)."""
     message = pb.GetRecentRequestsRequest(window=WINDOW, limit=limit)
     if user_id is None:
         message.anonymous = True
     else:
         message.user_id = user_id
     got = stub.GetRecentRequests(message, timeout=10)
-    expected = query.recent_requests(con, user_id, SINCE, UNTIL, limit=limit or 20)
+    expected = query_recent_requests(con, user_id, SINCE, UNTIL, limit=limit or 20)
     assert_mirrors(got, expected)
     assert len(got.requests) == len(expected.requests) > 0
     times = [r.start_time.ToDatetime() for r in got.requests]
@@ -272,14 +277,14 @@ def test_property_keys_and_search(stub: UserMetricsServiceStub, con: duckdb.Duck
     """ListPropertyKeys lists plan; ListUsers with search keeps the matching ids only."""
     assert list(stub.ListPropertyKeys(pb.ListPropertyKeysRequest(), timeout=10).keys) == ["plan"]
     page = stub.ListUsers(pb.ListUsersRequest(window=WINDOW, search="ÜNÏ"), timeout=10)
-    assert_mirrors(page, query.users(con, SINCE, UNTIL, search="ÜNÏ"))
+    assert_mirrors(page, query_users(con, SINCE, UNTIL, search="ÜNÏ"))
     assert [u.user_id for u in page.users] == [WEIRD] and page.total == 1
 
 
 def test_totals_matches_query(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
-    """GetTotals answers query.totals for the window; the request before it does not count."""
+    """GetTotals answers query_totals for the window; the request before it does not count."""
     got = stub.GetTotals(pb.GetTotalsRequest(window=WINDOW), timeout=10)
-    assert_mirrors(got, query.totals(con, SINCE, UNTIL))
+    assert_mirrors(got, query_totals(con, SINCE, UNTIL))
     assert (got.users, got.anonymous_requests, got.requests, got.unpriced_requests) == (4, 2, 9, 2)
     assert got.since.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 16, 5, 30, tzinfo=UTC)
     assert got.until.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 19, 17, 45, 0, 500_000, tzinfo=UTC)
@@ -301,20 +306,20 @@ def test_filters_reach_every_rpc(
 ) -> None:
     """Model, service, environment and property filters give the answers of the query functions."""
     totals = stub.GetTotals(pb.GetTotalsRequest(window=WINDOW, filters=filters), timeout=10)
-    assert_mirrors(totals, query.totals(con, SINCE, UNTIL, **kwargs))
+    assert_mirrors(totals, query_totals(con, SINCE, UNTIL, **kwargs))
     assert 0 < totals.requests < 9
     page = stub.ListUsers(pb.ListUsersRequest(window=WINDOW, filters=filters), timeout=10)
-    assert_mirrors(page, query.users(con, SINCE, UNTIL, **kwargs))
+    assert_mirrors(page, query_users(con, SINCE, UNTIL, **kwargs))
     user = stub.GetUser(pb.GetUserRequest(user_id="alice", window=WINDOW, filters=filters), timeout=10)
-    assert_mirrors(user, query.user(con, "alice", SINCE, UNTIL, **kwargs))
+    assert_mirrors(user, query_user(con, "alice", SINCE, UNTIL, **kwargs))
     series = stub.GetTimeseries(
         pb.GetTimeseriesRequest(window=WINDOW, filters=filters, bucket="hour"), timeout=10
     )
-    assert_mirrors(series, query.timeseries(con, None, SINCE, UNTIL, bucket="hour", **kwargs))
+    assert_mirrors(series, query_timeseries(con, None, SINCE, UNTIL, bucket="hour", **kwargs))
     breakdown = stub.GetPropertyBreakdown(
         pb.GetPropertyBreakdownRequest(key="plan", window=WINDOW, filters=filters), timeout=10
     )
-    assert_mirrors(breakdown, query.by_property(con, "plan", SINCE, UNTIL, **kwargs))
+    assert_mirrors(breakdown, query_by_property(con, "plan", SINCE, UNTIL, **kwargs))
 
 
 def test_unknown_user_is_not_found(stub: UserMetricsServiceStub) -> None:

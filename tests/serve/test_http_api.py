@@ -15,8 +15,13 @@ import pytest
 from conftest import Service
 from query_data import DAY0, USERS, build, in_window, requests_for
 
-from user_metrics.query import users as query
+from user_metrics.query.properties import by_property as query_by_property
 from user_metrics.query.results import to_json
+from user_metrics.query.timeseries import timeseries as query_timeseries
+from user_metrics.query.totals import totals as query_totals
+from user_metrics.query.users import recent_requests as query_recent_requests
+from user_metrics.query.users import user as query_user
+from user_metrics.query.users import users as query_users
 
 TRUTHS = build(seed=11, count=200)
 SINCE, UNTIL = "2026-11-10T03:00:00Z", "2026-11-13T21:30:00Z"
@@ -80,7 +85,7 @@ class TestRoutes:
         )
         assert status == 200
         want = reader_answer(
-            served, query.users, SINCE, UNTIL, sort="-requests", limit=3, offset=1, properties=["plan=pro"]
+            served, query_users, SINCE, UNTIL, sort="-requests", limit=3, offset=1, properties=["plan=pro"]
         )
         assert body == want and set(body) == {"users", "total", "since", "until"}
         assert isinstance(body["users"][0]["cost_usd"], str), "money is an exact decimal string"
@@ -89,7 +94,7 @@ class TestRoutes:
     def test_user_paths_take_any_id_percent_encoded(self, served: Service, user_id: str) -> None:
         """Ids with quotes, unicode, spaces, slashes and SQL round-trip through the path."""
         status, body = call(served, "GET", f"/api/v1/users/{quote(user_id, safe='')}?{WINDOW}")
-        assert status == 200 and body == reader_answer(served, query.user, user_id, SINCE, UNTIL)
+        assert status == 200 and body == reader_answer(served, query_user, user_id, SINCE, UNTIL)
         want = sum(
             1
             for t in in_window(
@@ -103,25 +108,25 @@ class TestRoutes:
         """Per-user and whole-application series."""
         status, body = call(served, "GET", f"/api/v1/users/alice/timeseries?{WINDOW}&bucket=hour")
         assert status == 200 and body == reader_answer(
-            served, query.timeseries, "alice", SINCE, UNTIL, bucket="hour"
+            served, query_timeseries, "alice", SINCE, UNTIL, bucket="hour"
         )
         status, body = call(served, "GET", f"/api/v1/timeseries?{WINDOW}&model=gpt-4o-mini")
         assert status == 200 and body == reader_answer(
-            served, query.timeseries, None, SINCE, UNTIL, model="gpt-4o-mini"
+            served, query_timeseries, None, SINCE, UNTIL, model="gpt-4o-mini"
         )
 
     def test_properties_and_totals(self, served: Service) -> None:
         """GET /api/v1/properties/{key} and /api/v1/totals."""
         status, body = call(served, "GET", f"/api/v1/properties/plan?{WINDOW}")
-        assert status == 200 and body == reader_answer(served, query.by_property, "plan", SINCE, UNTIL)
+        assert status == 200 and body == reader_answer(served, query_by_property, "plan", SINCE, UNTIL)
         assert body["total_values"] == len(body["values"]) and body["truncated"] is False
         status, body = call(served, "GET", f"/api/v1/properties/plan?{WINDOW}&limit=2")
         assert status == 200 and body == reader_answer(
-            served, query.by_property, "plan", SINCE, UNTIL, limit=2
+            served, query_by_property, "plan", SINCE, UNTIL, limit=2
         )
         assert len(body["values"]) == 2 and body["total_values"] > 2 and body["truncated"] is True
         status, body = call(served, "GET", f"/api/v1/totals?{WINDOW}&environment=prod")
-        assert status == 200 and body == reader_answer(served, query.totals, SINCE, UNTIL, environment="prod")
+        assert status == 200 and body == reader_answer(served, query_totals, SINCE, UNTIL, environment="prod")
         assert body["requests"] == sum(
             1
             for t in TRUTHS
@@ -135,7 +140,7 @@ class TestRoutes:
         path = f"/api/v1/users/{quote('zoë 🙂', safe='')}/requests?{WINDOW}&limit=4&property=plan%3Dpro"
         status, body = call(served, "GET", path)
         assert status == 200 and body == reader_answer(
-            served, query.recent_requests, "zoë 🙂", SINCE, UNTIL, limit=4, properties=["plan=pro"]
+            served, query_recent_requests, "zoë 🙂", SINCE, UNTIL, limit=4, properties=["plan=pro"]
         )
         assert 0 < len(body["requests"]) <= 4
         status, body = call(served, "GET", "/api/v1/properties")

@@ -21,7 +21,7 @@ from otlp import T0, chat, request, span
 from prometheus_client.parser import text_string_to_metric_families
 from query_data import build, requests_for
 
-from user_metrics.query import users as query
+from user_metrics.query.users import user as query_user
 
 TRUTHS = build(seed=3, count=150)
 ODD_IDS = ['quote"d', "back\\slash", "new\nline", "zoë 🙂", "trailing\\"]
@@ -94,7 +94,7 @@ def test_per_user_counters_equal_the_query_layer_all_time(served: Service) -> No
     assert served.app is not None
     with served.app.store.reader() as con:
         for user in {t.user for t in TRUTHS if t.user is not None} | set(ODD_IDS):
-            want = query.user(con, user, "1970-01-01", "2100-01-01")
+            want = query_user(con, user, "1970-01-01", "2100-01-01")
             assert requests[(("status", "ok"), ("user_id", user))] == want.requests - want.errors
             assert requests[(("status", "error"), ("user_id", user))] == want.errors
             assert tokens[(("type", "input"), ("user_id", user))] == want.input_tokens

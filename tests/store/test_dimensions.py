@@ -23,7 +23,11 @@ from otlp import request, span
 from query_data import DAY0
 
 import user_metrics
-from user_metrics.query import users as query
+from user_metrics.query.properties import by_property as query_by_property
+from user_metrics.query.timeseries import timeseries as query_timeseries
+from user_metrics.query.totals import totals as query_totals
+from user_metrics.query.users import user as query_user
+from user_metrics.query.users import users as query_users
 from user_metrics.store.schema import SCHEMA_VERSION
 
 LIMIT = 4
@@ -217,14 +221,14 @@ def check_filtered(
 ) -> int:
     """users, totals and a breakdown by plan under the filter equal the GROUP BYs; returns the requests."""
     want = direct_users(con, since, until, where, **params)
-    assert got_users(query.users(con, since, until, limit=1000, **kwargs)) == want
-    totals = query.totals(con, since, until, **kwargs)
+    assert got_users(query_users(con, since, until, limit=1000, **kwargs)) == want
+    totals = query_totals(con, since, until, **kwargs)
     assert totals.requests == sum(w[0] for w in want.values())
     assert totals.cost_usd == sum((w[3] for w in want.values() if w[3] is not None), Decimal(0))
-    assert got_property(query.by_property(con, "plan", since, until, **kwargs)) == direct_property(
+    assert got_property(query_by_property(con, "plan", since, until, **kwargs)) == direct_property(
         con, "plan", since, until, where, **params
     )
-    series = query.timeseries(con, None, since, until, bucket="hour", **kwargs)
+    series = query_timeseries(con, None, since, until, bucket="hour", **kwargs)
     assert sum(p.requests for p in series.points) == totals.requests
     return totals.requests
 
@@ -241,7 +245,7 @@ def check_models(
         until,
         user=user,
     )
-    got = query.user(con, user, since, until).models
+    got = query_user(con, user, since, until).models
     assert {(m.provider, m.model): (m.requests, m.cost_usd) for m in got} == {
         (r[0], r[1]): (r[2], r[3]) for r in rows
     }
@@ -283,8 +287,8 @@ class TestModels:
         self, con: duckdb.DuckDBPyConnection
     ) -> None:
         """gpt-4o counts the calls that failed before an answer; gpt-4o-2024-08-06 does not."""
-        alias = query.totals(con, *ALL_TIME, model="gpt-4o")
-        dated = query.totals(con, *ALL_TIME, model="gpt-4o-2024-08-06")
+        alias = query_totals(con, *ALL_TIME, model="gpt-4o")
+        dated = query_totals(con, *ALL_TIME, model="gpt-4o-2024-08-06")
         failed = sum(1 for c in CALLS if c.request_model == "gpt-4o" and c.response_model is None)
         assert failed > 0 and alias.requests == dated.requests + failed
         assert dated.errors == 0 and alias.errors == failed
@@ -301,7 +305,7 @@ class TestModels:
 
     def test_the_users_page_lists_the_alias_once_with_its_cost(self, con: duckdb.DuckDBPyConnection) -> None:
         """The user page's bug: gpt-4o with cost – (its failed calls) beside gpt-4o-2024-08-06."""
-        [alias] = [m for m in query.user(con, "alice", *ALL_TIME).models if m.model == "gpt-4o"]
+        [alias] = [m for m in query_user(con, "alice", *ALL_TIME).models if m.model == "gpt-4o"]
         assert alias.cost_usd is not None and alias.cost_usd > 0
 
 
@@ -349,7 +353,7 @@ class TestFolding:
     ) -> None:
         """by_property reads the request rows when the key has folded values: exact, no (other)."""
         since, until = ALL_TIME if window == "all time" else WINDOWS[window]
-        got = query.by_property(con, "feature", since, until)
+        got = query_by_property(con, "feature", since, until)
         assert got_property(got) == direct_property(con, "feature", since, until)
         assert got.total_values == len(got.values) and not got.truncated
 
@@ -418,7 +422,7 @@ class TestFoldingAcrossRestartsAndAttribution:
                         {"properties": {"feature": value}},
                         v=value,
                     )
-                assert got_property(query.by_property(con, "feature", *ALL_TIME)) == direct_property(
+                assert got_property(query_by_property(con, "feature", *ALL_TIME)) == direct_property(
                     con, "feature", *ALL_TIME
                 )
         finally:
@@ -497,7 +501,7 @@ def test_a_database_of_schema_6_is_upgraded_and_its_models_no_longer_split(tmp_p
         assert "gpt-4o-2024-08-06" not in check_models(con, "alice", since, until)
         for model in ("gpt-4o", "GPT-4o-2024-08-06", "claude-sonnet-4-5-20250929"):
             check_filtered(con, since, until, MODEL_MATCH, {"model": model}, model=model)
-        assert got_property(query.by_property(con, "feature", since, until)) == direct_property(
+        assert got_property(query_by_property(con, "feature", since, until)) == direct_property(
             con, "feature", since, until
         )
     finally:

@@ -22,9 +22,10 @@ from user_metrics.cli.demo_traffic import check_figures
 from user_metrics.cli.process import LOG_FORMAT, invocation, stop_on_signals, wait_for
 from user_metrics.cli.query_commands import render
 from user_metrics.errors import InvalidInput
-from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies
 from user_metrics.query.results import to_json
+from user_metrics.query.totals import totals as query_totals
+from user_metrics.query.users import users as query_users
 from user_metrics.settings import load_settings
 
 
@@ -34,7 +35,7 @@ def wait_until_stored(app: App, data: DemoData, timeout: float) -> None:
     while True:
         con = app.store.reader()
         try:
-            stored = query.totals(con, since=data.since).requests
+            stored = query_totals(con, since=data.since).requests
         finally:
             con.close()
         if stored == data.requests:
@@ -50,8 +51,8 @@ def _report(app: App, data: DemoData, db: Path, temporary: bool) -> str:
     """What the demo prints once everything is stored: figures, top users, where to look."""
     con = app.store.reader()
     try:
-        totals = query.totals(con, since=data.since)
-        page = query.users(con, since="30d", limit=15)
+        totals = query_totals(con, since=data.since)
+        page = query_users(con, since="30d", limit=15)
         unusual = anomalies(con)
     finally:
         con.close()

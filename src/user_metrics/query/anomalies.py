@@ -31,9 +31,10 @@ from typing import Any
 import duckdb
 
 from user_metrics.errors import InvalidInput
+from user_metrics.query import scope
 from user_metrics.query.cells import PER_USER, US_PER_HOUR, USER_HOUR, CellSql
 from user_metrics.query.results import Anomalies, Anomaly
-from user_metrics.query.users import _now, fetch_dicts
+from user_metrics.query.scope import fetch_dicts
 from user_metrics.query.window import Filters, Window, from_micros, parse_instant
 
 DEFAULT_WINDOW = timedelta(hours=1)
@@ -56,7 +57,7 @@ def anomalies(
     threshold: float = DEFAULT_THRESHOLD,
     min_history: int = 6,
     min_requests: int = 10,
-    now: Callable[[], datetime] = _now,
+    now: Callable[[], datetime] = scope.now,
 ) -> Anomalies:
     """Users whose recent usage is far from their own history or above the population's."""
     at = now()

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from user_metrics.query.users import fetch_dicts
+from user_metrics.query.scope import fetch_dicts
 from user_metrics.store.dims import MODEL_SQL, OTHER
 from user_metrics.store.rollups import DURATION_BOUNDS, METRIC_NAMES, SUMS, aggregate
 

@@ -1,54 +1,36 @@
-"""The query layer: every reader (Python client, CLI, HTTP API, gRPC) calls these functions.
+"""Users: the page of users active in a window, one user's fields, and one user's latest requests.
 
-Each function takes an open DuckDB connection (a reader cursor of the running service, or a
-read-only connection to the file), a time window and filters. It reads rollup cells for the
-whole days and hours inside the window and ``requests`` rows only for the partial hours at its
-two ends (``cells.py``), so the answer is exact for any instant while a 30-day query reads at
-most two hours of request rows.
+Per-user fields are aggregates over the cells of the window (``_FIELD_SQL``), with the models a
+user called; p50 and p95 latency come from the latency buckets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 
-from user_metrics.errors import InvalidInput, NotFound
-from user_metrics.query.cells import APP_HOUR, PER_USER, USER_HOUR, CellSql, folded, served_by_rollups
+from user_metrics.errors import InvalidInput
+from user_metrics.query import scope
+from user_metrics.query.cells import PER_USER, CellSql, folded
 from user_metrics.query.results import (
-    DEFAULT_VALUES,
-    MAX_VALUES,
     SORTABLE_USER_FIELDS,
     ModelUsage,
-    Point,
-    PropertyBreakdown,
-    PropertyKeys,
-    PropertyValue,
     RecentRequests,
     RequestRecord,
-    Timeseries,
-    Totals,
     UserPage,
     UserStats,
 )
-from user_metrics.query.window import Filters, Window, from_micros
+from user_metrics.query.scope import MAX_PAGE, fetch_dicts, ints_of, statement, user_key
+from user_metrics.query.window import Instant, from_micros
 from user_metrics.store import dims
 from user_metrics.store.dims import MODEL_SQL
-from user_metrics.store.rollups import (
-    LATENCY_BUCKETS_PER_DOUBLING,
-    METRIC_NAMES,
-    US_PER_DAY,
-    US_PER_HOUR,
-)
+from user_metrics.store.rollups import LATENCY_BUCKETS_PER_DOUBLING, US_PER_DAY
 
-Instant = str | datetime | date | None
-MAX_PAGE = 10_000
 MAX_OFFSET = 2**63 - 1  # DuckDB's OFFSET is a BIGINT
 MAX_RECENT = 1000
-NANO = Decimal("0.000000001")
 
 
 # Per-user fields as aggregates over cells; p50/p95 and models are computed separately.
@@ -73,39 +55,6 @@ _FIELD_SQL = {
 }
 _PERCENTILES = {"p50_latency_ms": 0.5, "p95_latency_ms": 0.95}
 _MODEL_FIELDS = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
-
-
-def fetch_dicts(
-    con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """The result of one statement as dicts keyed by column name."""
-    cur = con.execute(sql, params or {})
-    names = [d[0] for d in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _statement(
-    con: duckdb.DuckDBPyConnection,
-    since: Instant,
-    until: Instant,
-    now: Callable[[], datetime],
-    properties: Any,
-    model: str | None,
-    service: str | None,
-    environment: str | None,
-) -> CellSql:
-    """The window and filters every query function takes, parsed and checked once; request rows
-    for the whole window when a filter names a value whose requests rollups may have folded."""
-    window = Window.parse(since, until, now())
-    filters = Filters.of(properties, model, service, environment)
-    return CellSql(window, filters, rows_only=not served_by_rollups(con, filters))
-
-
-# ---- users -------------------------------------------------------------------------------------
 
 
 def _percentiles(
@@ -159,7 +108,7 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
     models: dict[int, list[ModelUsage]] = {}
     totals: dict[int, dict[str, Any]] = {}
     for row in rows:
-        row = _ints_of(row)
+        row = ints_of(row)
         if row.pop("whole_user"):
             totals[row["user_key"]] = row
         else:
@@ -181,11 +130,6 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
     return out
 
 
-def _ints_of(row: dict[str, Any]) -> dict[str, Any]:
-    """DuckDB sums are HUGEINT (Python int) or DECIMAL; keep ints as ints."""
-    return {k: (int(v) if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in row.items()}
-
-
 def users(
     con: duckdb.DuckDBPyConnection,
     since: Instant = None,
@@ -199,7 +143,7 @@ def users(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
-    now: Callable[[], datetime] = _now,
+    now: Callable[[], datetime] = scope.now,
 ) -> UserPage:
     """One row per user active in the window, sorted (``-field`` for descending), paged.
 
@@ -213,7 +157,7 @@ def users(
         raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
     if not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput(f"offset: must be from 0 to {MAX_OFFSET}, got {offset}")
-    q = _statement(con, since, until, now, properties, model, service, environment)
+    q = statement(con, since, until, now, properties, model, service, environment)
     window = q.window
     if search is not None and not search.strip():
         search = None
@@ -292,11 +236,11 @@ def user(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
-    now: Callable[[], datetime] = _now,
+    now: Callable[[], datetime] = scope.now,
 ) -> UserStats:
     """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
-    q = _statement(con, since, until, now, properties, model, service, environment)
-    key = _user_key(con, user_id)
+    q = statement(con, since, until, now, properties, model, service, environment)
+    key = user_key(con, user_id)
     found = _user_stats(con, q, [key])
     if key in found:
         return found[key]
@@ -306,17 +250,6 @@ def user(
     for name in ("avg_tokens_per_request", "avg_latency_ms", "error_rate", *_PERCENTILES):
         zero[name] = None
     return UserStats(user_id=user_id, **zero, models=())
-
-
-def _user_key(con: duckdb.DuckDBPyConnection, user_id: str | None) -> int:
-    if user_id is None:
-        return 0
-    if user_id == "":  # never stored: an empty id counts as none (see conventions)
-        raise InvalidInput("user_id: empty; name a user, or None for the requests that named no user")
-    row = con.execute("SELECT user_key FROM users WHERE user_id = $id", {"id": user_id}).fetchone()
-    if row is None:
-        raise NotFound(f"no requests were ever recorded for user {user_id!r}")
-    return int(row[0])
 
 
 def recent_requests(
@@ -330,7 +263,7 @@ def recent_requests(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
-    now: Callable[[], datetime] = _now,
+    now: Callable[[], datetime] = scope.now,
 ) -> RecentRequests:
     """One user's latest ``limit`` requests in the window, newest first (``None``: no user id).
 
@@ -339,9 +272,9 @@ def recent_requests(
     """
     if not 1 <= limit <= MAX_RECENT:
         raise InvalidInput(f"limit: must be between 1 and {MAX_RECENT}, got {limit}")
-    q = _statement(con, since, until, now, properties, model, service, environment)
+    q = statement(con, since, until, now, properties, model, service, environment)
     window = q.window
-    key = _user_key(con, user_id)
+    key = user_key(con, user_id)
     days = fetch_dicts(
         con,
         f"SELECT t, sum(requests) AS n FROM ({q.cells(PER_USER, US_PER_DAY, [key])}) "
@@ -384,188 +317,3 @@ def recent_requests(
         for r in rows
     )
     return RecentRequests(user_id, window.since, window.until, records)
-
-
-# ---- time series, properties, totals -------------------------------------------------------------
-
-
-def timeseries(
-    con: duckdb.DuckDBPyConnection,
-    user_id: str | None = None,
-    since: Instant = None,
-    until: Instant = None,
-    *,
-    bucket: str = "day",
-    properties: Any = None,
-    model: str | None = None,
-    service: str | None = None,
-    environment: str | None = None,
-    now: Callable[[], datetime] = _now,
-) -> Timeseries:
-    """Requests, errors, tokens and cost per UTC hour or day, empty buckets included.
-
-    ``user_id`` None means the whole application.
-    """
-    units = {"hour": US_PER_HOUR, "day": US_PER_DAY}
-    if bucket not in units:
-        raise InvalidInput(f"bucket: must be hour or day, got {bucket!r}")
-    unit = units[bucket]
-    q = _statement(con, since, until, now, properties, model, service, environment)
-    window = q.window
-    if (window.until_us - window.since_us) // unit > MAX_PAGE:
-        raise InvalidInput(
-            f"the window holds more than {MAX_PAGE} {bucket}s; use a shorter window or bucket=day"
-        )
-    if user_id is None:
-        # The hourly application rollup serves both buckets: a day is 24 of its hours.
-        cells = q.cells((APP_HOUR,), unit, by_user=False)
-    else:
-        key = _user_key(con, user_id)
-        cells = q.cells(PER_USER if bucket == "day" else (USER_HOUR,), unit, [key])
-    rows = fetch_dicts(
-        con,
-        f"""SELECT t, sum(requests) AS requests, sum(errors) AS errors,
-                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-                   sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests
-            FROM ({cells}) GROUP BY 1""",
-        q.params,
-    )
-    by_bucket = {r["t"]: r for r in rows}
-    points = []
-    for t in range(window.since_us // unit, -(-window.until_us // unit)):
-        r = by_bucket.get(t)
-        if r is None:
-            points.append(Point(from_micros(t * unit), 0, 0, 0, 0, 0, Decimal("0E-9"), 0))
-        else:
-            r = _ints_of(r)
-            points.append(
-                Point(
-                    from_micros(t * unit),
-                    r["requests"],
-                    r["errors"],
-                    r["input_tokens"],
-                    r["output_tokens"],
-                    r["input_tokens"] + r["output_tokens"],
-                    r["cost_usd"],
-                    r["unpriced_requests"],
-                )
-            )
-    return Timeseries(user_id, bucket, window.since, window.until, tuple(points))
-
-
-def by_property(
-    con: duckdb.DuckDBPyConnection,
-    key: str,
-    since: Instant = None,
-    until: Instant = None,
-    *,
-    limit: int = DEFAULT_VALUES,
-    properties: Any = None,
-    model: str | None = None,
-    service: str | None = None,
-    environment: str | None = None,
-    now: Callable[[], datetime] = _now,
-) -> PropertyBreakdown:
-    """Users, requests and cost per value of property ``key``, the ``limit`` costliest values.
-
-    ``avg_cost_per_user`` is the cost of the requests that name a user divided by those users;
-    requests without the property are the value ``None``. ``total_values`` counts every value
-    in the window, ``truncated`` says whether some were left out.
-    """
-    key = key.strip().lower()
-    if not key:
-        raise InvalidInput("key: name a property, e.g. plan")
-    if not 1 <= limit <= MAX_VALUES:
-        raise InvalidInput(f"limit: must be between 1 and {MAX_VALUES}, got {limit}")
-    q = _statement(con, since, until, now, properties, model, service, environment)
-    window = q.window
-    q.params["pkey"] = key
-    # Values folded into (other) must be named: then the breakdown reads the request rows.
-    rows_only = folded(con, [dims.property_dimension(key)])
-    # Rollup cells carry dims_id, request rows their value; both meet after a first aggregation.
-    extra = {"dims_id": ("c.dims_id", "NULL::INTEGER"), "pvalue": ("NULL::VARCHAR", "properties[$pkey]")}
-    per_user = f"""
-        SELECT coalesce(c.pvalue, d.properties[$pkey]) AS pvalue, c.user_key,
-               sum(c.requests) AS requests, sum(c.cost_usd) AS cost_usd,
-               sum(c.unpriced_requests) AS unpriced_requests
-        FROM (SELECT dims_id, pvalue, user_key, sum(requests) AS requests, sum(cost_usd) AS cost_usd,
-                     sum(unpriced_requests) AS unpriced_requests
-              FROM ({q.cells(PER_USER, US_PER_DAY, None, extra, rows_only=rows_only)}) GROUP BY ALL) AS c
-        LEFT JOIN dims AS d USING (dims_id) GROUP BY ALL"""
-    # Ties between users go to the lower user key, so the answer is the same every time.
-    rows = fetch_dicts(
-        con,
-        f"""WITH v AS (
-                SELECT pvalue AS value, count(*) FILTER (user_key <> 0) AS users, sum(requests) AS requests,
-                       sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests,
-                       coalesce(sum(cost_usd) FILTER (user_key <> 0), 0) AS user_cost,
-                       arg_max(user_key, (cost_usd, -user_key)) FILTER (user_key <> 0) AS top,
-                       coalesce(max(cost_usd) FILTER (user_key <> 0), 0) AS most_costly_user_cost_usd,
-                       arg_min(user_key, (cost_usd, user_key)) FILTER (user_key <> 0) AS bottom,
-                       coalesce(min(cost_usd) FILTER (user_key <> 0), 0) AS least_costly_user_cost_usd
-                FROM ({per_user}) GROUP BY pvalue),
-            page AS (SELECT *, count(*) OVER () AS total_values FROM v
-                     ORDER BY cost_usd DESC, value NULLS LAST LIMIT {limit})
-            SELECT v.* EXCLUDE (top, bottom), t.user_id AS most_costly_user, b.user_id AS least_costly_user
-            FROM page AS v LEFT JOIN users AS t ON t.user_key = v.top
-            LEFT JOIN users AS b ON b.user_key = v.bottom
-            ORDER BY cost_usd DESC, value NULLS LAST""",
-        q.params,
-    )
-    values = []
-    total = int(rows[0]["total_values"]) if rows else 0
-    for row in rows:
-        row = _ints_of(row)
-        del row["total_values"]
-        user_cost = row.pop("user_cost")
-        avg = (user_cost / row["users"]).quantize(NANO, ROUND_HALF_EVEN) if row["users"] else Decimal("0E-9")
-        values.append(PropertyValue(avg_cost_per_user=avg, **row))
-    return PropertyBreakdown(key, window.since, window.until, tuple(values), total, total > len(values))
-
-
-def property_keys(con: duckdb.DuckDBPyConnection) -> PropertyKeys:
-    """Every custom property key recorded so far (any time), for pickers and ``by_property``."""
-    return PropertyKeys(dims.property_keys(con))
-
-
-def totals(
-    con: duckdb.DuckDBPyConnection,
-    since: Instant = None,
-    until: Instant = None,
-    *,
-    properties: Any = None,
-    model: str | None = None,
-    service: str | None = None,
-    environment: str | None = None,
-    now: Callable[[], datetime] = _now,
-) -> Totals:
-    """The whole application in the window."""
-    q = _statement(con, since, until, now, properties, model, service, environment)
-    window = q.window
-    sums = ", ".join(
-        f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")
-    )
-    # Sums from the application's hourly rollup; who was active needs the per-user cells.
-    (row,) = fetch_dicts(
-        con, f"SELECT {sums} FROM ({q.cells((APP_HOUR,), US_PER_HOUR, by_user=False)})", q.params
-    )
-    q.begin()
-    (who,) = fetch_dicts(
-        con,
-        f"""SELECT count(DISTINCT user_key) FILTER (user_key <> 0) AS users,
-                   coalesce(sum(requests) FILTER (user_key = 0), 0) AS anonymous_requests
-            FROM ({q.cells(PER_USER, US_PER_DAY)})""",
-        q.params,
-    )
-    row |= who
-    row = _ints_of(row)
-    count = row.pop("duration_count")
-    duration = row.pop("duration_sum")
-    row.pop("priced_requests")
-    return Totals(
-        since=window.since,
-        until=window.until,
-        total_tokens=row["input_tokens"] + row["output_tokens"],
-        avg_latency_ms=float(duration) / count if count else None,
-        **row,
-    )

@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from user_metrics.errors import InvalidInput
 
+# What a window's ends may be given as (``parse_instant``).
+Instant = str | datetime | date | None
 DEFAULT_SINCE = timedelta(days=30)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -1,6 +1,6 @@
 """gRPC front-end of the query layer: ``user_metrics.v1.UserMetricsService``.
 
-Each rpc opens a reader, calls the matching function of ``user_metrics.query.users`` and answers its
+Each rpc opens a reader, calls the matching query function (``user_metrics.query``) and answers its
 result dataclass as the message of the same name and fields (``proto/user_metrics/v1/``). Money is
 exact decimal text, instants are Timestamps, and a None field is left unset. Domain errors become
 the status of ``errors.grpc_status`` with the error's message.
@@ -36,10 +36,13 @@ from google.protobuf.message import Message
 
 from user_metrics.errors import DeadlineExceeded, InvalidInput, Unavailable
 from user_metrics.net.grpc_server import Rpcs
-from user_metrics.query import users as query
 from user_metrics.query.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
 from user_metrics.query.deadline import stopped_error
+from user_metrics.query.properties import by_property, property_keys
 from user_metrics.query.results import DEFAULT_VALUES, decimal_text
+from user_metrics.query.timeseries import timeseries
+from user_metrics.query.totals import totals
+from user_metrics.query.users import recent_requests, user, users
 from user_metrics.stats import Stats
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceServicer
@@ -195,7 +198,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         return await self._answer(
             context,
             pb.UserPage,
-            lambda con: query.users(
+            lambda con: users(
                 con,
                 *_window(request.window),
                 sort=request.sort or DEFAULT_SORT,
@@ -209,7 +212,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.UserStats:
         def call(con: duckdb.DuckDBPyConnection) -> Any:
             user_id = _user_id(request)
-            return query.user(con, user_id, *_window(request.window), **_filters(request.filters))
+            return user(con, user_id, *_window(request.window), **_filters(request.filters))
 
         return await self._answer(context, pb.UserStats, call)
 
@@ -217,7 +220,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         self, request: pb.GetRecentRequestsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecentRequests:
         def call(con: duckdb.DuckDBPyConnection) -> Any:
-            return query.recent_requests(
+            return recent_requests(
                 con,
                 _user_id(request),
                 *_window(request.window),
@@ -230,7 +233,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
     async def ListPropertyKeys(
         self, request: pb.ListPropertyKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.PropertyKeys:
-        return await self._answer(context, pb.PropertyKeys, query.property_keys)
+        return await self._answer(context, pb.PropertyKeys, property_keys)
 
     async def GetTimeseries(
         self, request: pb.GetTimeseriesRequest, context: grpc.aio.ServicerContext
@@ -239,7 +242,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         return await self._answer(
             context,
             pb.Timeseries,
-            lambda con: query.timeseries(
+            lambda con: timeseries(
                 con,
                 user_id,
                 *_window(request.window),
@@ -254,7 +257,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         return await self._answer(
             context,
             pb.PropertyBreakdown,
-            lambda con: query.by_property(
+            lambda con: by_property(
                 con,
                 request.key,
                 *_window(request.window),
@@ -267,7 +270,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         return await self._answer(
             context,
             pb.Totals,
-            lambda con: query.totals(con, *_window(request.window), **_filters(request.filters)),
+            lambda con: totals(con, *_window(request.window), **_filters(request.filters)),
         )
 
     async def GetAnomalies(

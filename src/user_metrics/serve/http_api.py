@@ -35,11 +35,14 @@ from user_metrics.errors import (
 )
 from user_metrics.net.auth import Tokens
 from user_metrics.net.http_server import BackgroundServer, Bounds, Handler
-from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies
 from user_metrics.query.deadline import QueryRunner
+from user_metrics.query.properties import by_property, property_keys
 from user_metrics.query.results import DEFAULT_VALUES, to_json
 from user_metrics.query.safe_sql import DEFAULT_ROWS, run_sql
+from user_metrics.query.timeseries import timeseries
+from user_metrics.query.totals import totals
+from user_metrics.query.users import recent_requests, user, users
 from user_metrics.serve import dashboard
 from user_metrics.serve.metrics import RenderedMetrics
 from user_metrics.stats import Stats
@@ -198,21 +201,21 @@ class ApiServer(BackgroundServer):
         name = rest[1] if len(rest) > 1 else ""  # a user id or a property key
         call: Callable[[duckdb.DuckDBPyConnection, dict[str, Any]], Any]
         if rest == ["users"]:
-            route, call = "users", lambda con, a: query.users(con, **a)
+            route, call = "users", lambda con, a: users(con, **a)
         elif len(rest) == 2 and rest[0] == "users":
-            route, call = "user", lambda con, a: query.user(con, name, **a)
+            route, call = "user", lambda con, a: user(con, name, **a)
         elif len(rest) == 3 and rest[0] == "users" and rest[2] == "timeseries":
-            route, call = "timeseries", lambda con, a: query.timeseries(con, name, **a)
+            route, call = "timeseries", lambda con, a: timeseries(con, name, **a)
         elif len(rest) == 3 and rest[0] == "users" and rest[2] == "requests":
-            route, call = "requests", lambda con, a: query.recent_requests(con, name, **a)
+            route, call = "requests", lambda con, a: recent_requests(con, name, **a)
         elif rest == ["properties"]:
-            route, call = "property_keys", lambda con, a: query.property_keys(con)
+            route, call = "property_keys", lambda con, a: property_keys(con)
         elif rest == ["timeseries"]:
-            route, call = "timeseries", lambda con, a: query.timeseries(con, None, **a)
+            route, call = "timeseries", lambda con, a: timeseries(con, None, **a)
         elif len(rest) == 2 and rest[0] == "properties":
-            route, call = "properties", lambda con, a: query.by_property(con, name, **a)
+            route, call = "properties", lambda con, a: by_property(con, name, **a)
         elif rest == ["totals"]:
-            route, call = "totals", lambda con, a: query.totals(con, **a)
+            route, call = "totals", lambda con, a: totals(con, **a)
         elif rest == ["anomalies"]:
             route, call = "anomalies", lambda con, a: anomalies(con, **a)
         else:

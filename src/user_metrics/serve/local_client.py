@@ -12,11 +12,10 @@ from typing import Any
 
 import duckdb
 
-from user_metrics.client import Instant
 from user_metrics.errors import Unavailable
-from user_metrics.query import users as query
 from user_metrics.query.anomalies import anomalies as find_anomalies
 from user_metrics.query.deadline import QueryRunner
+from user_metrics.query.properties import by_property, property_keys
 from user_metrics.query.results import (
     Anomalies,
     PropertyBreakdown,
@@ -29,6 +28,10 @@ from user_metrics.query.results import (
     UserStats,
 )
 from user_metrics.query.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
+from user_metrics.query.timeseries import timeseries
+from user_metrics.query.totals import totals
+from user_metrics.query.users import recent_requests, user, users
+from user_metrics.query.window import Instant
 from user_metrics.settings import Settings
 
 CLOSE_GRACE_S = 10.0  # how long close() waits for an interrupted SQL query to leave DuckDB
@@ -82,33 +85,33 @@ class LocalClient:
         self.close()
 
     def users(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> UserPage:
-        return query.users(self._con, since, until, **kwargs)
+        return users(self._con, since, until, **kwargs)
 
     def user(
         self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> UserStats:
-        return query.user(self._con, user_id, since, until, **kwargs)
+        return user(self._con, user_id, since, until, **kwargs)
 
     def timeseries(
         self, user_id: str | None = None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> Timeseries:
-        return query.timeseries(self._con, user_id, since, until, **kwargs)
+        return timeseries(self._con, user_id, since, until, **kwargs)
 
     def by_property(
         self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> PropertyBreakdown:
-        return query.by_property(self._con, key, since, until, **kwargs)
+        return by_property(self._con, key, since, until, **kwargs)
 
     def recent_requests(
         self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> RecentRequests:
-        return query.recent_requests(self._con, user_id, since, until, **kwargs)
+        return recent_requests(self._con, user_id, since, until, **kwargs)
 
     def property_keys(self) -> PropertyKeys:
-        return query.property_keys(self._con)
+        return property_keys(self._con)
 
     def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
-        return query.totals(self._con, since, until, **kwargs)
+        return totals(self._con, since, until, **kwargs)
 
     def anomalies(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Anomalies:
         return find_anomalies(self._con, since, until, **kwargs)

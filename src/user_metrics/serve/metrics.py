@@ -32,10 +32,10 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from user_metrics.query import scope
 from user_metrics.query.anomalies import anomalies
 from user_metrics.query.results import Anomaly
 from user_metrics.query.snapshot import Usage, snapshot
-from user_metrics.query.users import _now
 from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
 from user_metrics.store.rollups import DURATION_BOUNDS
 
@@ -86,7 +86,7 @@ class UsageCollector(Collector):
         max_users: int,
         property_keys: Sequence[str],
         max_values: int = 100,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = scope.now,
     ) -> None:
         self._open_reader = open_reader
         self._now = now  # the anomalies' clock

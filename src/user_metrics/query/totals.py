@@ -1,0 +1,59 @@
+"""Totals: the whole application in a window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from user_metrics.query import scope
+from user_metrics.query.cells import APP_HOUR, PER_USER
+from user_metrics.query.results import Totals
+from user_metrics.query.scope import fetch_dicts, ints_of, statement
+from user_metrics.query.window import Instant
+from user_metrics.store.rollups import METRIC_NAMES, US_PER_DAY, US_PER_HOUR
+
+
+def totals(
+    con: duckdb.DuckDBPyConnection,
+    since: Instant = None,
+    until: Instant = None,
+    *,
+    properties: Any = None,
+    model: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    now: Callable[[], datetime] = scope.now,
+) -> Totals:
+    """The whole application in the window."""
+    q = statement(con, since, until, now, properties, model, service, environment)
+    window = q.window
+    sums = ", ".join(
+        f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")
+    )
+    # Sums from the application's hourly rollup; who was active needs the per-user cells.
+    (row,) = fetch_dicts(
+        con, f"SELECT {sums} FROM ({q.cells((APP_HOUR,), US_PER_HOUR, by_user=False)})", q.params
+    )
+    q.begin()
+    (who,) = fetch_dicts(
+        con,
+        f"""SELECT count(DISTINCT user_key) FILTER (user_key <> 0) AS users,
+                   coalesce(sum(requests) FILTER (user_key = 0), 0) AS anonymous_requests
+            FROM ({q.cells(PER_USER, US_PER_DAY)})""",
+        q.params,
+    )
+    row |= who
+    row = ints_of(row)
+    count = row.pop("duration_count")
+    duration = row.pop("duration_sum")
+    row.pop("priced_requests")
+    return Totals(
+        since=window.since,
+        until=window.until,
+        total_tokens=row["input_tokens"] + row["output_tokens"],
+        avg_latency_ms=float(duration) / count if count else None,
+        **row,
+    )
