@@ -1,7 +1,8 @@
 """Users: the page of users active in a window, one user's fields, and one user's latest requests.
 
 Per-user fields are aggregates over the cells of the window (``_FIELD_SQL``), with the models a
-user called; p50 and p95 latency come from the latency buckets.
+user called; p50 and p95 latency come from the latency buckets. ``count_stored_users`` counts
+every user ever stored, without reading a window.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ def _count_users(con: duckdb.DuckDBPyConnection, q: CellSql, search: str | None)
         where = f" WHERE user_key IN ({_SEARCH_SQL})"
     (row,) = fetch_dicts(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells}){where}", q.params)
     return int(row["n"])
+
+
+def count_stored_users(con: duckdb.DuckDBPyConnection) -> int:
+    """Distinct user ids stored so far, any time (the users table, without its "no user id" row)."""
+    row = con.execute("SELECT count(*) FROM users WHERE user_key <> 0").fetchone()
+    return int(row[0]) if row else 0
 
 
 # The user keys whose id contains $search, ignoring case; LIKE's wildcards are not special here.

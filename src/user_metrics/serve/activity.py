@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from user_metrics.query.users import count_stored_users
 from user_metrics.stats import Stats
 
 log = logging.getLogger("user_metrics")
@@ -41,11 +42,10 @@ class _Counts:
 
 
 def count_users(open_reader: Callable[[], duckdb.DuckDBPyConnection]) -> int:
-    """Distinct user ids stored so far (the users table, without its "no user id" row)."""
+    """Distinct user ids stored so far (``count_stored_users`` on a reader of its own)."""
     con = open_reader()
     try:
-        row = con.execute("SELECT count(*) FROM users WHERE user_key <> 0").fetchone()
-        return int(row[0]) if row else 0
+        return count_stored_users(con)
     finally:
         con.close()
 
