@@ -76,6 +76,7 @@ class Snapshot:
     properties: tuple[PropertyTotals, ...]  # per key at most max_values values, and one (other)
     models_left_out: int  # (provider, model) pairs summed under (other)
     values_left_out: dict[str, int]  # per property key: values summed under (other)
+    duration_bounds: tuple[float, ...]  # upper bounds (seconds) of the duration_counts buckets but +Inf
 
 
 def _usage(row: dict[str, Any]) -> Usage:
@@ -171,5 +172,11 @@ def snapshot(
             properties.append(PropertyTotals(key, row["value"], int(row["requests"]), row["cost_usd"]))
             left_out[key] = max(left_out[key], int(row["groups"]) - max_values)
     return Snapshot(
-        tuple(users), int(count), tuple(models), tuple(properties), max(0, groups - max_values), left_out
+        tuple(users),
+        int(count),
+        tuple(models),
+        tuple(properties),
+        max(0, groups - max_values),
+        left_out,
+        DURATION_BOUNDS,
     )

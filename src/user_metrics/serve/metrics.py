@@ -37,7 +37,6 @@ from user_metrics.query.anomalies import anomalies
 from user_metrics.query.results import Anomaly
 from user_metrics.query.snapshot import Usage, snapshot
 from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
-from user_metrics.store.rollups import DURATION_BOUNDS
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ class UsageCollector(Collector):
         )
         left_out.add_metric([], snap.users_total - len(snap.users))
         yield left_out
-        yield from self._models(snap.models)
+        yield from self._models(snap.models, snap.duration_bounds)
         requests = CounterMetricFamily(
             "llm_property_requests",
             "LLM requests by value of a chosen property",
@@ -187,7 +186,7 @@ class UsageCollector(Collector):
             last.add_metric([user.user_id], u.last_active_us / 1e6)
         yield from (requests, tokens, cost, last)
 
-    def _models(self, models: Sequence[Any]) -> Iterable[Metric]:
+    def _models(self, models: Sequence[Any], duration_bounds: Sequence[float]) -> Iterable[Metric]:
         labels = ["provider", "model"]
         requests = CounterMetricFamily("llm_requests", "LLM requests", labels=[*labels, "status"])
         tokens = CounterMetricFamily("llm_tokens", "Tokens", labels=[*labels, "type"])
@@ -208,7 +207,7 @@ class UsageCollector(Collector):
             cost.add_metric(key, float(u.cost_usd))
             unpriced.add_metric(key, u.unpriced_requests)
             cumulative, buckets = 0, []
-            for bound, count in zip((*map(str, DURATION_BOUNDS), "+Inf"), m.duration_counts, strict=True):
+            for bound, count in zip((*map(str, duration_bounds), "+Inf"), m.duration_counts, strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
             duration.add_metric(key, buckets, u.duration_ms_sum / 1000)
