@@ -1,6 +1,6 @@
 """``user_metrics.connect``: the query functions, from the DuckDB file or from a running server.
 
-Both clients answer with the same result objects. ``LocalClient`` (``local_client.py``) opens the
+Both clients answer with the same result objects. ``LocalClient`` (``serve/local_client.py``) opens the
 file read-only (possible only while no server holds it) and calls the query functions;
 ``RemoteClient`` calls the HTTP JSON API and turns the JSON back into the same objects. This
 module imports neither DuckDB nor the query layer: the CLI asking a server starts in a fraction

@@ -5,7 +5,7 @@ answered ``INVALID_ARGUMENT`` with a message (a generated servicer would answer 
 gRPC itself decompresses gzip and enforces the message size limit (``RESOURCE_EXHAUSTED``).
 A full write queue is answered ``UNAVAILABLE`` with a ``google.rpc.RetryInfo`` detail, which the
 OTLP exporters honour as the delay before their retry. The wait for the request message and the
-threads the export runs on are the listener's (``grpcserve.Rpcs``).
+threads the export runs on are the listener's (``net/grpc_server.Rpcs``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What the two HTTP listeners share: a threaded server within bounds, TLS, answers, bearer checks.
 
-The OTLP/HTTP receiver (``receivers/http.py``) and the JSON API (``api.py``) each define a
+The OTLP/HTTP receiver (``ingest/otlp_http.py``) and the JSON API (``serve/http_api.py``) each define a
 ``Handler`` subclass and run it in a ``BackgroundServer`` with its ``Bounds``: connections (a
-thread each), the time to receive one request (``httpio.DeadlineReader``), the bytes of bodies
+thread each), the time to receive one request (``http_io.DeadlineReader``), the bytes of bodies
 being read or held. TLS handshakes happen on the connection's own thread, within the receive
 deadline. Every answer goes out in one send.
 """

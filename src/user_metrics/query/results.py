@@ -110,7 +110,7 @@ class PropertyValue:
 
 
 # How many values a property breakdown answers unless asked otherwise, and at most. Here, not in
-# query.py, so that the reading CLI knows them without importing DuckDB.
+# query/properties.py, so that the reading CLI knows them without importing DuckDB.
 DEFAULT_VALUES = 1000
 MAX_VALUES = 10_000
 
