@@ -18,6 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from user_metrics.app import App
 from user_metrics.settings import Settings
 
+# The query tests' fixtures: `served`, a service holding query_data's spans, and `con`, a reader of
+# it. A module that defines its own `served` or `con` uses its own.
+pytest_plugins = ["query_service"]
+
 CAPTURES = Path(__file__).parent / "captures"
 CAPTURE_NAMES = sorted(p.name for p in CAPTURES.iterdir() if p.is_dir())
 

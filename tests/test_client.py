@@ -14,7 +14,9 @@ import pytest
 from conftest import Service
 from otlp import chat, span
 from otlp import request as export_request
+from query_service import WINDOWS
 
+import user_metrics
 from user_metrics import connect
 from user_metrics.client import RemoteClient
 from user_metrics.errors import InvalidInput
@@ -76,3 +78,41 @@ def test_an_offset_out_of_range_is_invalid_input(client: Client, offset: int) ->
     with pytest.raises(InvalidInput, match="^offset: "):
         client.users(offset=offset)
     assert client.users(since="3000d", offset=2**63 - 1).users == ()
+
+
+class TestClients:
+    def test_the_file_and_the_server_answer_identically(self, served: Service) -> None:
+        """connect(url=...) while serving equals connect(path=...) once the server is stopped."""
+        assert served.app is not None
+        since, until = WINDOWS["ragged both ends"]
+        calls = [
+            ("users", (since, until), {"sort": "-requests", "properties": {"plan": "pro"}}),
+            ("user", ("zoë 🙂", since, until), {}),
+            ("timeseries", ("a/b?c=d&e#f", since, until), {"bucket": "hour"}),
+            ("timeseries", (None, since, until), {}),
+            ("by_property", ("plan", since, until), {}),
+            ("totals", (since, until), {"model": "gpt-4o-mini"}),
+            ("users", (since, until), {"search": "B", "sort": "user_id"}),
+            ("recent_requests", ("o'brien", since, until), {"limit": 5, "properties": ["plan=pro"]}),
+            ("property_keys", (), {}),
+        ]
+        with user_metrics.connect(url=served.app.api_url) as remote:
+            answers = [getattr(remote, name)(*args, **kwargs) for name, args, kwargs in calls]
+            sql = remote.sql("SELECT user_id, sum(cost_usd) FROM requests GROUP BY 1 ORDER BY 1")
+        served.stop()
+        try:
+            with user_metrics.connect(path=served.db) as local:
+                assert [getattr(local, name)(*args, **kwargs) for name, args, kwargs in calls] == answers
+                assert local.sql("SELECT user_id, sum(cost_usd) FROM requests GROUP BY 1 ORDER BY 1") == sql
+        finally:
+            served.start()
+
+    @pytest.mark.parametrize("name", ["user", "recent_requests"])
+    def test_the_server_client_refuses_the_anonymous_user_by_name(self, served: Service, name: str) -> None:
+        """The HTTP API has no address for "no user id": a clear InvalidInput, before any request."""
+        assert served.app is not None
+        with (
+            user_metrics.connect(url=served.app.api_url) as remote,
+            pytest.raises(InvalidInput, match="by id"),
+        ):
+            getattr(remote, name)(None)

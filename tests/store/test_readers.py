@@ -1,0 +1,47 @@
+"""Readers of the store see whole commits while the writer works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Service
+from query_data import requests_for
+from query_service import END, START, TRUTHS
+
+import user_metrics
+
+
+class TestReadingWhileWriting:
+    def test_readers_see_whole_commits_while_exports_and_compactions_run(self, tmp_path: Path) -> None:
+        """Totals read over HTTP during ingest only grow, by whole exports, and end exact."""
+        import threading
+
+        svc = Service(tmp_path / "um.duckdb")
+        app = svc.start()
+        try:
+            reqs = requests_for(TRUTHS, per_request=20)
+            sizes = {0}
+            for i in range(1, len(reqs) + 1):
+                sizes.add(
+                    sum(len(ss.spans) for r in reqs[:i] for rs in r.resource_spans for ss in rs.scope_spans)
+                )
+            done = threading.Event()
+
+            def ingest() -> None:
+                for req in reqs:
+                    app.ingestor.export(req)
+                done.set()
+
+            writer = threading.Thread(target=ingest)
+            writer.start()
+            seen = []
+            with user_metrics.connect(url=app.api_url) as client:
+                while not done.is_set():
+                    seen.append(client.totals(START, END).requests)
+                writer.join()
+                seen.append(client.totals(START, END).requests)
+        finally:
+            svc.stop()
+        assert seen == sorted(seen) and seen[-1] == len(TRUTHS)
+        assert set(seen) <= sizes, "a reader saw part of an export"
+        assert len(set(seen)) >= 3, "the reader should have overlapped the ingest"
