@@ -10,6 +10,7 @@ count as much as those at the top of a module: a lazy import is still a dependen
 from __future__ import annotations
 
 import ast
+import re
 from itertools import pairwise
 from pathlib import Path
 
@@ -197,3 +198,27 @@ class TestAttributeNames:
         assert set(WRITES_SPANS) & {p.relative_to(PACKAGE).as_posix() for p in modules().values()}, (
             "the exemption names no module that exists"
         )
+
+
+class TestReadmeMap:
+    def test_the_map_in_readme_names_every_module_and_only_those(self) -> None:
+        """README's "How it works" tree lists each module of the package once, by folder."""
+        readme = (PACKAGE.parents[1] / "README.md").read_text()
+        section = readme.split("## How it works", 1)[1]
+        tree = section.split("```", 2)[1]
+        drawn: dict[str, set[str]] = {}
+        folder = ""
+        for line in tree.splitlines()[2:]:  # after the fence's language line and the package's name
+            top = re.match(r"^[├└]── (\S+)", line)
+            if top:  # a top-level module, or a folder whose modules follow (or stand on its line)
+                folder = top.group(1).rstrip("/") if top.group(1).endswith("/") else ""
+            names = set(re.findall(r"\b([a-z_0-9]+)\.py\b", line))
+            if names:
+                drawn.setdefault(folder, set()).update(names)
+        actual: dict[str, set[str]] = {}
+        for path in modules().values():
+            rel = path.relative_to(PACKAGE)
+            if rel.stem in ("__init__", "__main__"):
+                continue
+            actual.setdefault(rel.parts[0] if len(rel.parts) > 1 else "", set()).add(rel.stem)
+        assert drawn == actual
