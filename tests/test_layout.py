@@ -1,5 +1,5 @@
 """The package's walls: which folder may import which, no import cycles, no oversized modules,
-and attribute names known only to ``ingest/``.
+attribute names known only to ``ingest/``, a mapper that does no I/O, and README's map true.
 
 The pipeline reads top to bottom: ``ingest/`` receives, maps and prices spans and hands records
 to ``store/``; ``query/`` reads the store; ``serve/`` and ``cli/`` are front-ends over ``query/``;
@@ -108,6 +108,37 @@ class TestWalls:
         )
         found = imports_of(source, "user_metrics.store.writer")
         assert {"user_metrics.serve.http_api", "user_metrics.query.cells", "user_metrics.cli.main"} <= found
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The first name of every absolute import in a module (``duckdb``, ``grpc``, ``user_metrics``)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+# The mapper is pure: span in, record out. It may read the wire types, nothing that does I/O.
+PURE = ("ingest/conventions.py", "ingest/attributes.py", "ingest/inheritance.py", "ingest/mapping.py")
+DOES_IO = {"duckdb", "pyarrow", "grpc", "socket", "ssl", "http", "urllib", "threading", "subprocess", "os"}
+RECEIVERS = ("ingest/otlp_grpc.py", "ingest/otlp_http.py")
+
+
+class TestPurity:
+    @pytest.mark.parametrize("rel", PURE)
+    def test_the_mapper_does_no_io(self, rel: str) -> None:
+        """The conventions table and the mapper import no database, network, thread or OS module."""
+        assert not top_level_imports(PACKAGE / rel) & DOES_IO
+
+    @pytest.mark.parametrize("rel", RECEIVERS)
+    def test_receivers_know_nothing_of_duckdb(self, rel: str) -> None:
+        """The OTLP receivers decode and answer; the ingestor and the store do the rest."""
+        path = PACKAGE / rel
+        assert not top_level_imports(path) & {"duckdb", "pyarrow"}
+        assert not {m for m in imports_of(path, "user_metrics.ingest." + path.stem) if part(m) == "store"}
 
 
 class TestCycles:
