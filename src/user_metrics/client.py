@@ -40,12 +40,11 @@ from user_metrics.query.results import (
     format_instant,
     from_json,
 )
+from user_metrics.query.window import Instant
 from user_metrics.settings import Settings
 
 if TYPE_CHECKING:
     from user_metrics.serve.local_client import LocalClient
-
-Instant = str | datetime | date | None
 
 
 def _segment(name: str, value: str) -> str:
