@@ -98,3 +98,77 @@ def test_the_memory_limit_reaches_duckdb(tmp_path: Path) -> None:
         store.close()
     with pytest.raises(SettingsError, match="memory_limit_mib"):
         Settings(memory_limit_mib=64)
+
+
+CONVENTIONS = """
+[conventions]
+user_id_keys = ["customer.id", "*", "app.account"]
+session_id_keys = ["conversation"]
+property_prefixes = ["acme.meta."]
+property_keys = ["plan"]
+"""
+
+
+def test_the_conventions_table_reaches_the_settings(tmp_path: Path) -> None:
+    """[conventions] in the TOML file fills user_id_keys, session_id_keys, property_prefixes and
+    property_keys, in order, "*" included; a flag and the environment still beat the file."""
+    config = tmp_path / "um.toml"
+    config.write_text(CONVENTIONS)
+    s = load_settings({}, environ={}, config_file=str(config))
+    assert (s.user_id_keys, s.session_id_keys, s.property_prefixes, s.property_keys) == (
+        ("customer.id", "*", "app.account"),
+        ("conversation",),
+        ("acme.meta.",),
+        ("plan",),
+    )
+    s = load_settings(
+        {"user_id_keys": ["flag.id"]},
+        environ={"USER_METRICS_SESSION_ID_KEYS": "env.session", "USER_METRICS_CONFIG": str(config)},
+    )
+    assert (s.user_id_keys, s.session_id_keys, s.property_prefixes) == (
+        ("flag.id",),
+        ("env.session",),
+        ("acme.meta.",),
+    )
+
+
+def test_property_keys_is_still_read_at_the_top_level(tmp_path: Path) -> None:
+    """property_keys moved into [conventions]; an older file with it at the top level still works."""
+    config = tmp_path / "um.toml"
+    config.write_text('property_keys = "plan, feature"\n')
+    assert load_settings({}, environ={}, config_file=str(config)).property_keys == ("plan", "feature")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[conventions]\nuser_id = ['customer.id']\n", r"unknown settings in \[conventions\]: \['user_id'\]"),
+        (
+            "[conventions]\nuser_id_keys = 'customer.id'\n",
+            r"user_id_keys \(in \[conventions\] of .*\) must be a "
+            r"list of strings, got 'customer.id'",
+        ),
+        ("[conventions]\nsession_id_keys = ['a', 3]\n", "session_id_keys .* must be a list of strings"),
+        ("conventions = ['customer.id']\n", r"\[conventions\] must be a table"),
+        ("user_id_keys = ['customer.id']\n", r"user_id_keys belongs in the \[conventions\] table"),
+        ("property_keys = ['a']\n[conventions]\nproperty_keys = ['b']\n", "property_keys is given twice"),
+        ("[conventoins]\nuser_id_keys = ['customer.id']\n", r"unknown settings \['conventoins'\]"),
+    ],
+)
+def test_a_conventions_table_that_cannot_be_read_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    """Misspelt keys, a string for a list, a misplaced or doubled setting: each named, not ignored."""
+    config = tmp_path / "um.toml"
+    config.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings({}, environ={}, config_file=str(config))
+
+
+def test_serve_help_says_where_the_conventions_go(capsys: pytest.CaptureFixture[str]) -> None:
+    """`user-metrics serve --help` names the [conventions] table and explains "*"."""
+    from user_metrics.cli.main import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--user-id-keys KEY" in text and "in [conventions] of the config file" in text
+    assert 'listed before a "*", which marks where the built-in ones go' in text

@@ -49,11 +49,14 @@ class App:
         self.stats = Stats()
         custom = load_price_file(settings.price_file) if settings.price_file else []
         self.pricer = Pricer(custom)
-        self.conventions = compile_conventions(
+        self.conventions = compile_conventions(  # the [conventions] settings checked: a SettingsError
             settings.property_keys,
             settings.max_value_length,
             settings.max_properties,
             settings.max_span_attributes,
+            user_id_keys=settings.user_id_keys,
+            session_id_keys=settings.session_id_keys,
+            property_prefixes=settings.property_prefixes,
         )
         # A database this start creates is removed again if the service cannot start listening.
         self._new_files = [p for p in _database_files(settings.db) if not p.exists()]

@@ -8,6 +8,10 @@ if TYPE_CHECKING:
     import grpc
 
 
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used (refused at start-up, with a message naming it)."""
+
+
 class UserMetricsError(Exception):
     """Base of the errors a front-end turns into a protocol answer."""
 

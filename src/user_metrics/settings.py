@@ -6,30 +6,28 @@
 
 from __future__ import annotations
 
-import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
+
+from user_metrics.errors import SettingsError as SettingsError
+from user_metrics.settings_input import convert, read_config_file
 
 ENV_PREFIX = "USER_METRICS_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
 
-class SettingsError(ValueError):
-    """A setting has a value that cannot be used."""
-
-
 @dataclass(frozen=True)
 class SettingSpec:
-    """One setting: its name (TOML key), type, default and the help shown everywhere."""
+    """One setting: its name (TOML key), type, default, the help shown everywhere, and the TOML
+    table it is written in ('' for the top level)."""
 
     name: str
     kind: type
     default: Any
     help: str
+    section: str = ""
 
     @property
     def env(self) -> str:
@@ -39,6 +37,15 @@ class SettingSpec:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+
+# The [conventions] table: attribute keys an operator adds to the built-in conventions table.
+CONVENTIONS = "conventions"
+_ORDER = (
+    '; read after the built-in ones, except those listed before a "*", which marks where the '
+    "built-in ones go (first match wins)"
+)
+# Settings of a table that may still be written at the top level of the file, where they used to be.
+_TOP_LEVEL_TOO = ("property_keys",)
 
 SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("db", str, "./user_metrics.duckdb", "DuckDB database file (created if missing)"),
@@ -85,7 +92,30 @@ SPECS: tuple[SettingSpec, ...] = (
         list,
         (),
         "bare attribute keys recorded as custom properties, e.g. plan,feature (OpenLIT copies custom "
-        "attributes un-prefixed)",
+        "attributes un-prefixed)" + _ORDER,
+        CONVENTIONS,
+    ),
+    SettingSpec(
+        "user_id_keys",
+        list,
+        (),
+        "attribute keys of your own that hold the user id, e.g. customer.id" + _ORDER,
+        CONVENTIONS,
+    ),
+    SettingSpec(
+        "session_id_keys",
+        list,
+        (),
+        "attribute keys of your own that hold the session id" + _ORDER,
+        CONVENTIONS,
+    ),
+    SettingSpec(
+        "property_prefixes",
+        list,
+        (),
+        "attribute key prefixes of your own whose keys are custom properties (the rest of the key, "
+        "lower-cased, is the name), e.g. acme.meta.; each ends in . - _ : or /" + _ORDER,
+        CONVENTIONS,
     ),
     SettingSpec("max_message_mib", int, 64, "largest OTLP request accepted, in MiB (after decompression)"),
     SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
@@ -267,6 +297,9 @@ class Settings:
     tls_key_file: str = ""
     price_file: str = ""
     property_keys: tuple[str, ...] = ()
+    user_id_keys: tuple[str, ...] = ()
+    session_id_keys: tuple[str, ...] = ()
+    property_prefixes: tuple[str, ...] = ()
     max_message_mib: int = 64
     max_value_length: int = 4096
     max_properties: int = 64
@@ -330,59 +363,6 @@ def split_address(address: str, name: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _convert(spec: SettingSpec, value: Any, origin: str) -> Any:
-    if spec.kind is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise SettingsError(f"{spec.name} ({origin}) must be a list of strings")
-        return tuple(value)
-    if spec.kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
-            return _BOOLEANS[value.strip().lower()]
-        raise SettingsError(f"{spec.name} ({origin}) must be true or false, got {value!r}")
-    if spec.kind is float:
-        if isinstance(value, bool):
-            raise SettingsError(f"{spec.name} ({origin}) must be a number")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise SettingsError(f"{spec.name} ({origin}) must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise SettingsError(f"{spec.name} ({origin}) must be a finite number, got {value!r}")
-        return number
-    if spec.kind is int:
-        if isinstance(value, bool):
-            raise SettingsError(f"{spec.name} ({origin}) must be a whole number")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise SettingsError(f"{spec.name} ({origin}) must be a whole number, got {value!r}") from None
-    if not isinstance(value, str):
-        raise SettingsError(f"{spec.name} ({origin}) must be a string, got {value!r}")
-    return value
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The TOML config file as a dict; unknown keys are an error."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"cannot read config file {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
-    known = {s.name for s in SPECS}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SettingsError(f"config file {path}: unknown settings {unknown}; known: {sorted(known)}")
-    return data
-
-
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -392,13 +372,16 @@ def load_settings(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = os.environ if environ is None else environ
     config_file = config_file or environ.get(CONFIG_ENV) or None
-    file_values = read_config_file(config_file) if config_file else {}
+    tables = {spec.name: spec.section for spec in SPECS}
+    file_values = read_config_file(config_file, tables, _TOP_LEVEL_TOO) if config_file else {}
     values: dict[str, Any] = {}
     for spec in SPECS:
         if spec.name in flags:
-            values[spec.name] = _convert(spec, flags[spec.name], spec.flag)
+            values[spec.name] = convert(spec.name, spec.kind, flags[spec.name], spec.flag)
         elif spec.env in environ:
-            values[spec.name] = _convert(spec, environ[spec.env], spec.env)
+            values[spec.name] = convert(spec.name, spec.kind, environ[spec.env], spec.env)
         elif spec.name in file_values:
-            values[spec.name] = _convert(spec, file_values[spec.name], f"in {config_file}")
+            value, table = file_values[spec.name]
+            origin = f"in [{table}] of {config_file}" if table else f"in {config_file}"
+            values[spec.name] = convert(spec.name, spec.kind, value, origin, split_text=not table)
     return Settings(**values)

@@ -216,3 +216,29 @@ def test_a_signal_while_the_main_thread_holds_the_stop_events_lock_still_stops()
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[conventions]\nuser_id = ['customer.id']\n", "unknown settings in [conventions]: ['user_id']"),
+        ("[conventions]\nproperty_prefixes = ['acme']\n", "property_prefixes: 'acme' must end in one of"),
+        (
+            "[conventions]\nuser_id_keys = ['user.id']\n",
+            "user_id_keys: 'user.id' is already read as the user id",
+        ),
+    ],
+)
+def test_a_conventions_table_it_cannot_use_exits_2_naming_the_entry(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """`serve --config bad.toml`: exit 2, the entry and its problem on stderr, no traceback, no database."""
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    db = tmp_path / "x.duckdb"
+    result = subprocess.run(
+        [*serve_command(db), "--config", str(config)], capture_output=True, text=True, timeout=PROCESS_TIMEOUT
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()

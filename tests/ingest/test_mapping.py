@@ -281,7 +281,7 @@ class TestRejections:
 
     def test_bare_property_key_that_clashes_is_refused(self) -> None:
         """An operator property key that already means something is a configuration error."""
-        with pytest.raises(ValueError, match="already have a meaning"):
+        with pytest.raises(ValueError, match="already has a meaning"):
             compile_conventions(["user.id"])
 
 

@@ -29,9 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help=f"TOML config file (also ${CONFIG_ENV})")
     for spec in SPECS:
         # argparse %-formats help texts: a literal % in a setting's help must reach it as %%.
-        help_text = f"{spec.help} [env {spec.env}; default {spec.default!r}]".replace("%", "%%")
+        where = f"; in [{spec.section}] of the config file" if spec.section else ""
+        help_text = f"{spec.help} [env {spec.env}{where}; default {spec.default!r}]".replace("%", "%%")
         if spec.kind is list:
             metavar = "TOKEN" if spec.name.endswith("_tokens") else "KEY"
+            metavar = "PREFIX" if spec.name.endswith("_prefixes") else metavar
             serve.add_argument(spec.flag, dest=spec.name, action="append", metavar=metavar, help=help_text)
         elif spec.kind is bool:
             serve.add_argument(spec.flag, dest=spec.name, action="store_const", const=True, help=help_text)

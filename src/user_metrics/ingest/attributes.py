@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from user_metrics.ingest import conventions as c
+from user_metrics.ingest import operator_keys
 
 # Sanity bounds of one request, far above any real one. They keep every sum the store and its
 # rollups make (BIGINT tokens, DECIMAL(18,9) cost, the cost computed from tokens) from overflowing.
@@ -45,7 +46,7 @@ class Conventions:
 
     by_key: dict[str, tuple[_Target, ...]]
     property_prefixes: tuple[str, ...]
-    bare_property_keys: dict[str, str]
+    bare_property_keys: dict[str, tuple[str, int]]  # key -> (property name, rank)
     property_json_keys: frozenset[str]
     max_value_length: int
     max_properties: int
@@ -53,25 +54,30 @@ class Conventions:
 
 
 def compile_conventions(
-    bare_property_keys: Iterable[str] = (),
+    bare_property_keys: Iterable[object] = (),
     max_value_length: int = 4096,
     max_properties: int = 64,
     max_span_attributes: int = 1024,
+    *,
+    user_id_keys: Iterable[object] = (),
+    session_id_keys: Iterable[object] = (),
+    property_prefixes: Iterable[object] = (),
 ) -> Conventions:
-    """Index ``conventions.FIELDS`` by attribute key. Done once at start-up."""
+    """Index ``conventions.FIELDS``, with the operator's own keys (``operator_keys.py``: the
+    ``[conventions]`` settings), by attribute key. Done once at start-up; a list that cannot be
+    used raises ``SettingsError``."""
+    fields, meanings = operator_keys.merged_fields(user_id_keys, session_id_keys)
+    prefixes = operator_keys.merged_prefixes(property_prefixes)
+    bare = operator_keys.bare_keys(bare_property_keys, meanings, prefixes)
     by_key: dict[str, list[_Target]] = {}
-    for field_name, sources in c.FIELDS.items():
+    for field_name, sources in fields.items():
         for rank, source in enumerate(sources):
             by_key.setdefault(source.key, []).append(
                 _Target(field_name, rank, source.json_key, source.json_default)
             )
-    bare = {k: k.lower() for k in bare_property_keys}
-    clash = [k for k in bare if k in by_key or k.startswith(c.PROPERTY_PREFIXES)]
-    if clash:
-        raise ValueError(f"property keys {clash} already have a meaning in the conventions table")
     return Conventions(
         by_key={k: tuple(v) for k, v in by_key.items()},
-        property_prefixes=c.PROPERTY_PREFIXES,
+        property_prefixes=prefixes,
         bare_property_keys=bare,
         property_json_keys=frozenset(c.PROPERTY_JSON_KEYS),
         max_value_length=max_value_length,
@@ -280,7 +286,8 @@ class Scan:
                         if not isinstance(item, (dict, list)):
                             _offer(found, str(name).lower(), json_rank, item)
             else:
-                _offer(found, conv.bare_property_keys[key], json_rank + 1, any_value(value))
+                name, rank = conv.bare_property_keys[key]
+                _offer(found, name, rank, any_value(value))
         return {name: text for name, (_rank, text) in found.items()}
 
 
