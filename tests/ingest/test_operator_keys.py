@@ -251,3 +251,26 @@ def test_flags_and_environment_give_the_lists_too() -> None:
     assert (settings.user_id_keys, settings.session_id_keys) == (("customer.id", "*"), ("conversation",))
     conv = compile_conventions(user_id_keys=settings.user_id_keys, session_id_keys=settings.session_id_keys)
     assert map_one(chat(user="b", **{"customer.id": "c", "conversation": "x"}), conv).user_id == "c"
+
+
+def test_an_operator_key_on_a_parent_in_a_later_export_reaches_the_waiting_child(tmp_path: Path) -> None:
+    """The child is exported first without a user and waits; the parent's customer.id, in the next
+    Export, attributes it (the operator's keys are in the facts spans leave behind)."""
+    svc = Service(
+        tmp_path / "um.duckdb",
+        attribution_window_seconds=5.0,
+        user_id_keys=("customer.id",),
+        property_prefixes=("acme.meta.",),
+    )
+    svc.start()
+    parent = span({"customer.id": "later", "acme.meta.plan": "gold"}, name="POST /chat")
+    child = span(chat(user=None), trace_id=parent.trace_id, parent=parent.span_id)
+    raw_export(svc.target, request([child]).SerializeToString())
+    assert svc.app is not None and svc.app.stats.spans_stored == 0  # waiting for its ancestor
+    raw_export(svc.target, request([parent]).SerializeToString())
+    [row] = svc.rows()
+    assert (row["user_id"], row["properties"], row["span_id"]) == (
+        "later",
+        {"plan": "gold"},
+        child.span_id.hex(),
+    )
