@@ -48,6 +48,19 @@ class TestOrder:
         )
         assert map_one(chat(user=None, **{"app.account": "last"}), conv).user_id == "last"
 
+    def test_a_built_in_key_listed_again_moves_to_where_it_is_listed(self) -> None:
+        """user_id_keys = ["enduser.id", "*"]: the built-in enduser.id is read ahead of user.id, once.
+
+        A key a later release reads by default never stops an operator's service from starting."""
+        conv = compile_conventions(user_id_keys=["enduser.id", "*"])
+        both = chat(user="user-id", **{"enduser.id": "enduser"})
+        assert map_one(both, conv).user_id == "enduser"
+        assert map_one(both, compile_conventions()).user_id == "user-id"
+        after = compile_conventions(session_id_keys=["*", "session.id"])
+        spans = chat(user="u", **{"session.id": "app", "gen_ai.conversation.id": "lib"})
+        assert map_one(spans, after).session_id == "lib"
+        assert map_one(spans, compile_conventions()).session_id == "app"
+
     def test_session_keys_ahead_and_after(self) -> None:
         """session_id_keys: "conversation" ahead of session.id, "thread" after it."""
         conv = compile_conventions(session_id_keys=["conversation", "*", "thread"])
@@ -140,7 +153,6 @@ BAD: list[tuple[dict[str, Any], str]] = [
         {"user_id_keys": ["acme.*"]},
         "user_id_keys: 'acme.\\*' is not an attribute key: patterns are not supported",
     ),
-    ({"user_id_keys": ["user.id"]}, "user_id_keys: 'user.id' is already read as the user id by the built-in"),
     (
         {"session_id_keys": ["user.id"]},
         "session_id_keys: 'user.id' is already read as the user id by the built-in",
@@ -188,8 +200,8 @@ def test_a_list_that_cannot_be_used_is_refused_naming_the_entry(given: dict[str,
 
 def test_a_bad_entry_stops_the_service_before_it_opens_the_database(tmp_path: Path) -> None:
     """The Settings object carries the lists; App refuses a bad one, and no database file is made."""
-    svc = Service(tmp_path / "um.duckdb", user_id_keys=("user.id",))
-    with pytest.raises(SettingsError, match="user_id_keys: 'user.id' is already read as the user id"):
+    svc = Service(tmp_path / "um.duckdb", user_id_keys=("session.id",))
+    with pytest.raises(SettingsError, match="user_id_keys: 'session.id' is already read as the session id"):
         svc.start()
     assert not (tmp_path / "um.duckdb").exists()
 

@@ -76,11 +76,16 @@ def merged_fields(
         ("session_id_keys", "session_id", session_id_keys),
     ):
         before, after = split_at_built_in(setting, entries)
+        # A built-in key of the same field may be listed: it moves to where the operator put it
+        # (so a key that a later release reads by default never stops a service from starting).
+        same = f"the {field_name.replace('_', ' ')} by the built-in conventions"
         for key in before + after:
-            if key in meanings:
+            if key in meanings and meanings[key] != same:
                 raise SettingsError(f"{setting}: {key!r} is already read as {meanings[key]}")
             meanings[key] = f"the {field_name.replace('_', ' ')} ({setting})"
-        fields[field_name] = _sources(before) + c.FIELDS[field_name] + _sources(after)
+        listed = set(before + after)
+        built_in = tuple(s for s in c.FIELDS[field_name] if s.json_key is not None or s.key not in listed)
+        fields[field_name] = _sources(before) + built_in + _sources(after)
     return fields, meanings
 
 
