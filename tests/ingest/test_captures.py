@@ -97,7 +97,7 @@ class TestCaptures:
                 assert record.error_type, e["n"]
             if "stream" in e["reported"]:
                 assert record.streaming is e["server"]["stream"], e["n"]
-            assert record.provider == "openai"
+            assert record.provider == e.get("provider", "openai")
             assert record.operation == ("embeddings" if e["kind"] == "embed" else "chat")
 
     def test_stream_without_usage_is_a_request_with_no_tokens(self, name: str) -> None:

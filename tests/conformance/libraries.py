@@ -1,0 +1,188 @@
+"""The libraries the conformance suite tries, and the scenario's calls.
+
+A library is a scenario script plus what to install: pip packages into its own venv (``kind``
+"python"), or npm packages into its own folder (``kind`` "node", a ``.mjs`` script run by node
+with the same contract, see scenarios/common.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+OTEL_HTTP = ["opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"]
+
+
+@dataclass(frozen=True)
+class Library:
+    name: str  # also the capture directory under tests/captures/
+    packages: list[str]  # what to install (pip or npm)
+    script: str  # under scenarios/
+    provider: str  # "openai" or "anthropic": which flavour of the scenario
+    version_of: list[str]  # the packages whose versions the table shows
+    doc: str  # where the library documents attaching user, session, metadata
+    kind: str = "python"
+    service_args: list[str] = field(default_factory=list)
+    # Attribute keys where the library reports its own cost (the truth for cost when present).
+    reported_cost_keys: tuple[str, ...] = ()
+    # A regex on span names: the span that represents the call, when it is not the innermost one.
+    call_span: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+LIBRARIES = [
+    Library(
+        "openai-v2",
+        # 2.4b0 imports httpx without requiring it, and opentelemetry.util.genai.instruments,
+        # which opentelemetry-util-genai 1.2b0 removed (it asks for >=0.4b0.dev, unbounded).
+        [
+            "opentelemetry-instrumentation-openai-v2",
+            "openai",
+            "httpx",
+            "opentelemetry-util-genai<1.2",
+            *OTEL_HTTP,
+        ],
+        "openai_v2.py",
+        "openai",
+        ["opentelemetry-instrumentation-openai-v2", "opentelemetry-util-genai", "openai"],
+        "https://opentelemetry-python-contrib.readthedocs.io/en/latest/instrumentation-genai/openai.html",
+    ),
+    Library(
+        "traceloop-openai",
+        ["traceloop-sdk", "openai"],
+        "traceloop_openai.py",
+        "openai",
+        ["traceloop-sdk", "opentelemetry-instrumentation-openai", "openai"],
+        "https://www.traceloop.com/docs/openllmetry/tracing/association",
+    ),
+    Library(
+        "openinference-openai",
+        ["openinference-instrumentation-openai", "openai", *OTEL_HTTP],
+        "openinference_openai.py",
+        "openai",
+        ["openinference-instrumentation-openai", "openinference-instrumentation", "openai"],
+        "https://arize-ai.github.io/openinference/python/openinference-instrumentation/",
+    ),
+    Library(
+        "openinference-anthropic",
+        ["openinference-instrumentation-anthropic", "anthropic", *OTEL_HTTP],
+        "openinference_anthropic.py",
+        "anthropic",
+        ["openinference-instrumentation-anthropic", "openinference-instrumentation", "anthropic"],
+        "https://arize-ai.github.io/openinference/python/openinference-instrumentation/",
+    ),
+    Library(
+        "openlit",
+        ["openlit", "openai"],
+        "openlit_openai.py",
+        "openai",
+        ["openlit", "openai"],
+        "https://docs.openlit.io/latest/sdk-configuration",
+        service_args=["--property-keys", "plan,feature"],
+    ),
+    Library(
+        "logfire-openai",
+        ["logfire", "openai"],
+        "logfire_openai.py",
+        "openai",
+        ["logfire", "openai"],
+        "https://logfire.pydantic.dev/docs/integrations/llms/openai/",
+    ),
+    Library(
+        "logfire-anthropic",
+        ["logfire", "anthropic"],
+        "logfire_anthropic.py",
+        "anthropic",
+        ["logfire", "anthropic"],
+        "https://logfire.pydantic.dev/docs/integrations/llms/anthropic/",
+    ),
+    Library(
+        "langfuse-openai",
+        ["langfuse", "openai"],
+        "langfuse_openai.py",
+        "openai",
+        ["langfuse", "openai"],
+        "https://langfuse.com/docs/integrations/openai/python/get-started",
+    ),
+    Library(
+        "pydantic-ai",
+        ["pydantic-ai-slim[openai]", "logfire"],
+        "pydantic_ai_openai.py",
+        "openai",
+        ["pydantic-ai-slim", "openai"],
+        "https://ai.pydantic.dev/logfire/",
+    ),
+    Library(
+        "litellm",
+        ["litellm", "openai", *OTEL_HTTP],
+        "litellm_otel.py",
+        "openai",
+        ["litellm", "openai"],
+        "https://docs.litellm.ai/docs/observability/opentelemetry_integration",
+        reported_cost_keys=("gen_ai.cost.total_cost",),
+        call_span=r"^litellm_request$",
+    ),
+    Library(
+        "traceloop-anthropic",
+        ["traceloop-sdk", "anthropic"],
+        "traceloop_anthropic.py",
+        "anthropic",
+        ["traceloop-sdk", "opentelemetry-instrumentation-anthropic", "anthropic"],
+        "https://www.traceloop.com/docs/openllmetry/tracing/association",
+    ),
+]
+BY_NAME = {lib.name: lib for lib in LIBRARIES}
+
+SYSTEM = {"role": "system", "content": "You are a concise assistant."}
+# n, user, plan, feature, session, model (openai), kind: the calls of tests/captures/README.md.
+TABLE: list[tuple[int, str | None, str | None, str | None, str | None, str, str]] = [
+    (1, "user-alice", "free", "chat", "sess-alice-01", "gpt-4o-mini", "chat"),
+    (2, "user-alice", "free", "chat", "sess-alice-01", "gpt-4o-mini", "stream"),
+    (3, "user-alice", "free", "chat", "sess-alice-01", "gpt-4o", "chat"),
+    (4, "user-bob", "premium", "search", "sess-bob-01", "gpt-4o", "chat"),
+    (5, "user-bob", "premium", "search", "sess-bob-01", "gpt-4o-mini", "stream"),
+    (6, "user-bob", "premium", "search", "sess-bob-01", "text-embedding-3-small", "embed"),
+    (7, "user-carol", "premium", "chat", "sess-carol-01", "gpt-4o-mini", "chat"),
+    (8, "user-carol", "premium", "chat", "sess-carol-01", "gpt-4o", "chat"),
+    (9, "user-carol", "premium", "chat", "sess-carol-01", "gpt-4o", "error500"),
+    (10, "user-alice", "free", "chat", "sess-alice-01", "gpt-4o-mini", "error429"),
+    (11, None, None, None, None, "gpt-4o-mini", "chat"),
+    (12, "user-carol", "premium", "chat", "sess-carol-01", "gpt-4o", "stream_nousage"),
+]
+# Anthropic has no embeddings and always reports usage in streams: call 6 is a chat, call 12 a
+# stream (with usage).
+ANTHROPIC_MODELS = {"gpt-4o-mini": "claude-3-5-haiku-latest", "gpt-4o": "claude-sonnet-4-0"}
+ANTHROPIC_KINDS = {"embed": "chat", "stream_nousage": "stream"}
+
+
+def calls(provider: str) -> list[dict[str, Any]]:
+    """The 12 calls of the scenario, in the flavour of one provider API."""
+    out = []
+    for n, user, plan, feature, session, model, kind in TABLE:
+        if provider == "anthropic":
+            kind = ANTHROPIC_KINDS.get(kind, kind)
+            model = ANTHROPIC_MODELS.get(model, "claude-3-5-haiku-latest")
+        fail = {"error500": " [fail 500]", "error429": " [fail 429]"}.get(kind, "")
+        question = f"[call {n}] What is OpenTelemetry in one sentence?{fail}"
+        messages = [SYSTEM, {"role": "user", "content": question}]
+        if n == 7:
+            messages = [
+                SYSTEM,
+                {"role": "user", "content": "[call 7] What is a span?"},
+                {"role": "assistant", "content": "A span is one timed operation in a trace."},
+                {"role": "user", "content": "[call 7] Continue the conversation about tracing, briefly."},
+            ]
+        out.append(
+            {
+                "n": n,
+                "kind": kind,
+                "model": model,
+                "user": user,
+                "session": session,
+                "properties": {"plan": plan, "feature": feature} if user else {},
+                "messages": messages,
+                "input": f"[call {n}] embedding input for semantic search",
+                "provider": provider,
+            }
+        )
+    return out
