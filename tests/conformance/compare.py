@@ -117,7 +117,10 @@ def judge(
         leaves = [leaf for s in mine + window_spans(spans, it["t0"], it["t1"]) for leaf in span_leaves(s)]
         picks.append({"n": n, "span": span, "reported": found, "gt": gt, "requests_to_provider": len(gts)})
         stored = matched[n]
-        row = stored[0] if len(stored) == 1 else None
+        # With several rows, the fields are judged on the one stored for the call's span, if any.
+        row = next(
+            (r for r in stored if span and r["span_id"] == span["span_id"]), stored[0] if stored else None
+        )
         tokens = truth_tokens(call, gt)
         reported_cost = next((v for p, v, _ in leaves if p in library.reported_cost_keys), None)
         cost = (

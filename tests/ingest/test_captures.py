@@ -103,7 +103,11 @@ class TestCaptures:
     def test_stream_without_usage_is_a_request_with_no_tokens(self, name: str) -> None:
         """Call 12 (no include_usage) is still a request, with no token counts."""
         records = _map_capture(name)
-        call: dict[str, Any] = next(e for e in capture_expected(name) if e["n"] == 12)
+        call: dict[str, Any] | None = next(
+            (e for e in capture_expected(name) if e["kind"] == "stream_nousage"), None
+        )
+        if call is None:
+            pytest.skip("no stream without usage in this capture (Anthropic streams always report usage)")
         record = records[call["llm_span"]["span_id"]]
         assert record.input_tokens is None and record.output_tokens is None
         assert record.user_id == "user-carol"
