@@ -128,6 +128,7 @@ PURE = (
     "ingest/operator_keys.py",
     "ingest/attributes.py",
     "ingest/inheritance.py",
+    "ingest/dialects.py",
     "ingest/mapping.py",
 )
 DOES_IO = {"duckdb", "pyarrow", "grpc", "socket", "ssl", "http", "urllib", "threading", "subprocess", "os"}

@@ -37,7 +37,8 @@ class TestDialects:
                 "langfuse.observation.metadata.Feature": "search",
             }
         )
-        assert (r.user_id, r.session_id, r.request_model) == ("lf-user", "lf-sess", "gpt-4o")
+        # Langfuse's one model name is the response's once a response came (dialects.py).
+        assert (r.user_id, r.session_id, r.response_model) == ("lf-user", "lf-sess", "gpt-4o")
         assert (r.input_tokens, r.output_tokens) == (10, 5)
         assert r.cost_usd == Decimal("0.0125") and r.cost_source == "reported"
         assert r.properties == {"plan": "pro", "feature": "search"}

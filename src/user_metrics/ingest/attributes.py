@@ -210,8 +210,9 @@ class Scan:
                 continue
             decoded = self._json(key, value)
             if isinstance(decoded, dict):
-                if json_key in decoded:
-                    yield f"{key}[{json_key}]", decoded[json_key]
+                found = _json_get(decoded, json_key)
+                if found is not _MISSING:
+                    yield f"{key}[{json_key}]", found
                 elif target.json_default is not None:
                     yield f"{key}[{json_key}]", target.json_default
 
@@ -274,8 +275,12 @@ class Scan:
             for rank, prefix in enumerate(prefixes):
                 if key.startswith(prefix):
                     name = key[len(prefix) :].lower()
-                    if name and name not in c.PROPERTY_EXCLUDED:
-                        _offer(found, name, rank, any_value(value))
+                    library = c.LIBRARY_PROPERTY_NAMES.get(prefix, ())
+                    if name and name not in c.PROPERTY_EXCLUDED and name not in library:
+                        item = any_value(value)
+                        if prefix in c.JSON_VALUED_PROPERTY_PREFIXES:
+                            item = _json_string(item)
+                        _offer(found, name, rank, item)
                     break
         json_rank = len(prefixes)
         for key, value in self.bare:
@@ -289,6 +294,35 @@ class Scan:
                 name, rank = conv.bare_property_keys[key]
                 _offer(found, name, rank, any_value(value))
         return {name: text for name, (_rank, text) in found.items()}
+
+
+_MISSING = object()
+
+
+def _json_get(decoded: dict[str, Any], json_key: str) -> Any:
+    """``decoded[json_key]``, or the value at its dotted path in nested objects, else _MISSING."""
+    if json_key in decoded:
+        return decoded[json_key]
+    if "." not in json_key:
+        return _MISSING
+    item: Any = decoded
+    for part in json_key.split("."):
+        if not isinstance(item, dict) or part not in item:
+            return _MISSING
+        item = item[part]
+    return item
+
+
+def _json_string(value: Any) -> Any:
+    """A JSON-encoded string value (``"free"`` with its quotes) decoded; anything else as it is."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(decoded, str):
+            return _without_surrogates(decoded) if "\\u" in value else decoded
+    return value
 
 
 def _offer(found: dict[str, tuple[int, str]], name: str, rank: int, value: Any) -> None:

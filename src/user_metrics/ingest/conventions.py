@@ -17,6 +17,8 @@ class Source:
     """One place a field can be read from: an attribute key, or a key inside its JSON value."""
 
     key: str
+    # A key inside the JSON value; dots walk into nested objects when the value has no such key
+    # ("prompt_tokens_details.cached_tokens").
     json_key: str | None = None
     # The value when the attribute is a JSON object without json_key (e.g. OpenAI's `stream`
     # parameter is false unless given).
@@ -50,12 +52,14 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     ),
     "session_id": _keys(
         "session.id",
-        "gen_ai.conversation.id",
         "langfuse.session.id",
         "traceloop.association.properties.session_id",
         "http.request.header.helicone-session-id",
         "http.request.header.helicone_session_id",
     ),
+    # A GenAI conversation id is the session only when no session id is on the span, its
+    # ancestors or the resource: pydantic-ai writes a new one per agent run (inheritance.py).
+    "conversation_id": _keys("gen_ai.conversation.id"),
     "operation": _keys("gen_ai.operation.name", "llm.request.type"),
     "openinference_kind": _keys("openinference.span.kind"),
     "langfuse_type": _keys("langfuse.observation.type"),
@@ -66,8 +70,9 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     + (
         Source("llm.invocation_parameters", "model"),
         Source("embedding.invocation_parameters", "model"),
-    )
-    + _keys("langfuse.observation.model.name"),
+    ),
+    # Langfuse's one model name: the response's after a response, else the one asked for (dialects.py).
+    "langfuse_model": _keys("langfuse.observation.model.name"),
     "provider": _keys("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
     # The API the call went to, so pricing can tell the real provider behind an OpenAI client
     # (a host, or OpenLLMetry's base URL).
@@ -81,6 +86,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     + (
         Source("langfuse.observation.usage_details", "input"),
         Source("langfuse.observation.usage_details", "prompt_tokens"),
+        Source("langfuse.observation.usage_details", "input_tokens"),  # OpenAI Responses API
     ),
     "output_tokens": _keys(
         "gen_ai.usage.output_tokens",
@@ -91,12 +97,19 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     + (
         Source("langfuse.observation.usage_details", "output"),
         Source("langfuse.observation.usage_details", "completion_tokens"),
+        Source("langfuse.observation.usage_details", "output_tokens"),
     ),
     "cache_read_tokens": _keys(
         "gen_ai.usage.cache_read.input_tokens",
         "gen_ai.usage.cache_read_input_tokens",
         "llm.token_count.prompt_details.cache_read",
         "gen_ai.usage.details.cache_read_tokens",  # pydantic-ai
+    )
+    + (
+        # Langfuse's OpenAI integration passes OpenAI's usage object on as it is.
+        Source("langfuse.observation.usage_details", "prompt_tokens_details.cached_tokens"),
+        Source("langfuse.observation.usage_details", "input_tokens_details.cached_tokens"),
+        Source("langfuse.observation.usage_details", "cache_read_input_tokens"),
     ),
     "cache_write_tokens": _keys(
         "gen_ai.usage.cache_write.input_tokens",
@@ -104,12 +117,21 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         "gen_ai.usage.cache_creation_input_tokens",
         "llm.token_count.prompt_details.cache_write",
         "gen_ai.usage.details.cache_write_tokens",  # pydantic-ai
-    ),
+    )
+    + (Source("langfuse.observation.usage_details", "cache_creation_input_tokens"),),
     "reasoning_tokens": _keys(
         "gen_ai.usage.reasoning.output_tokens",
         "gen_ai.usage.reasoning_tokens",
         "llm.usage.reasoning_tokens",
         "llm.token_count.completion_details.reasoning",
+        "gen_ai.usage.details.reasoning_tokens",  # pydantic-ai
+    )
+    + (
+        Source("langfuse.observation.usage_details", "completion_tokens_details.reasoning_tokens"),
+        Source("langfuse.observation.usage_details", "output_tokens_details.reasoning_tokens"),
+        # Logfire writes reasoning only inside the provider's raw usage object.
+        Source("gen_ai.usage.raw", "completion_tokens_details.reasoning_tokens"),
+        Source("gen_ai.usage.raw", "output_tokens_details.reasoning_tokens"),
     ),
     "cost": _keys("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
     + (Source("langfuse.observation.cost_details", "total"),),
@@ -121,6 +143,11 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         Source("embedding.invocation_parameters", "stream", json_default=False),
     ),
     "error_type": _keys("error.type"),
+    "response_id": _keys("gen_ai.response.id"),
+    # Logfire: "span" or "log", and the message template that names what the span is.
+    "logfire_span_type": _keys("logfire.span_type"),
+    "logfire_template": _keys("logfire.msg_template"),
+    "logfire_duration": _keys("duration"),  # seconds, on Logfire's streaming-response log
 }
 
 # Fields that an LLM span inherits from its ancestors (nearest first) and, last, from the resource.
@@ -185,6 +212,59 @@ PROPERTY_PREFIXES = (
 PROPERTY_EXCLUDED = frozenset({"user_id", "session_id"})
 # Attributes whose value is a JSON object of properties (its top-level scalar keys).
 PROPERTY_JSON_KEYS = ("metadata",)
+
+# Property prefixes whose values are JSON-encoded (Langfuse v5 encodes every metadata value,
+# strings included: "\"free\""). A value that is a JSON string is stored decoded.
+JSON_VALUED_PROPERTY_PREFIXES = frozenset(
+    {"langfuse.trace.metadata.", "langfuse.metadata.", "langfuse.observation.metadata."}
+)
+# Property names a library itself writes under a prefix, beside the application's: not properties.
+# Langfuse's OpenAI integration puts the finish reason, structured-output formats and (for a
+# streamed Responses API call) the response's own fields in the observation metadata.
+LIBRARY_PROPERTY_NAMES = {
+    "langfuse.observation.metadata.": frozenset(
+        {
+            "finish_reason",
+            "response_format",
+            "text_format",
+            "id",
+            "object",
+            "status",
+            "error",
+            "incomplete_details",
+            "instructions",
+            "max_output_tokens",
+            "max_tool_calls",
+            "parallel_tool_calls",
+            "previous_response_id",
+            "reasoning",
+            "service_tier",
+            "temperature",
+            "tool_choice",
+            "tools",
+            "top_logprobs",
+            "top_p",
+            "truncation",
+            "background",
+            "conversation",
+            "prompt",
+            "prompt_cache_key",
+            "prompt_cache_retention",
+            "safety_identifier",
+            "completed_at",
+            "user",
+        }
+    ),
+}
+
+# Library-specific rules (dialects.py).
+# Langfuse's OpenAI integration names no provider; its default observation names do.
+LANGFUSE_SPAN_NAME_PROVIDERS = {"OpenAI-generation": "openai", "OpenAI-embedding": "openai"}
+# Logfire records a streamed call twice: the request span (no response: no usage, no response
+# id) and, once the stream is read, a zero-length log with this template holding the response.
+LOGFIRE_STREAM_LOG_TEMPLATE = "streaming response from "
+LOGFIRE_REQUEST_SPAN_TYPE = "span"
+LOGFIRE_LOG_SPAN_TYPE = "log"
 
 # Resource attributes.
 SERVICE_NAME_KEY = "service.name"

@@ -1,7 +1,10 @@
 """Identity inheritance: a span's user, session and properties, completed from its ancestors.
 
 ``inherit`` walks an LLM span's parents in the same request, nearest first, then takes what the
-resource has. ``fact`` is what every span leaves behind (a ``SpanFact``), so that spans of later
+resource has. A session id anywhere on that path beats a GenAI conversation id anywhere on it: a
+conversation id is the session only when no session id is known (pydantic-ai writes a new one per
+agent run on every span, which must not hide the application's ``session.id`` on an ancestor).
+``fact`` is what every span leaves behind (a ``SpanFact``), so that spans of later
 requests can inherit from it too. Span ids count as OTLP defines them: 8 bytes, not all zero.
 """
 
@@ -20,6 +23,17 @@ class Identity(NamedTuple):
     session_id: str | None
     properties: dict[str, str]
     parent: bytes
+    conversation_id: str | None = None  # gen_ai.conversation.id: the session when no session id is known
+
+
+class Inherited(NamedTuple):
+    user_id: str | None
+    session_id: str | None
+    properties: dict[str, str]
+    # The id of the first ancestor missing from this request (None when the walk reached a root
+    # or went round a cycle): a later request may still bring it.
+    resume: bytes | None
+    session_is_conversation: bool  # session_id is a conversation id: no session id was found
 
 
 def inherit(
@@ -27,13 +41,9 @@ def inherit(
     own: Identity,
     resource: Identity,
     identities: dict[tuple[bytes, bytes], Identity],
-) -> tuple[str | None, str | None, dict[str, str], bytes | None]:
-    """The span's own identity, completed from its ancestors (nearest first), then the resource.
-
-    The last item is the id of the first ancestor missing from this request (None when the walk
-    reached a root or went round a cycle): a later request may still bring it.
-    """
-    user_id, session_id = own.user_id, own.session_id
+) -> Inherited:
+    """The span's own identity, completed from its ancestors (nearest first), then the resource."""
+    user_id, session_id, conversation_id = own.user_id, own.session_id, own.conversation_id
     chain: list[dict[str, str]] = [own.properties]
     parent = own.parent
     visited = {span.span_id}
@@ -46,15 +56,19 @@ def inherit(
             break
         user_id = user_id or ancestor.user_id
         session_id = session_id or ancestor.session_id
+        conversation_id = conversation_id or ancestor.conversation_id
         chain.append(ancestor.properties)
         parent = ancestor.parent
     user_id = user_id or resource.user_id
     session_id = session_id or resource.session_id
+    conversation_id = conversation_id or resource.conversation_id
     chain.append(resource.properties)
     properties: dict[str, str] = {}
     for props in reversed(chain):  # nearer wins: apply farthest first
         properties.update(props)
-    return user_id, session_id, properties, resume
+    if session_id is None and conversation_id is not None:
+        return Inherited(user_id, conversation_id, properties, resume, True)
+    return Inherited(user_id, session_id, properties, resume, False)
 
 
 def _is_span_id(value: bytes) -> bool:
@@ -81,6 +95,6 @@ def fact(span: Any, identity: Identity, conv: Conventions) -> SpanFact:
         span.span_id.hex(),
         parent_hex(span.parent_span_id),
         identity.user_id[:limit] if identity.user_id else None,
-        identity.session_id[:limit] if identity.session_id else None,
+        session[:limit] if (session := identity.session_id or identity.conversation_id) else None,
         {k[:limit]: v[:limit] for k, v in properties.items()},
     )

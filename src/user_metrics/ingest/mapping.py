@@ -28,6 +28,7 @@ from user_metrics.ingest.attributes import (
     as_text,
     scan_attributes,
 )
+from user_metrics.ingest.dialects import adjust, superseded
 from user_metrics.ingest.inheritance import Identity, fact, inherit, parent_hex, valid_ids
 from user_metrics.store.records import RequestRecord, SpanFact
 
@@ -71,7 +72,13 @@ class MappedRequest:
 
 
 def _identity(scan: Scan, conv: Conventions, parent: bytes) -> Identity:
-    return Identity(scan.text("user_id"), scan.text("session_id"), scan.properties(conv), parent)
+    return Identity(
+        scan.text("user_id"),
+        scan.text("session_id"),
+        scan.properties(conv),
+        parent,
+        scan.text("conversation_id"),
+    )
 
 
 def _declared_operation(scan: Scan) -> str | None:
@@ -159,7 +166,7 @@ def map_request(
                     identity = _identity(scan, conv, span.parent_span_id)
                     identities[(span.trace_id, span.span_id)] = identity
                     declared = _declared_operation(scan)
-                    is_llm = _is_llm_call(scan, declared)
+                    is_llm = _is_llm_call(scan, declared) and not superseded(span, scan)
                     operation = _operation(scan, declared) if is_llm else None
                     if valid_ids(span.trace_id, span.span_id):
                         out.facts.append(fact(span, identity, conv))
@@ -184,10 +191,15 @@ def map_request(
         if pause is not None and steps % PAUSE_EVERY == 0:
             pause()
         try:
-            user_id, session_id, properties, resume = inherit(span, identity, resource_identity, identities)
+            found = inherit(span, identity, resource_identity, identities)
+            user_id, session_id, resume = found.user_id, found.session_id, found.resume
+            if user_id is None and resume and found.session_is_conversation:
+                # It waits for ancestors, which may bring a session id that beats the conversation id.
+                session_id = None
             record = _record(
-                span, scan, operation, user_id, session_id, properties, service_name, environment
+                span, scan, operation, user_id, session_id, found.properties, service_name, environment
             )
+            record = adjust(record, span, scan)
             _check_time(span, future_limit)
             record = _bounded(record, conv, out)
         except MappingError as exc:

@@ -1,0 +1,112 @@
+"""Library-specific rules the conventions table cannot express as data (Langfuse, Logfire).
+
+``superseded`` says which LLM-looking spans are not the call because another span records it;
+``adjust`` completes a mapped record where a library writes one fact in a shape of its own. Both
+read only the span and its scan: pure, like the rest of the mapper.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from user_metrics.ingest import conventions as c
+from user_metrics.ingest.attributes import MappingError, Scan
+from user_metrics.store.records import RequestRecord
+
+STATUS_CODE_ERROR = 2
+
+# Logfire's request spans for the calls it can stream (its message templates).
+_LOGFIRE_STREAMABLE = frozenset(
+    {
+        "Chat Completion with {request_data[model]!r}",
+        "Completion with {request_data[model]!r}",
+        "Responses API with {gen_ai.request.model!r}",
+        "Message with {request_data[model]!r}",
+    }
+)
+
+
+def _failed(span: Any, scan: Scan) -> bool:
+    return span.status.code == STATUS_CODE_ERROR or scan.has("error_type")
+
+
+def _has_usage(scan: Scan) -> bool:
+    return any(scan.has(f) for f in c.TOKEN_FIELDS)
+
+
+def superseded(span: Any, scan: Scan) -> bool:
+    """True for a span that looks like an LLM call but whose call another span records.
+
+    Logfire's request span of a streamed call: it ends when the stream is returned, before any
+    response, so it has no usage and no response id. When the stream has been read, Logfire
+    writes a zero-length log span ("streaming response from ...") beside it, under the same
+    parent (or as a root of a new trace when there is none) with the response, usage and
+    errors: that log is the call. A request that failed before it returned a stream keeps its
+    error on the request span, and no log follows: it is counted there.
+    """
+    if scan.text("logfire_span_type") != c.LOGFIRE_REQUEST_SPAN_TYPE:
+        return False
+    if scan.text("logfire_template") not in _LOGFIRE_STREAMABLE:
+        return False
+    return not (_has_usage(scan) or scan.has("response_id") or _failed(span, scan))
+
+
+def adjust(record: RequestRecord, span: Any, scan: Scan) -> RequestRecord:
+    """The record with the library-specific facts of its span applied."""
+    changes: dict[str, Any] = {}
+    if scan.has("langfuse_model"):
+        _langfuse(record, span, scan, changes)
+    if _is_logfire_stream_log(scan):
+        _logfire_stream_log(record, scan, changes)
+    no_usage = record.input_tokens is None and record.output_tokens is None
+    if record.cost_source == "reported" and record.cost_usd == 0 and record.status == "error" and no_usage:
+        # Langfuse's OpenAI integration writes cost_details {"total": 0} on every failed call:
+        # a placeholder, not a price. With no usage, nothing was reported.
+        changes.update(cost_usd=None, cost_source=None)
+    return record._replace(**changes) if changes else record
+
+
+def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, Any]) -> None:
+    """Langfuse writes one model name, the last it knew, and (in its OpenAI integration) no provider.
+
+    After a response the name is the response's model (a dated snapshot); when the call failed
+    before one, it is the model asked for. The OpenAI integration's default observation names
+    say who was called.
+    """
+    model = scan.text("langfuse_model")
+    answered = _has_usage(scan) or not _failed(span, scan)
+    if answered and record.response_model is None:
+        changes["response_model"] = model
+    elif not answered and record.request_model is None:
+        changes["request_model"] = model
+    if record.provider is None:
+        provider = c.LANGFUSE_SPAN_NAME_PROVIDERS.get(span.name)
+        if provider is not None:
+            changes["provider"] = provider
+
+
+def _is_logfire_stream_log(scan: Scan) -> bool:
+    if scan.text("logfire_span_type") != c.LOGFIRE_LOG_SPAN_TYPE:
+        return False
+    template = scan.text("logfire_template")
+    return template is not None and template.startswith(c.LOGFIRE_STREAM_LOG_TEMPLATE)
+
+
+def _logfire_stream_log(record: RequestRecord, scan: Scan, changes: dict[str, Any]) -> None:
+    """Logfire's streaming-response log is a streamed call; its ``duration`` attribute is the
+    stream's length in seconds (the log itself has none), ending at the log's time."""
+    changes["streaming"] = True
+    seconds = scan.first("logfire_duration", _seconds)
+    if seconds is None:
+        return
+    nanos = round(seconds * 1e9)
+    if nanos > record.start_time_unix_nano:
+        raise MappingError(f"duration is longer than the time since 1970: {seconds!r}")
+    changes["start_time_unix_nano"] = record.start_time_unix_nano - nanos
+    changes["duration_ms"] = record.duration_ms + nanos / 1e6
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value < 86_400 else None
