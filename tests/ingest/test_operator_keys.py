@@ -57,7 +57,7 @@ class TestOrder:
         assert map_one(both, conv).user_id == "enduser"
         assert map_one(both, compile_conventions()).user_id == "user-id"
         after = compile_conventions(session_id_keys=["*", "session.id"])
-        spans = chat(user="u", **{"session.id": "app", "gen_ai.conversation.id": "lib"})
+        spans = chat(user="u", **{"session.id": "app", "langfuse.session.id": "lib"})
         assert map_one(spans, after).session_id == "lib"
         assert map_one(spans, compile_conventions()).session_id == "app"
 
