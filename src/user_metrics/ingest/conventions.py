@@ -29,6 +29,26 @@ def _keys(*keys: str) -> tuple[Source, ...]:
     return tuple(Source(k) for k in keys)
 
 
+# The Vercel AI SDK's identity keys. The application names the keys, so the usual spellings: v3-v6
+# `experimental_telemetry.metadata` (on every span of a call), v7 `runtimeContext` kept by
+# `telemetry.includeRuntimeContext` (on the root and step spans), and the Traceloop SDK's processor,
+# which moves the metadata to association properties as spelled.
+_AI_SDK_USER = (
+    "ai.telemetry.metadata.userId",
+    "ai.telemetry.metadata.user_id",
+    "ai.settings.context.userId",
+    "ai.settings.context.user_id",
+    "traceloop.association.properties.userId",
+)
+_AI_SDK_SESSION = (
+    "ai.telemetry.metadata.sessionId",
+    "ai.telemetry.metadata.session_id",
+    "ai.settings.context.sessionId",
+    "ai.settings.context.session_id",
+    "traceloop.association.properties.sessionId",
+)
+
+
 # field -> sources, first match wins. Identity fields (user_id, session_id) are inherited from
 # ancestor spans of the same trace; the rest belong to the LLM span itself.
 FIELDS: dict[str, tuple[Source, ...]] = {
@@ -36,6 +56,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         "user.id",
         "langfuse.user.id",
         "traceloop.association.properties.user_id",
+        *_AI_SDK_USER,
         "enduser.id",
         # The OpenAI `user` request parameter, as instrumentations record it.
         "gen_ai.request.user",
@@ -54,6 +75,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         "session.id",
         "langfuse.session.id",
         "traceloop.association.properties.session_id",
+        *_AI_SDK_SESSION,
         "http.request.header.helicone-session-id",
         "http.request.header.helicone_session_id",
     ),
@@ -62,18 +84,31 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     "conversation_id": _keys("gen_ai.conversation.id"),
     "operation": _keys("gen_ai.operation.name", "llm.request.type"),
     "openinference_kind": _keys("openinference.span.kind"),
+    # The Vercel AI SDK's own name of the span (v3-v6, v7 LegacyOpenTelemetry): see AI_SDK_OPERATIONS.
+    "ai_sdk_operation": _keys("ai.operationId"),
+    # Attributes recorded only when a response was streamed (the AI SDK's time to first chunk).
+    "stream_marker": _keys("ai.response.msToFirstChunk", "gen_ai.client.operation.time_to_first_chunk"),
+    # LiteLLM's `provider/model` as called, for the provider when gen_ai.system is empty.
+    "provider_model": _keys("litellm.provider.model"),
     "langfuse_type": _keys("langfuse.observation.type"),
     "response_model": _keys(
-        "gen_ai.response.model", "llm.response.model_name", "llm.model_name", "embedding.model_name"
+        "gen_ai.response.model",
+        "llm.response.model_name",
+        "llm.model_name",
+        "embedding.model_name",
+        "ai.response.model",  # Vercel AI SDK
     ),
     "request_model": _keys("gen_ai.request.model", "llm.request.model", "embedding.model_name")
     + (
         Source("llm.invocation_parameters", "model"),
         Source("embedding.invocation_parameters", "model"),
-    ),
+    )
+    + _keys("ai.model.id"),
     # Langfuse's one model name: the response's after a response, else the one asked for (dialects.py).
     "langfuse_model": _keys("langfuse.observation.model.name"),
-    "provider": _keys("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "provider": _keys(
+        "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "ai.model.provider"
+    ),
     # The API the call went to, so pricing can tell the real provider behind an OpenAI client
     # (a host, or OpenLLMetry's base URL).
     "server_address": _keys("server.address", "gen_ai.openai.api_base"),
@@ -87,7 +122,9 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         Source("langfuse.observation.usage_details", "input"),
         Source("langfuse.observation.usage_details", "prompt_tokens"),
         Source("langfuse.observation.usage_details", "input_tokens"),  # OpenAI Responses API
-    ),
+    )
+    # Vercel AI SDK: v5+ (input including cache), v4, and embeddings.
+    + _keys("ai.usage.inputTokens", "ai.usage.promptTokens", "ai.usage.tokens"),
     "output_tokens": _keys(
         "gen_ai.usage.output_tokens",
         "gen_ai.usage.completion_tokens",
@@ -98,12 +135,15 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         Source("langfuse.observation.usage_details", "output"),
         Source("langfuse.observation.usage_details", "completion_tokens"),
         Source("langfuse.observation.usage_details", "output_tokens"),
-    ),
+    )
+    + _keys("ai.usage.outputTokens", "ai.usage.completionTokens"),  # Vercel AI SDK (incl. reasoning)
     "cache_read_tokens": _keys(
         "gen_ai.usage.cache_read.input_tokens",
         "gen_ai.usage.cache_read_input_tokens",
         "llm.token_count.prompt_details.cache_read",
         "gen_ai.usage.details.cache_read_tokens",  # pydantic-ai
+        "ai.usage.inputTokenDetails.cacheReadTokens",  # Vercel AI SDK v6+
+        "ai.usage.cachedInputTokens",  # Vercel AI SDK v5+
     )
     + (
         # Langfuse's OpenAI integration passes OpenAI's usage object on as it is.
@@ -117,6 +157,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         "gen_ai.usage.cache_creation_input_tokens",
         "llm.token_count.prompt_details.cache_write",
         "gen_ai.usage.details.cache_write_tokens",  # pydantic-ai
+        "ai.usage.inputTokenDetails.cacheWriteTokens",  # Vercel AI SDK v6+
     )
     + (Source("langfuse.observation.usage_details", "cache_creation_input_tokens"),),
     "reasoning_tokens": _keys(
@@ -125,6 +166,8 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         "llm.usage.reasoning_tokens",
         "llm.token_count.completion_details.reasoning",
         "gen_ai.usage.details.reasoning_tokens",  # pydantic-ai
+        "ai.usage.outputTokenDetails.reasoningTokens",  # Vercel AI SDK v6+ (v7: `usage: true`)
+        "ai.usage.reasoningTokens",  # Vercel AI SDK v5+
     )
     + (
         Source("langfuse.observation.usage_details", "completion_tokens_details.reasoning_tokens"),
@@ -134,7 +177,8 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         Source("gen_ai.usage.raw", "output_tokens_details.reasoning_tokens"),
     ),
     "cost": _keys("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
-    + (Source("langfuse.observation.cost_details", "total"),),
+    + (Source("langfuse.observation.cost_details", "total"),)
+    + _keys("gen_ai.cost.total_cost"),  # LiteLLM's own cost of the call
     "streaming": _keys(
         "gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming", "gen_ai.request.is_stream"
     )
@@ -196,6 +240,28 @@ OPERATION_ALIASES = {
     "generation": "chat",
 }
 
+# The Vercel AI SDK's span names (`ai.operationId`, lower-cased) -> (operation, streamed), or None
+# for the spans around the provider calls: `ai.generateText` and the like hold the summed usage of
+# all their steps, so only the per-call span inside (`.doGenerate`, `.doStream`, `.doEmbed`) is a
+# request. This decides for AI SDK spans whatever else they declare (the Traceloop processor adds
+# GenAI names to both). Names not listed here fall back to the general rules.
+AI_SDK_OPERATIONS: dict[str, tuple[str, bool | None] | None] = {
+    "ai.generatetext.dogenerate": ("chat", False),
+    "ai.generateobject.dogenerate": ("chat", False),
+    "ai.streamtext.dostream": ("chat", True),
+    "ai.streamobject.dostream": ("chat", True),
+    "ai.embed.doembed": ("embeddings", None),
+    "ai.embedmany.doembed": ("embeddings", None),
+    "ai.generatetext": None,
+    "ai.generateobject": None,
+    "ai.streamtext": None,
+    "ai.streamobject": None,
+    "ai.embed": None,
+    "ai.embedmany": None,
+    "ai.toolcall": None,
+    "ai.rerank": None,
+}
+
 # Custom properties: these prefixes are stripped and the rest of the key, lower-cased, is the
 # property name. Earlier prefixes win when two name the same property on one span.
 PROPERTY_PREFIXES = (
@@ -207,6 +273,8 @@ PROPERTY_PREFIXES = (
     "langfuse.observation.metadata.",
     "http.request.header.helicone-property-",
     "http.request.header.helicone_property_",
+    "ai.telemetry.metadata.",  # Vercel AI SDK v3-v6
+    "ai.settings.context.",  # Vercel AI SDK v7 (@ai-sdk/otel with `runtimeContext: true`)
 )
 # Property names under those prefixes that are identity, not properties.
 PROPERTY_EXCLUDED = frozenset({"user_id", "session_id"})
@@ -274,4 +342,20 @@ ENVIRONMENT_KEYS = ("deployment.environment.name", "deployment.environment")
 PROVIDER_ALIASES = {
     "az.ai.openai": "azure.ai.openai",
     "az.ai.inference": "azure.ai.inference",
+    # Vercel AI SDK provider ids (API suffix removed), as its v7 OpenTelemetry integration names them.
+    "google.generative-ai": "gcp.gemini",
+    "google.vertex": "gcp.vertex_ai",
+    "google-vertex": "gcp.vertex_ai",
+    "amazon-bedrock": "aws.bedrock",
+    "azure-openai": "azure.ai.openai",
 }
+# The Vercel AI SDK's provider ids name the API after the provider (`openai.chat`,
+# `openai.responses`, `anthropic.messages`, `openai.embedding`): the API is cut off.
+PROVIDER_API_SUFFIXES = (
+    ".chat",
+    ".responses",
+    ".messages",
+    ".completion",
+    ".embedding",
+    ".textembedding",
+)

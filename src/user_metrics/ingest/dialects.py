@@ -1,16 +1,31 @@
-"""Library-specific rules the conventions table cannot express as data (Langfuse, Logfire).
+"""Rules of single libraries that the conventions table cannot say as data. Pure: no I/O.
 
-``superseded`` says which LLM-looking spans are not the call because another span records it;
-``adjust`` completes a mapped record where a library writes one fact in a shape of its own. Both
-read only the span and its scan: pure, like the rest of the mapper.
+Which span is the call:
+- The Vercel AI SDK names its spans (``ai.operationId``): that name decides whether a span is a
+  provider call or a wrapper around calls, what operation it is and whether it streamed
+  (``conventions.AI_SDK_OPERATIONS``); ``ai_sdk_verdict``.
+- A model-call span without token counts whose child in the same request is a model call of the
+  same operation wraps that call (the AI SDK v7 ``embed`` root span around its ``embeddings``
+  call): the call is counted, not the wrapper; ``wrappers``.
+- Logfire's request span of a streamed call is not the call when its streaming-response log
+  records it; ``superseded``.
+What a call says:
+- A span that records a time to first chunk was streamed (the AI SDK v6 and v7); ``streaming``.
+- Provider ids with the API after the provider (``openai.chat``) are cut to the provider; a span
+  with an empty provider takes the one LiteLLM puts before its model
+  (``openai/text-embedding-3-small``); ``provider``.
+- ``adjust`` completes a mapped record where a library writes one fact in a shape of its own
+  (Langfuse's one model name, its provider-less integration, its zero cost on failures).
+All read only the span and its scan, like the rest of the mapper.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from user_metrics.ingest import conventions as c
-from user_metrics.ingest.attributes import MappingError, Scan
+from user_metrics.ingest.attributes import MappingError, Scan, as_bool
 from user_metrics.store.records import RequestRecord
 
 STATUS_CODE_ERROR = 2
@@ -30,7 +45,7 @@ def _failed(span: Any, scan: Scan) -> bool:
     return span.status.code == STATUS_CODE_ERROR or scan.has("error_type")
 
 
-def _has_usage(scan: Scan) -> bool:
+def has_tokens(scan: Scan) -> bool:
     return any(scan.has(f) for f in c.TOKEN_FIELDS)
 
 
@@ -48,7 +63,7 @@ def superseded(span: Any, scan: Scan) -> bool:
         return False
     if scan.text("logfire_template") not in _LOGFIRE_STREAMABLE:
         return False
-    return not (_has_usage(scan) or scan.has("response_id") or _failed(span, scan))
+    return not (has_tokens(scan) or scan.has("response_id") or _failed(span, scan))
 
 
 def adjust(record: RequestRecord, span: Any, scan: Scan) -> RequestRecord:
@@ -74,7 +89,7 @@ def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, A
     say who was called.
     """
     model = scan.text("langfuse_model")
-    answered = _has_usage(scan) or not _failed(span, scan)
+    answered = has_tokens(scan) or not _failed(span, scan)
     if answered and record.response_model is None:
         changes["response_model"] = model
     elif not answered and record.request_model is None:
@@ -110,3 +125,80 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if 0 <= value < 86_400 else None
+
+
+# ---- the Vercel AI SDK, streams, providers, wrappers -------------------------------------------
+
+
+class Verdict(NamedTuple):
+    """What a library's own span name says: a model call or not, its operation, streamed or not."""
+
+    is_call: bool
+    operation: str | None
+    streamed: bool | None
+
+
+def ai_sdk_verdict(scan: Scan) -> Verdict | None:
+    """The Vercel AI SDK's verdict on a span, or None when its span name is not one we know."""
+    name = scan.text("ai_sdk_operation")
+    if name is None:
+        return None
+    key = name.lower()
+    if key not in c.AI_SDK_OPERATIONS:
+        return None
+    entry = c.AI_SDK_OPERATIONS[key]
+    if entry is None:
+        return Verdict(False, None, None)
+    return Verdict(True, *entry)
+
+
+def streaming(scan: Scan) -> bool | None:
+    """Whether the call streamed: a declared flag, else the AI SDK's span name, else a first chunk."""
+    declared = scan.first("streaming", as_bool)
+    if declared is not None:
+        return declared  # type: ignore[no-any-return]
+    verdict = ai_sdk_verdict(scan)
+    if verdict is not None and verdict.streamed is not None:
+        return verdict.streamed
+    return True if scan.has("stream_marker") else None
+
+
+def provider(scan: Scan) -> str | None:
+    """The provider, lower-case: API suffixes cut, aliases applied, LiteLLM's model prefix last."""
+    name = scan.text("provider")
+    name = name.strip().lower() if name is not None else ""
+    if not name:
+        called = scan.text("provider_model") or ""
+        name = called.partition("/")[0].strip().lower() if "/" in called else ""
+    if not name:
+        return None
+    for suffix in c.PROVIDER_API_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return c.PROVIDER_ALIASES.get(name, name)
+
+
+class Call(NamedTuple):
+    """What ``wrappers`` needs of one span the mapper takes for a model call."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent: bytes
+    operation: str | None
+    has_tokens: bool
+
+
+def wrappers(calls: Iterable[Call]) -> set[tuple[bytes, bytes]]:
+    """(trace id, span id) of the token-less calls that are the parent of a call of their operation."""
+    calls = list(calls)
+    parents: set[tuple[bytes, bytes, Any]] = {
+        (call.trace_id, call.parent, call.operation)
+        for call in calls
+        if call.parent and call.parent != call.span_id
+    }
+    return {
+        (call.trace_id, call.span_id)
+        for call in calls
+        if not call.has_tokens and (call.trace_id, call.span_id, call.operation) in parents
+    }

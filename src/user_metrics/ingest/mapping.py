@@ -17,18 +17,17 @@ from typing import Any, NamedTuple
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.ingest import conventions as c
+from user_metrics.ingest import dialects
 from user_metrics.ingest.attributes import (
     MAX_TOKENS,
     Conventions,
     MappingError,
     Scan,
     any_value,
-    as_bool,
     as_cost,
     as_text,
     scan_attributes,
 )
-from user_metrics.ingest.dialects import adjust, superseded
 from user_metrics.ingest.inheritance import Identity, fact, inherit, parent_hex, valid_ids
 from user_metrics.store.records import RequestRecord, SpanFact
 
@@ -112,11 +111,17 @@ def _operation(scan: Scan, declared: str | None) -> str | None:
 
 
 def _provider(scan: Scan) -> str | None:
-    provider = scan.text("provider")
-    if provider is None:
-        return None
-    provider = provider.strip().lower()
-    return c.PROVIDER_ALIASES.get(provider, provider)
+    return dialects.provider(scan)
+
+
+def _call(scan: Scan) -> tuple[bool, str | None]:
+    """Whether a span is a model call, and its operation: a library's own verdict, else the rules."""
+    verdict = dialects.ai_sdk_verdict(scan)
+    if verdict is not None:
+        return verdict.is_call, verdict.operation
+    declared = _declared_operation(scan)
+    is_llm = _is_llm_call(scan, declared)
+    return is_llm, _operation(scan, declared) if is_llm else None
 
 
 # ---- the request walk --------------------------------------------------------------------------
@@ -165,9 +170,9 @@ def map_request(
                     out.dropped_attributes += scan.dropped
                     identity = _identity(scan, conv, span.parent_span_id)
                     identities[(span.trace_id, span.span_id)] = identity
-                    declared = _declared_operation(scan)
-                    is_llm = _is_llm_call(scan, declared) and not superseded(span, scan)
-                    operation = _operation(scan, declared) if is_llm else None
+                    is_llm, operation = _call(scan)
+                    if is_llm and dialects.superseded(span, scan):  # another span records this call
+                        is_llm, operation = False, None
                     if valid_ids(span.trace_id, span.span_id):
                         out.facts.append(fact(span, identity, conv))
                         if not is_llm:  # an LLM span's cut is counted once, on its record
@@ -181,7 +186,11 @@ def map_request(
                 else:
                     out.skipped += 1
 
-    seen: set[tuple[bytes, bytes]] = set()
+    seen = dialects.wrappers(
+        dialects.Call(p[0].trace_id, p[0].span_id, p[0].parent_span_id, p[2], dialects.has_tokens(p[1]))
+        for p in pending
+    )
+    out.skipped += len(seen)  # wrappers around a call in this request: the call is counted
     for span, scan, operation, identity, resource_identity, service_name, environment in pending:
         key = (span.trace_id, span.span_id)
         if key in seen:  # the same span twice in one request is one call
@@ -199,7 +208,7 @@ def map_request(
             record = _record(
                 span, scan, operation, user_id, session_id, found.properties, service_name, environment
             )
-            record = adjust(record, span, scan)
+            record = dialects.adjust(record, span, scan)
             _check_time(span, future_limit)
             record = _bounded(record, conv, out)
         except MappingError as exc:
@@ -304,7 +313,7 @@ def _record(
         cost_source="reported" if cost is not None else None,
         status="error" if is_error else "ok",
         error_type=error_type,
-        streaming=scan.first("streaming", as_bool),
+        streaming=dialects.streaming(scan),
         properties=properties,
         cache_added_to_input=cache_added,
         server_address=scan.text("server_address"),
