@@ -224,8 +224,8 @@ def test_a_signal_while_the_main_thread_holds_the_stop_events_lock_still_stops()
         ("[conventions]\nuser_id = ['customer.id']\n", "unknown settings in [conventions]: ['user_id']"),
         ("[conventions]\nproperty_prefixes = ['acme']\n", "property_prefixes: 'acme' must end in one of"),
         (
-            "[conventions]\nuser_id_keys = ['user.id']\n",
-            "user_id_keys: 'user.id' is already read as the user id",
+            "[conventions]\nuser_id_keys = ['session.id']\n",
+            "user_id_keys: 'session.id' is already read as the session id",
         ),
     ],
 )
