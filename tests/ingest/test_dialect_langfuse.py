@@ -141,3 +141,109 @@ def test_a_failed_call_is_an_error_without_a_reported_zero_cost(tmp_path: Path) 
     assert (failed["status"], failed["input_tokens"], failed["output_tokens"]) == ("error", None, None)
     assert (failed["cost_usd"], failed["cost_source"]) == (None, "no_usage")
     assert (failed["request_model"], failed["response_model"]) == ("gpt-4o", None)
+
+
+# ---- Langfuse JS v5 (@langfuse/openai observeOpenAI, @langfuse/otel 5.11.1), as recorded ---------
+# Its usage object is Langfuse's own: `input` and `output` without their details, which follow
+# as `input_cached_tokens`, `output_reasoning_tokens`, ... (total is the sum of all). A failed
+# call leaves the span status unset and says ERROR in `langfuse.observation.level`; embeddings are
+# "generation" observations named `OpenAI.embeddings`; a stream says so in its model parameters.
+JS_IDENTITY = {
+    "user.id": "user-alice",
+    "session.id": "sess-alice-01",
+    "langfuse.trace.metadata.plan": "free",
+    "langfuse.trace.metadata.feature": "chat",
+}
+JS_USAGE = json.dumps(
+    {
+        "input": 20,
+        "output": 34,
+        "total": 75,
+        "input_cached_tokens": 10,
+        "input_audio_tokens": 0,
+        "output_reasoning_tokens": 11,
+        "output_audio_tokens": 0,
+        "output_accepted_prediction_tokens": 0,
+        "output_rejected_prediction_tokens": 0,
+    }
+)
+
+
+def js_generation(name: str, **attrs: Any) -> Any:
+    base = {**JS_IDENTITY, "langfuse.internal.is_app_root": True, "langfuse.observation.type": "generation"}
+    return span({**base, **attrs}, trace_id=os.urandom(16), name=name)
+
+
+JS_CHAT = js_generation(
+    "OpenAI.chat",
+    **{
+        "langfuse.observation.model.name": "gpt-4o-mini-2024-07-18",
+        "langfuse.observation.model.parameters": '{"user":"user-alice","response_format":""}',
+        "langfuse.observation.usage_details": JS_USAGE,
+    },
+)
+JS_STREAM = js_generation(
+    "OpenAI.chat",
+    **{
+        "langfuse.observation.model.name": "gpt-4o-mini",
+        "langfuse.observation.model.parameters": '{"stream":true,"user":"user-alice","response_format":""}',
+        "langfuse.observation.usage_details": JS_USAGE,
+    },
+)
+JS_EMBEDDING = js_generation(
+    "OpenAI.embeddings",
+    **{
+        "langfuse.observation.model.name": "text-embedding-3-small",
+        "langfuse.observation.model.parameters": '{"user":"user-alice","response_format":""}',
+    },
+)
+JS_FAILED_MESSAGE = "Error: 500 The server had an error while processing your request."
+JS_FAILED = js_generation(
+    "OpenAI.chat",
+    **{
+        "langfuse.observation.model.name": "gpt-4o",
+        "langfuse.observation.model.parameters": '{"user":"user-alice","response_format":""}',
+        "langfuse.observation.level": "ERROR",
+        "langfuse.observation.status_message": JS_FAILED_MESSAGE,
+        "langfuse.observation.cost_details": '{"input":0,"output":0,"total":0}',
+    },
+)
+
+
+def js_rows(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    reqs = [request([s]) for s in (JS_CHAT, JS_STREAM, JS_EMBEDDING, JS_FAILED)]
+    return {r["span_id"]: r for r in stored_rows(tmp_path / "um.duckdb", *reqs, clock=NOW)}
+
+
+def test_js_usage_details_count_input_with_cached_and_output_with_reasoning(tmp_path: Path) -> None:
+    """Langfuse's input 20 + input_cached_tokens 10 is 30 input tokens (10 cached); its output 34 +
+    output_reasoning_tokens 11 is 45 output tokens (11 reasoning), priced so."""
+    chat = js_rows(tmp_path)[JS_CHAT.span_id.hex()]
+    assert (chat["input_tokens"], chat["cache_read_tokens"]) == (30, 10)
+    assert (chat["output_tokens"], chat["reasoning_tokens"]) == (45, 11)
+    assert (chat["provider"], chat["operation"], chat["streaming"]) == ("openai", "chat", False)
+    assert (chat["user_id"], dict(chat["properties"])) == ("user-alice", {"plan": "free", "feature": "chat"})
+    assert chat["cost_usd"] == (20 * Decimal("0.15") + 10 * Decimal("0.075") + 45 * Decimal("0.6")) / 10**6
+
+
+def test_js_stream_embedding_and_failure(tmp_path: Path) -> None:
+    """The stream flag comes from the model parameters; OpenAI.embeddings is an embeddings request
+    of openai; a failure (level ERROR, status unset) is an error with its message and no cost."""
+    got = js_rows(tmp_path)
+    assert got[JS_STREAM.span_id.hex()]["streaming"] is True
+    embedding = got[JS_EMBEDDING.span_id.hex()]
+    assert (embedding["operation"], embedding["provider"]) == ("embeddings", "openai")
+    failed = got[JS_FAILED.span_id.hex()]
+    assert (failed["status"], failed["error_type"]) == ("error", JS_FAILED_MESSAGE)
+    assert (failed["cost_usd"], failed["cost_source"], failed["request_model"]) == (
+        None,
+        "no_usage",
+        "gpt-4o",
+    )
+
+
+def test_python_usage_object_passed_as_is_is_not_added_to(tmp_path: Path) -> None:
+    """OpenAI's usage object (prompt_tokens already includes cached) is read as it is: no `input`
+    entry, so nothing is added (the Python integration's shape)."""
+    chat = rows(tmp_path)[STREAM.span_id.hex()]
+    assert (chat["input_tokens"], chat["output_tokens"]) == (31, 32)

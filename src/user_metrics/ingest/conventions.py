@@ -91,6 +91,11 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     # LiteLLM's `provider/model` as called, for the provider when gen_ai.system is empty.
     "provider_model": _keys("litellm.provider.model"),
     "langfuse_type": _keys("langfuse.observation.type"),
+    # Langfuse's usage object as written (dialects.py adds its `input_*`/`output_*` details back),
+    # and its level and message, which say that a call failed where the span status does not (JS).
+    "langfuse_usage": _keys("langfuse.observation.usage_details"),
+    "langfuse_level": _keys("langfuse.observation.level"),
+    "langfuse_status_message": _keys("langfuse.observation.status_message"),
     "response_model": _keys(
         "gen_ai.response.model",
         "llm.response.model_name",
@@ -150,6 +155,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         Source("langfuse.observation.usage_details", "prompt_tokens_details.cached_tokens"),
         Source("langfuse.observation.usage_details", "input_tokens_details.cached_tokens"),
         Source("langfuse.observation.usage_details", "cache_read_input_tokens"),
+        Source("langfuse.observation.usage_details", "input_cached_tokens"),  # Langfuse JS
     ),
     "cache_write_tokens": _keys(
         "gen_ai.usage.cache_write.input_tokens",
@@ -172,6 +178,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     + (
         Source("langfuse.observation.usage_details", "completion_tokens_details.reasoning_tokens"),
         Source("langfuse.observation.usage_details", "output_tokens_details.reasoning_tokens"),
+        Source("langfuse.observation.usage_details", "output_reasoning_tokens"),  # Langfuse JS
         # Logfire writes reasoning only inside the provider's raw usage object.
         Source("gen_ai.usage.raw", "completion_tokens_details.reasoning_tokens"),
         Source("gen_ai.usage.raw", "output_tokens_details.reasoning_tokens"),
@@ -185,6 +192,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     + (
         Source("llm.invocation_parameters", "stream", json_default=False),
         Source("embedding.invocation_parameters", "stream", json_default=False),
+        Source("langfuse.observation.model.parameters", "stream", json_default=False),  # Langfuse JS
     ),
     "error_type": _keys("error.type"),
     "response_id": _keys("gen_ai.response.id"),
@@ -327,7 +335,16 @@ LIBRARY_PROPERTY_NAMES = {
 
 # Library-specific rules (dialects.py).
 # Langfuse's OpenAI integration names no provider; its default observation names do.
-LANGFUSE_SPAN_NAME_PROVIDERS = {"OpenAI-generation": "openai", "OpenAI-embedding": "openai"}
+LANGFUSE_SPAN_NAME_PROVIDERS = {
+    "OpenAI-generation": "openai",
+    "OpenAI-embedding": "openai",
+    "OpenAI.chat": "openai",  # Langfuse JS observeOpenAI
+    "OpenAI.embeddings": "openai",
+}
+# ... and what they called, where the observation type says only "generation" (JS embeddings).
+LANGFUSE_SPAN_NAME_OPERATIONS = {"OpenAI-embedding": "embeddings", "OpenAI.embeddings": "embeddings"}
+# Langfuse's level of a failed observation.
+LANGFUSE_ERROR_LEVEL = "ERROR"
 # Logfire records a streamed call twice: the request span (no response: no usage, no response
 # id) and, once the stream is read, a zero-length log with this template holding the response.
 LOGFIRE_STREAM_LOG_TEMPLATE = "streaming response from "

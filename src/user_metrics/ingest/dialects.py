@@ -21,11 +21,12 @@ All read only the span and its scan, like the rest of the mapper.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from user_metrics.ingest import conventions as c
-from user_metrics.ingest.attributes import MappingError, Scan, as_bool
+from user_metrics.ingest.attributes import MAX_TOKENS, MappingError, Scan, as_bool
 from user_metrics.store.records import RequestRecord
 
 STATUS_CODE_ERROR = 2
@@ -42,7 +43,12 @@ _LOGFIRE_STREAMABLE = frozenset(
 
 
 def _failed(span: Any, scan: Scan) -> bool:
-    return span.status.code == STATUS_CODE_ERROR or scan.has("error_type")
+    return span.status.code == STATUS_CODE_ERROR or scan.has("error_type") or _langfuse_failed(scan)
+
+
+def _langfuse_failed(scan: Scan) -> bool:
+    level = scan.text("langfuse_level")
+    return level is not None and level.upper() == c.LANGFUSE_ERROR_LEVEL
 
 
 def has_tokens(scan: Scan) -> bool:
@@ -73,6 +79,8 @@ def adjust(record: RequestRecord, span: Any, scan: Scan) -> RequestRecord:
         _langfuse(record, span, scan, changes)
     if _is_logfire_stream_log(scan):
         _logfire_stream_log(record, scan, changes)
+    if changes:
+        record, changes = record._replace(**changes), {}
     no_usage = record.input_tokens is None and record.output_tokens is None
     if record.cost_source == "reported" and record.cost_usd == 0 and record.status == "error" and no_usage:
         # Langfuse's OpenAI integration writes cost_details {"total": 0} on every failed call:
@@ -98,6 +106,45 @@ def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, A
         provider = c.LANGFUSE_SPAN_NAME_PROVIDERS.get(span.name)
         if provider is not None:
             changes["provider"] = provider
+    operation = c.LANGFUSE_SPAN_NAME_OPERATIONS.get(span.name)
+    if operation is not None and not scan.has("operation"):
+        changes["operation"] = operation
+    if _langfuse_failed(scan) and record.status != "error":
+        # Langfuse JS leaves the span status unset on a failed call; its level says ERROR.
+        changes["status"] = "error"
+        if record.error_type is None:
+            changes["error_type"] = scan.text("langfuse_status_message") or c.LANGFUSE_ERROR_LEVEL
+    changes.update(_langfuse_usage(record, scan))
+
+
+def _langfuse_usage(record: RequestRecord, scan: Scan) -> dict[str, int]:
+    """Input and output in OTel's sense from Langfuse's own usage object.
+
+    Langfuse counts ``input`` and ``output`` without their details (``input_cached_tokens``,
+    ``output_reasoning_tokens``, audio, ...): its total is the sum of every entry. Input
+    includes cached tokens and output reasoning tokens here, so the details are added back.
+    Only where the record's counts came from that object, and only its own shape (an ``input``
+    entry; OpenAI's usage object passed on as it is has none).
+    """
+    try:
+        usage = json.loads(scan.text("langfuse_usage") or "null")
+    except ValueError:
+        return {}
+    if not isinstance(usage, dict):
+        return {}
+    out: dict[str, int] = {}
+    for name, counted in (("input", record.input_tokens), ("output", record.output_tokens)):
+        base = usage.get(name)
+        if not _is_count(base) or counted != base:
+            continue
+        details = sum(v for k, v in usage.items() if k.startswith(name + "_") and _is_count(v))
+        if details:
+            out[f"{name}_tokens"] = base + details
+    return out
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TOKENS
 
 
 def _is_logfire_stream_log(scan: Scan) -> bool:
