@@ -103,7 +103,12 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         "embedding.model_name",
         "ai.response.model",  # Vercel AI SDK
     ),
-    "request_model": _keys("gen_ai.request.model", "llm.request.model", "embedding.model_name")
+    "request_model": _keys(
+        "gen_ai.request.model",
+        "llm.request.model",
+        "llm.request.model_name",  # OpenInference Anthropic 3.x
+        "embedding.model_name",
+    )
     + (
         Source("llm.invocation_parameters", "model"),
         Source("embedding.invocation_parameters", "model"),
@@ -334,6 +339,9 @@ LIBRARY_PROPERTY_NAMES = {
 }
 
 # Library-specific rules (dialects.py).
+# Provider SDKs that make a span of their own for every call once a tracer provider is set
+# (anthropic 2.14+). Under an instrumentation's span for the same call it is not a second call.
+PROVIDER_SDK_SCOPES = frozenset({"com.anthropic.sdk.python"})
 # Langfuse's OpenAI integration names no provider; its default observation names do.
 LANGFUSE_SPAN_NAME_PROVIDERS = {
     "OpenAI-generation": "openai",

@@ -22,7 +22,7 @@ All read only the span and its scan, like the rest of the mapper.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from user_metrics.ingest import conventions as c
@@ -82,6 +82,10 @@ def adjust(record: RequestRecord, span: Any, scan: Scan) -> RequestRecord:
     if changes:
         record, changes = record._replace(**changes), {}
     no_usage = record.input_tokens is None and record.output_tokens is None
+    if record.status == "error" and no_usage and _same(record.response_model, record.request_model):
+        # No response came: OpenInference's llm.model_name and Logfire's gen_ai.response.model then
+        # repeat the model asked for. It is not a model that answered.
+        changes["response_model"] = None
     if record.cost_source == "reported" and record.cost_usd == 0 and record.status == "error" and no_usage:
         # Langfuse's OpenAI integration writes cost_details {"total": 0} on every failed call:
         # a placeholder, not a price. With no usage, nothing was reported.
@@ -249,3 +253,50 @@ def wrappers(calls: Iterable[Call]) -> set[tuple[bytes, bytes]]:
         for call in calls
         if not call.has_tokens and (call.trace_id, call.span_id, call.operation) in parents
     }
+
+
+def provider_sdk_duplicates(
+    calls: Sequence[tuple[Any, Scan]], sdk: set[tuple[bytes, bytes]]
+) -> set[tuple[bytes, bytes]]:
+    """(trace id, span id) of the provider SDK's own spans whose call an instrumentation records.
+
+    anthropic (2.14+) makes a span of its own for every call once a tracer provider is set. Under
+    OpenInference, OpenLLMetry or pydantic-ai the call then has two LLM spans: the SDK's is the
+    child of the instrumentation's span, or (a stream) its sibling under the same parent, for the
+    same model. The instrumentation's span is the call; each of its spans takes at most one SDK
+    span, so two calls under one parent stay two. Both must be in the same Export request.
+    ``calls`` are the request's LLM spans with their scans; ``sdk`` those from an SDK's scope.
+    """
+    others = {
+        (span.trace_id, span.span_id): scan
+        for span, scan in calls
+        if (span.trace_id, span.span_id) not in sdk
+    }
+    duplicates: set[tuple[bytes, bytes]] = set()
+    taken: set[tuple[bytes, bytes]] = set()
+    for span, _scan in calls:
+        key, parent = (span.trace_id, span.span_id), (span.trace_id, span.parent_span_id)
+        if key in sdk and parent in others and parent not in taken:
+            duplicates.add(key)
+            taken.add(parent)
+    free: dict[tuple[bytes, bytes, str], int] = {}
+    for span, scan in calls:
+        key = (span.trace_id, span.span_id)
+        if key not in sdk and key not in taken:
+            group = (span.trace_id, span.parent_span_id, _model_key(scan))
+            free[group] = free.get(group, 0) + 1
+    for span, scan in calls:
+        key = (span.trace_id, span.span_id)
+        group = (span.trace_id, span.parent_span_id, _model_key(scan))
+        if key in sdk and key not in duplicates and free.get(group, 0) > 0:
+            duplicates.add(key)
+            free[group] -= 1
+    return duplicates
+
+
+def _model_key(scan: Scan) -> str:
+    return (scan.text("request_model") or scan.text("response_model") or "").lower()
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.lower() == b.lower()

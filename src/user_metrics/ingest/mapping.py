@@ -149,6 +149,7 @@ def map_request(
     # (trace_id, span_id) -> identity facts of every span, for inheritance within the request.
     identities: dict[tuple[bytes, bytes], Identity] = {}
     pending: list[tuple[Any, Scan, str | None, Identity, Identity, str | None, str | None]] = []
+    sdk_spans: set[tuple[bytes, bytes]] = set()  # LLM spans a provider SDK made of its own
 
     for resource_spans in request.resource_spans:
         try:
@@ -183,14 +184,20 @@ def map_request(
                 if is_llm:
                     context = (resource_identity, service_name, environment)
                     pending.append((span, scan, operation, identity, *context))
+                    if scope_spans.scope.name in c.PROVIDER_SDK_SCOPES:
+                        sdk_spans.add((span.trace_id, span.span_id))
                 else:
                     out.skipped += 1
 
-    seen = dialects.wrappers(
+    # A provider SDK's own span of a call an instrumentation records first, then the wrappers
+    # among the rest: the instrumentation's span is the call, even one without tokens (a failure).
+    seen = dialects.provider_sdk_duplicates([(p[0], p[1]) for p in pending], sdk_spans)
+    seen |= dialects.wrappers(
         dialects.Call(p[0].trace_id, p[0].span_id, p[0].parent_span_id, p[2], dialects.has_tokens(p[1]))
         for p in pending
+        if (p[0].trace_id, p[0].span_id) not in seen
     )
-    out.skipped += len(seen)  # wrappers around a call in this request: the call is counted
+    out.skipped += len(seen)  # wrappers and SDK spans of a call in this request: the call is counted
     for span, scan, operation, identity, resource_identity, service_name, environment in pending:
         key = (span.trace_id, span.span_id)
         if key in seen:  # the same span twice in one request is one call
