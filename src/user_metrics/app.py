@@ -12,6 +12,7 @@ import duckdb
 import grpc
 
 from user_metrics import __version__
+from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.ingest.attributes import compile_conventions
 from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.ingest.otlp_grpc import trace_service_handler
@@ -68,6 +69,8 @@ class App:
             attribution_window_seconds=settings.attribution_window_seconds,
             max_dimension_values=settings.max_dimension_values,
         )
+        # The coverage report's live part: as many (service, scope) entries as /metrics has values.
+        self.coverage = CoverageCounts(self.stats, settings.metrics_max_values)
         self.ingestor = Ingestor(
             self.conventions,
             self.pricer,
@@ -75,6 +78,7 @@ class App:
             self.stats,
             max_property_keys=settings.max_property_keys,
             attribution_window_seconds=settings.attribution_window_seconds,
+            coverage=self.coverage,
         )
         self.max_message_bytes = settings.max_message_mib * 1024 * 1024
         rpcs = Rpcs(settings.grpc_workers, settings.receive_timeout_seconds, self.stats)
@@ -103,6 +107,7 @@ class App:
             max_users=settings.metrics_max_users,
             property_keys=settings.metrics_properties,
             max_values=settings.metrics_max_values,
+            coverage=self.coverage,
         )
         self.metrics = RenderedMetrics(
             registry(collector),
@@ -159,6 +164,7 @@ class App:
                     read_tokens=self.read_tokens,
                     tls=self.tls,
                     health=self.store.health,
+                    coverage=self.coverage,
                 ),
             )
         except SettingsError:

@@ -29,6 +29,7 @@ from user_metrics.errors import (
 )
 from user_metrics.query.results import (
     Anomalies,
+    Coverage,
     PropertyBreakdown,
     PropertyKeys,
     RecentRequests,
@@ -165,6 +166,10 @@ class RemoteClient:
         return from_json(
             Anomalies, self._call("/api/v1/anomalies", {"since": since, "until": until, **kwargs})
         )
+
+    def coverage(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Coverage:
+        """Per service and scope: stored shares in the window, and the server's live key report."""
+        return from_json(Coverage, self._call("/api/v1/coverage", {"since": since, "until": until, **kwargs}))
 
     def sql(self, sql: str, limit: int | None = None) -> SqlResult:
         """``limit`` None: the server's default (1000 rows, or its ``sql_max_rows`` if lower)."""

@@ -74,6 +74,8 @@ LIMITS = (
     "receive_timeout_seconds",
     "request_head_bytes",
     "gzip_members",
+    "coverage_scopes",
+    "coverage_keys",
 )
 # queue_full, workers_busy: exports; connections_full, bodies_full: requests to either HTTP listener.
 REFUSALS = ("queue_full", "workers_busy", "connections_full", "bodies_full")

@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 from conftest import Service
+from coverage_spans import COMPLETE, PARTIAL, two_scopes
 from otlp import chat, request, span
 
 CHROMIUM = "/usr/bin/chromium"
@@ -518,8 +519,50 @@ class TestPropertiesPage:
             svc.stop()
 
 
+class TestCoveragePage:
+    def test_shares_per_scope_skipped_spans_and_unread_keys(self, browser: Browser, tmp_path: Path) -> None:
+        """/coverage lists per service and scope the shares with a user, a session and a cost, and
+        what the service saw: the skipped LLM-looking spans with their keys, and the unread keys."""
+        svc = Service(tmp_path / "um.duckdb")
+        app = svc.start()
+        try:
+            app.ingestor.export(two_scopes())
+            context = browser.new_context(viewport=DESKTOP)
+            tab = context.new_page()
+            errors: list[str] = []
+            tab.on("pageerror", lambda error: errors.append(str(error)))
+            tab.goto(url(svc, "/"))
+            ready(tab)
+            tab.click("#nav-coverage")
+            tab.wait_for_url(re.compile(r"/coverage"))
+            ready(tab)
+            shares = {r["Scope"]: r for r in table(tab, "#coverage-scopes")}
+            assert set(shares) == {COMPLETE[0], PARTIAL[0]}
+            full, part = shares[COMPLETE[0]], shares[PARTIAL[0]]
+            assert (full["Service"], full["Version"], full["Requests"]) == ("shop", "1.0", "4")
+            assert [float(full[c]) for c in ("With user", "With session", "With cost")] == [1, 1, 1]
+            assert [float(part[c]) for c in ("With user", "With session", "With cost")] == [0, 0, 0]
+            spans = {r["Scope"]: r for r in table(tab, "#coverage-spans")}
+            seen = spans[PARTIAL[0]]
+            assert (seen["LLM spans"], seen["LLM-looking, skipped"]) == ("3", "2")
+            assert seen["Skipped spans"] == "embed text-embedding-3-small ×2"
+            assert (
+                seen["Their keys"]
+                == "gen_ai.request.model ×2, gen_ai.system ×2, gen_ai.usage.total_tokens ×2"
+            )
+            assert seen["Keys no convention reads"] == (
+                "acme.customer ×3, acme.tier ×2, gen_ai.openai.response.system_fingerprint ×1"
+            )
+            assert spans[COMPLETE[0]]["Keys no convention reads"] == "–"
+            shot(tab, "coverage")
+            context.close()
+        finally:
+            svc.stop()
+        assert errors == []
+
+
 class TestPhoneAndToken:
-    @pytest.mark.parametrize("path", ["/", "/users/ada", "/properties"])
+    @pytest.mark.parametrize("path", ["/", "/users/ada", "/properties", "/coverage"])
     def test_usable_on_a_phone_sized_screen(self, browser: Browser, served: Service, path: str) -> None:
         """At 390 px nothing makes the page scroll sideways (wide tables scroll inside their box)."""
         context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -37,7 +39,7 @@ SCHEMA_6_COLUMNS = [
     "streaming",
     "properties",
 ]
-NEW_COLUMNS = ["cache_added_to_input", "price_provider"]
+NEW_COLUMNS = ["cache_added_to_input", "price_provider", "scope_name", "scope_version"]
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 PARENT = bytes.fromhex("b7ad6b7169203331")
 
@@ -105,6 +107,7 @@ class TestUpgradeFrom6:
         assert (rows["late-user"]["parent_span_id"], rows["late-user"]["input_tokens"]) == (PARENT.hex(), 500)
         new = rows["new-user"]
         assert (new["cache_added_to_input"], new["price_provider"]) == (False, "openai")
+        assert (new["scope_name"], rows["old-user"]["scope_name"]) == ("tests", None)
 
     def test_opening_again_changes_nothing(self, tmp_path: Path) -> None:
         """An upgraded file opens again as it is (the upgrade runs once)."""
@@ -121,3 +124,71 @@ class TestUpgradeFrom6:
         finally:
             con.close()
         assert len(read_requests(db)) == 1
+
+
+SCHEMA_8_COLUMNS = [*SCHEMA_6_COLUMNS, "cache_added_to_input", "price_provider"]
+SCOPE_COLUMNS = ["scope_name", "scope_version"]
+
+
+class TestUpgradeFrom8:
+    def test_a_schema_8_file_gains_the_scope_columns_and_keeps_its_rows(self, tmp_path: Path) -> None:
+        """A file the code of schema 8 wrote (tests/data/make_schema8_db.py, with a row waiting in
+        pending) opens in place: requests and pending gain scope_name and scope_version at the end
+        (NULL in old rows), the rollups are kept as they are, and new rows carry their scope."""
+        db = tmp_path / "old.duckdb"
+        with (
+            gzip.open(Path(__file__).parents[1] / "data" / "schema8.duckdb.gz", "rb") as src,
+            db.open("wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst)
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("8",)
+            assert columns(con, "requests") == SCHEMA_8_COLUMNS
+            assert con.execute("SELECT count(*) FROM pending").fetchone() == (1,)
+            rollup_before = con.execute("SELECT * FROM rollup_user_day ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+        con = duckdb.connect(str(db))  # the file was written long ago: its row still waits for its parent
+        try:
+            con.execute("UPDATE pending SET deadline_us = 2 ** 62")
+        finally:
+            con.close()
+        svc = Service(db, attribution_window_seconds=3600.0)
+        app = svc.start()
+        parent = span({"user.id": "late-user"}, trace_id=TRACE, span_id=PARENT, name="handle_request")
+        app.ingestor.export(request([parent]))
+        app.ingestor.export(request([span(chat(user="new-user", inp=2000, out=20))]))
+        svc.stop()
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+                SCHEMA_VERSION,
+            )
+            assert columns(con, "requests") == [*SCHEMA_8_COLUMNS, *SCOPE_COLUMNS]
+            assert columns(con, "pending") == [
+                *SCHEMA_8_COLUMNS,
+                *SCOPE_COLUMNS,
+                "waiting_for",
+                "deadline_us",
+            ]
+            old_users = {"alice", "bob", None}
+            rollup_after = con.execute(
+                "SELECT * FROM rollup_user_day WHERE user_key IN "
+                "(SELECT user_key FROM users WHERE user_id IN ('alice', 'bob')) OR user_key = 0 ORDER BY ALL"
+            ).fetchall()
+        finally:
+            con.close()
+        rows = read_requests(db)
+        by_user: dict[str | None, list[dict[str, object]]] = {}
+        for row in rows:
+            by_user.setdefault(row["user_id"], []).append(row)
+        assert set(by_user) == old_users | {"late-user", "new-user"}
+        for user in old_users | {"late-user"}:  # stored, or waiting, before the upgrade: unknown
+            assert all((r["scope_name"], r["scope_version"]) == (None, None) for r in by_user[user])
+        assert by_user["late-user"][0]["input_tokens"] == 500
+        assert (by_user["new-user"][0]["scope_name"], by_user["new-user"][0]["scope_version"]) == (
+            "tests",
+            None,
+        )
+        assert rollup_after == rollup_before, "a schema-8 file keeps its rollups (no rebuild)"

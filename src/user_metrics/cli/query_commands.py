@@ -1,5 +1,5 @@
 """The reading commands of ``user-metrics``: users, user, requests, timeseries, properties, totals,
-anomalies, sql.
+anomalies, coverage, sql.
 
 They find the data the way an operator expects: ``--url`` asks that server, ``--db`` reads that
 file; with neither, the configured server is asked first (while it runs it holds the file) and
@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from user_metrics.cli.coverage_table import coverage_text
 from user_metrics.client import RemoteClient
 from user_metrics.errors import Unavailable
 from user_metrics.query.results import DEFAULT_VALUES, MAX_VALUES, SORTABLE_USER_FIELDS, USER_FIELDS, to_json
@@ -114,6 +115,14 @@ def add_commands(commands: Any) -> None:
     # No default here: importing the detector for its constant would load DuckDB; the client's
     # default applies (tests/cli/test_cli_help.py keeps this help text true).
     unusual.add_argument("--threshold", type=float, help="robust z-score to flag (default 6)")
+    covered = commands.add_parser(
+        "coverage",
+        parents=parents,
+        help="per service and instrumentation scope: shares with user, session, cost; what is not read",
+    )
+    covered.add_argument(
+        "--limit", type=int, default=20, help="most span names and keys per list and scope (default 20)"
+    )
     sql = commands.add_parser("sql", parents=[common], help="run one read-only SELECT")
     sql.add_argument("sql", metavar="QUERY")
     sql.add_argument("--limit", type=int, default=1000)
@@ -181,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
             result = client.timeseries(args.user, args.since, args.until, bucket=args.bucket, **filters)
         elif args.command == "properties":
             result = client.by_property(args.key, args.since, args.until, limit=args.limit, **filters)
+        elif args.command == "coverage":
+            result = client.coverage(args.since, args.until, limit=args.limit, **filters)
         elif args.command == "anomalies":
             threshold = {} if args.threshold is None else {"threshold": args.threshold}
             result = client.anomalies(args.since, args.until, history=args.history, **threshold)
@@ -194,6 +205,8 @@ def render(command: str, data: dict[str, Any], fmt: str) -> str:
     """The JSON form (as the HTTP API answers it), CSV, or a readable table."""
     if fmt == "json":
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if command == "coverage":
+        return coverage_text(data, fmt, _table)
     header, rows, note = _tabular(command, data, full=fmt == "csv")
     if fmt == "csv":
         out = io.StringIO()

@@ -184,7 +184,7 @@ def _without_surrogates(value: Any) -> Any:
 class Scan:
     """The convention hits of one attribute list; values converted on demand."""
 
-    __slots__ = ("hits", "prefixed", "bare", "json_cache", "dropped")
+    __slots__ = ("hits", "prefixed", "bare", "json_cache", "dropped", "unread")
 
     def __init__(self) -> None:
         self.hits: dict[str, list[tuple[_Target, str, AnyValue]]] = {}
@@ -192,6 +192,7 @@ class Scan:
         self.bare: list[tuple[str, AnyValue]] = []
         self.json_cache: dict[str, Any] = {}
         self.dropped = 0  # attributes beyond the limit, not read
+        self.unread: list[str] = []  # keys no convention reads, for the coverage report
 
     def has(self, field_name: str) -> bool:
         return field_name in self.hits
@@ -354,6 +355,7 @@ def scan_attributes(attributes: Sequence[Any], conv: Conventions) -> Scan:
     prefixes = conv.property_prefixes
     bare = conv.bare_property_keys
     json_keys = conv.property_json_keys
+    unread = scan.unread
     for kv in attributes:
         key = kv.key
         targets = get(key)
@@ -371,4 +373,6 @@ def scan_attributes(attributes: Sequence[Any], conv: Conventions) -> Scan:
             scan.prefixed.append((key, kv.value))
         elif key in bare or key in json_keys:
             scan.bare.append((key, kv.value))
+        else:
+            unread.append(key)
     return scan

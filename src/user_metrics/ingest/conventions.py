@@ -384,3 +384,12 @@ PROVIDER_API_SUFFIXES = (
     ".embedding",
     ".textembedding",
 )
+
+# ---- the coverage report (coverage_scan.py) -----------------------------------------------------
+# A span the rules above do not count still "looks like" an LLM call when it has one of these
+# fields, or an attribute no convention reads whose key starts with one of LLM_LIKE_PREFIXES and
+# contains one of LLM_LIKE_WORDS (the AI SDK's `ai.model.id`, `ai.usage.tokens`). A span whose
+# declared operation is one of NON_MODEL_OPERATIONS is skipped on purpose and never listed.
+LLM_LIKE_FIELDS = ("request_model", "response_model", *TOKEN_FIELDS, "cost")
+LLM_LIKE_PREFIXES = ("gen_ai.", "llm.", "ai.", "embedding.", "langfuse.observation.")
+LLM_LIKE_WORDS = ("model", "usage", "token", "cost")

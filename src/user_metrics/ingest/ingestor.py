@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.errors import InvalidInput, Overloaded
 from user_metrics.ingest.attributes import Conventions
 from user_metrics.ingest.fair_slots import FairSlots
@@ -169,8 +170,11 @@ class Ingestor:
         mapping_concurrency: int = 2,
         max_property_keys: int = 1000,
         attribution_window_seconds: float = 30.0,
+        coverage: CoverageCounts | None = None,
     ) -> None:
+        """``coverage``: the coverage report's live counters, given each request's tally."""
         self._conventions = conventions
+        self._coverage = coverage
         self._pricer = pricer
         self._store = store
         self._stats = stats
@@ -204,6 +208,8 @@ class Ingestor:
             spans_skipped=mapped.skipped,
             spans_cache_added_to_input=sum(r.cache_added_to_input for r in mapped.records),
         )
+        if self._coverage is not None and mapped.coverage.scopes:
+            self._coverage.add(mapped.coverage.scopes)
         self._stats.cut("max_value_length", mapped.truncated_values)
         self._stats.cut("max_properties", mapped.dropped_properties)
         self._stats.cut("max_span_attributes", mapped.dropped_attributes + dropped_attributes)

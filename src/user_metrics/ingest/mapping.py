@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.ingest import conventions as c
-from user_metrics.ingest import dialects
+from user_metrics.ingest import coverage_scan, dialects
 from user_metrics.ingest.attributes import (
     MAX_TOKENS,
     Conventions,
@@ -65,6 +65,7 @@ class MappedRequest:
     # no user id and its ancestry is incomplete (it waits for that ancestor), else None.
     waiting_for: list[str | None] = field(default_factory=list)
     facts: list[SpanFact] = field(default_factory=list)  # every span's own identity, for later requests
+    coverage: coverage_scan.Tally = field(default_factory=coverage_scan.Tally)  # the coverage report's
 
 
 # ---- what a span is -----------------------------------------------------------------------------
@@ -162,6 +163,7 @@ def map_request(
                 out.rejected.extend(_internal(span, exc, "its resource") for span in scope_spans.spans)
             continue
         for scope_spans in resource_spans.scope_spans:
+            scope = out.coverage.scope(scope_spans.scope, service_name, conv.max_value_length)
             for span in scope_spans.spans:
                 steps += 1
                 if pause is not None and steps % PAUSE_EVERY == 0:
@@ -172,8 +174,12 @@ def map_request(
                     identity = _identity(scan, conv, span.parent_span_id)
                     identities[(span.trace_id, span.span_id)] = identity
                     is_llm, operation = _call(scan)
+                    # A span a library's rule judged (an AI SDK wrapper, Logfire's superseded
+                    # request span) is no surprise to the coverage report: not listed as skipped.
+                    judged = is_llm or dialects.ai_sdk_verdict(scan) is not None
                     if is_llm and dialects.superseded(span, scan):  # another span records this call
                         is_llm, operation = False, None
+                    out.coverage.saw(span, scan, scope, judged, _declared_operation(scan))
                     if valid_ids(span.trace_id, span.span_id):
                         out.facts.append(fact(span, identity, conv))
                         if not is_llm:  # an LLM span's cut is counted once, on its record
@@ -224,7 +230,7 @@ def map_request(
         except Exception as exc:  # noqa: BLE001 - a bug rejects this span, not the request
             out.rejected.append(_internal(span, exc, "the span"))
             continue
-        out.records.append(record)
+        out.records.append(out.coverage.stored(record, span, scan))  # the scope, for the coverage report
         out.waiting_for.append(resume.hex() if record.user_id is None and resume else None)
     return out
 

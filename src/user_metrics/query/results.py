@@ -214,6 +214,60 @@ class Anomalies:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScopeCoverage:
+    """The stored requests of one service and instrumentation scope in the window, and their shares."""
+
+    service_name: str | None
+    scope_name: str | None  # None: stored before schema 9, or the span's scope had no name
+    scope_version: str | None
+    requests: int
+    with_user: int
+    with_session: int
+    with_cost: int  # cost known (reported or priced)
+    user_share: float  # with_user / requests
+    session_share: float
+    cost_share: float
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyCount:
+    """An attribute key (or span name) and how often it was seen."""
+
+    key: str
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ScopeKeys:
+    """What the running service saw of one service and scope since it started (not windowed)."""
+
+    service_name: str | None
+    scope_name: str | None
+    scope_version: str | None
+    llm_spans: int  # LLM spans mapped to records (re-sent ones again)
+    llm_like_skipped: int  # spans not counted that look like LLM calls
+    skipped_span_names: tuple[KeyCount, ...]  # their names, most frequent first
+    skipped_keys: tuple[KeyCount, ...]  # their attribute keys (spans having each), most frequent first
+    unread_keys: tuple[KeyCount, ...]  # keys on LLM spans no convention reads, most frequent first
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """Per service and scope: the stored requests' shares in the window, and the live key report.
+
+    ``live`` is False when the database file was read instead of the running service: then only
+    the stored shares are known and ``spans`` is empty.
+    """
+
+    since: datetime
+    until: datetime
+    scopes: tuple[ScopeCoverage, ...]  # most requests first
+    live: bool
+    live_since: datetime | None  # when the service began counting spans (its start)
+    spans: tuple[ScopeKeys, ...]  # most skipped LLM-looking spans, then unread keys, first
+
+
+@dataclasses.dataclass(frozen=True)
 class SqlResult:
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]

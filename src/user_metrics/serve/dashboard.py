@@ -1,6 +1,6 @@
 """The dashboard's files: one HTML shell, a script and a stylesheet, served by the API server.
 
-The pages (``/``, ``/users/{id}``, ``/properties``) are the same shell; its script draws them
+The pages (``/``, ``/users/{id}``, ``/properties``, ``/coverage``) are the same shell; its script draws them
 from the HTTP JSON API with the read token the user gives it. The files hold no data, so they
 are served without a token; every number on the page comes from ``/api/v1`` and needs one.
 Nothing is loaded from elsewhere: the Content-Security-Policy allows this origin only.
@@ -30,8 +30,8 @@ HEADERS = [
 
 
 def is_page(path: str) -> bool:
-    """``/``, ``/users``, ``/users/{id}`` (one percent-encoded segment) and ``/properties``."""
-    if path in ("/", "/users", "/users/", "/properties"):
+    """``/``, ``/users``, ``/users/{id}`` (one percent-encoded segment), ``/properties``, ``/coverage``."""
+    if path in ("/", "/users", "/users/", "/properties", "/coverage"):
         return True
     return path.startswith("/users/") and "/" not in path[len("/users/") :]
 

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import duckdb
 
 from user_metrics import __version__
+from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -36,6 +37,7 @@ from user_metrics.errors import (
 from user_metrics.net.auth import Tokens
 from user_metrics.net.http_server import BackgroundServer, Bounds, Handler
 from user_metrics.query.anomalies import anomalies
+from user_metrics.query.coverage import DEFAULT_KEYS, coverage
 from user_metrics.query.deadline import QueryRunner
 from user_metrics.query.properties import by_property, property_keys
 from user_metrics.query.results import DEFAULT_VALUES, to_json
@@ -64,6 +66,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "properties": (*FILTERS, "limit"),
     "totals": FILTERS,
     "anomalies": ("since", "until", "history", "threshold"),
+    "coverage": (*FILTERS, "limit"),
 }
 
 
@@ -101,6 +104,8 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         params["limit"] = _int(params, "limit", 20)
     if route == "properties":
         params["limit"] = _int(params, "limit", DEFAULT_VALUES)
+    if route == "coverage":
+        params["limit"] = _int(params, "limit", DEFAULT_KEYS)
     if "threshold" in params:
         try:
             params["threshold"] = float(params["threshold"])
@@ -138,8 +143,11 @@ class ApiServer(BackgroundServer):
         read_tokens: Tokens | None = None,
         tls: ssl.SSLContext | None = None,
         health: Callable[[], str | None] = lambda: None,
+        coverage: CoverageCounts | None = None,
     ) -> None:
+        """``coverage``: the live counters ``/api/v1/coverage`` reports beside the stored shares."""
         self.health = health
+        self.coverage = coverage
         self.queries = QueryRunner(open_reader)
         self.sql_queries = QueryRunner(open_reader, max_running=sql_max_concurrent)
         self.stats = stats
@@ -193,9 +201,8 @@ class ApiServer(BackgroundServer):
             ),
         )
 
-    @staticmethod
     def _query(
-        rest: list[str], pairs: list[tuple[str, str]]
+        self, rest: list[str], pairs: list[tuple[str, str]]
     ) -> Callable[[duckdb.DuckDBPyConnection], Any] | None:
         """The call of the query function a path under /api/v1/ names (arguments parsed); None: no route."""
         name = rest[1] if len(rest) > 1 else ""  # a user id or a property key
@@ -218,6 +225,9 @@ class ApiServer(BackgroundServer):
             route, call = "totals", lambda con, a: totals(con, **a)
         elif rest == ["anomalies"]:
             route, call = "anomalies", lambda con, a: anomalies(con, **a)
+        elif rest == ["coverage"]:
+            live = self.coverage.snapshot() if self.coverage is not None else None
+            route, call = "coverage", lambda con, a: coverage(con, live=live, **a)
         else:
             return None
         arguments = _arguments(route, pairs)

@@ -14,10 +14,12 @@ import duckdb
 
 from user_metrics.errors import Unavailable
 from user_metrics.query.anomalies import anomalies as find_anomalies
+from user_metrics.query.coverage import coverage
 from user_metrics.query.deadline import QueryRunner
 from user_metrics.query.properties import by_property, property_keys
 from user_metrics.query.results import (
     Anomalies,
+    Coverage,
     PropertyBreakdown,
     PropertyKeys,
     RecentRequests,
@@ -115,6 +117,10 @@ class LocalClient:
 
     def anomalies(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Anomalies:
         return find_anomalies(self._con, since, until, **kwargs)
+
+    def coverage(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Coverage:
+        """The stored shares only (``live`` False): the key report lives in a running service."""
+        return coverage(self._con, since, until, **kwargs)
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
         return run_sql(self._sql, sql, limit=limit, timeout=timeout)

@@ -32,10 +32,12 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.query import scope
 from user_metrics.query.anomalies import anomalies
 from user_metrics.query.results import Anomaly
 from user_metrics.query.snapshot import Usage, snapshot
+from user_metrics.serve.coverage_metrics import CoverageFamilies
 from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,10 @@ class UsageCollector(Collector):
         property_keys: Sequence[str],
         max_values: int = 100,
         now: Callable[[], datetime] = scope.now,
+        coverage: CoverageCounts | None = None,
     ) -> None:
         self._open_reader = open_reader
+        self._coverage = CoverageFamilies(coverage, max_values, now)  # coverage_metrics.py
         self._now = now  # the anomalies' clock
         self._stats = stats
         self._queue = queue  # (batches, rows) waiting for the writer
@@ -105,6 +109,7 @@ class UsageCollector(Collector):
         try:
             snap = snapshot(con, self._max_users, self._property_keys, self._max_values)
             findings = self._anomalies(con)
+            coverage = list(self._coverage.collect(con))
         finally:
             con.close()
         yield from self._users(snap.users)
@@ -137,6 +142,7 @@ class UsageCollector(Collector):
         yield requests
         yield cost
         yield self._left_out(snap.models_left_out, snap.values_left_out)
+        yield from coverage
         yield from self._self()
 
     @staticmethod

@@ -40,6 +40,8 @@ REQUESTS_ARROW_SCHEMA = pa.schema(
         ("properties", pa.map_(pa.string(), pa.string())),
         ("cache_added_to_input", pa.bool_()),
         ("price_provider", pa.string()),
+        ("scope_name", pa.string()),
+        ("scope_version", pa.string()),
     ]
 )
 

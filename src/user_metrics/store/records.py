@@ -41,6 +41,9 @@ class RequestRecord(NamedTuple):
     cache_added_to_input: bool = False
     # The API the call went to (``server.address`` host, or a base URL), for pricing only.
     server_address: str | None = None
+    # The instrumentation scope (library) that emitted the span: ``scope_spans.scope``.
+    scope_name: str | None = None
+    scope_version: str | None = None
 
 
 class SpanFact(NamedTuple):

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 # 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending,
 # 7 requests.cache_added_to_input and requests.price_provider, 8 dims with request and response
-# model and bounded values (dim_values)
-SCHEMA_VERSION = "8"
+# model and bounded values (dim_values), 9 requests.scope_name and requests.scope_version
+SCHEMA_VERSION = "9"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -48,11 +48,18 @@ CREATE TABLE IF NOT EXISTS requests (
     streaming          BOOLEAN,
     properties         MAP(VARCHAR, VARCHAR),
     cache_added_to_input BOOLEAN,
-    price_provider     VARCHAR
+    price_provider     VARCHAR,
+    scope_name         VARCHAR,
+    scope_version      VARCHAR
 )
 """
 # Columns added to `requests` since schema 1 (an upgrade appends them, as the DDL has them).
-ADDED_COLUMNS = (("cache_added_to_input", "BOOLEAN"), ("price_provider", "VARCHAR"))
+ADDED_COLUMNS = (
+    ("cache_added_to_input", "BOOLEAN"),
+    ("price_provider", "VARCHAR"),
+    ("scope_name", "VARCHAR"),
+    ("scope_version", "VARCHAR"),
+)
 # `pending` holds rows of `requests` plus these, last.
 PENDING_COLUMNS = ("waiting_for", "deadline_us")
 OTHER_DDL = (
@@ -81,7 +88,7 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_v
         con.execute(ddl)
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = row[0] if row else None
-    if version not in (None, "1", "2", "3", "4", "5", "6", "7", SCHEMA_VERSION):
+    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", SCHEMA_VERSION):
         con.execute("ROLLBACK")
         raise Unavailable(f"{path} has schema version {version}, this build needs {SCHEMA_VERSION}")
     _match_pending_columns(con)

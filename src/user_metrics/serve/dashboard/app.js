@@ -1,5 +1,6 @@
 // The user-metrics dashboard: plain JavaScript over the service's HTTP JSON API (/api/v1/...).
-// Pages: / (users), /users/{id} (one user), /properties (cost per property value). The page's
+// Pages: / (users), /users/{id} (one user), /properties (cost per property value), /coverage
+// (what each instrumentation scope's spans carry, and what no convention reads). The page's
 // state (window, filters, sort, search, page) lives in the URL, so every view can be linked.
 // Data is only ever inserted as text (textContent), never as HTML.
 "use strict";
@@ -241,6 +242,7 @@ function syncControls(s) {
   );
   document.getElementById("nav-users").href = href("/", s);
   document.getElementById("nav-properties").href = href("/properties", s, { key: s.key });
+  document.getElementById("nav-coverage").href = href("/coverage", s);
   document.getElementById("forget-token").hidden = !token();
 }
 
@@ -344,6 +346,7 @@ async function render() {
   if (path === "/" || path === "/users" || path === "/users/") page = usersPage;
   else if (path.startsWith("/users/")) page = userPage;
   else if (path === "/properties") page = propertiesPage;
+  else if (path === "/coverage") page = coveragePage;
   else page = async () => [el("h1", {}, "Not found"), el("p", {}, "No page at " + path + ". "), el("a", { href: local("/") }, "Users")];
   document.body.dataset.state = "loading";
   try {
@@ -645,6 +648,43 @@ function meter(share) {
   const bar = el("span", { "data-share": share.toFixed(3) });
   bar.style.width = (100 * share).toFixed(1) + "%";
   return bar;
+}
+
+// ---- coverage -----------------------------------------------------------------------------------
+
+// Per service and instrumentation scope: the share of stored requests with a user, a session and a
+// cost in the window; then what the running service saw since it started: spans that look like
+// LLM calls but were skipped (names, keys), and keys on LLM spans that no convention reads.
+async function coveragePage(s) {
+  document.title = "Coverage · user-metrics";
+  const data = await api("/api/v1/coverage", [...filterParams(s), ["limit", 25]]);
+  const scopeCells = (e) => [el("th", { scope: "row" }, e.service_name || "–"),
+                             el("td", {}, e.scope_name || "(none)"), el("td", {}, e.scope_version || "–")];
+  const share = (value) => el("td", { class: "num" + (value < 1 ? " short" : ""), "data-value": value }, fmt.pct(value));
+  const keys = (list) => el("td", { class: "props" }, list.map((k) => k.key + " ×" + k.count).join(", ") || "–");
+  const stored = el("section", { class: "panel" }, el("h2", {}, "Stored requests"),
+    el("div", { class: "scroll" }, el("table", { id: "coverage-scopes" },
+      el("thead", {}, el("tr", {}, ["Service", "Scope", "Version", "Requests", "With user", "With session", "With cost"].map((h, i) =>
+        el("th", { scope: "col", class: i >= 3 ? "num" : null }, h)))),
+      el("tbody", {}, data.scopes.map((e) => el("tr", {}, scopeCells(e), cell("int", e.requests),
+        share(e.user_share), share(e.session_share), share(e.cost_share)))))),
+    data.scopes.length ? null : el("p", { class: "muted" }, "No requests in this window."));
+  const seen = el("section", { class: "panel" }, el("h2", {}, "Spans seen since " + fmt.time(data.live_since) + " UTC"),
+    el("div", { class: "scroll" }, el("table", { id: "coverage-spans" },
+      el("thead", {}, el("tr", {}, ["Service", "Scope", "Version", "LLM spans", "LLM-looking, skipped", "Skipped spans",
+                                     "Their keys", "Keys no convention reads"].map((h, i) =>
+        el("th", { scope: "col", class: i === 3 || i === 4 ? "num" : null }, h)))),
+      el("tbody", {}, data.spans.map((e) => el("tr", { class: e.llm_like_skipped ? "failed" : null }, scopeCells(e),
+        cell("int", e.llm_spans), cell("int", e.llm_like_skipped),
+        keys(e.skipped_span_names), keys(e.skipped_keys), keys(e.unread_keys)))))),
+    data.spans.length ? null : el("p", { class: "muted" }, "No spans seen yet."));
+  return [
+    el("h1", {}, "Coverage"),
+    el("p", { class: "muted" }, pageWindow(data) + ". What each instrumentation library's spans carry: " +
+       "a share under 100 % means requests without a user, a session or a known cost."),
+    stored,
+    data.live ? seen : el("p", { class: "notice" }, "The span report is kept by a running service."),
+  ];
 }
 
 // ---- start --------------------------------------------------------------------------------------
