@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import duckdb
+import pytest
 from conftest import Service
 from query_data import requests_for
 from query_service import END, START, TRUTHS
 
 import user_metrics
+from user_metrics.stats import Stats
+from user_metrics.store.readers import Readers
 
 
 class TestReadingWhileWriting:
@@ -45,3 +50,35 @@ class TestReadingWhileWriting:
         assert seen == sorted(seen) and seen[-1] == len(TRUTHS)
         assert set(seen) <= sizes, "a reader saw part of an export"
         assert len(set(seen)) >= 3, "the reader should have overlapped the ingest"
+
+
+class TestMemoryGuard:
+    def test_the_guard_outlives_a_failed_reading_of_duckdbs_accounting(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """DuckDB can run out of memory reading its own accounting: that is pressure, so readers are
+        interrupted, and the guard keeps watching. (It once stopped for good there; unguarded
+        readers then took the writer's memory and an export failed.)"""
+        con = duckdb.connect(str(tmp_path / "um.duckdb"), config={"memory_limit": "256MB"})
+        readers = Readers(con.cursor(), Stats())
+        calls = {"n": 0}
+        real = Readers.pressure
+
+        def flaky(self: Readers) -> int:
+            calls["n"] += 1
+            if calls["n"] <= 2:
+                raise duckdb.OutOfMemoryException("Out of Memory Error: injected")
+            return real(self)
+
+        monkeypatch.setattr(Readers, "pressure", flaky)
+        reader = readers.open()
+        try:
+            deadline = time.monotonic() + 30
+            while calls["n"] < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert calls["n"] >= 5, "the guard stopped after the failure"
+            assert reader.stopped_for == "memory"
+        finally:
+            reader.close()
+            readers.close()
+            con.close()

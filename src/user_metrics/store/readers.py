@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # Readers may hold this share of DuckDB's memory limit; the rest is the writer's.
 READER_SHARE = 0.75
 GUARD_INTERVAL_S = 0.05
+GUARD_ERROR_LOG_S = 10.0  # at most one warning this often while reading the accounting fails
 # How long an exclusive section lets open readers finish before interrupting them, and how long
 # it then waits for the interrupted ones to close (a query still being planned ignores interrupts).
 EXCLUSIVE_GRACE_S = 1.0
@@ -217,6 +218,7 @@ class Readers:
     def _watch(self) -> None:
         """Interrupt the readers while what DuckDB cannot evict passes READER_SHARE of its limit."""
         budget = self._limit * READER_SHARE
+        logged = 0.0
         while True:
             with self._changed:
                 if not self._open or self._closed:
@@ -224,11 +226,17 @@ class Readers:
                     return
             try:
                 used = self.pressure()
-            except duckdb.Error:
-                log.exception("reading DuckDB's memory accounting failed; the memory guard stops")
-                with self._changed:
-                    self._guard = None
-                return
+            except duckdb.Error as exc:
+                # DuckDB may run out of memory reading its own accounting: that is pressure itself.
+                # Any other failure (a cursor the store is replacing) passes: the guard keeps going.
+                if time.monotonic() - logged >= GUARD_ERROR_LOG_S:
+                    logged = time.monotonic()
+                    log.warning("reading DuckDB's memory accounting failed (%s); the guard goes on", exc)
+                if isinstance(exc, duckdb.OutOfMemoryException):
+                    self.interrupt_all("memory")
+                    time.sleep(GUARD_INTERVAL_S * 4)
+                time.sleep(GUARD_INTERVAL_S)
+                continue
             if used > budget:
                 log.warning(
                     "readers hold %d MiB of DuckDB's %d MiB; interrupting them to keep the writer's share",
