@@ -28,7 +28,30 @@ class Library:
     # A regex on span names: the span that represents the call, when it is not the innermost one.
     call_span: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # pip constraints (`-c`): what the resolver cannot find out alone here (each with its reason).
+    constraints: tuple[str, ...] = ()
+    # A package released in lock-step with the bare-named packages it requires (OpenLLMetry's
+    # traceloop-sdk requires ~30 `opentelemetry-instrumentation-*` with no version): its latest
+    # release is installed with each of them pinned to the same version, or pip backtracks for
+    # longer than the suite's time-out through every older release of each.
+    release_line: str | None = None
 
+
+# traceloop-sdk 0.62.4: its milvus and pinecone instrumentations (0.61+) need
+# opentelemetry-semantic-conventions-ai>=0.5.2, which the index does not have (0.5.1 is the
+# newest); opentelemetry-python-contrib 0.66b2 is published for some packages only (logging,
+# redis, requests, sqlalchemy, not threading or urllib3, whose newest is 0.66b1), so pip mixes
+# them and backtracks.
+TRACELOOP_CONSTRAINTS = (
+    "opentelemetry-instrumentation-milvus<0.61",
+    "opentelemetry-instrumentation-pinecone<0.61",
+    # (with `<0.66b2` here, or on opentelemetry-instrumentation, pip still gives up; pinned to
+    # the newest complete line: raise it when contrib publishes a newer one for all six)
+    *(
+        f"opentelemetry-instrumentation-{name}==0.66b1"
+        for name in ("logging", "redis", "requests", "sqlalchemy", "threading", "urllib3")
+    ),
+)
 
 LIBRARIES = [
     Library(
@@ -49,11 +72,14 @@ LIBRARIES = [
     ),
     Library(
         "traceloop-openai",
-        ["traceloop-sdk", "openai"],
+        # traceloop-sdk 0.62.4 imports httpx (traceloop.sdk.evaluator) without requiring it
+        ["traceloop-sdk", "openai", "httpx"],
         "traceloop_openai.py",
         "openai",
         ["traceloop-sdk", "opentelemetry-instrumentation-openai", "openai"],
         "https://www.traceloop.com/docs/openllmetry/tracing/association",
+        constraints=TRACELOOP_CONSTRAINTS,
+        release_line="traceloop-sdk",
     ),
     Library(
         "openinference-openai",
@@ -124,11 +150,14 @@ LIBRARIES = [
     ),
     Library(
         "traceloop-anthropic",
-        ["traceloop-sdk", "anthropic"],
+        # traceloop-sdk 0.62.4 imports httpx (traceloop.sdk.evaluator) without requiring it
+        ["traceloop-sdk", "anthropic", "httpx"],
         "traceloop_anthropic.py",
         "anthropic",
         ["traceloop-sdk", "opentelemetry-instrumentation-anthropic", "anthropic"],
         "https://www.traceloop.com/docs/openllmetry/tracing/association",
+        constraints=TRACELOOP_CONSTRAINTS,
+        release_line="traceloop-sdk",
     ),
 ]
 BY_NAME = {lib.name: lib for lib in LIBRARIES}

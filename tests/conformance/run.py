@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import email
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +68,14 @@ def prepare(lib: Library, upgrade: bool) -> tuple[list[str], dict[str, str], str
     if not python.exists():
         _run([sys.executable, "-m", "venv", str(venv)], home)
     if upgrade or not (home / "installed").exists():
-        _run([str(python), "-m", "pip", "install", "-q", "--upgrade", *lib.packages], home)
+        packages, constraints = list(lib.packages), list(lib.constraints)
+        if lib.release_line:
+            version, pins = release_line(python, lib.release_line, constraints, home)
+            packages = [f"{p}=={version}" if p == lib.release_line else p for p in packages]
+            constraints += pins
+        (home / "constraints.txt").write_text("".join(c + "\n" for c in constraints))
+        pip = [str(python), "-m", "pip", "install", "-q", "--upgrade", "-c", str(home / "constraints.txt")]
+        _run([*pip, *packages], home)
         (home / "installed").write_text(time.ctime())
     freeze = _run([str(python), "-m", "pip", "freeze"], home)
     pins = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
@@ -73,10 +84,27 @@ def prepare(lib: Library, upgrade: bool) -> tuple[list[str], dict[str, str], str
     return [str(python), str(HERE / "scenarios" / lib.script)], versions | {"_env": json.dumps(env)}, freeze
 
 
+def release_line(python: Path, package: str, constraints: list[str], home: Path) -> tuple[str, list[str]]:
+    """The latest release of ``package`` and a pin to that version for each package it requires
+    by bare name (released with it), except those ``constraints`` already name."""
+    wheels = home / "release-line"
+    shutil.rmtree(wheels, ignore_errors=True)
+    _run([str(python), "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), package], home)
+    (wheel,) = wheels.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = email.message_from_bytes(zf.read(name))
+    version = str(metadata["Version"])
+    named = {re.split(r"[<>=!~ ;\[]", c, maxsplit=1)[0] for c in constraints}
+    bare = [r.strip() for r in metadata.get_all("Requires-Dist") or [] if re.fullmatch(r"\s*[\w.-]+\s*", r)]
+    return version, [f"{r}=={version}" for r in bare if r not in named]
+
+
 def _run(cmd: list[str], cwd: Path) -> str:
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
     if done.returncode:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        tail = [line for line in lines if not line.startswith("WARNING: Location")][-8:]
         raise Unavailable(f"`{' '.join(cmd[:4])} ...` failed: " + " | ".join(tail))
     return done.stdout
 
@@ -88,7 +116,7 @@ def scenario_doc(lib: Library) -> str:
     return source.split("*/", 1)[0].lstrip("/* \n")
 
 
-def run_library(lib: Library, record: bool, upgrade: bool) -> dict[str, Any]:
+def run_library(lib: Library, record: Path | None, upgrade: bool) -> dict[str, Any]:
     """One library end to end; the result holds verdicts, or why it could not run."""
     result: dict[str, Any] = {
         "library": lib.name,
@@ -155,10 +183,10 @@ def run_library(lib: Library, record: bool, upgrade: bool) -> dict[str, Any]:
         exports=len(proxy.bodies),
         rejected=[a for a in proxy.answers if a != 200],
     )
-    if record:
+    if record is not None:
         expected = capture.expected_rows(the_calls, intended, picks, spans)
         capture.write(
-            CAPTURES / lib.name,
+            record / lib.name,
             lib,
             versions,
             freeze,
@@ -169,7 +197,7 @@ def run_library(lib: Library, record: bool, upgrade: bool) -> dict[str, Any]:
             intended,
             expected,
         )
-        result["recorded"] = str((CAPTURES / lib.name).relative_to(ROOT))
+        result["recorded"] = str(record / lib.name)
     return result
 
 
@@ -228,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(BY_NAME), help="libraries to run")
     parser.add_argument("--record", action="store_true", help="write each run as tests/captures/<library>/")
+    parser.add_argument(
+        "--record-to",
+        type=Path,
+        metavar="DIR",
+        help="write each run as DIR/<library>/ instead (implies --record)",
+    )
     parser.add_argument("--no-upgrade", action="store_true", help="reuse installed environments as they are")
     parser.add_argument("--list", action="store_true", help="list the libraries and exit")
     args = parser.parse_args(argv)
@@ -235,12 +269,13 @@ def main(argv: list[str] | None = None) -> int:
         for lib in LIBRARIES:
             print(f"{lib.name:26} {lib.kind:7} {' '.join(lib.packages)}")
         return 0
+    record = args.record_to.resolve() if args.record_to else CAPTURES if args.record else None
     chosen = [BY_NAME[n] for n in args.only] if args.only else LIBRARIES
     results = []
     for lib in chosen:
         print(f"== {lib.name}", file=sys.stderr, flush=True)
         try:
-            results.append(run_library(lib, args.record, not args.no_upgrade))
+            results.append(run_library(lib, record, not args.no_upgrade))
         except Exception as exc:  # one library's breakage never hides the others' results
             traceback.print_exc()
             results.append(
