@@ -37,20 +37,28 @@ class Library:
     release_line: str | None = None
 
 
+# opentelemetry-python-contrib 0.66b2 is published for some packages only (logging, redis,
+# requests, sqlalchemy, ...; not threading or urllib3, whose newest is 0.66b1): a library that
+# requires several of them unpinned sends pip backtracking for longer than the suite's time-out,
+# or to ResolutionImpossible. They are pinned to the newest complete line (a `<0.66b2` range
+# still makes pip give up): raise CONTRIB when contrib publishes a newer complete one.
+CONTRIB = "0.66b1"
+
+
+def contrib(*names: str) -> tuple[str, ...]:
+    return (
+        f"opentelemetry-instrumentation=={CONTRIB}",
+        *(f"opentelemetry-instrumentation-{name}=={CONTRIB}" for name in names),
+    )
+
+
 # traceloop-sdk 0.62.4: its milvus and pinecone instrumentations (0.61+) need
 # opentelemetry-semantic-conventions-ai>=0.5.2, which the index does not have (0.5.1 is the
-# newest); opentelemetry-python-contrib 0.66b2 is published for some packages only (logging,
-# redis, requests, sqlalchemy, not threading or urllib3, whose newest is 0.66b1), so pip mixes
-# them and backtracks.
+# newest).
 TRACELOOP_CONSTRAINTS = (
     "opentelemetry-instrumentation-milvus<0.61",
     "opentelemetry-instrumentation-pinecone<0.61",
-    # (with `<0.66b2` here, or on opentelemetry-instrumentation, pip still gives up; pinned to
-    # the newest complete line: raise it when contrib publishes a newer one for all six)
-    *(
-        f"opentelemetry-instrumentation-{name}==0.66b1"
-        for name in ("logging", "redis", "requests", "sqlalchemy", "threading", "urllib3")
-    ),
+    *contrib("logging", "redis", "requests", "sqlalchemy", "threading", "urllib3"),
 )
 
 LIBRARIES = [
@@ -105,6 +113,10 @@ LIBRARIES = [
         ["openlit", "openai"],
         "https://docs.openlit.io/latest/sdk-configuration",
         service_args=["--property-keys", "plan,feature"],
+        constraints=contrib(
+            *("aiohttp-client", "asgi", "django", "falcon", "fastapi", "flask", "httpx"),
+            *("pyramid", "requests", "starlette", "tornado", "urllib", "urllib3"),
+        ),
     ),
     Library(
         "logfire-openai",
