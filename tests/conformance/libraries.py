@@ -112,7 +112,7 @@ LIBRARIES = [
         "openai",
         ["openlit", "openai"],
         "https://docs.openlit.io/latest/sdk-configuration",
-        service_args=["--property-keys", "plan,feature"],
+        service_args=["--property-keys", "plan", "--property-keys", "feature"],  # the flag repeats
         constraints=contrib(
             *("aiohttp-client", "asgi", "django", "falcon", "fastapi", "flask", "httpx"),
             *("pyramid", "requests", "starlette", "tornado", "urllib", "urllib3"),
