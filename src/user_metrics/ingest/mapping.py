@@ -115,14 +115,21 @@ def _provider(scan: Scan) -> str | None:
     return dialects.provider(scan)
 
 
-def _call(scan: Scan) -> tuple[bool, str | None]:
+class _Call(NamedTuple):
+    is_llm: bool
+    operation: str | None
+    judged: bool  # a rule decided (a call, or a library's non-call): the coverage report does not list it
+    declared: str | None  # the declared operation, lower-cased
+
+
+def _call(scan: Scan) -> _Call:
     """Whether a span is a model call, and its operation: a library's own verdict, else the rules."""
+    declared = _declared_operation(scan)
     verdict = dialects.ai_sdk_verdict(scan)
     if verdict is not None:
-        return verdict.is_call, verdict.operation
-    declared = _declared_operation(scan)
+        return _Call(verdict.is_call, verdict.operation, True, declared)
     is_llm = _is_llm_call(scan, declared)
-    return is_llm, _operation(scan, declared) if is_llm else None
+    return _Call(is_llm, _operation(scan, declared) if is_llm else None, is_llm, declared)
 
 
 # ---- the request walk --------------------------------------------------------------------------
@@ -173,13 +180,13 @@ def map_request(
                     out.dropped_attributes += scan.dropped
                     identity = _identity(scan, conv, span.parent_span_id)
                     identities[(span.trace_id, span.span_id)] = identity
-                    is_llm, operation = _call(scan)
-                    # A span a library's rule judged (an AI SDK wrapper, Logfire's superseded
-                    # request span) is no surprise to the coverage report: not listed as skipped.
-                    judged = is_llm or dialects.ai_sdk_verdict(scan) is not None
+                    call = _call(scan)
+                    is_llm, operation = call.is_llm, call.operation
                     if is_llm and dialects.superseded(span, scan):  # another span records this call
                         is_llm, operation = False, None
-                    out.coverage.saw(span, scan, scope, judged, _declared_operation(scan))
+                    # A span a rule judged (an AI SDK wrapper, Logfire's superseded request span) is
+                    # no surprise to the coverage report: not listed as skipped.
+                    out.coverage.saw(span, scan, scope, call.judged, call.declared)
                     if valid_ids(span.trace_id, span.span_id):
                         out.facts.append(fact(span, identity, conv))
                         if not is_llm:  # an LLM span's cut is counted once, on its record
