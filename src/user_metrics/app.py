@@ -87,7 +87,11 @@ class App:
             handlers=[
                 trace_service_handler(self.ingestor, rpcs),
                 user_metrics_service_handler(
-                    self.store.reader, rpcs, query_timeout=settings.query_timeout_seconds, stats=self.stats
+                    self.store.reader,
+                    rpcs,
+                    query_timeout=settings.query_timeout_seconds,
+                    stats=self.stats,
+                    coverage=self.coverage,
                 ),
             ],
             interceptors=[BearerInterceptor(self.ingest_tokens, self.read_tokens)],

@@ -10,12 +10,14 @@ import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.request import urlopen
 
+import grpc
 import pytest
 from conftest import Service, cuts, scrape
 from coverage_spans import COMPLETE, PARTIAL, two_scopes
+from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otlp import attributes, chat, span
 from senders import raw_export
@@ -23,15 +25,23 @@ from servers import cli, start_server_with_api
 
 from user_metrics import connect
 from user_metrics.coverage_counts import MAX_KEY_LENGTH, MAX_KEYS, OTHER
+from user_metrics.v1 import user_metrics_pb2 as pb
+from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceStub
+
+
+class Running(NamedTuple):
+    db: Path
+    url: str  # the HTTP API's base URL
+    target: str  # the gRPC address (OTLP and the query service)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     db = tmp_path_factory.mktemp("coverage") / "um.duckdb"
     proc, target, url = start_server_with_api(db, "--metrics-refresh-seconds", "0")
     answer = raw_export(target, two_scopes().SerializeToString())
     assert not answer.partial_success.rejected_spans, answer.partial_success.error_message
-    yield db, url
+    yield Running(db, url, target)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
 
@@ -46,10 +56,10 @@ def by_scope(items: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
 
 
 class TestTheReport:
-    def test_shares_per_service_and_scope(self, server: tuple[Path, str]) -> None:
+    def test_shares_per_service_and_scope(self, server: Running) -> None:
         """Each (service, scope name, version) has its stored requests and the shares with a user id,
         a session and a cost: 1 for the complete scope, 0 for the one that lacks them."""
-        _, url = server
+        url = server.url
         scopes = by_scope(http_json(f"{url}/api/v1/coverage")["scopes"])
         assert set(scopes) == {COMPLETE, PARTIAL}
         full, part = scopes[COMPLETE], scopes[PARTIAL]
@@ -68,12 +78,10 @@ class TestTheReport:
         assert (part["requests"], part["with_user"], part["with_session"], part["with_cost"]) == (3, 0, 0, 0)
         assert (part["user_share"], part["session_share"], part["cost_share"]) == (0, 0, 0)
 
-    def test_skipped_llm_looking_spans_and_unread_keys_most_frequent_first(
-        self, server: tuple[Path, str]
-    ) -> None:
+    def test_skipped_llm_looking_spans_and_unread_keys_most_frequent_first(self, server: Running) -> None:
         """The spans the rules skipped that look like LLM calls are named with their keys (agent and
         HTTP spans are not); keys on stored LLM spans that no convention reads come most frequent first."""
-        _, url = server
+        url = server.url
         answer = http_json(f"{url}/api/v1/coverage")
         assert answer["live"] is True and answer["live_since"]
         spans = by_scope(answer["spans"])
@@ -93,9 +101,9 @@ class TestTheReport:
         assert (full["llm_spans"], full["llm_like_skipped"], full["unread_keys"]) == (4, 0, [])
         assert answer["spans"][0]["scope_name"] == PARTIAL[0], "the scope with skipped spans comes first"
 
-    def test_filters_and_limit(self, server: tuple[Path, str]) -> None:
+    def test_filters_and_limit(self, server: Running) -> None:
         """A service filter applies to both parts; ``limit`` cuts each key list; a bad one is a 400."""
-        _, url = server
+        url = server.url
         assert http_json(f"{url}/api/v1/coverage?service=other") | {
             "since": 0,
             "until": 0,
@@ -108,9 +116,9 @@ class TestTheReport:
         status, answer = _get(f"{url}/api/v1/coverage?bucket=day")
         assert status == 400 and "unknown parameter" in answer["error"]
 
-    def test_the_python_client_answers_the_same(self, server: tuple[Path, str]) -> None:
+    def test_the_python_client_answers_the_same(self, server: Running) -> None:
         """``connect(url=...).coverage()`` gives the result objects of the HTTP answer."""
-        _, url = server
+        url = server.url
         with connect(url=url) as client:
             result = client.coverage()
         part = next(s for s in result.spans if s.scope_name == PARTIAL[0])
@@ -120,10 +128,40 @@ class TestTheReport:
             (PARTIAL[0], 0.0),
         }
 
-    def test_metrics_count_per_scope_and_show_the_shares(self, server: tuple[Path, str]) -> None:
+    def test_grpc_answers_the_same(self, server: Running) -> None:
+        """GetCoverage on the gRPC port answers the HTTP report field for field (exact shares, the
+        key lists in order, unset for a null service or scope); its limit and filters work the same."""
+        with grpc.insecure_channel(server.target) as channel:
+            stub = UserMetricsServiceStub(channel)
+            got = MessageToDict(
+                stub.GetCoverage(pb.GetCoverageRequest(), timeout=30),
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,
+            )
+            cut = stub.GetCoverage(pb.GetCoverageRequest(limit=1), timeout=30)
+            other = stub.GetCoverage(pb.GetCoverageRequest(filters=pb.Filters(service="other")), timeout=30)
+            with pytest.raises(grpc.RpcError) as bad:
+                stub.GetCoverage(pb.GetCoverageRequest(limit=1001), timeout=30)
+        answer = http_json(f"{server.url}/api/v1/coverage")
+        for part in ("scopes", "spans"):
+            for item in got[part]:
+                for key, value in list(item.items()):
+                    if isinstance(value, str) and key not in ("service_name", "scope_name", "scope_version"):
+                        item[key] = int(value)  # int64 is text in proto JSON
+                    if isinstance(value, list):
+                        item[key] = [{"key": k["key"], "count": int(k["count"])} for k in value]
+        assert got["scopes"] == answer["scopes"] and got["spans"] == answer["spans"]
+        assert got["live"] is True and got["live_since"] and got["since"]
+        part = next(s for s in cut.spans if s.scope_name == PARTIAL[0])
+        assert [(k.key, k.count) for k in part.unread_keys] == [("acme.customer", 3)]
+        assert (len(other.scopes), len(other.spans), other.live) == (0, 0, True)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad.value.details().startswith("limit: must be between 1 and 1000")
+
+    def test_metrics_count_per_scope_and_show_the_shares(self, server: Running) -> None:
         """/metrics: skipped LLM-looking spans and unread key occurrences per (service, scope), and the
         last 24 hours' shares as gauges."""
-        _, url = server
+        url = server.url
         families = {f.name: f for f in scrape(url)}
         skipped = {
             s.labels["scope"]: s.value
@@ -157,12 +195,10 @@ def _get(url: str) -> tuple[int, Any]:
 
 
 class TestTheCommand:
-    def test_json_is_the_http_answer_and_the_table_names_what_is_missing(
-        self, server: tuple[Path, str]
-    ) -> None:
+    def test_json_is_the_http_answer_and_the_table_names_what_is_missing(self, server: Running) -> None:
         """`user-metrics coverage --format json` prints the API's answer; the table shows the shares in
         percent and lists the skipped span names and unread keys."""
-        _, url = server
+        url = server.url
         done = cli("coverage", "--url", url, "--since", "7d", "--format", "json")
         assert done.returncode == 0, done.stderr
         printed = json.loads(done.stdout)
@@ -182,9 +218,9 @@ class TestTheCommand:
         assert any(line.split()[-3:] == ["key", "acme.customer", "3"] for line in lines)
         assert "seen by the running service since" in table.stdout
 
-    def test_csv_is_one_long_table(self, server: tuple[Path, str]) -> None:
+    def test_csv_is_one_long_table(self, server: Running) -> None:
         """CSV: one row per figure or key, (service, scope, version, item, key, count)."""
-        _, url = server
+        url = server.url
         done = cli("coverage", "--url", url, "--format", "csv")
         assert done.returncode == 0, done.stderr
         rows = list(csv.reader(io.StringIO(done.stdout)))

@@ -147,6 +147,10 @@ def test_messages_have_the_result_fields() -> None:
         (results.PropertyKeys, pb.PropertyKeys),
         (results.Anomalies, pb.Anomalies),
         (results.Anomaly, pb.Anomaly),
+        (results.Coverage, pb.Coverage),
+        (results.ScopeCoverage, pb.ScopeCoverage),
+        (results.ScopeKeys, pb.ScopeKeys),
+        (results.KeyCount, pb.KeyCount),
     ]
     for cls, message in pairs:
         assert [f.name for f in dataclasses.fields(cls)] == [f.name for f in message.DESCRIPTOR.fields], cls

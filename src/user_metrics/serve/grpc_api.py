@@ -34,9 +34,11 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.errors import DeadlineExceeded, InvalidInput, Unavailable
 from user_metrics.net.grpc_server import Rpcs
 from user_metrics.query.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
+from user_metrics.query.coverage import DEFAULT_KEYS, coverage
 from user_metrics.query.deadline import stopped_error
 from user_metrics.query.properties import by_property, property_keys
 from user_metrics.query.results import DEFAULT_VALUES, decimal_text
@@ -161,11 +163,19 @@ class _Reader:
 class UserMetricsServicer(UserMetricsServiceServicer):
     """The query rpcs; one reader (DuckDB cursor) per call, on a worker thread, closed when it returns."""
 
-    def __init__(self, open_reader: OpenReader, rpcs: Rpcs, query_timeout: float, stats: Stats) -> None:
+    def __init__(
+        self,
+        open_reader: OpenReader,
+        rpcs: Rpcs,
+        query_timeout: float,
+        stats: Stats,
+        coverage: CoverageCounts | None = None,
+    ) -> None:
         self._open_reader = open_reader
         self._rpcs = rpcs
         self._query_timeout = query_timeout
         self._stats = stats
+        self._coverage = coverage
 
     async def _answer(
         self,
@@ -289,17 +299,39 @@ class UserMetricsServicer(UserMetricsServiceServicer):
             ),
         )
 
+    async def GetCoverage(
+        self, request: pb.GetCoverageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Coverage:
+        live = self._coverage.snapshot() if self._coverage is not None else None
+        return await self._answer(
+            context,
+            pb.Coverage,
+            lambda con: coverage(
+                con,
+                *_window(request.window),
+                limit=request.limit or DEFAULT_KEYS,
+                live=live,
+                **_filters(request.filters),
+            ),
+        )
+
 
 def user_metrics_service_handler(
-    open_reader: OpenReader, rpcs: Rpcs, *, query_timeout: float, stats: Stats
+    open_reader: OpenReader,
+    rpcs: Rpcs,
+    *,
+    query_timeout: float,
+    stats: Stats,
+    coverage: CoverageCounts | None = None,
 ) -> grpc.GenericRpcHandler:
     """The query service as a generic handler, for the listener's ``handlers``.
 
-    ``open_reader`` returns a new DuckDB connection for one call (the app passes ``store.reader``).
+    ``open_reader`` returns a new DuckDB connection for one call (the app passes ``store.reader``);
+    ``coverage``, the live counters that GetCoverage reports beside the stored shares.
     Request and response types come from the service descriptor, as in the generated
     ``add_UserMetricsServiceServicer_to_server``.
     """
-    servicer = UserMetricsServicer(open_reader, rpcs, query_timeout, stats)
+    servicer = UserMetricsServicer(open_reader, rpcs, query_timeout, stats, coverage)
     handlers = {
         method.name: rpcs.unary(
             getattr(servicer, method.name),

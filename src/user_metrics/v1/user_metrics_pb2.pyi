@@ -96,6 +96,16 @@ class GetTotalsRequest(_message.Message):
     filters: Filters
     def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
 
+class GetCoverageRequest(_message.Message):
+    __slots__ = ("window", "filters", "limit")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    window: Window
+    filters: Filters
+    limit: int
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
 class GetRecentRequestsRequest(_message.Message):
     __slots__ = ("user_id", "anonymous", "window", "filters", "limit")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -400,3 +410,71 @@ class Anomalies(_message.Message):
     bucket_hours: int
     findings: _containers.RepeatedCompositeFieldContainer[Anomaly]
     def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_hours: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[Anomaly, _Mapping]]] = ...) -> None: ...
+
+class ScopeCoverage(_message.Message):
+    __slots__ = ("service_name", "scope_name", "scope_version", "requests", "with_user", "with_session", "with_cost", "user_share", "session_share", "cost_share")
+    SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    WITH_USER_FIELD_NUMBER: _ClassVar[int]
+    WITH_SESSION_FIELD_NUMBER: _ClassVar[int]
+    WITH_COST_FIELD_NUMBER: _ClassVar[int]
+    USER_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_SHARE_FIELD_NUMBER: _ClassVar[int]
+    COST_SHARE_FIELD_NUMBER: _ClassVar[int]
+    service_name: str
+    scope_name: str
+    scope_version: str
+    requests: int
+    with_user: int
+    with_session: int
+    with_cost: int
+    user_share: float
+    session_share: float
+    cost_share: float
+    def __init__(self, service_name: _Optional[str] = ..., scope_name: _Optional[str] = ..., scope_version: _Optional[str] = ..., requests: _Optional[int] = ..., with_user: _Optional[int] = ..., with_session: _Optional[int] = ..., with_cost: _Optional[int] = ..., user_share: _Optional[float] = ..., session_share: _Optional[float] = ..., cost_share: _Optional[float] = ...) -> None: ...
+
+class KeyCount(_message.Message):
+    __slots__ = ("key", "count")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    count: int
+    def __init__(self, key: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ScopeKeys(_message.Message):
+    __slots__ = ("service_name", "scope_name", "scope_version", "llm_spans", "llm_like_skipped", "skipped_span_names", "skipped_keys", "unread_keys")
+    SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LLM_SPANS_FIELD_NUMBER: _ClassVar[int]
+    LLM_LIKE_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_SPAN_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNREAD_KEYS_FIELD_NUMBER: _ClassVar[int]
+    service_name: str
+    scope_name: str
+    scope_version: str
+    llm_spans: int
+    llm_like_skipped: int
+    skipped_span_names: _containers.RepeatedCompositeFieldContainer[KeyCount]
+    skipped_keys: _containers.RepeatedCompositeFieldContainer[KeyCount]
+    unread_keys: _containers.RepeatedCompositeFieldContainer[KeyCount]
+    def __init__(self, service_name: _Optional[str] = ..., scope_name: _Optional[str] = ..., scope_version: _Optional[str] = ..., llm_spans: _Optional[int] = ..., llm_like_skipped: _Optional[int] = ..., skipped_span_names: _Optional[_Iterable[_Union[KeyCount, _Mapping]]] = ..., skipped_keys: _Optional[_Iterable[_Union[KeyCount, _Mapping]]] = ..., unread_keys: _Optional[_Iterable[_Union[KeyCount, _Mapping]]] = ...) -> None: ...
+
+class Coverage(_message.Message):
+    __slots__ = ("since", "until", "scopes", "live", "live_since", "spans")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    scopes: _containers.RepeatedCompositeFieldContainer[ScopeCoverage]
+    live: bool
+    live_since: _timestamp_pb2.Timestamp
+    spans: _containers.RepeatedCompositeFieldContainer[ScopeKeys]
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scopes: _Optional[_Iterable[_Union[ScopeCoverage, _Mapping]]] = ..., live: _Optional[bool] = ..., live_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spans: _Optional[_Iterable[_Union[ScopeKeys, _Mapping]]] = ...) -> None: ...

@@ -75,6 +75,11 @@ class UserMetricsServiceStub:
                 request_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.ListPropertyKeysRequest.SerializeToString,
                 response_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.PropertyKeys.FromString,
                 _registered_method=True)
+        self.GetCoverage = channel.unary_unary(
+                '/user_metrics.v1.UserMetricsService/GetCoverage',
+                request_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetCoverageRequest.SerializeToString,
+                response_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.Coverage.FromString,
+                _registered_method=True)
 
 
 class UserMetricsServiceServicer:
@@ -137,6 +142,14 @@ class UserMetricsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCoverage(self, request, context):
+        """Per service and instrumentation scope: the shares of stored requests with a user, a session
+        and a cost, and what the running service saw that no convention reads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserMetricsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +192,11 @@ def add_UserMetricsServiceServicer_to_server(servicer, server):
                     servicer.ListPropertyKeys,
                     request_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.ListPropertyKeysRequest.FromString,
                     response_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.PropertyKeys.SerializeToString,
+            ),
+            'GetCoverage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCoverage,
+                    request_deserializer=user__metrics_dot_v1_dot_user__metrics__pb2.GetCoverageRequest.FromString,
+                    response_serializer=user__metrics_dot_v1_dot_user__metrics__pb2.Coverage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +416,33 @@ class UserMetricsService:
             '/user_metrics.v1.UserMetricsService/ListPropertyKeys',
             user__metrics_dot_v1_dot_user__metrics__pb2.ListPropertyKeysRequest.SerializeToString,
             user__metrics_dot_v1_dot_user__metrics__pb2.PropertyKeys.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCoverage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/user_metrics.v1.UserMetricsService/GetCoverage',
+            user__metrics_dot_v1_dot_user__metrics__pb2.GetCoverageRequest.SerializeToString,
+            user__metrics_dot_v1_dot_user__metrics__pb2.Coverage.FromString,
             options,
             channel_credentials,
             insecure,
