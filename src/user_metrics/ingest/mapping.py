@@ -97,9 +97,7 @@ def _is_llm_call(scan: Scan, operation: str | None) -> bool:
         kind = scan.text(field_name)
         if kind is not None and kind.lower() in values:
             return True
-    has_model = scan.has("response_model") or scan.has("request_model")
-    has_tokens = any(scan.has(f) for f in c.TOKEN_FIELDS)
-    return has_model and has_tokens
+    return (scan.has("response_model") or scan.has("request_model")) and dialects.has_tokens(scan)
 
 
 def _operation(scan: Scan, declared: str | None) -> str | None:
