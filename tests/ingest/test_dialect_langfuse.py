@@ -247,3 +247,12 @@ def test_python_usage_object_passed_as_is_is_not_added_to(tmp_path: Path) -> Non
     entry, so nothing is added (the Python integration's shape)."""
     chat = rows(tmp_path)[STREAM.span_id.hex()]
     assert (chat["input_tokens"], chat["output_tokens"]) == (31, 32)
+
+
+def test_python_stream_is_streamed_by_its_completion_start_time(tmp_path: Path) -> None:
+    """The Python integration names no `stream` parameter (its model parameters leave it out, so
+    they read as not streamed) but writes a completion start time on streamed calls only: those
+    are streams; the embedding and the failed call, without one, are not."""
+    got = rows(tmp_path)
+    assert got[STREAM.span_id.hex()]["streaming"] is True
+    assert got[FAILED.span_id.hex()]["streaming"] is False

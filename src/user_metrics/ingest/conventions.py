@@ -87,7 +87,13 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     # The Vercel AI SDK's own name of the span (v3-v6, v7 LegacyOpenTelemetry): see AI_SDK_OPERATIONS.
     "ai_sdk_operation": _keys("ai.operationId"),
     # Attributes recorded only when a response was streamed (the AI SDK's time to first chunk).
-    "stream_marker": _keys("ai.response.msToFirstChunk", "gen_ai.client.operation.time_to_first_chunk"),
+    # A first chunk, which only a stream has. Langfuse's Python OpenAI integration writes its
+    # completion start time on streamed calls only.
+    "stream_marker": _keys(
+        "ai.response.msToFirstChunk",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "langfuse.observation.completion_start_time",
+    ),
     # LiteLLM's `provider/model` as called, for the provider when gen_ai.system is empty.
     "provider_model": _keys("litellm.provider.model"),
     "langfuse_type": _keys("langfuse.observation.type"),

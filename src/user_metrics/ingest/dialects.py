@@ -10,7 +10,8 @@ Which span is the call:
 - Logfire's request span of a streamed call is not the call when its streaming-response log
   records it; ``superseded``.
 What a call says:
-- A span that records a time to first chunk was streamed (the AI SDK v6 and v7); ``streaming``.
+- A span that records a time to first chunk was streamed (the AI SDK v6 and v7, pydantic-ai,
+  Langfuse's Python integration), whatever a flag says; ``streaming``.
 - Provider ids with the API after the provider (``openai.chat``) are cut to the provider; a span
   with an empty provider takes the one LiteLLM puts before its model
   (``openai/text-embedding-3-small``); ``provider``.
@@ -204,14 +205,21 @@ def ai_sdk_verdict(scan: Scan) -> Verdict | None:
 
 
 def streaming(scan: Scan) -> bool | None:
-    """Whether the call streamed: a declared flag, else the AI SDK's span name, else a first chunk."""
+    """Whether the call streamed: a first chunk, else a declared flag, else the AI SDK's span name.
+
+    A first chunk exists only in a stream, so it beats a flag saying not streamed: Langfuse's
+    model parameters read as not streamed unless they name ``stream``, which its Python
+    integration never does.
+    """
+    if scan.has("stream_marker"):
+        return True
     declared = scan.first("streaming", as_bool)
     if declared is not None:
         return declared  # type: ignore[no-any-return]
     verdict = ai_sdk_verdict(scan)
     if verdict is not None and verdict.streamed is not None:
         return verdict.streamed
-    return True if scan.has("stream_marker") else None
+    return None
 
 
 def provider(scan: Scan) -> str | None:
