@@ -147,8 +147,10 @@ LIBRARIES = [
         ["pydantic-ai-slim[openai]", "logfire"],
         "pydantic_ai_openai.py",
         "openai",
-        ["pydantic-ai-slim", "openai"],
+        ["pydantic-ai-slim", "logfire", "openai"],
         "https://ai.pydantic.dev/logfire/",
+        # Logfire adds baggage to spans as bare attributes: `plan` and `feature` are properties
+        service_args=["--property-keys", "plan", "--property-keys", "feature"],  # the flag repeats
     ),
     Library(
         "litellm",

@@ -11,9 +11,10 @@ The Langfuse host is the runner's OTLP endpoint (the SDK posts to `/api/public/o
 import contextlib
 import os
 
-from common import OPENAI_BASE_URL, OTLP_ENDPOINT, openai_call, run
+from common import OPENAI_BASE_URL, OTLP_ENDPOINT, SERVICE_NAME, openai_call, run
 
 os.environ.update(
+    OTEL_SERVICE_NAME=SERVICE_NAME,  # Langfuse's tracer provider takes the OTel SDK's resource
     LANGFUSE_PUBLIC_KEY="pk-lf-conformance",
     LANGFUSE_SECRET_KEY="sk-lf-conformance",
     LANGFUSE_HOST=OTLP_ENDPOINT,

@@ -9,7 +9,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 
-def configure():
+def configure(**options):
+    """``options``: more of ``logfire.configure``'s arguments (e.g. ``scrubbing``)."""
     logfire.configure(
         send_to_logfire=False,
         service_name=SERVICE_NAME,
@@ -17,6 +18,7 @@ def configure():
         additional_span_processors=[
             BatchSpanProcessor(OTLPSpanExporter(endpoint=OTLP_ENDPOINT + "/v1/traces"))
         ],
+        **options,
     )
 
 

@@ -4,8 +4,13 @@
 How user, session and properties are attached: pydantic-ai has no end-user API; the application
 names them with `logfire.set_baggage(...)` (https://logfire.pydantic.dev/docs/reference/advanced/baggage/):
 `user.id`, `session.id`, bare `plan` / `feature` (service run with `--property-keys plan,feature`).
+Logfire scrubs attributes whose key contains "session" on pydantic-ai's spans (its scrubber spares
+only its own OpenAI and Anthropic spans), so `session.id` would arrive as "[Scrubbed due to
+'session']": the application keeps it with Logfire's documented scrubbing callback
+(https://logfire.pydantic.dev/docs/how-to-guides/scrubbing/).
 pydantic-ai always asks for usage in streams, so call 12 is a stream with usage here; the
-embedding goes through `pydantic_ai.Embedder` where the release has it.
+embedding goes through `pydantic_ai.Embedder` on the same OpenAI provider, instrumented with
+`instrument=True` (`logfire.instrument_pydantic_ai()` instruments agents only).
 """
 
 import asyncio
@@ -18,7 +23,13 @@ from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-lc.configure()
+
+def keep_session_id(match):
+    """Logfire's scrubbing callback: the session id is not a secret (None scrubs the rest)."""
+    return match.value if match.path == ("attributes", "session.id") else None
+
+
+lc.configure(scrubbing=logfire.ScrubbingOptions(callback=keep_session_id))
 logfire.instrument_pydantic_ai()
 provider = OpenAIProvider(
     openai_client=openai.AsyncOpenAI(base_url=OPENAI_BASE_URL, api_key="test", max_retries=0)
@@ -43,12 +54,9 @@ def history(call):
 async def one(call):
     if call["kind"] == "embed":
         from pydantic_ai import Embedder  # raises ImportError where the release has none
+        from pydantic_ai.embeddings.openai import OpenAIEmbeddingModel
 
-        embedder = (
-            Embedder(f"openai:{call['model']}", provider=provider)
-            if "provider" in Embedder.__init__.__code__.co_varnames
-            else Embedder(f"openai:{call['model']}")
-        )
+        embedder = Embedder(OpenAIEmbeddingModel(call["model"], provider=provider), instrument=True)
         await embedder.embed_query(call["input"])
         return
     agent = Agent(
