@@ -162,8 +162,12 @@ def _got(
     if row is None:
         return None
     if field == "model":
+        # The model a call is known by is the one asked for, else the one that answered (as the
+        # query service has it: Langfuse names only the response's model after a response).
         response = row["response_model"]
         ok_response = response is None or (gt is not None and response == gt.get("response_model"))
+        if row["request_model"] is None and ok_response:
+            return response
         return row["request_model"] if ok_response else f"{row['request_model']} / {response}"
     column = {
         "user": "user_id",
@@ -196,7 +200,9 @@ def _library_gap(
     if field == "once":
         return not mine
     if field in ("user", "session", "model"):
-        return want is not None and want not in values
+        if want is None:  # an id of the library's own where the application set none
+            return got is not None and got in values
+        return want not in values
     if field == "props":
         return any(
             not any(v == value and p.lower().endswith(key) for p, v, _ in leaves)

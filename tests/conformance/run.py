@@ -234,7 +234,9 @@ def details(results: list[dict[str, Any]]) -> str:
             continue
         bad = [v for v in r["verdicts"] if v.state != "ok"]
         for v in bad:
-            who = "library does not send it" if v.state == "lib" else "service"
+            who = "service"
+            if v.state == "lib":
+                who = "the library's own value" if v.want is None else "library does not send it"
             out.append(f"{r['library']}: call {v.n} {v.field}: want {v.want!r}, stored {v.got!r} ({who})")
         for row in r["unmatched"]:
             out.append(
