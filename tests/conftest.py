@@ -32,6 +32,14 @@ def capture_expected(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def capture_property_keys(name: str) -> list[str]:
+    """The bare property keys the service was run with when the capture was recorded
+    (``--property-keys`` in its ``service_args.json``; none when it has no such file)."""
+    path = CAPTURES / name / "service_args.json"
+    args = json.loads(path.read_text()) if path.exists() else []
+    return [value for flag, value in zip(args, args[1:], strict=False) if flag == "--property-keys"]
+
+
 def capture_requests(name: str) -> list[bytes]:
     """The raw Export requests of one capture, byte for byte."""
     return [p.read_bytes() for p in sorted((CAPTURES / name / "raw").glob("*.pb"))]

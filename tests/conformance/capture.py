@@ -13,6 +13,10 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from spans import ancestors
 
+# A session id a library makes itself (pydantic-ai: a new one per agent run), which the service
+# takes for the session when the application names none.
+CONVERSATION_ID = "gen_ai.conversation.id"
+
 
 def _lines(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
@@ -29,6 +33,11 @@ def expected_rows(
     for call, pick in zip(calls, picks, strict=True):
         gt, span = pick["gt"] or {}, pick["span"]
         chain = ancestors(span, spans) if span else []
+        own = [
+            s["attributes"][CONVERSATION_ID]
+            for s in ([span] if span else []) + chain
+            if CONVERSATION_ID in s["attributes"]
+        ]
         out.append(
             {
                 "n": call["n"],
@@ -36,6 +45,8 @@ def expected_rows(
                 "provider": call["provider"],
                 "user_id": call["user"],
                 "session_id": call["session"],
+                # the library's own session where the application set none
+                "library_session_id": own[0] if own and not call["session"] else None,
                 "properties": call["properties"],
                 "request_model": call["model"],
                 "user_param_sent": bool(call["user"]),
@@ -115,6 +126,8 @@ def write(
     (dest / "intended.jsonl").write_text(_lines(intended))
     (dest / "expected.jsonl").write_text(_lines(expected))
     (dest / "pip-freeze.txt").write_text(freeze)
+    if library.service_args:  # how the service ran (e.g. --property-keys), for the replay
+        (dest / "service_args.json").write_text(json.dumps(library.service_args) + "\n")
     names = Counter((s["name"], s["kind"], s["scope"]["name"]) for s in spans)
     table = "\n".join(f"| `{n}` | {k} | `{sc}` | {c} |" for (n, k, sc), c in sorted(names.items()))
     version_lines = "\n".join(f"- `{k}=={v}`" for k, v in versions.items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import CAPTURE_NAMES, capture_expected, capture_requests
+from conftest import CAPTURE_NAMES, capture_expected, capture_property_keys, capture_requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.ingest.attributes import compile_conventions
@@ -30,7 +30,7 @@ SERVER_TOKENS = {
 
 
 def _map_capture(name: str) -> dict[str, RequestRecord]:
-    conv = compile_conventions()
+    conv = compile_conventions(capture_property_keys(name))
     records: dict[str, RequestRecord] = {}
     for body in capture_requests(name):
         mapped = map_request(ExportTraceServiceRequest.FromString(body), conv, now_unix_nano=NOW)
@@ -51,20 +51,30 @@ class TestCaptures:
             assert records[e["llm_span"]["span_id"]].trace_id == e["llm_span"]["trace_id"]
 
     def test_user_session_and_properties(self, name: str) -> None:
-        """User, session and properties match what the driver attached, anonymous call included."""
+        """User, session and properties match what the driver attached, anonymous call included
+        (whose session is the one the library made itself, if it made one: pydantic-ai's per-run
+        conversation id)."""
         records = _map_capture(name)
         for e in capture_expected(name):
             record = records[e["llm_span"]["span_id"]]
             assert record.user_id == e["user_id"], e["n"]
-            assert record.session_id == e["session_id"], e["n"]
+            assert record.session_id == (e["session_id"] or e.get("library_session_id")), e["n"]
             assert record.properties == (e["properties"] or {}), e["n"]
 
     def test_models(self, name: str) -> None:
-        """The request model is the alias asked for; the response model the dated snapshot served."""
+        """The request model is the alias asked for; the response model the dated snapshot served.
+        A library that names only the model that answered (Langfuse) has no request model: the
+        alias is then expected only where the answer's model is the alias (embeddings)."""
         records = _map_capture(name)
         for e in capture_expected(name):
             record = records[e["llm_span"]["span_id"]]
-            assert record.request_model == e["request_model"], e["n"]
+            asked = set(e["reported"].get("request_model", {}))
+            if asked - set(e["reported"].get("response_model", {})):
+                assert record.request_model == e["request_model"], e["n"]
+            elif asked:
+                assert (record.request_model or record.response_model) == e["request_model"], e["n"]
+            else:
+                assert record.request_model is None, e["n"]
             reported = e["reported"].get("response_model")
             expected_response = e["server"]["response_model"] if reported else None
             assert record.response_model == expected_response, e["n"]
@@ -106,8 +116,9 @@ class TestCaptures:
         call: dict[str, Any] | None = next(
             (e for e in capture_expected(name) if e["kind"] == "stream_nousage"), None
         )
-        if call is None:
-            pytest.skip("no stream without usage in this capture (Anthropic streams always report usage)")
+        if call is None or call["usage_sent_to_client"]:
+            # Anthropic streams always report usage; pydantic-ai always asks for it.
+            pytest.skip("no stream without usage in this capture")
         record = records[call["llm_span"]["span_id"]]
         assert record.input_tokens is None and record.output_tokens is None
         assert record.user_id == "user-carol"

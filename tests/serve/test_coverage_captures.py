@@ -56,7 +56,7 @@ def test_a_capture_gets_a_sensible_report(name: str, tmp_path: Path) -> None:
     assert Counter({k: s["requests"] for k, s in scopes.items()}) == llm_span_scopes(name)
     assert sum(s["with_user"] for s in scopes.values()) == sum(e["user_id"] is not None for e in expected)
     assert sum(s["with_session"] for s in scopes.values()) == sum(
-        e["session_id"] is not None for e in expected
+        (e["session_id"] or e.get("library_session_id")) is not None for e in expected
     )
     assert sum(s["with_user"] for s in scopes.values()) == 11  # all but the anonymous call
     keys, prefixes = read_keys()
