@@ -128,3 +128,19 @@ def test_a_failed_model_request_is_an_error_and_the_failed_run_is_not_counted(tm
     app, agent, chat = run(RUN_UUID, {"user.id": "user-alice"}, error=True)
     (row,) = stored_rows(tmp_path / "um.duckdb", request([chat, agent, app]), clock=NOW)
     assert (row["span_id"], row["status"], row["cost_source"]) == (chat.span_id.hex(), "error", "no_usage")
+
+
+def test_a_value_logfire_scrubbed_is_no_value() -> None:
+    """Logfire scrubs `session.id` (any key with "session", "auth", ...) on pydantic-ai's spans,
+    baggage included: "[Scrubbed due to 'session']" is no session id (every user's runs would be
+    one session) nor a property value; the run's conversation id is then the session."""
+    scrubbed = "[Scrubbed due to 'session']"
+    app, agent, chat = run(RUN_UUID, {"user.id": "user-alice", "session.id": scrubbed})
+    for s in (agent, chat):
+        s.attributes.extend(
+            span({"session.id": scrubbed, "plan": "free", "session_kind": scrubbed}).attributes
+        )
+    conventions = compile_conventions(["plan", "session_kind"])
+    (record,) = map_request(request([chat, agent, app]), conventions, now_unix_nano=NOW).records
+    assert (record.user_id, record.session_id) == ("user-alice", RUN_UUID)
+    assert record.properties == {"plan": "free"}

@@ -113,6 +113,8 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = value if isinstance(value, str) else str(value)
+    if text.startswith(c.REDACTED_VALUE_PREFIXES):
+        return None  # a value the library withheld (Logfire's scrubbing) is no value
     return text or None
 
 

@@ -357,6 +357,9 @@ LANGFUSE_SPAN_NAME_PROVIDERS = {
 }
 # ... and what they called, where the observation type says only "generation" (JS embeddings).
 LANGFUSE_SPAN_NAME_OPERATIONS = {"OpenAI-embedding": "embeddings", "OpenAI.embeddings": "embeddings"}
+# What a library writes in place of a value it withheld: no value. Logfire's scrubber replaces
+# values whose key looks sensitive ("session", "auth", ...; on pydantic-ai's spans `session.id`).
+REDACTED_VALUE_PREFIXES = ("[Scrubbed due to ",)
 # Langfuse's level of a failed observation.
 LANGFUSE_ERROR_LEVEL = "ERROR"
 # Logfire records a streamed call twice: the request span (no response: no usage, no response
