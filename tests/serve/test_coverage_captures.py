@@ -10,7 +10,14 @@ from typing import Any
 from urllib.request import urlopen
 
 import pytest
-from conftest import CAPTURE_NAMES, CAPTURES, Service, capture_expected, capture_requests
+from conftest import (
+    CAPTURE_NAMES,
+    CAPTURES,
+    Service,
+    capture_expected,
+    capture_property_keys,
+    capture_requests,
+)
 from senders import raw_export
 
 from user_metrics.ingest import conventions
@@ -19,7 +26,12 @@ EVER = "since=2000-01-01&until=2100-01-01&limit=1000"
 
 
 def report(name: str, tmp_path: Path) -> dict[str, Any]:
-    svc = Service(tmp_path / f"{name}.duckdb", attribution_window_seconds=0)
+    # Run as the capture was recorded (e.g. with the --property-keys its library needs).
+    svc = Service(
+        tmp_path / f"{name}.duckdb",
+        attribution_window_seconds=0,
+        property_keys=tuple(capture_property_keys(name)),
+    )
     svc.start()
     try:
         for body in capture_requests(name):
@@ -49,7 +61,8 @@ def test_a_capture_gets_a_sensible_report(name: str, tmp_path: Path) -> None:
     """Per scope of the library's LLM spans: its requests, the shares its ground truth gives (the
     anonymous call has no user and no session; a user inherited from the application's span
     counts), no LLM-looking span skipped (each call is counted), and unread keys that no convention
-    reads, most frequent first, never more often than once per LLM span and numbered segments."""
+    reads (the capture's --property-keys are read), most frequent first, never more often than once
+    per LLM span and numbered segments."""
     answer = report(name, tmp_path)
     expected = capture_expected(name)
     scopes = {(s["scope_name"], s["scope_version"]): s for s in answer["scopes"]}
@@ -66,6 +79,7 @@ def test_a_capture_gets_a_sensible_report(name: str, tmp_path: Path) -> None:
         assert counts == sorted(counts, reverse=True)
         for k in entry["unread_keys"]:
             assert k["key"] not in keys and not k["key"].startswith(prefixes), k
+            assert k["key"] not in capture_property_keys(name), "read as a property"
             assert ".0." not in k["key"] and ".1." not in k["key"], "numbered segments are written *"
 
 
