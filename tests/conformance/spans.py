@@ -183,9 +183,15 @@ def reported(
                 or not truth.get("usage_reported")
             ):
                 continue
-            uncached = None
+            # Input without cache reads (and writes): Anthropic's input_tokens, Langfuse's "input";
+            # output without reasoning: Langfuse's "output".
+            uncached = unreasoned = None
             if truth.get("cache_write_tokens") is not None:
                 uncached = truth["prompt_tokens"] - truth["cached_tokens"] - truth["cache_write_tokens"]
+            elif truth.get("cached_tokens"):
+                uncached = truth["prompt_tokens"] - truth["cached_tokens"]
+            if truth.get("reasoning_tokens") and truth.get("completion_tokens") is not None:
+                unreasoned = truth["completion_tokens"] - truth["reasoning_tokens"]
             low = path.lower()
             if (
                 value in (truth.get("prompt_tokens"), uncached)
@@ -194,7 +200,7 @@ def reported(
             ):
                 add("input_tokens", name, raw)
             if (
-                value == truth.get("completion_tokens")
+                value in (truth.get("completion_tokens"), unreasoned)
                 and ("output" in low or "completion" in low)
                 and "reason" not in low
             ):
