@@ -40,6 +40,11 @@ def capture_property_keys(name: str) -> list[str]:
     return [value for flag, value in zip(args, args[1:], strict=False) if flag == "--property-keys"]
 
 
+def capture_spans(name: str) -> dict[str, dict[str, Any]]:
+    """The spans of one capture as the library sent them (spans.json), by span id."""
+    return {s["span_id"]: s for s in json.loads((CAPTURES / name / "spans.json").read_text())}
+
+
 def capture_requests(name: str) -> list[bytes]:
     """The raw Export requests of one capture, byte for byte."""
     return [p.read_bytes() for p in sorted((CAPTURES / name / "raw").glob("*.pb"))]
