@@ -59,12 +59,12 @@ def _spanned(expected: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _own_keys(expected: list[dict[str, Any]], role: str) -> set[str]:
     """The keys the library reported ``role`` under, on the call's own span, where the value was
-    the true one and told the request model from the response model (aliases differ from the
-    served snapshots except for embeddings)."""
+    the true one; for a model, only where that tells the request model from the response model
+    (aliases differ from the served snapshots except for embeddings)."""
     return {
         key
         for e in expected
-        if e["server"]["response_model"] != e["request_model"]
+        if not role.endswith("_model") or e["server"]["response_model"] != e["request_model"]
         for key in e["reported"].get(role, {})
         if " @" not in key
     }
