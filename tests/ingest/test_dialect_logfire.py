@@ -190,3 +190,56 @@ def test_anthropic_calls_and_failures(tmp_path: Path) -> None:
         assert (row["status"], row["user_id"], row["provider"]) == ("ok", "user-alice", "anthropic")
     error = got[failed.span_id.hex()]
     assert (error["status"], error["input_tokens"], error["cost_source"]) == ("error", None, "no_usage")
+
+
+def test_a_request_span_with_its_response_was_not_streamed(tmp_path: Path) -> None:
+    """Logfire sends no stream flag (its request_data holds the model only), but it writes a
+    response on the request span only for a call that was not streamed: a chat or an embedding
+    with usage is stored as not streamed, a stream's log as streamed, a failed request (no
+    response) as unknown."""
+    chat = span(
+        request_span(
+            CHAT,
+            "openai",
+            "gpt-4o",
+            **{
+                "gen_ai.response.model": "gpt-4o-2024-08-06",
+                "gen_ai.response.id": "chatcmpl-2",
+                **OPENAI_USAGE,
+            },
+        ),
+        name=CHAT,
+    )
+    embed_template = "Embedding Creation with {request_data[model]!r}"
+    embedding = span(
+        request_span(
+            embed_template,
+            "openai",
+            "text-embedding-3-small",
+            **{
+                "gen_ai.operation.name": "embeddings",
+                "gen_ai.response.model": "text-embedding-3-small",
+                "gen_ai.usage.input_tokens": 35,
+            },
+        ),
+        name=embed_template,
+    )
+    stream_req = span(
+        request_span(CHAT, "openai", "gpt-4o", **{"gen_ai.response.model": "gpt-4o"}), name=CHAT
+    )
+    log = zero_length(stream_log("openai", "gpt-4o", "gpt-4o-2024-08-06", **OPENAI_USAGE))
+    failed = span(
+        request_span(
+            CHAT, "openai", "gpt-4o", **{"gen_ai.response.model": "gpt-4o", "logfire.level_num": 17}
+        ),
+        name=CHAT,
+        error=True,
+    )
+    rows = stored_rows(tmp_path / "um.duckdb", request([chat, embedding, stream_req, log, failed]), clock=NOW)
+    got = {r["span_id"]: r["streaming"] for r in rows}
+    assert got == {
+        chat.span_id.hex(): False,
+        embedding.span_id.hex(): False,
+        log.span_id.hex(): True,
+        failed.span_id.hex(): None,
+    }

@@ -11,7 +11,8 @@ Which span is the call:
   records it; ``superseded``.
 What a call says:
 - A span that records a time to first chunk was streamed (the AI SDK v6 and v7, pydantic-ai,
-  Langfuse's Python integration), whatever a flag says; ``streaming``.
+  Langfuse's Python integration), whatever a flag says; Logfire's request span with a response
+  was not; ``streaming``.
 - Provider ids with the API after the provider (``openai.chat``) are cut to the provider; a span
   with an empty provider takes the one LiteLLM puts before its model
   (``openai/text-embedding-3-small``); ``provider``.
@@ -41,6 +42,8 @@ _LOGFIRE_STREAMABLE = frozenset(
         "Message with {request_data[model]!r}",
     }
 )
+# ... and all its request spans that hold a call's response when it was not streamed.
+_LOGFIRE_REQUESTS = _LOGFIRE_STREAMABLE | {"Embedding Creation with {request_data[model]!r}"}
 
 
 def _failed(span: Any, scan: Scan) -> bool:
@@ -219,7 +222,18 @@ def streaming(scan: Scan) -> bool | None:
     verdict = ai_sdk_verdict(scan)
     if verdict is not None and verdict.streamed is not None:
         return verdict.streamed
-    return None
+    return False if _logfire_answered_request(scan) else None
+
+
+def _logfire_answered_request(scan: Scan) -> bool:
+    """Logfire writes the response on its request span only when the call was not streamed (a
+    stream's response goes to its streaming-response log): a request span holding usage or a
+    response id was not streamed. Without a response (a failed call) it says nothing either way."""
+    if scan.text("logfire_span_type") != c.LOGFIRE_REQUEST_SPAN_TYPE:
+        return False
+    if scan.text("logfire_template") not in _LOGFIRE_REQUESTS:
+        return False
+    return has_tokens(scan) or scan.has("response_id")
 
 
 def provider(scan: Scan) -> str | None:
