@@ -61,6 +61,9 @@ TRACELOOP_CONSTRAINTS = (
     *contrib("logging", "redis", "requests", "sqlalchemy", "threading", "urllib3"),
 )
 
+# Logfire's log span for the end of a streamed call (a sibling of its request span).
+LOGFIRE_STREAM_LOG = r"^streaming response from "
+
 LIBRARIES = [
     Library(
         "openai-v2",
@@ -125,6 +128,11 @@ LIBRARIES = [
         "openai",
         ["logfire", "openai"],
         "https://logfire.pydantic.dev/docs/integrations/llms/openai/",
+        # Logfire adds baggage to spans as bare attributes: `plan` and `feature` are properties
+        service_args=["--property-keys", "plan", "--property-keys", "feature"],  # the flag repeats
+        # A streamed call's response and usage are on Logfire's "streaming response" log, not on
+        # the request span that encloses the moment the provider was called.
+        call_span=LOGFIRE_STREAM_LOG,
     ),
     Library(
         "logfire-anthropic",
@@ -133,6 +141,11 @@ LIBRARIES = [
         "anthropic",
         ["logfire", "anthropic"],
         "https://logfire.pydantic.dev/docs/integrations/llms/anthropic/",
+        # Logfire adds baggage to spans as bare attributes: `plan` and `feature` are properties
+        service_args=["--property-keys", "plan", "--property-keys", "feature"],  # the flag repeats
+        # A streamed call's response and usage are on Logfire's "streaming response" log, not on
+        # the request span that encloses the moment the provider was called.
+        call_span=LOGFIRE_STREAM_LOG,
     ),
     Library(
         "langfuse-openai",

@@ -2,7 +2,7 @@
 
 How user, session and properties are attached: `logfire.set_baggage(...)`
 (https://logfire.pydantic.dev/docs/reference/advanced/baggage/): `user.id`, `session.id`, and the
-bare keys `plan` / `feature` (service run with `--property-keys plan,feature`); the anthropic
+bare keys `plan` / `feature` (service run with `--property-keys plan --property-keys feature`); the anthropic
 `metadata.user_id` parameter is passed as well.
 """
 

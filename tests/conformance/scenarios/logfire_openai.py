@@ -3,7 +3,7 @@
 How user, session and properties are attached: `logfire.set_baggage(...)`, which Logfire copies
 onto every span below as attributes (https://logfire.pydantic.dev/docs/reference/advanced/baggage/):
 `user.id`, `session.id`, and the bare keys `plan` / `feature` (the service runs with
-`--property-keys plan,feature`). The openai `user=` parameter is passed as well. Each call runs
+`--property-keys plan --property-keys feature`). The openai `user=` parameter is passed as well. Each call runs
 in a `logfire.span` of the application.
 """
 
