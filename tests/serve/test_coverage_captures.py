@@ -104,3 +104,46 @@ def test_the_reports_name_what_the_libraries_send_that_is_not_read(tmp_path: Pat
     (entry,) = openinference["spans"]
     assert entry["unread_keys"][0]["key"].startswith("llm.input_messages.*.message.")
     assert {"key": "llm.token_count.total", "count": 9} in entry["unread_keys"]
+
+
+# The keys this version added to the conventions for the Vercel AI SDK (issue 15), by prefix.
+AI_SDK_KEYS = ("ai.", "traceloop.association.properties.userId", "traceloop.association.properties.sessionId")
+
+
+def test_fed_to_the_conventions_before_the_fixes_the_report_names_what_was_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The AI SDK v6 capture, read with the conventions as they were before its dialect was added
+    (no `ai.*` key, no AI SDK metadata prefix): the report shows 9 requests, none with a user or a
+    session; the failed calls' and the embedding's spans as LLM-looking spans skipped; and the AI
+    SDK's user, session, property, cache and reasoning keys as unread on the stored ones. With
+    today's conventions all 12 calls are stored and none of those keys is unread."""
+    before = {
+        field: tuple(s for s in sources if not s.key.startswith(AI_SDK_KEYS))
+        for field, sources in conventions.FIELDS.items()
+    }
+    monkeypatch.setattr(conventions, "FIELDS", before)
+    prefixes = tuple(p for p in conventions.PROPERTY_PREFIXES if not p.startswith(AI_SDK_KEYS))
+    monkeypatch.setattr(conventions, "PROPERTY_PREFIXES", prefixes)
+    (tmp_path / "before").mkdir()
+    old = report("js-ai-sdk-v6", tmp_path / "before")
+    ((scope,), (entry,)) = old["scopes"], old["spans"]
+    assert (scope["requests"], scope["with_user"], scope["with_session"]) == (9, 0, 0)
+    skipped = {k["key"]: k["count"] for k in entry["skipped_span_names"]}
+    assert (skipped["ai.generateText.doGenerate"], skipped["ai.embed.doEmbed"]) == (2, 1)
+    unread = {k["key"]: k["count"] for k in entry["unread_keys"]}
+    missing = {
+        "ai.telemetry.metadata.userId",
+        "ai.telemetry.metadata.sessionId",
+        "ai.telemetry.metadata.plan",
+        "ai.usage.cachedInputTokens",
+        "ai.usage.reasoningTokens",
+        "ai.model.provider",
+    }
+    assert missing <= set(unread), unread
+    assert unread["ai.usage.cachedInputTokens"] == 9 and unread["ai.telemetry.metadata.userId"] == 8
+    monkeypatch.undo()
+    now = report("js-ai-sdk-v6", tmp_path)
+    ((scope,), (entry,)) = now["scopes"], now["spans"]
+    assert (scope["requests"], scope["with_user"], scope["with_session"]) == (12, 11, 11)
+    assert not missing & {k["key"] for k in entry["unread_keys"]}
