@@ -32,12 +32,13 @@ def capture_expected(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def capture_property_keys(name: str) -> list[str]:
-    """The bare property keys the service was run with when the capture was recorded
-    (``--property-keys`` in its ``service_args.json``; none when it has no such file)."""
-    path = CAPTURES / name / "service_args.json"
-    args = json.loads(path.read_text()) if path.exists() else []
-    return [value for flag, value in zip(args, args[1:], strict=False) if flag == "--property-keys"]
+def capture_settings(name: str) -> dict[str, tuple[str, ...]]:
+    """The settings one capture's service ran with (its settings.json: the [conventions] entries),
+    as Settings fields; {} when it ran with the defaults."""
+    path = CAPTURES / name / "settings.json"
+    if not path.exists():
+        return {}
+    return {key: tuple(value) for key, value in json.loads(path.read_text())["conventions"].items()}
 
 
 def capture_spans(name: str) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,9 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from spans import ancestors
 
+from user_metrics.cli.main import _parser
+from user_metrics.settings import CONVENTIONS, SPECS, load_settings
+
 # A session id a library makes itself (pydantic-ai: a new one per agent run), which the service
 # takes for the session when the application names none.
 CONVERSATION_ID = "gen_ai.conversation.id"
@@ -27,8 +30,13 @@ def expected_rows(
     intended: list[dict[str, Any]],
     picks: list[dict[str, Any]],
     spans: list[dict[str, Any]],
+    verdicts: list[Any],
 ) -> list[dict[str, Any]]:
     by_n = {i["n"]: i for i in intended}
+    gaps: dict[int, set[str]] = {}
+    for v in verdicts:
+        if v.state == "lib":
+            gaps.setdefault(v.n, set()).add(v.field)
     out = []
     for call, pick in zip(calls, picks, strict=True):
         gt, span = pick["gt"] or {}, pick["span"]
@@ -81,9 +89,20 @@ def expected_rows(
                     "ancestors": [a["name"] for a in chain],
                 },
                 "reported": pick["reported"],
+                # The compare's fields (compare.FIELDS) whose true value the library did not send.
+                "library_gaps": sorted(gaps.get(call["n"], ())),
             }
         )
     return out
+
+
+def conventions_settings(service_args: list[str]) -> dict[str, list[str]]:
+    """The [conventions] settings among a service's command-line arguments, as `serve` reads them
+    (a capture replayed in CI needs them to be read as the live service read it)."""
+    args = _parser().parse_args(["serve", *service_args])
+    settings = load_settings({spec.name: getattr(args, spec.name) for spec in SPECS}, environ={})
+    chosen = (spec.name for spec in SPECS if spec.section == CONVENTIONS)
+    return {name: list(getattr(settings, name)) for name in chosen if getattr(settings, name)}
 
 
 def attribute_keys(spans: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,8 +145,9 @@ def write(
     (dest / "intended.jsonl").write_text(_lines(intended))
     (dest / "expected.jsonl").write_text(_lines(expected))
     (dest / "pip-freeze.txt").write_text(freeze)
-    if library.service_args:  # how the service ran (e.g. --property-keys), for the replay
-        (dest / "service_args.json").write_text(json.dumps(library.service_args) + "\n")
+    conventions = conventions_settings(library.service_args)
+    if conventions:
+        (dest / "settings.json").write_text(json.dumps({CONVENTIONS: conventions}, indent=1) + "\n")
     names = Counter((s["name"], s["kind"], s["scope"]["name"]) for s in spans)
     table = "\n".join(f"| `{n}` | {k} | `{sc}` | {c} |" for (n, k, sc), c in sorted(names.items()))
     version_lines = "\n".join(f"- `{k}=={v}`" for k, v in versions.items())

@@ -184,7 +184,7 @@ def run_library(lib: Library, record: Path | None, upgrade: bool) -> dict[str, A
         rejected=[a for a in proxy.answers if a != 200],
     )
     if record is not None:
-        expected = capture.expected_rows(the_calls, intended, picks, spans)
+        expected = capture.expected_rows(the_calls, intended, picks, spans, verdicts)
         capture.write(
             record / lib.name,
             lib,

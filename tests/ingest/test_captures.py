@@ -9,20 +9,16 @@ library's own value under the key it uses for that fact where it reported it rig
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import (
-    CAPTURE_NAMES,
-    capture_expected,
-    capture_property_keys,
-    capture_requests,
-    capture_spans,
-)
+from conftest import CAPTURE_NAMES, capture_expected, capture_requests, capture_settings, capture_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.ingest.attributes import compile_conventions
 from user_metrics.ingest.mapping import map_request
+from user_metrics.settings import Settings
 from user_metrics.store.records import RequestRecord
 
 NOW = 2**63 - 1
@@ -34,6 +30,13 @@ TOKEN_ROLES = {
     "cached_tokens": "cache_read_tokens",
     "reasoning_tokens": "reasoning_tokens",
 }
+# The conformance suite's field (compare.FIELDS) of each ground-truth role.
+COMPARE_FIELDS = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cached_tokens": "cached",
+    "reasoning_tokens": "reasoning",
+}
 SERVER_TOKENS = {
     "input_tokens": "prompt_tokens",
     "output_tokens": "completion_tokens",
@@ -43,7 +46,14 @@ SERVER_TOKENS = {
 
 
 def _map_capture(name: str) -> dict[str, RequestRecord]:
-    conv = compile_conventions(capture_property_keys(name))
+    """The capture mapped with the [conventions] settings its service ran with (settings.json)."""
+    settings = replace(Settings(), **capture_settings(name))
+    conv = compile_conventions(
+        settings.property_keys,
+        user_id_keys=settings.user_id_keys,
+        session_id_keys=settings.session_id_keys,
+        property_prefixes=settings.property_prefixes,
+    )
     records: dict[str, RequestRecord] = {}
     for body in capture_requests(name):
         mapped = map_request(ExportTraceServiceRequest.FromString(body), conv, now_unix_nano=NOW)
@@ -74,6 +84,12 @@ def _library_values(span: dict[str, Any], keys: set[str]) -> set[Any]:
     return {span["attributes"][k] for k in keys if k in span["attributes"]}
 
 
+def _gaps(expected: dict[str, Any]) -> set[str]:
+    """The fields of one call whose true value the library itself did not send (the conformance
+    suite's verdict, recorded with the capture): what it stored instead is not checked."""
+    return set(expected.get("library_gaps", ()))
+
+
 @pytest.mark.parametrize("name", CAPTURE_NAMES)
 class TestCaptures:
     def test_one_record_per_call_and_no_other(self, name: str) -> None:
@@ -97,10 +113,12 @@ class TestCaptures:
         conversation id)."""
         records = _map_capture(name)
         for e in _spanned(capture_expected(name)):
-            record = records[e["llm_span"]["span_id"]]
-            assert record.user_id == e["user_id"], e["n"]
-            assert record.session_id == (e["session_id"] or e.get("library_session_id")), e["n"]
-            assert record.properties == (e["properties"] or {}), e["n"]
+            record, gaps = records[e["llm_span"]["span_id"]], _gaps(e)
+            assert "user" in gaps or record.user_id == e["user_id"], e["n"]
+            assert "session" in gaps or record.session_id == (
+                e["session_id"] or e.get("library_session_id")
+            ), e["n"]
+            assert "props" in gaps or record.properties == (e["properties"] or {}), e["n"]
 
     def test_models(self, name: str) -> None:
         """The request model is the alias asked for where the library sent it under a key it keeps
@@ -115,6 +133,8 @@ class TestCaptures:
         request_keys = _own_keys(expected, "request_model") - response_keys
         for e in _spanned(expected):
             record = records[e["llm_span"]["span_id"]]
+            if "model" in _gaps(e):
+                continue
             if set(e["reported"].get("request_model", {})) & request_keys:
                 assert record.request_model == e["request_model"], e["n"]
             else:
@@ -137,6 +157,8 @@ class TestCaptures:
             record = records[e["llm_span"]["span_id"]]
             span = spans[e["llm_span"]["span_id"]]
             for role, field in TOKEN_ROLES.items():
+                if COMPARE_FIELDS[role] in _gaps(e):
+                    continue
                 value = getattr(record, field)
                 truth = e["server"][SERVER_TOKENS[role]]
                 if role in e["reported"]:
@@ -169,7 +191,8 @@ class TestCaptures:
 
     def test_stream_without_usage_is_a_request_with_no_tokens(self, name: str) -> None:
         """Call 12 (no include_usage) is still a request, with no token counts but the library's own
-        under its token keys (OpenLLMetry JS estimates a stream's; the AI SDK asks for usage itself)."""
+        under its token keys (OpenLLMetry JS estimates a stream's, as do LiteLLM and OpenLIT; the AI
+        SDK asks for usage itself)."""
         records = _map_capture(name)
         expected = capture_expected(name)
         call: dict[str, Any] | None = next((e for e in expected if e["kind"] == "stream_nousage"), None)
@@ -177,6 +200,10 @@ class TestCaptures:
             pytest.skip("no stream without usage in this capture (Anthropic streams always report usage)")
         record = records[call["llm_span"]["span_id"]]
         span = capture_spans(name)[call["llm_span"]["span_id"]]
-        assert record.input_tokens in {None, *_library_values(span, _own_keys(expected, "input_tokens"))}
-        assert record.output_tokens in {None, *_library_values(span, _own_keys(expected, "output_tokens"))}
+        if not {"input", "output"} & _gaps(call):
+            assert record.input_tokens in {None, *_library_values(span, _own_keys(expected, "input_tokens"))}
+            assert record.output_tokens in {
+                None,
+                *_library_values(span, _own_keys(expected, "output_tokens")),
+            }
         assert record.user_id == "user-carol"

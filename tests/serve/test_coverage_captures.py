@@ -14,8 +14,8 @@ from conftest import (
     CAPTURE_NAMES,
     Service,
     capture_expected,
-    capture_property_keys,
     capture_requests,
+    capture_settings,
     capture_spans,
 )
 from senders import raw_export
@@ -27,11 +27,7 @@ EVER = "since=2000-01-01&until=2100-01-01&limit=1000"
 
 def report(name: str, tmp_path: Path) -> dict[str, Any]:
     # Run as the capture was recorded (e.g. with the --property-keys its library needs).
-    svc = Service(
-        tmp_path / f"{name}.duckdb",
-        attribution_window_seconds=0,
-        property_keys=tuple(capture_property_keys(name)),
-    )
+    svc = Service(tmp_path / f"{name}.duckdb", attribution_window_seconds=0, **capture_settings(name))
     svc.start()
     try:
         for body in capture_requests(name):
@@ -61,20 +57,28 @@ def read_keys() -> tuple[set[str], tuple[str, ...]]:
 def test_a_capture_gets_a_sensible_report(name: str, tmp_path: Path) -> None:
     """Per scope of the library's LLM spans: its requests, the shares its ground truth gives (the
     anonymous call has no user and no session; a user inherited from the application's span
-    counts), no LLM-looking span skipped (each call is counted), and unread keys that no convention
-    reads (the capture's --property-keys are read), most frequent first, never more often than once
-    per LLM span and numbered segments."""
+    counts; a fact the library itself did not send does not), no LLM-looking span skipped (each
+    call is counted), and unread keys that no convention reads (the capture's [conventions] settings
+    are read), most frequent first, never more often than once per LLM span and numbered segments."""
     answer = report(name, tmp_path)
     expected = [e for e in capture_expected(name) if e["llm_span"]]  # calls the library sent a span for
     scopes = {(s["scope_name"], s["scope_version"]): s for s in answer["scopes"]}
     assert Counter({k: s["requests"] for k, s in scopes.items()}) == llm_span_scopes(name)
-    assert sum(s["with_user"] for s in scopes.values()) == sum(e["user_id"] is not None for e in expected)
+    sent = {
+        field: [field not in e.get("library_gaps", ()) for e in expected] for field in ("user", "session")
+    }
+    assert sum(s["with_user"] for s in scopes.values()) == sum(
+        e["user_id"] is not None and ok for e, ok in zip(expected, sent["user"], strict=True)
+    )
     assert sum(s["with_session"] for s in scopes.values()) == sum(
-        (e["session_id"] or e.get("library_session_id")) is not None for e in expected
+        (e["session_id"] or e.get("library_session_id")) is not None and ok
+        for e, ok in zip(expected, sent["session"], strict=True)
     )
     anonymous = [e["n"] for e in expected if e["user_id"] is None]
     assert anonymous == [11]
-    assert sum(s["with_user"] for s in scopes.values()) == len(expected) - 1  # all but the anonymous call
+    # All but the anonymous call, and those the library did not send a user for (expected.jsonl's
+    # library_gaps: OpenLIT names no user on a failed call).
+    assert sum(s["with_user"] for s in scopes.values()) == len(expected) - 1 - sent["user"].count(False)
     keys, prefixes = read_keys()
     for entry in answer["spans"]:
         assert entry["llm_like_skipped"] == 0, entry["skipped_span_names"]
@@ -82,7 +86,7 @@ def test_a_capture_gets_a_sensible_report(name: str, tmp_path: Path) -> None:
         assert counts == sorted(counts, reverse=True)
         for k in entry["unread_keys"]:
             assert k["key"] not in keys and not k["key"].startswith(prefixes), k
-            assert k["key"] not in capture_property_keys(name), "read as a property"
+            assert k["key"] not in capture_settings(name).get("property_keys", ()), "read as a property"
             assert ".0." not in k["key"] and ".1." not in k["key"], "numbered segments are written *"
 
 
