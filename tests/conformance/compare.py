@@ -145,7 +145,8 @@ def judge(
             if same(field, want[field], got):
                 verdicts.append(Verdict(n, field, "ok", want[field], got))
             else:
-                state = "lib" if _library_gap(field, want[field], got, leaves, call, mine) else "fail"
+                gap = _library_gap(field, want[field], got, leaves, call, mine, gt)
+                state = "lib" if gap else "fail"
                 if field == "cost" and any(
                     v.n == n and v.state == "lib" and v.field in TOKENS for v in verdicts
                 ):
@@ -194,11 +195,16 @@ def _library_gap(
     leaves: list[tuple[str, Any, str]],
     call: dict[str, Any],
     mine: list[dict[str, Any]],
+    gt: dict[str, Any] | None = None,
 ) -> bool:
     """True when the library's spans do not carry the true value (so no mapper could find it)."""
     values = [v for _, v, _ in leaves]
     if field == "once":
         return not mine
+    if field == "model" and str(got).startswith(f"{want} / ") and gt and gt.get("response_model"):
+        # The model asked for is stored; the model that answered (the server's) is in no span: the
+        # response model stored is the library's own wrong value (LiteLLM's streams repeat the alias).
+        return gt["response_model"] not in values
     if field in ("user", "session", "model"):
         if want is None:  # an id of the library's own where the application set none
             return got is not None and got in values

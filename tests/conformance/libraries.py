@@ -174,6 +174,12 @@ LIBRARIES = [
         "https://docs.litellm.ai/docs/observability/opentelemetry_integration",
         reported_cost_keys=("gen_ai.cost.total_cost",),
         call_span=r"^litellm_request$",
+        # Since 1.81.0 the callback writes a call onto the application's span around it instead of
+        # a `litellm_request` span of its own; the sync client's callback runs after that span has
+        # ended, so everything is dropped ("Setting attribute on ended span"; 1.110.2), and several
+        # calls under one span overwrite each other (LiteLLM's docs say so). The documented switch
+        # back to one span per call:
+        env={"USE_OTEL_LITELLM_REQUEST_SPAN": "true"},
     ),
     Library(
         "traceloop-anthropic",

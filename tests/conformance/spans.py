@@ -12,9 +12,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 APP_SCOPE = "conformance.app"
-# Spans the provider's own client SDK makes (anthropic>=2 traces its calls itself): the call is the
-# instrumentation library's span when there is one.
-SDK_SCOPES = ("com.anthropic.sdk.python",)
+# Spans the provider's own client SDK makes (anthropic>=2 traces its calls itself), and HTTP client
+# spans beneath the call (OpenLIT instruments httpx too): the call is the instrumentation library's
+# span when there is one.
+SDK_SCOPES = ("com.anthropic.sdk.python", "opentelemetry.instrumentation.httpx")
 
 
 def any_value(v: AnyValue) -> Any:
@@ -80,10 +81,11 @@ def span_leaves(span: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 
 def call_spans(spans: list[dict[str, Any]], trace_id: str, t0: float, t1: float) -> list[dict[str, Any]]:
-    """The library's spans of one call: its trace (the scenario's), or those started in its window."""
-    if trace_id:
-        mine = [s for s in spans if s["trace_id"] == trace_id]
-    else:
+    """The library's spans of one call: its trace (the scenario's), or, when the library has none
+    there (LiteLLM's callback for a stream runs without the caller's context), those started in its
+    window."""
+    mine = [s for s in spans if s["trace_id"] == trace_id and s["scope"]["name"] != APP_SCOPE]
+    if not mine:
         mine = [s for s in spans if t0 * 1e9 - 5e6 <= s["start_unix_nano"] <= t1 * 1e9 + 5e6]
     return [s for s in mine if s["scope"]["name"] != APP_SCOPE]
 

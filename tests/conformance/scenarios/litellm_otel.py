@@ -1,9 +1,13 @@
 """LiteLLM with its OpenTelemetry callback (`litellm.callbacks = ["otel"]`,
 https://docs.litellm.ai/docs/observability/opentelemetry_integration).
 
-How user, session and properties are attached: the `user=` parameter of `litellm.completion`,
-and `metadata={...}` (session id under `session_id`, plus `plan` / `feature`), which the callback
-writes on its span as `metadata.*` attributes. Each call runs inside the application's span.
+How user, session and properties are attached: the `user=` parameter of `litellm.completion`
+(written as `llm.user`), and `metadata={...}` (session id under `session_id`, plus `plan` /
+`feature`), LiteLLM's per-call metadata for its logging callbacks. Its `otel` callback writes only
+LiteLLM's own metadata keys (`metadata.user_api_key_*`, `metadata.usage_object`, ...): the session
+and properties never reach a span (litellm 1.110.2; the library's gap).
+Each call runs inside the application's span, so the run sets `USE_OTEL_LITELLM_REQUEST_SPAN=true`
+(libraries.py): without it LiteLLM writes the call onto that span, after it has ended.
 """
 
 import os
