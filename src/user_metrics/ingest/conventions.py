@@ -394,6 +394,11 @@ PROVIDER_API_SUFFIXES = (
     ".textembedding",
 )
 
+# Cost keys whose 0 is no price: OpenLIT writes `gen_ai.usage.cost` 0 whenever its price list
+# (fetched from GitHub at start-up) lacks the model or could not be fetched, or pricing failed. A
+# call that used tokens and reports 0 there is priced from the tokens instead.
+ZERO_IS_NO_PRICE_COST_KEYS = frozenset({"gen_ai.usage.cost"})
+
 # ---- the coverage report (coverage_scan.py) -----------------------------------------------------
 # A span the rules above do not count still "looks like" an LLM call when it has one of these
 # fields, or an attribute no convention reads whose key starts with one of LLM_LIKE_PREFIXES and

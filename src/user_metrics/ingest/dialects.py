@@ -17,7 +17,8 @@ What a call says:
   with an empty provider takes the one LiteLLM puts before its model
   (``openai/text-embedding-3-small``); ``provider``.
 - ``adjust`` completes a mapped record where a library writes one fact in a shape of its own
-  (Langfuse's one model name, its provider-less integration, its zero cost on failures).
+  (Langfuse's one model name, its provider-less integration, its zero cost on failures; OpenLIT's
+  zero cost when it could not price a call).
 All read only the span and its scan, like the rest of the mapper.
 """
 
@@ -94,7 +95,18 @@ def adjust(record: RequestRecord, span: Any, scan: Scan) -> RequestRecord:
         # Langfuse's OpenAI integration writes cost_details {"total": 0} on every failed call:
         # a placeholder, not a price. With no usage, nothing was reported.
         changes.update(cost_usd=None, cost_source=None)
+    elif record.cost_source == "reported" and record.cost_usd == 0 and _zero_is_no_price(record, scan):
+        # OpenLIT's 0 on a call that used tokens says it could not price it: priced from the tokens.
+        changes.update(cost_usd=None, cost_source=None)
     return record._replace(**changes) if changes else record
+
+
+def _zero_is_no_price(record: RequestRecord, scan: Scan) -> bool:
+    """True when the reported cost 0 came from a key whose 0 means "no price" and tokens were used."""
+    if not (record.input_tokens or record.output_tokens):
+        return False
+    key = next((key for key, value in scan.raw("cost") if value is not None and value != ""), None)
+    return key in c.ZERO_IS_NO_PRICE_COST_KEYS
 
 
 def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, Any]) -> None:
