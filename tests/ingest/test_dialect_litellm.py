@@ -16,6 +16,9 @@ from typing import Any
 from ingested import by_span, served_rows
 from otlp import request, span
 
+from user_metrics.ingest.attributes import compile_conventions
+from user_metrics.ingest.mapping import map_request
+
 COST = {
     "gen_ai.cost.total_cost": 3.4725e-05,
     "gen_ai.cost.input_cost": 4.1249999999999995e-06,
@@ -100,6 +103,16 @@ class TestLiteLLM:
                 streaming,
             )
             assert (row["input_tokens"], row["output_tokens"]) == (33, 51)
+
+    def test_its_raw_request_span_is_no_skipped_call_in_the_coverage_report(self) -> None:
+        """`raw_gen_ai_request` (the provider's raw answer as `llm.openai.*`, beneath the call's
+        `litellm_request`) is not counted, and the coverage report does not list it as a span that
+        looks like an LLM call but was skipped: the call is counted, on its parent."""
+        mapped = map_request(
+            request(litellm_call(CHAT, raw=RAW)), compile_conventions(), now_unix_nano=2**63 - 1
+        )
+        assert len(mapped.records) == 1
+        assert [tally.llm_like_skipped for tally in mapped.coverage.scopes.values()] == [0]
 
     def test_embeddings_with_an_empty_system_are_priced(self, tmp_path: Path) -> None:
         """An embedding with `gen_ai.system` "" is priced with LiteLLM's cost; its provider comes from

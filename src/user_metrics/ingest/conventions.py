@@ -407,3 +407,6 @@ ZERO_IS_NO_PRICE_COST_KEYS = frozenset({"gen_ai.usage.cost"})
 LLM_LIKE_FIELDS = ("request_model", "response_model", *TOKEN_FIELDS, "cost")
 LLM_LIKE_PREFIXES = ("gen_ai.", "llm.", "ai.", "embedding.", "langfuse.observation.")
 LLM_LIKE_WORDS = ("model", "usage", "token", "cost")
+# Span names that look like a call but never are one: LiteLLM's `raw_gen_ai_request`, the provider's
+# raw request and answer (`llm.<provider>.model`, `llm.<provider>.usage`) beneath the call's span.
+NOT_CALL_SPAN_NAMES = frozenset({"raw_gen_ai_request"})

@@ -2,7 +2,8 @@
 
 The mapper (``mapping.py``) calls ``Tally.saw`` for each span and ``Tally.stored`` for each record
 it returns. Per (service, instrumentation scope) a ``ScopeTally`` counts the LLM spans mapped, the
-spans that were not counted but look like LLM calls (``conventions.LLM_LIKE_*``) with their names
+spans that were not counted but look like LLM calls (``conventions.LLM_LIKE_*``; never those named in
+``conventions.NOT_CALL_SPAN_NAMES``) with their names
 and attribute keys, and the attribute keys of LLM spans that no convention reads (``Scan.unread``,
 collected in the mapper's one pass over the attributes). The ingestor hands the tallies to the
 service's bounded counters (``coverage_counts.py``). ``stored`` also puts the scope on the record.
@@ -100,7 +101,7 @@ class Tally:
         """One span of the scope was read: an LLM call (remember its scope) or skipped."""
         if is_llm:
             self._llm_scope[id(span)] = tally
-        elif looks_like_llm(scan, declared):
+        elif span.name not in c.NOT_CALL_SPAN_NAMES and looks_like_llm(scan, declared):
             tally.llm_like_skipped += 1
             tally.skipped_names[span.name] += 1
             tally._skipped_keys.update(_keys(scan))
