@@ -114,6 +114,30 @@ class TestLiteLLM:
         assert len(mapped.records) == 1
         assert [tally.llm_like_skipped for tally in mapped.coverage.scopes.values()] == [0]
 
+    def test_cached_and_reasoning_tokens_from_its_python_usage_object(self, tmp_path: Path) -> None:
+        """LiteLLM writes cached and reasoning tokens only inside `metadata.usage_object`, the
+        provider's usage as Python's `str(dict)` (single quotes, None): they are read from it.
+        A usage object without details (an embedding's) or that is no literal gives none."""
+        usage = (
+            "{'completion_tokens': 51, 'prompt_tokens': 33, 'total_tokens': 84, 'completion_tokens_details': "
+            "{'accepted_prediction_tokens': 0, 'audio_tokens': 0, 'reasoning_tokens': 12, "
+            "'rejected_prediction_tokens': None}, 'prompt_tokens_details': {'audio_tokens': 0, "
+            "'cached_tokens': 11}}"
+        )
+        chat = litellm_call(CHAT | {"metadata.usage_object": usage}, raw=RAW)
+        plain = litellm_call(
+            embedding("openai/text-embedding-3-small")
+            | {"metadata.usage_object": "{'prompt_tokens': 7, 'prompt_tokens_details': None}"}
+        )
+        broken = litellm_call(CHAT | {"metadata.usage_object": "{'prompt_tokens_details': __import__('os')}"})
+        rows = by_span(served_rows(tmp_path, request([*chat, *plain, *broken])))
+        row = rows[chat[0].span_id.hex()]
+        assert (row["input_tokens"], row["cache_read_tokens"], row["reasoning_tokens"]) == (33, 11, 12)
+        assert (row["cost_source"], row["cost_usd"]) == ("reported", Decimal("0.000034725"))
+        for call in (plain, broken):
+            row = rows[call[0].span_id.hex()]
+            assert (row["cache_read_tokens"], row["reasoning_tokens"]) == (None, None)
+
     def test_embeddings_with_an_empty_system_are_priced(self, tmp_path: Path) -> None:
         """An embedding with `gen_ai.system` "" is priced with LiteLLM's cost; its provider comes from
         the `provider/model` LiteLLM called when there is one (without it, LiteLLM names none)."""

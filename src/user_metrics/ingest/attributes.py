@@ -9,6 +9,7 @@ negative token count, a cost that is not a number) raises ``MappingError``.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -84,6 +85,21 @@ def compile_conventions(
         max_properties=max_properties,
         max_span_attributes=max_span_attributes,
     )
+
+
+# The longest Python literal read (a usage object is a few hundred characters).
+MAX_LITERAL_CHARS = 8192
+
+
+def _python_literal(text: str) -> Any:
+    """The value of a Python literal (``conventions.PYTHON_LITERAL_KEYS``), else None. Only
+    literals are evaluated (``ast.literal_eval``: no names, no calls), and only short ones."""
+    if len(text) > MAX_LITERAL_CHARS:
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 # ---- reading AnyValue -------------------------------------------------------------------------
@@ -227,7 +243,7 @@ class Scan:
                 try:
                     decoded = json.loads(text)
                 except (ValueError, RecursionError):  # not JSON, or nested too deep to be ours
-                    decoded = None
+                    decoded = _python_literal(text) if key in c.PYTHON_LITERAL_KEYS else None
                 if "\\u" in text:  # JSON escapes can spell lone surrogates, which cannot be stored
                     decoded = _without_surrogates(decoded)
             elif value.WhichOneof("value") == "kvlist_value":

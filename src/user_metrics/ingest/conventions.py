@@ -167,6 +167,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         Source("langfuse.observation.usage_details", "input_tokens_details.cached_tokens"),
         Source("langfuse.observation.usage_details", "cache_read_input_tokens"),
         Source("langfuse.observation.usage_details", "input_cached_tokens"),  # Langfuse JS
+        Source("metadata.usage_object", "prompt_tokens_details.cached_tokens"),  # LiteLLM
     ),
     "cache_write_tokens": _keys(
         "gen_ai.usage.cache_write.input_tokens",
@@ -193,6 +194,7 @@ FIELDS: dict[str, tuple[Source, ...]] = {
         # Logfire writes reasoning only inside the provider's raw usage object.
         Source("gen_ai.usage.raw", "completion_tokens_details.reasoning_tokens"),
         Source("gen_ai.usage.raw", "output_tokens_details.reasoning_tokens"),
+        Source("metadata.usage_object", "completion_tokens_details.reasoning_tokens"),  # LiteLLM
     ),
     "cost": _keys("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
     + (Source("langfuse.observation.cost_details", "total"),)
@@ -394,6 +396,10 @@ PROVIDER_API_SUFFIXES = (
     ".textembedding",
 )
 
+# Attributes whose value is a Python literal (`str(dict)`: single quotes, None), not JSON, read like
+# a JSON object: LiteLLM's `metadata.usage_object`, the provider's usage with OpenAI's nested cached
+# and reasoning counts (which LiteLLM writes nowhere else).
+PYTHON_LITERAL_KEYS = frozenset({"metadata.usage_object"})
 # Cost keys whose 0 is no price: OpenLIT writes `gen_ai.usage.cost` 0 whenever its price list
 # (fetched from GitHub at start-up) lacks the model or could not be fetched, or pricing failed. A
 # call that used tokens and reports 0 there is priced from the tokens instead.
