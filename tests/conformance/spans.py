@@ -3,6 +3,7 @@ for where a fact lives on them: which span represents each call, and what the li
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
@@ -63,12 +64,16 @@ def flatten(bodies: list[bytes]) -> list[dict[str, Any]]:
 
 
 def leaves(value: Any, path: str) -> list[tuple[str, Any]]:
-    """(key path, value) of every scalar in an attribute value, JSON strings opened."""
+    """(key path, value) of every scalar in an attribute value, JSON strings (and Python literals:
+    LiteLLM writes `str(dict)`) opened."""
     if isinstance(value, str) and value[:1] in "{[":
         try:
             value = json.loads(value)
         except ValueError:
-            return [(path, value)]
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                return [(path, value)]
     if isinstance(value, dict):
         return [leaf for k, v in value.items() for leaf in leaves(v, f"{path}.{k}")]
     if isinstance(value, list):

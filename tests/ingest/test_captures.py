@@ -171,6 +171,8 @@ class TestCaptures:
                     allowed.add(0)  # reported as 0 where the server sent none
                 elif e["usage_sent_to_client"] and not e["error"]:
                     allowed.add(truth)
+                else:
+                    allowed.add(0)  # 0 in a library's own estimate where the client saw no usage (LiteLLM)
                 assert value in allowed, (e["n"], role, value)
 
     def test_status_errors_and_streams(self, name: str) -> None:
