@@ -125,7 +125,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = self._body()
         encoding = (self.headers.get("content-encoding") or "").lower()
         if encoding == "gzip":
             body = gzip.decompress(body)
@@ -150,6 +150,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.proxy.bodies.append(raw)
             self.proxy.answers.append(status)
         self._answer(status, data, rtype)
+
+    def _body(self) -> bytes:
+        """The request body, sized or chunked (Node's OTLP exporter sends no Content-Length)."""
+        if "chunked" not in (self.headers.get("transfer-encoding") or "").lower():
+            return self.rfile.read(int(self.headers.get("content-length") or 0))
+        parts = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()  # the CRLF after the chunk
+        while self.rfile.readline().strip():  # trailers up to the blank line
+            pass
+        return b"".join(parts)
 
     def _answer(self, status: int, data: bytes, ctype: str) -> None:
         self.send_response(status)
