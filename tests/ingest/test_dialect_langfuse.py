@@ -242,6 +242,13 @@ def test_js_stream_embedding_and_failure(tmp_path: Path) -> None:
     )
 
 
+def test_js_embedding_model_is_the_request_model(tmp_path: Path) -> None:
+    """Langfuse JS names an embedding's model as asked for and reports no usage: it is the request
+    model (an embeddings response names the same), not a served model with no request model."""
+    embedding = js_rows(tmp_path)[JS_EMBEDDING.span_id.hex()]
+    assert (embedding["request_model"], embedding["response_model"]) == ("text-embedding-3-small", None)
+
+
 def test_python_usage_object_passed_as_is_is_not_added_to(tmp_path: Path) -> None:
     """OpenAI's usage object (prompt_tokens already includes cached) is read as it is: no `input`
     entry, so nothing is added (the Python integration's shape)."""

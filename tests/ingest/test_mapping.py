@@ -308,6 +308,25 @@ class TestHostileValues:
         record = map_one(chat(user=None, **{"llm.invocation_parameters": '{"user": "\\ud83d\\ude42"}'}))
         assert record.user_id == "\U0001f642"
 
+    @pytest.mark.parametrize("usage", [{}, {"llm.token_count.prompt": 10, "llm.token_count.completion": 5}])
+    def test_a_response_model_repeating_the_request_without_usage_is_no_response_model(
+        self, usage: dict
+    ) -> None:
+        """OpenInference JS writes the model asked for as llm.model_name on a stream it read no usage
+        from: with no usage, a response model equal to the request's names no model that answered
+        (none is stored); with usage it is kept."""
+        r = map_one(
+            {
+                "openinference.span.kind": "LLM",
+                "llm.system": "openai",
+                "llm.model_name": "gpt-4o-mini",
+                "llm.invocation_parameters": json.dumps({"model": "gpt-4o-mini", "stream": True}),
+                **usage,
+            }
+        )
+        assert r.request_model == "gpt-4o-mini" and r.status == "ok"
+        assert r.response_model == ("gpt-4o-mini" if usage else None)
+
     @pytest.mark.parametrize("parent", [b"\x01" * 7, b"\x01" * 5000, b"\x00" * 8])
     def test_an_invalid_parent_span_id_is_no_parent(self, parent: bytes) -> None:
         mapped = map_request(request([span(chat(), parent=parent)]), compile_conventions(), now_unix_nano=NOW)

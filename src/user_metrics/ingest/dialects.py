@@ -87,9 +87,10 @@ def adjust(record: RequestRecord, span: Any, scan: Scan) -> RequestRecord:
     if changes:
         record, changes = record._replace(**changes), {}
     no_usage = record.input_tokens is None and record.output_tokens is None
-    if record.status == "error" and no_usage and _same(record.response_model, record.request_model):
-        # No response came: OpenInference's llm.model_name and Logfire's gen_ai.response.model then
-        # repeat the model asked for. It is not a model that answered.
+    if no_usage and _same(record.response_model, record.request_model):
+        # No response came, or none was read (a stream without usage): OpenInference's
+        # llm.model_name and Logfire's gen_ai.response.model then repeat the model asked for
+        # (OpenInference JS does so for every stream). It is not a model that answered.
         changes["response_model"] = None
     if record.cost_source == "reported" and record.cost_usd == 0 and record.status == "error" and no_usage:
         # Langfuse's OpenAI integration writes cost_details {"total": 0} on every failed call:
@@ -118,6 +119,11 @@ def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, A
     """
     model = scan.text("langfuse_model")
     answered = has_tokens(scan) or not _failed(span, scan)
+    embedding = c.LANGFUSE_SPAN_NAME_OPERATIONS.get(span.name) == "embeddings"
+    if embedding and record.request_model is None:
+        # An embeddings response names the model asked for (Langfuse JS writes no other): it is the
+        # request's, whatever else the response said.
+        changes["request_model"] = model
     if answered and record.response_model is None:
         changes["response_model"] = model
     elif not answered and record.request_model is None:
