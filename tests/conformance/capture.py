@@ -144,13 +144,14 @@ def write(
     (dest / "ground_truth.jsonl").write_text(_lines(truth))
     (dest / "intended.jsonl").write_text(_lines(intended))
     (dest / "expected.jsonl").write_text(_lines(expected))
-    (dest / "pip-freeze.txt").write_text(freeze)
+    node = library.kind == "node"
+    (dest / ("npm-ls.txt" if node else "pip-freeze.txt")).write_text(freeze)
     conventions = conventions_settings(library.service_args)
     if conventions:
         (dest / "settings.json").write_text(json.dumps({CONVENTIONS: conventions}, indent=1) + "\n")
     names = Counter((s["name"], s["kind"], s["scope"]["name"]) for s in spans)
     table = "\n".join(f"| `{n}` | {k} | `{sc}` | {c} |" for (n, k, sc), c in sorted(names.items()))
-    version_lines = "\n".join(f"- `{k}=={v}`" for k, v in versions.items())
+    version_lines = "\n".join(f"- `{k}{'@' if node else '=='}{v}`" for k, v in versions.items())
     (dest / "README.md").write_text(
         f"# {library.name}\n\nRecorded by `tests/conformance/run.py --record` (the live conformance suite): the "
         f"library's release installed in its own environment made the 12 calls of `tests/captures/README.md` "

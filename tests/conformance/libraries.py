@@ -11,6 +11,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OTEL_HTTP = ["opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"]
+# The OpenTelemetry JS SDK a Node application sets up itself (scenarios/common.mjs, otelProvider),
+# pinned to its newest complete line: the registry has @opentelemetry/api 1.10.0 and part of the
+# SDK 3.x line (resources 3.1, exporters 0.301) but no sdk-trace-node/-base 3.x, and the newest of
+# those (2.12.1) accept only @opentelemetry/api <1.10, so unpinned npm stops with ERESOLVE. Raise
+# these when sdk-trace-node 3 is published.
+OTEL_JS = [
+    "@opentelemetry/api@~1.9",
+    "@opentelemetry/sdk-trace-node@2",
+    "@opentelemetry/sdk-trace-base@2",
+    "@opentelemetry/resources@2",
+    "@opentelemetry/exporter-trace-otlp-proto@~0.223",
+]
+OTEL_JS_INSTRUMENTATION = "@opentelemetry/instrumentation@~0.223"
+# The oldest Node major the JavaScript libraries run on (ai 6/7, @ai-sdk/openai 3+ declare
+# engines.node >=22): with an older system node the runner installs the `node@<major>` npm package.
+NODE_MAJOR = 22
 
 
 @dataclass(frozen=True)
@@ -191,6 +207,80 @@ LIBRARIES = [
         "https://www.traceloop.com/docs/openllmetry/tracing/association",
         constraints=TRACELOOP_CONSTRAINTS,
         release_line="traceloop-sdk",
+    ),
+    # JavaScript: npm packages into .conformance-cache/<name>/ (a bare name is installed @latest),
+    # a `.mjs` scenario run by Node >= NODE_MAJOR (scenarios/common.mjs). The AI SDK is tried at its
+    # current major (7) and the previous one (6), each with the @ai-sdk/openai major released for it.
+    Library(
+        "js-ai-sdk-v6",
+        ["ai@6", "@ai-sdk/openai@3", *OTEL_JS],
+        "ai_sdk_v6.mjs",
+        "openai",
+        ["ai", "@ai-sdk/openai"],
+        "https://ai-sdk.dev/v6/docs/ai-sdk-core/telemetry",
+        kind="node",
+    ),
+    Library(
+        "js-ai-sdk-v7",
+        ["ai@7", "@ai-sdk/openai@4", "@ai-sdk/otel", *OTEL_JS],
+        "ai_sdk_v7.mjs",
+        "openai",
+        ["ai", "@ai-sdk/otel", "@ai-sdk/openai"],
+        "https://ai-sdk.dev/docs/ai-sdk-core/telemetry",
+        kind="node",
+    ),
+    Library(
+        "js-traceloop-ai-sdk-v6",
+        ["@traceloop/node-server-sdk", "ai@6", "@ai-sdk/openai@3", *OTEL_JS],
+        "traceloop_ai_sdk_v6.mjs",
+        "openai",
+        ["@traceloop/node-server-sdk", "ai", "@ai-sdk/openai"],
+        "https://www.traceloop.com/docs/openllmetry/integrations/vercel-ai",
+        kind="node",
+    ),
+    Library(
+        "js-traceloop-openai",
+        ["@traceloop/node-server-sdk", "openai", *OTEL_JS],
+        "traceloop_openai.mjs",
+        "openai",
+        ["@traceloop/node-server-sdk", "@traceloop/instrumentation-openai", "openai"],
+        "https://www.traceloop.com/docs/openllmetry/tracing/association",
+        kind="node",
+    ),
+    Library(
+        "js-otel-instrumentation-openai",
+        # 0.22.0 requires @opentelemetry/api ^1.10 (see OTEL_JS): 0.21 is the newest that installs.
+        # It patches openai `>=4.19.0 <7` only: with openai 7 (the latest) it records nothing.
+        ["@opentelemetry/instrumentation-openai@~0.21", OTEL_JS_INSTRUMENTATION, "openai@6", *OTEL_JS],
+        "otel_instrumentation_openai.mjs",
+        "openai",
+        ["@opentelemetry/instrumentation-openai", "openai"],
+        "https://www.npmjs.com/package/@opentelemetry/instrumentation-openai",
+        kind="node",
+    ),
+    Library(
+        "js-openinference-openai",
+        [
+            "@arizeai/openinference-instrumentation-openai",
+            "@arizeai/openinference-core",
+            OTEL_JS_INSTRUMENTATION,
+            "openai",
+            *OTEL_JS,
+        ],
+        "openinference_openai.mjs",
+        "openai",
+        ["@arizeai/openinference-instrumentation-openai", "@arizeai/openinference-core", "openai"],
+        "https://arize-ai.github.io/openinference/js/packages/openinference-core/",
+        kind="node",
+    ),
+    Library(
+        "js-langfuse",
+        ["@langfuse/otel", "@langfuse/openai", "@langfuse/tracing", "openai", *OTEL_JS],
+        "langfuse_openai.mjs",
+        "openai",
+        ["@langfuse/otel", "@langfuse/openai", "@langfuse/tracing", "openai"],
+        "https://langfuse.com/docs/observability/sdk/typescript/instrumentation",
+        kind="node",
     ),
 ]
 BY_NAME = {lib.name: lib for lib in LIBRARIES}

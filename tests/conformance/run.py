@@ -33,7 +33,7 @@ sys.path[:0] = [str(HERE), str(ROOT / "src")]
 import capture  # noqa: E402
 from compare import FIELDS, Verdict, judge  # noqa: E402
 from fakes import FakeProviders  # noqa: E402
-from libraries import BY_NAME, LIBRARIES, Library, calls  # noqa: E402
+from libraries import BY_NAME, LIBRARIES, NODE_MAJOR, Library, calls  # noqa: E402
 from service import RecordingProxy, Service  # noqa: E402
 from spans import flatten  # noqa: E402
 
@@ -52,17 +52,7 @@ def prepare(lib: Library, upgrade: bool) -> tuple[list[str], dict[str, str], str
     home = CACHE / lib.name
     home.mkdir(parents=True, exist_ok=True)
     if lib.kind == "node":
-        if upgrade or not (home / "node_modules").exists():
-            (home / "package.json").write_text(
-                json.dumps({"name": f"conformance-{lib.name}", "private": True, "type": "module"})
-            )
-            _run(["npm", "install", "--no-audit", "--no-fund", *[f"{p}@latest" for p in lib.packages]], home)
-        listing = json.loads(_run(["npm", "ls", "--json", "--depth=0"], home))
-        deps = listing.get("dependencies", {})
-        versions = {p: deps.get(p, {}).get("version", "?") for p in lib.version_of}
-        env = {"NODE_PATH": str(home / "node_modules")}
-        script = [str(HERE / "scenarios" / lib.script)]
-        return ["node", *script], versions | {"_env": json.dumps(env)}, json.dumps(deps, indent=1)
+        return prepare_node(lib, home, upgrade)
     venv = home / "venv"
     python = venv / "bin" / "python"
     if not python.exists():
@@ -84,6 +74,45 @@ def prepare(lib: Library, upgrade: bool) -> tuple[list[str], dict[str, str], str
     return [str(python), str(HERE / "scenarios" / lib.script)], versions | {"_env": json.dumps(env)}, freeze
 
 
+def prepare_node(lib: Library, home: Path, upgrade: bool) -> tuple[list[str], dict[str, str], str]:
+    """npm packages in the library's own folder; its `.mjs` scenario run by Node >= NODE_MAJOR."""
+    node = node_binary(upgrade)
+    if upgrade or not (home / "node_modules").exists():
+        (home / "package.json").write_text(json.dumps({"name": f"conformance-{lib.name}", "private": True}))
+        _run(["npm", "install", "--no-audit", "--no-fund", *map(npm_spec, lib.packages)], home)
+    versions = {}
+    for package in lib.version_of:
+        manifest = home / "node_modules" / package / "package.json"
+        versions[package] = json.loads(manifest.read_text())["version"] if manifest.exists() else "?"
+    listing = _run(["npm", "ls", "--all"], home, check=False)
+    env = {"CONFORMANCE_NPM_HOME": str(home)}
+    return [node, str(HERE / "scenarios" / lib.script)], versions | {"_env": json.dumps(env)}, listing
+
+
+def npm_spec(package: str) -> str:
+    """``name`` -> ``name@latest``; ``name@range`` (a pinned major) as it is."""
+    return package if "@" in package.lstrip("@") else f"{package}@latest"
+
+
+def node_binary(upgrade: bool) -> str:
+    """The system `node` when its major is at least NODE_MAJOR, else the `node@<NODE_MAJOR>` npm
+    package (a Node binary for this platform) installed once under .conformance-cache/node<major>/."""
+    system = shutil.which("node")
+    if system:
+        version = _run([system, "--version"], ROOT).strip().lstrip("v")
+        if int(version.split(".")[0]) >= NODE_MAJOR:
+            return system
+    home = CACHE / f"node{NODE_MAJOR}"
+    binary = home / "node_modules" / ".bin" / "node"
+    if upgrade or not binary.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "package.json").write_text(json.dumps({"name": f"node{NODE_MAJOR}", "private": True}))
+        _run(["npm", "install", "--no-audit", "--no-fund", f"node@{NODE_MAJOR}"], home)
+    if not binary.exists():
+        raise Unavailable(f"`npm install node@{NODE_MAJOR}` installed no {binary}")
+    return str(binary)
+
+
 def release_line(python: Path, package: str, constraints: list[str], home: Path) -> tuple[str, list[str]]:
     """The latest release of ``package`` and a pin to that version for each package it requires
     by bare name (released with it), except those ``constraints`` already name."""
@@ -100,9 +129,9 @@ def release_line(python: Path, package: str, constraints: list[str], home: Path)
     return version, [f"{r}=={version}" for r in bare if r not in named]
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> str:
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
-    if done.returncode:
+    if done.returncode and check:
         lines = (done.stderr or done.stdout).strip().splitlines()
         tail = [line for line in lines if not line.startswith("WARNING: Location")][-8:]
         raise Unavailable(f"`{' '.join(cmd[:4])} ...` failed: " + " | ".join(tail))
