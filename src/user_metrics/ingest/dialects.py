@@ -114,17 +114,18 @@ def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, A
     """Langfuse writes one model name, the last it knew, and (in its OpenAI integration) no provider.
 
     After a response the name is the response's model (a dated snapshot); when the call failed
-    before one, it is the model asked for. The OpenAI integration's default observation names
+    before one, or for an embedding or a stream (Langfuse JS), it is the model asked for. The OpenAI integration's default observation names
     say who was called.
     """
     model = scan.text("langfuse_model")
     answered = has_tokens(scan) or not _failed(span, scan)
     embedding = c.LANGFUSE_SPAN_NAME_OPERATIONS.get(span.name) == "embeddings"
-    if embedding and record.request_model is None:
-        # An embeddings response names the model asked for (Langfuse JS writes no other): it is the
-        # request's, whatever else the response said.
-        changes["request_model"] = model
-    if answered and record.response_model is None:
+    if embedding or record.streaming:
+        # The name stays the model asked for: an embeddings response names the same one, and
+        # Langfuse JS (whose model parameters say `stream`) reads no model from a stream's chunks.
+        if record.request_model is None:
+            changes["request_model"] = model
+    elif answered and record.response_model is None:
         changes["response_model"] = model
     elif not answered and record.request_model is None:
         changes["request_model"] = model
