@@ -199,8 +199,8 @@ def _library_gap(
 ) -> bool:
     """True when the library's spans do not carry the true value (so no mapper could find it)."""
     values = [v for _, v, _ in leaves]
-    if field == "once":
-        return not mine
+    if not mine:  # no span of the call at all: nothing stored is the library's gap, field by field
+        return True
     if field == "model" and str(got).startswith(f"{want} / ") and gt and gt.get("response_model"):
         # The model asked for is stored; the model that answered (the server's) is in no span: the
         # response model stored is the library's own wrong value (LiteLLM's streams repeat the alias).
