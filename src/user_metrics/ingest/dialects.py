@@ -114,8 +114,8 @@ def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, A
     """Langfuse writes one model name, the last it knew, and (in its OpenAI integration) no provider.
 
     After a response the name is the response's model (a dated snapshot); when the call failed
-    before one, or for an embedding or a stream (Langfuse JS), it is the model asked for. The OpenAI integration's default observation names
-    say who was called.
+    before one, or for an embedding or a stream (Langfuse JS), it is the model asked for. The
+    OpenAI integration's default observation names say who was called.
     """
     model = scan.text("langfuse_model")
     answered = has_tokens(scan) or not _failed(span, scan)
