@@ -101,6 +101,9 @@ FIELDS: dict[str, tuple[Source, ...]] = {
     # and its level and message, which say that a call failed where the span status does not (JS).
     "langfuse_usage": _keys("langfuse.observation.usage_details"),
     "langfuse_level": _keys("langfuse.observation.level"),
+    # A stream as Langfuse JS declares it (Python's model parameters never name `stream`): its
+    # model name is then the one asked for, as it reads no model from the chunks.
+    "langfuse_stream": (Source("langfuse.observation.model.parameters", "stream"),),
     "langfuse_status_message": _keys("langfuse.observation.status_message"),
     "response_model": _keys(
         "gen_ai.response.model",

@@ -120,7 +120,7 @@ def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, A
     model = scan.text("langfuse_model")
     answered = has_tokens(scan) or not _failed(span, scan)
     embedding = c.LANGFUSE_SPAN_NAME_OPERATIONS.get(span.name) == "embeddings"
-    if embedding or record.streaming:
+    if embedding or scan.first("langfuse_stream", as_bool):
         # The name stays the model asked for: an embeddings response names the same one, and
         # Langfuse JS (whose model parameters say `stream`) reads no model from a stream's chunks.
         if record.request_model is None:
