@@ -244,11 +244,11 @@ def test_js_stream_embedding_and_failure(tmp_path: Path) -> None:
 
 def test_js_embedding_and_stream_model_is_the_request_model(tmp_path: Path) -> None:
     """Langfuse JS names an embedding's and a stream's model as asked for (an embeddings response
-    names the same; it reads no model from a stream's chunks): it is the request model, not a
-    served one with no request model; the stream is priced by it."""
+    names the same, so it is both; it reads no model from a stream's chunks): it is the request
+    model, not a served one with no request model; the stream is priced by it."""
     got = js_rows(tmp_path)
     embedding, stream = got[JS_EMBEDDING.span_id.hex()], got[JS_STREAM.span_id.hex()]
-    assert (embedding["request_model"], embedding["response_model"]) == ("text-embedding-3-small", None)
+    assert (embedding["request_model"], embedding["response_model"]) == ("text-embedding-3-small",) * 2
     assert (stream["request_model"], stream["response_model"]) == ("gpt-4o-mini", None)
     assert stream["cost_usd"] == got[JS_CHAT.span_id.hex()]["cost_usd"]  # same usage, same model
 

@@ -87,7 +87,8 @@ def adjust(record: RequestRecord, span: Any, scan: Scan) -> RequestRecord:
     if changes:
         record, changes = record._replace(**changes), {}
     no_usage = record.input_tokens is None and record.output_tokens is None
-    if no_usage and _same(record.response_model, record.request_model):
+    echoed = record.status == "error" or record.operation != "embeddings"  # embeddings name it
+    if no_usage and echoed and _same(record.response_model, record.request_model):
         # No response came, or none was read (a stream without usage): OpenInference's
         # llm.model_name and Logfire's gen_ai.response.model then repeat the model asked for
         # (OpenInference JS does so for every stream). It is not a model that answered.
@@ -120,9 +121,14 @@ def _langfuse(record: RequestRecord, span: Any, scan: Scan, changes: dict[str, A
     model = scan.text("langfuse_model")
     answered = has_tokens(scan) or not _failed(span, scan)
     embedding = c.LANGFUSE_SPAN_NAME_OPERATIONS.get(span.name) == "embeddings"
-    if embedding or scan.first("langfuse_stream", as_bool):
-        # The name stays the model asked for: an embeddings response names the same one, and
-        # Langfuse JS (whose model parameters say `stream`) reads no model from a stream's chunks.
+    if embedding:  # an embeddings response names the model asked for: it is both
+        if record.request_model is None:
+            changes["request_model"] = model
+        if answered and record.response_model is None:
+            changes["response_model"] = model
+    elif scan.first("langfuse_stream", as_bool):
+        # Langfuse JS (whose model parameters say `stream`) reads no model from a stream's chunks:
+        # the name stays the model asked for.
         if record.request_model is None:
             changes["request_model"] = model
     elif answered and record.response_model is None:
