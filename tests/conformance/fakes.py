@@ -1,6 +1,7 @@
-"""Fake LLM providers on 127.0.0.1: an OpenAI-compatible and an Anthropic-compatible API in one
-HTTP server, answering deterministically per prompt with full usage (cached, cache-write and
-reasoning tokens), and logging the ground truth of every request it served.
+"""Fake LLM providers on 127.0.0.1: an OpenAI-compatible (Chat Completions, Responses,
+embeddings) and an Anthropic-compatible API in one HTTP server, answering deterministically per
+prompt with full usage (cached, cache-write and reasoning tokens), and logging the ground truth of
+every request it served.
 
 A prompt names its call with ``[call N]``; ``[fail 500]`` / ``[fail 429]`` in it make the server
 answer that error. Token counts are a function of the prompt text only, so every library sees the
@@ -112,8 +113,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         path = self.path.split("?")[0]
         provider = "anthropic" if path.endswith("/messages") else "openai"
+        responses = path.endswith("/responses")  # OpenAI's Responses API: usage in every answer
         if path.endswith("/embeddings"):
             text = " ".join(_texts(body.get("input")))
+        elif responses:
+            text = " ".join(_texts(body.get("instructions")) + _texts(body.get("input")))
         else:
             text = " ".join(_texts(body.get("messages")) + _texts(body.get("system")))
         call = CALL_TAG.search(text)
@@ -145,7 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
             status=200,
             response_model=RESPONSE_MODELS.get(model, model),
             response_id=(
-                f"msg_fake{n or 0:04d}" if provider == "anthropic" else f"chatcmpl-fake{n or 0:04d}"
+                f"msg_fake{n or 0:04d}"
+                if provider == "anthropic"
+                else f"resp_fake{n or 0:04d}"
+                if responses
+                else f"chatcmpl-fake{n or 0:04d}"
             ),
             prompt_tokens=usage["prompt"],
             cached_tokens=None if embed else usage["cached"],
@@ -153,12 +161,14 @@ class _Handler(BaseHTTPRequestHandler):
             completion_tokens=None if embed else usage["completion"],
             reasoning_tokens=None if embed else usage["reasoning"],
             # A stream without include_usage never tells the client its usage (OpenAI only).
-            usage_reported=not (provider == "openai" and stream and not include_usage),
+            usage_reported=responses or not (provider == "openai" and stream and not include_usage),
         )
         self.fakes.log(row)
         reply = f"[reply {n}] " + REPLY
         if embed:
             self._embeddings(body, row)
+        elif responses:
+            self._responses(row, reply, stream)
         elif provider == "anthropic":
             self._anthropic(row, reply, stream)
         else:
@@ -262,6 +272,58 @@ class _Handler(BaseHTTPRequestHandler):
         if include_usage:
             events.append((None, {**chunk, "choices": [], "usage": self._openai_usage(row)}))
         events.append((None, "[DONE]"))
+        self._sse(events)
+
+    def _responses(self, row: dict[str, Any], reply: str, stream: bool) -> None:
+        """OpenAI's Responses API (`POST /v1/responses`): one message; a stream's events end with
+        `response.completed`, which always holds the usage."""
+        usage = {
+            "input_tokens": row["prompt_tokens"],
+            "input_tokens_details": {"cached_tokens": row["cached_tokens"]},
+            "output_tokens": row["completion_tokens"],
+            "output_tokens_details": {"reasoning_tokens": row["reasoning_tokens"]},
+            "total_tokens": row["prompt_tokens"] + row["completion_tokens"],
+        }
+        item_id = "msg_" + row["response_id"]
+        text = {"type": "output_text", "text": reply, "annotations": [], "logprobs": []}
+        item = {"type": "message", "id": item_id, "status": "completed", "role": "assistant"}
+        response = {
+            "id": row["response_id"],
+            "object": "response",
+            "created_at": int(row["ts"]),
+            "status": "completed",
+            "model": row["response_model"],
+            "error": None,
+            "incomplete_details": None,
+            "output": [{**item, "content": [text]}],
+            "usage": usage,
+        }
+        if not stream:
+            return self._json(200, response)
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        events: list[tuple[str | None, Any]] = [
+            ("response.created", {"type": "response.created", "response": started}),
+            (
+                "response.output_item.added",
+                {
+                    "type": "response.output_item.added",
+                    "output_index": 0,
+                    "item": {**item, "status": "in_progress", "content": []},
+                },
+            ),
+        ]
+        for word in reply.split():
+            delta = {"item_id": item_id, "output_index": 0, "content_index": 0, "delta": word + " "}
+            events.append(("response.output_text.delta", {"type": "response.output_text.delta", **delta}))
+        events += [
+            (
+                "response.output_item.done",
+                {"type": "response.output_item.done", "output_index": 0, "item": {**item, "content": [text]}},
+            ),
+            ("response.completed", {"type": "response.completed", "response": response}),
+        ]
+        for i, (_, event) in enumerate(events):
+            event["sequence_number"] = i
         self._sse(events)
 
     def _embeddings(self, body: dict[str, Any], row: dict[str, Any]) -> None:

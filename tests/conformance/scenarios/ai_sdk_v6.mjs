@@ -4,7 +4,7 @@ How user, session and properties are attached: `experimental_telemetry: {isEnabl
 functionId, metadata: {userId, sessionId, plan, feature}}` on each call
 (https://ai-sdk.dev/v6/docs/ai-sdk-core/telemetry), which the SDK writes as
 `ai.telemetry.metadata.<key>` on its spans. The openai `user` parameter is passed as
-`providerOptions: {openai: {user}}`. Models: `openai.chat(model)` (the Chat Completions API) and
+`providerOptions: {openai: {user}}`. Models: `openai(model)` (the default: the Responses API) and
 `openai.embedding(model)`; the application registers the OpenTelemetry SDK itself.
 */
 import { aiSdkCall, aiSdkOpenAI, aiSdkV6Options, need, otelProvider, run, shutdown } from './common.mjs';

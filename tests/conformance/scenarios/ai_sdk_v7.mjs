@@ -6,7 +6,7 @@ OpenTelemetry({runtimeContext: true}))` once; each call passes `runtimeContext: 
 plan, feature}` and `telemetry: {functionId, includeRuntimeContext: {userId: true, ...}}` (v7 has no
 `experimental_telemetry.metadata`), which the SDK writes as `ai.settings.context.<key>` on the
 call's root span. The openai `user` parameter is passed as `providerOptions: {openai: {user}}`.
-Models: `openai.chat(model)` (the Chat Completions API) and `openai.embedding(model)`.
+Models: `openai(model)` (the default: the Responses API) and `openai.embedding(model)`.
 */
 import { aiSdkCall, aiSdkOpenAI, need, otelProvider, run, shutdown } from './common.mjs';
 

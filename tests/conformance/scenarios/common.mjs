@@ -126,7 +126,7 @@ export async function aiSdkCall(mod, openai, call, options) {
     await mod.embed({ model: openai.embedding(call.model), value: call.input, maxRetries: 0, ...options });
     return;
   }
-  const args = { model: openai.chat(call.model), ...aiSdkPrompt(call), maxRetries: 0, ...options };
+  const args = { model: openai(call.model), ...aiSdkPrompt(call), maxRetries: 0, ...options };
   if (call.kind === 'stream' || call.kind === 'stream_nousage') {
     let error;
     const result = mod.streamText({ ...args, onError: (e) => { error = e.error; } });

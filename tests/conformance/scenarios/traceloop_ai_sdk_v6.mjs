@@ -5,7 +5,7 @@ How user, session and properties are attached: as for the AI SDK alone, `experim
 {isEnabled: true, functionId, metadata: {userId, sessionId, plan, feature}}` on each call
 (https://ai-sdk.dev/v6/docs/ai-sdk-core/telemetry); Traceloop turns the metadata into
 `traceloop.association.properties.<key>`. The openai `user` parameter is passed as
-`providerOptions: {openai: {user}}`. Models: `openai.chat(model)` and `openai.embedding(model)`.
+`providerOptions: {openai: {user}}`. Models: `openai(model)` (the Responses API) and `openai.embedding(model)`.
 */
 import { aiSdkCall, aiSdkOpenAI, aiSdkV6Options, need, run, traceloopInit } from './common.mjs';
 
