@@ -315,37 +315,13 @@ JSON_VALUED_PROPERTY_PREFIXES = frozenset(
 # streamed Responses API call) the response's own fields in the observation metadata.
 LIBRARY_PROPERTY_NAMES = {
     "langfuse.observation.metadata.": frozenset(
-        {
-            "finish_reason",
-            "response_format",
-            "text_format",
-            "id",
-            "object",
-            "status",
-            "error",
-            "incomplete_details",
-            "instructions",
-            "max_output_tokens",
-            "max_tool_calls",
-            "parallel_tool_calls",
-            "previous_response_id",
-            "reasoning",
-            "service_tier",
-            "temperature",
-            "tool_choice",
-            "tools",
-            "top_logprobs",
-            "top_p",
-            "truncation",
-            "background",
-            "conversation",
-            "prompt",
-            "prompt_cache_key",
-            "prompt_cache_retention",
-            "safety_identifier",
-            "completed_at",
-            "user",
-        }
+        """
+        finish_reason response_format text_format id object status error incomplete_details
+        instructions max_output_tokens max_tool_calls parallel_tool_calls previous_response_id
+        reasoning service_tier temperature tool_choice tools top_logprobs top_p truncation
+        background conversation prompt prompt_cache_key prompt_cache_retention safety_identifier
+        completed_at user
+        """.split()
     ),
 }
 
