@@ -44,6 +44,18 @@ class TestDialects:
         assert r.properties == {"plan": "pro", "feature": "search"}
         assert r.operation == "chat"
 
+    def test_an_embedding_is_not_streamed_unless_a_span_says_otherwise(self) -> None:
+        """No embeddings API streams: an embedding with no stream flag is stored as not streamed; a
+        chat with none stays unknown, and a declared flag is kept."""
+        embed = {
+            "gen_ai.operation.name": "embeddings",
+            "gen_ai.request.model": "text-embedding-3-small",
+            "gen_ai.usage.input_tokens": 8,
+        }
+        assert map_one(embed).streaming is False
+        assert map_one(chat("u", "gpt-4o", 1, 1)).streaming is None
+        assert map_one(chat("u", "gpt-4o", 1, 1, **{"gen_ai.request.stream": True})).streaming is True
+
     def test_openlit_bare_property_keys_and_cost(self) -> None:
         """OpenLIT: gen_ai.system, gen_ai.request.user, gen_ai.usage.cost, operator-listed bare keys."""
         conv = compile_conventions(["plan", "Feature"])

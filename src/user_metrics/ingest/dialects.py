@@ -232,8 +232,9 @@ def ai_sdk_verdict(scan: Scan) -> Verdict | None:
     return Verdict(True, *entry)
 
 
-def streaming(scan: Scan) -> bool | None:
-    """Whether the call streamed: a first chunk, else a declared flag, else the AI SDK's span name.
+def streaming(scan: Scan, operation: str | None = None) -> bool | None:
+    """Whether the call streamed: a first chunk, else a declared flag, else the AI SDK's span name;
+    an embedding (``operation``) never streams.
 
     A first chunk exists only in a stream, so it beats a flag saying not streamed: Langfuse's
     model parameters read as not streamed unless they name ``stream``, which its Python
@@ -247,7 +248,8 @@ def streaming(scan: Scan) -> bool | None:
     verdict = ai_sdk_verdict(scan)
     if verdict is not None and verdict.streamed is not None:
         return verdict.streamed
-    return False if _logfire_answered_request(scan) else None
+    # No embeddings API streams; a library that says nothing about it still made a plain call.
+    return False if operation == "embeddings" or _logfire_answered_request(scan) else None
 
 
 def _logfire_answered_request(scan: Scan) -> bool:

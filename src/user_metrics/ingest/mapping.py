@@ -331,7 +331,7 @@ def _record(
         cost_source="reported" if cost is not None else None,
         status="error" if is_error else "ok",
         error_type=error_type,
-        streaming=dialects.streaming(scan),
+        streaming=dialects.streaming(scan, operation),
         properties=properties,
         cache_added_to_input=cache_added,
         server_address=scan.text("server_address"),
