@@ -169,3 +169,77 @@ def test_waiting_spans_survive_sigkill(tmp_path: Path) -> None:
     proc.communicate(timeout=30)
     [row] = read_requests(db)
     assert row["user_id"] == "dora"
+
+
+def test_a_span_with_a_user_waits_for_the_session_and_properties_of_its_parent(svc: Service) -> None:
+    """openlit with disable_batch=True: the call's span carries the user alone (gen_ai.request.user)
+    and arrives before the application's span with the session and the properties; it waits for
+    it (its parent is not in its request, and it has no session and no property) and takes them."""
+    provider, tracer = tracer_for(svc)
+    root = tracer.start_span("GET /chat", attributes={"session.id": "s-9", "property.plan": "pro"})
+    child = llm(tracer, root, **{"gen_ai.request.user": "gus"})
+    child.end()
+    assert svc.app is not None and svc.app.stats.spans_stored == 0  # it waits
+    root.end()
+    provider.shutdown()
+    [row] = stored(svc).values()
+    assert (row["user_id"], row["session_id"], row["properties"]) == ("gus", "s-9", {"plan": "pro"})
+
+
+@pytest.mark.parametrize(
+    "context", [{"session.id": "s-1"}, {"property.plan": "free"}], ids=["session", "property"]
+)
+def test_a_span_with_a_user_and_a_session_or_a_property_is_stored_at_once(
+    svc: Service, context: dict[str, str]
+) -> None:
+    """A library that carries the application's context put it on the span: with a user and a
+    session or a property it is stored when it arrives, whatever its parent brings later (the
+    common case keeps its latency)."""
+    provider, tracer = tracer_for(svc)
+    root = tracer.start_span("GET /chat", attributes={"property.team": "late", "session.id": "late"})
+    child = llm(tracer, root, **{"user.id": "hal", **context})
+    child.end()
+    assert svc.app is not None and svc.app.stats.spans_stored == 1
+    root.end()
+    provider.shutdown()
+    [row] = stored(svc).values()
+    assert (row["user_id"], row["session_id"]) == ("hal", context.get("session.id"))
+    assert row["properties"] == ({"plan": "free"} if "property.plan" in context else {})
+
+
+def test_a_span_with_a_user_is_stored_when_its_root_arrives_without_a_session(svc: Service) -> None:
+    """A span with a user alone waits only until its ancestry reaches a root: then it is stored with
+    what it has, long before the deadline."""
+    slow = Service(svc.db.with_name("slow.duckdb"), attribution_window_seconds=600.0)
+    slow.start()
+    try:
+        provider, tracer = tracer_for(slow)
+        root = tracer.start_span("GET /chat")
+        child = llm(tracer, root, **{"user.id": "ivy"})
+        child.end()
+        root.end()
+        provider.shutdown()
+        assert slow.app is not None
+        deadline = time.monotonic() + 10
+        while slow.app.stats.spans_stored == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [row] = stored(slow).values()
+        assert (row["user_id"], row["session_id"]) == ("ivy", None)
+    finally:
+        slow.stop()
+
+
+@pytest.mark.parametrize("root_session", ["sess-app", None])
+def test_a_waiting_conversation_id_yields_to_an_ancestors_session_and_is_kept_without_one(
+    svc: Service, root_session: str | None
+) -> None:
+    """A span with a user and a gen_ai.conversation.id waits for its parent: the parent's session.id
+    beats the conversation id; without one the conversation id is the session."""
+    provider, tracer = tracer_for(svc)
+    root = tracer.start_span("run", attributes={"session.id": root_session} if root_session else {})
+    child = llm(tracer, root, **{"user.id": "jo", "gen_ai.conversation.id": "conv-7"})
+    child.end()
+    root.end()
+    provider.shutdown()
+    [row] = stored(svc).values()
+    assert (row["user_id"], row["session_id"]) == ("jo", root_session or "conv-7")

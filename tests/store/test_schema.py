@@ -10,7 +10,7 @@ import duckdb
 from conftest import Service, read_requests
 from otlp import T0, chat, request, span
 
-from user_metrics.store.schema import SCHEMA_VERSION
+from user_metrics.store.schema import FACT_COLUMNS_10, PENDING_COLUMNS, SCHEMA_VERSION
 
 # The columns of `requests` in schema 6, the version before price_provider and cache_added_to_input.
 SCHEMA_6_COLUMNS = [
@@ -40,6 +40,8 @@ SCHEMA_6_COLUMNS = [
     "properties",
 ]
 NEW_COLUMNS = ["cache_added_to_input", "price_provider", "scope_name", "scope_version"]
+OLD_PENDING_COLUMNS = ["waiting_for", "deadline_us"]  # schemas 6 to 9
+NEW_PENDING_COLUMNS = [name for name in PENDING_COLUMNS if name not in OLD_PENDING_COLUMNS]
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 PARENT = bytes.fromhex("b7ad6b7169203331")
 
@@ -63,14 +65,16 @@ def make_schema_6(db: Path) -> None:
         con.execute("BEGIN")
         for name in NEW_COLUMNS:
             con.execute(f"ALTER TABLE requests DROP COLUMN {name}")
-        exclude = ", ".join(NEW_COLUMNS)
+        exclude = ", ".join(NEW_COLUMNS + NEW_PENDING_COLUMNS)
         con.execute(f"CREATE TABLE pending6 AS SELECT * EXCLUDE ({exclude}) FROM pending")
+        for name, _ in FACT_COLUMNS_10:
+            con.execute(f"ALTER TABLE span_facts DROP COLUMN {name}")
         con.execute("DROP TABLE pending")
         con.execute("ALTER TABLE pending6 RENAME TO pending")
         con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
         con.execute("COMMIT")
         assert columns(con, "requests") == SCHEMA_6_COLUMNS
-        assert columns(con, "pending") == [*SCHEMA_6_COLUMNS, "waiting_for", "deadline_us"]
+        assert columns(con, "pending") == [*SCHEMA_6_COLUMNS, *OLD_PENDING_COLUMNS]
         assert con.execute("SELECT count(*) FROM pending").fetchone() == (1,)
     finally:
         con.close()
@@ -92,7 +96,7 @@ class TestUpgradeFrom6:
         con = duckdb.connect(str(db), read_only=True)
         try:
             assert columns(con, "requests") == SCHEMA_6_COLUMNS + NEW_COLUMNS
-            assert columns(con, "pending") == [*SCHEMA_6_COLUMNS, *NEW_COLUMNS, "waiting_for", "deadline_us"]
+            assert columns(con, "pending") == [*SCHEMA_6_COLUMNS, *NEW_COLUMNS, *PENDING_COLUMNS]
             assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
                 SCHEMA_VERSION,
             )
@@ -119,7 +123,7 @@ class TestUpgradeFrom6:
             svc.stop()
         con = duckdb.connect(str(db), read_only=True)
         try:
-            assert columns(con, "pending") == [*SCHEMA_6_COLUMNS, *NEW_COLUMNS, "waiting_for", "deadline_us"]
+            assert columns(con, "pending") == [*SCHEMA_6_COLUMNS, *NEW_COLUMNS, *PENDING_COLUMNS]
             assert con.execute("SELECT count(*) FROM pending").fetchone() == (1,)
         finally:
             con.close()
@@ -134,7 +138,8 @@ class TestUpgradeFrom8:
     def test_a_schema_8_file_gains_the_scope_columns_and_keeps_its_rows(self, tmp_path: Path) -> None:
         """A file the code of schema 8 wrote (tests/data/make_schema8_db.py, with a row waiting in
         pending) opens in place: requests and pending gain scope_name and scope_version at the end
-        (NULL in old rows), the rollups are kept as they are, and new rows carry their scope."""
+        (NULL in old rows), pending its own new columns and span_facts those of LLM spans, the rollups
+        are kept as they are, and new rows carry their scope."""
         db = tmp_path / "old.duckdb"
         with (
             gzip.open(Path(__file__).parents[1] / "data" / "schema8.duckdb.gz", "rb") as src,
@@ -169,9 +174,9 @@ class TestUpgradeFrom8:
             assert columns(con, "pending") == [
                 *SCHEMA_8_COLUMNS,
                 *SCOPE_COLUMNS,
-                "waiting_for",
-                "deadline_us",
+                *PENDING_COLUMNS,
             ]
+            assert columns(con, "span_facts")[-3:] == [name for name, _ in FACT_COLUMNS_10]
             old_users = {"alice", "bob", None}
             rollup_after = con.execute(
                 "SELECT * FROM rollup_user_day WHERE user_key IN "

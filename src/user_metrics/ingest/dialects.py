@@ -9,6 +9,8 @@ Which span is the call:
   call): the call is counted, not the wrapper; ``wrappers``.
 - Logfire's request span of a streamed call is not the call when its streaming-response log
   records it; ``superseded``.
+- A provider SDK's own span (anthropic 2.14+) is not the call when an instrumentation's span
+  records it; ``provider_sdk_duplicates`` in one request, ``sdk_span_waits`` across requests.
 What a call says:
 - A span that records a time to first chunk was streamed (the AI SDK v6 and v7, pydantic-ai,
   Langfuse's Python integration), whatever a flag says; Logfire's request span with a response
@@ -306,14 +308,16 @@ def wrappers(calls: Iterable[Call]) -> set[tuple[bytes, bytes]]:
 
 def provider_sdk_duplicates(
     calls: Sequence[tuple[Any, Scan]], sdk: set[tuple[bytes, bytes]]
-) -> set[tuple[bytes, bytes]]:
-    """(trace id, span id) of the provider SDK's own spans whose call an instrumentation records.
+) -> dict[tuple[bytes, bytes], bytes]:
+    """The provider SDK's own spans whose call an instrumentation span in the same request records:
+    (trace id, span id) of each, and the span id of the instrumentation's span.
 
     anthropic (2.14+) makes a span of its own for every call once a tracer provider is set. Under
     OpenInference, OpenLLMetry or pydantic-ai the call then has two LLM spans: the SDK's is the
-    child of the instrumentation's span, or (a stream) its sibling under the same parent, for the
-    same model. The instrumentation's span is the call; each of its spans takes at most one SDK
-    span, so two calls under one parent stay two. Both must be in the same Export request.
+    child of the instrumentation's span, or its sibling under the same parent (a stream, and
+    OpenLLMetry's calls), for the same model. The instrumentation's span is the call; each of its
+    spans takes at most one SDK span, so two calls under one parent stay two. An SDK span whose
+    instrumentation span is in another request is the store's to pair (``sdk_span_waits``).
     ``calls`` are the request's LLM spans with their scans; ``sdk`` those from an SDK's scope.
     """
     others = {
@@ -321,29 +325,42 @@ def provider_sdk_duplicates(
         for span, scan in calls
         if (span.trace_id, span.span_id) not in sdk
     }
-    duplicates: set[tuple[bytes, bytes]] = set()
+    duplicates: dict[tuple[bytes, bytes], bytes] = {}
     taken: set[tuple[bytes, bytes]] = set()
     for span, _scan in calls:
         key, parent = (span.trace_id, span.span_id), (span.trace_id, span.parent_span_id)
         if key in sdk and parent in others and parent not in taken:
-            duplicates.add(key)
+            duplicates[key] = span.parent_span_id
             taken.add(parent)
-    free: dict[tuple[bytes, bytes, str], int] = {}
+    free: dict[tuple[bytes, bytes, str], list[bytes]] = {}
     for span, scan in calls:
         key = (span.trace_id, span.span_id)
         if key not in sdk and key not in taken:
-            group = (span.trace_id, span.parent_span_id, _model_key(scan))
-            free[group] = free.get(group, 0) + 1
+            free.setdefault((span.trace_id, span.parent_span_id, model_key(scan)), []).append(span.span_id)
     for span, scan in calls:
         key = (span.trace_id, span.span_id)
-        group = (span.trace_id, span.parent_span_id, _model_key(scan))
-        if key in sdk and key not in duplicates and free.get(group, 0) > 0:
-            duplicates.add(key)
-            free[group] -= 1
+        group = free.get((span.trace_id, span.parent_span_id, model_key(scan)))
+        if key in sdk and key not in duplicates and group:
+            duplicates[key] = group.pop(0)
     return duplicates
 
 
-def _model_key(scan: Scan) -> str:
+def sdk_span_waits(span: Any, streamed: bool | None, parent_in_request: bool) -> bool:
+    """Whether a provider SDK's own span, not paired in its request, waits for an instrumentation
+    span of the same call from another request (the store pairs them; ``store/counterparts.py``).
+
+    The instrumentation's span is its parent or its sibling. A call that did not stream ends
+    before its parent, and an exporter sends spans in the order they end: with the parent in
+    the request, a sibling would be too. A stream may outlive its parent (a web handler that
+    returns the stream), so its SDK span waits even then. A root span has no counterpart.
+    """
+    if len(span.parent_span_id) != 8 or not any(span.parent_span_id):
+        return False
+    return bool(streamed) or not parent_in_request
+
+
+def model_key(scan: Scan) -> str:
+    """The model a call asked for (else the one that answered), lower-case: how SDK spans pair."""
     return (scan.text("request_model") or scan.text("response_model") or "").lower()
 
 

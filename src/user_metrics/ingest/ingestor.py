@@ -23,6 +23,7 @@ from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.errors import InvalidInput, Overloaded
 from user_metrics.ingest.attributes import Conventions
 from user_metrics.ingest.fair_slots import FairSlots
+from user_metrics.ingest.inheritance import Wait
 from user_metrics.ingest.mapping import INTERNAL_ERROR, PAUSE_EVERY, Rejection, map_request
 from user_metrics.ingest.pricing import Pricer
 from user_metrics.ingest.property_keys import PropertyKeyBudget
@@ -220,7 +221,7 @@ class Ingestor:
             self._stats.cut("max_property_keys", dropped)
             now_us = self._clock() // 1000
             with self._mapping_slots.held(small):
-                tables = self._prepare(records, mapped.waiting_for, rejected, now_us)
+                tables = self._prepare(records, mapped.waits, rejected, now_us)
                 parts = (*tables, facts_table(mapped.facts, now_us) if mapped.facts else None)
         for rejection in rejected:  # counted with what was received, before the wait for the store
             self._stats.reject(rejection.reason.split(":")[0])
@@ -236,7 +237,7 @@ class Ingestor:
     def _prepare(
         self,
         records: list[RequestRecord],
-        waits: list[str | None],
+        waits: list[Wait | None],
         rejected: list[Rejection],
         now_us: int,
     ) -> tuple[pa.Table, pa.Table | None]:
@@ -251,7 +252,7 @@ class Ingestor:
         except Exception:  # noqa: BLE001 - find the record(s) at fault, one by one
             pass
         kept: list[RequestRecord] = []
-        kept_waits: list[str | None] = []
+        kept_waits: list[Wait | None] = []
         costs, sources, providers = [], [], []
         for record, wait in zip(records, waits, strict=True):
             try:
@@ -282,7 +283,7 @@ class Ingestor:
         costs: list[int | None],
         sources: list[str],
         providers: list[str | None],
-        waits: list[str | None],
+        waits: list[Wait | None],
         now_us: int,
     ) -> tuple[pa.Table, pa.Table | None]:
         final = [i for i, w in enumerate(waits) if w is None]
@@ -300,11 +301,16 @@ class Ingestor:
 
         pending = None
         if waiting:
-            pending = rows(waiting).append_column(
-                "waiting_for", pa.array([waits[i] for i in waiting], pa.string())
-            )
+            why = [w for w in waits if w is not None]
             deadline = now_us + self._attribution_window_us
-            pending = pending.append_column("deadline_us", pa.array([deadline] * len(waiting), pa.int64()))
+            pending = rows(waiting)
+            for name, values, kind in (
+                ("waiting_for", [w.ancestor for w in why], pa.string()),
+                ("deadline_us", [deadline] * len(why), pa.int64()),
+                ("counterpart", [w.counterpart for w in why], pa.bool_()),
+                ("conversation", [w.conversation for w in why], pa.bool_()),
+            ):
+                pending = pending.append_column(name, pa.array(values, kind))
         return rows(final), pending
 
     def _write(self, table: pa.Table, pending: pa.Table | None, facts: pa.Table | None) -> None:

@@ -4,8 +4,9 @@
 resource has. A session id anywhere on that path beats a GenAI conversation id anywhere on it: a
 conversation id is the session only when no session id is known (pydantic-ai writes a new one per
 agent run on every span, which must not hide the application's ``session.id`` on an ancestor).
-``fact`` is what every span leaves behind (a ``SpanFact``), so that spans of later
-requests can inherit from it too. Span ids count as OTLP defines them: 8 bytes, not all zero.
+``fact`` is what every span leaves behind (a ``SpanFact``), so that spans of later requests can
+inherit from it too; ``wait`` says whether an LLM span waits for them. Span ids count as OTLP
+defines them: 8 bytes, not all zero.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from user_metrics.ingest.attributes import Conventions
-from user_metrics.store.records import SpanFact
+from user_metrics.store.records import RequestRecord, SpanFact
 
 
 class Identity(NamedTuple):
@@ -34,6 +35,20 @@ class Inherited(NamedTuple):
     # or went round a cycle): a later request may still bring it.
     resume: bytes | None
     session_is_conversation: bool  # session_id is a conversation id: no session id was found
+
+
+class Wait(NamedTuple):
+    """Why a record waits for spans of later requests before it is stored.
+
+    ``ancestor``: the hex id of the first ancestor missing from its request, when the record has no
+    user id, or a user id alone (a later request may bring the rest; ``wait``). ``counterpart``: it
+    is a provider SDK's own span whose instrumentation span may be in another request.
+    ``conversation``: its session id is a conversation id, which an ancestor's session id beats.
+    """
+
+    ancestor: str | None
+    counterpart: bool
+    conversation: bool
 
 
 def inherit(
@@ -98,3 +113,22 @@ def fact(span: Any, identity: Identity, conv: Conventions) -> SpanFact:
         session[:limit] if (session := identity.session_id or identity.conversation_id) else None,
         {k[:limit]: v[:limit] for k, v in properties.items()},
     )
+
+
+def wait(record: RequestRecord, found: Inherited, counterpart: bool) -> Wait | None:
+    """Why the record waits (``Wait``), or None when it is stored at once.
+
+    A record whose ancestry is incomplete in its request waits for the missing ancestor when it
+    has no user id, or a user id alone: no session id (a conversation id is not one yet, an
+    ancestor's session id beats it) and no property. A user id alone is what libraries take from
+    the API call (OpenAI's ``user=``); the application's session and properties are then on its
+    spans. Libraries that carry the application's context put all of it on the span: a span with
+    a user and a session or a property is stored at once.
+    """
+    resume, conversation = found.resume, found.session_is_conversation
+    has_session = record.session_id is not None and not conversation
+    lacks = record.user_id is None or not (has_session or record.properties)
+    ancestor = resume.hex() if resume is not None and lacks else None
+    if ancestor is None and not counterpart:
+        return None
+    return Wait(ancestor, counterpart, conversation)

@@ -28,7 +28,7 @@ from user_metrics.ingest.attributes import (
     as_text,
     scan_attributes,
 )
-from user_metrics.ingest.inheritance import Identity, fact, inherit, parent_hex, valid_ids
+from user_metrics.ingest.inheritance import Identity, Wait, fact, inherit, parent_hex, valid_ids, wait
 from user_metrics.store.records import RequestRecord, SpanFact
 
 STATUS_CODE_ERROR = 2
@@ -61,9 +61,8 @@ class MappedRequest:
     truncated_values: int = 0  # attribute values cut to the length limit
     dropped_properties: int = 0  # properties beyond max_properties on one record (or one fact)
     dropped_attributes: int = 0  # attributes beyond max_span_attributes on one span or resource
-    # For each record: the hex id of the first ancestor not in this request when the record has
-    # no user id and its ancestry is incomplete (it waits for that ancestor), else None.
-    waiting_for: list[str | None] = field(default_factory=list)
+    # For each record: why it waits in ``pending`` (``Wait``), or None when it is final.
+    waits: list[Wait | None] = field(default_factory=list)
     facts: list[SpanFact] = field(default_factory=list)  # every span's own identity, for later requests
     coverage: coverage_scan.Tally = field(default_factory=coverage_scan.Tally)  # the coverage report's
 
@@ -156,6 +155,7 @@ def map_request(
     identities: dict[tuple[bytes, bytes], Identity] = {}
     pending: list[tuple[Any, Scan, str | None, Identity, Identity, str | None, str | None]] = []
     sdk_spans: set[tuple[bytes, bytes]] = set()  # LLM spans a provider SDK made of its own
+    fact_at: dict[tuple[bytes, bytes], int] = {}  # where each span's fact is in out.facts
 
     for resource_spans in request.resource_spans:
         try:
@@ -186,6 +186,7 @@ def map_request(
                     # no surprise to the coverage report: not listed as skipped.
                     out.coverage.saw(span, scan, scope, call.judged, call.declared)
                     if valid_ids(span.trace_id, span.span_id):
+                        fact_at[(span.trace_id, span.span_id)] = len(out.facts)
                         out.facts.append(fact(span, identity, conv))
                         if not is_llm:  # an LLM span's cut is counted once, on its record
                             out.dropped_properties += max(0, len(identity.properties) - conv.max_properties)
@@ -202,15 +203,19 @@ def map_request(
 
     # A provider SDK's own span of a call an instrumentation records first, then the wrappers
     # among the rest: the instrumentation's span is the call, even one without tokens (a failure).
-    seen = dialects.provider_sdk_duplicates([(p[0], p[1]) for p in pending], sdk_spans)
+    absorbed = dialects.provider_sdk_duplicates([(p[0], p[1]) for p in pending], sdk_spans)
+    seen = set(absorbed)
     seen |= dialects.wrappers(
         dialects.Call(p[0].trace_id, p[0].span_id, p[0].parent_span_id, p[2], dialects.has_tokens(p[1]))
         for p in pending
         if (p[0].trace_id, p[0].span_id) not in seen
     )
     out.skipped += len(seen)  # wrappers and SDK spans of a call in this request: the call is counted
+    llm: dict[tuple[bytes, bytes], tuple[str, str, str | None]] = {}  # the LLM facts of the spans
     for span, scan, operation, identity, resource_identity, service_name, environment in pending:
         key = (span.trace_id, span.span_id)
+        if key in absorbed:
+            llm[key] = ("sdk", dialects.model_key(scan), absorbed[key].hex())
         if key in seen:  # the same span twice in one request is one call
             continue
         seen.add(key)
@@ -219,16 +224,17 @@ def map_request(
             pause()
         try:
             found = inherit(span, identity, resource_identity, identities)
-            user_id, session_id, resume = found.user_id, found.session_id, found.resume
-            if user_id is None and resume and found.session_is_conversation:
-                # It waits for ancestors, which may bring a session id that beats the conversation id.
-                session_id = None
+            user_id, session_id = found.user_id, found.session_id
             record = _record(
                 span, scan, operation, user_id, session_id, found.properties, service_name, environment
             )
             record = dialects.adjust(record, span, scan)
             _check_time(span, future_limit)
             record = _bounded(record, conv, out)
+            sdk = key in sdk_spans
+            counterpart = sdk and dialects.sdk_span_waits(
+                span, record.streaming, (span.trace_id, span.parent_span_id) in identities
+            )
         except MappingError as exc:
             out.rejected.append(Rejection(span.trace_id.hex(), span.span_id.hex(), span.name[:128], str(exc)))
             continue
@@ -236,7 +242,13 @@ def map_request(
             out.rejected.append(_internal(span, exc, "the span"))
             continue
         out.records.append(out.coverage.stored(record, span, scan))  # the scope, for the coverage report
-        out.waiting_for.append(resume.hex() if record.user_id is None and resume else None)
+        out.waits.append(wait(record, found, counterpart))
+        llm[key] = ("sdk" if sdk else "call", dialects.model_key(scan), None)
+    limit = conv.max_value_length
+    for key, (kind, model, by) in llm.items():
+        if key in fact_at:
+            at = fact_at[key]
+            out.facts[at] = out.facts[at]._replace(llm=kind, model=model[:limit], absorbed_by=by)
     return out
 
 

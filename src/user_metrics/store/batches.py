@@ -107,6 +107,9 @@ FACTS_SCHEMA = pa.schema(
         ("session_id", pa.string()),
         ("properties", pa.map_(pa.string(), pa.string())),
         ("seen_us", pa.int64()),
+        ("llm", pa.string()),
+        ("model", pa.string()),
+        ("absorbed_by", pa.string()),
     ]
 )
 
@@ -119,6 +122,7 @@ def facts_table(facts: list[SpanFact], seen_us: int) -> pa.Table:
             *(pa.array(columns[i], pa.string()) for i in range(5)),
             pa.array([list(p.items()) for p in columns[5]], FACTS_SCHEMA.field("properties").type),
             pa.array([seen_us] * len(facts), pa.int64()),
+            *(pa.array(columns[i], pa.string()) for i in range(6, 9)),
         ],
         schema=FACTS_SCHEMA,
     )

@@ -33,9 +33,9 @@ def insert_all(
 
 def insert_side(con: duckdb.DuckDBPyConnection, side: Side) -> None:
     if side["waiting"] is not None:
-        con.execute("INSERT INTO pending SELECT * FROM waiting")
+        con.execute("INSERT INTO pending BY NAME SELECT * FROM waiting")
     if side["facts"] is not None:
-        con.execute("INSERT INTO span_facts SELECT * FROM facts")
+        con.execute("INSERT INTO span_facts BY NAME SELECT * FROM facts")
     if side["finalised"] is not None:
         con.execute(
             "DELETE FROM pending WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) FROM finalised)"

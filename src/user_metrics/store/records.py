@@ -55,3 +55,8 @@ class SpanFact(NamedTuple):
     user_id: str | None
     session_id: str | None
     properties: dict[str, str]
+    # LLM spans only: "call" (counted: stored or waiting) or "sdk" (a provider SDK's own span), the
+    # model (lower-case), and for an SDK span that is not a call of its own the id of the call's span.
+    llm: str | None = None
+    model: str | None = None
+    absorbed_by: str | None = None

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 # 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending,
 # 7 requests.cache_added_to_input and requests.price_provider, 8 dims with request and response
-# model and bounded values (dim_values), 9 requests.scope_name and requests.scope_version
-SCHEMA_VERSION = "9"
+# model and bounded values (dim_values), 9 requests.scope_name and requests.scope_version,
+# 10 pending.counterpart and pending.conversation, span_facts.llm, .model and .absorbed_by
+SCHEMA_VERSION = "10"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -60,20 +61,34 @@ ADDED_COLUMNS = (
     ("scope_name", "VARCHAR"),
     ("scope_version", "VARCHAR"),
 )
-# `pending` holds rows of `requests` plus these, last.
-PENDING_COLUMNS = ("waiting_for", "deadline_us")
+# `pending` holds rows of `requests` plus these, last: the first ancestor missing from the row's
+# request (NULL: it waits for no ancestor), its deadline, whether it is a provider SDK's own span
+# waiting for an instrumentation's span of the same call (a counterpart), and whether its
+# session_id is a conversation id that an ancestor's session id beats.
+PENDING_COLUMNS = {
+    "waiting_for": "VARCHAR",
+    "deadline_us": "BIGINT",
+    "counterpart": "BOOLEAN",
+    "conversation": "BOOLEAN",
+}
+# What `span_facts` gained in schema 10: on the facts of LLM spans, 'call' (an instrumentation's,
+# counted) or 'sdk' (a provider SDK's own), the model (lower-case), and, on an SDK span that is
+# not a call of its own, the span id of the call that records it.
+FACT_COLUMNS_10 = (("llm", "VARCHAR"), ("model", "VARCHAR"), ("absorbed_by", "VARCHAR"))
 OTHER_DDL = (
     "CREATE TABLE IF NOT EXISTS span_keys (k HUGEINT PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
     # LLM spans without a user id whose ancestors may still arrive: the rows, what they wait for
     # (the first ancestor missing from their request) and until when.
-    "CREATE TABLE IF NOT EXISTS pending AS "
-    "SELECT *, ''::VARCHAR AS waiting_for, 0::BIGINT AS deadline_us FROM requests WHERE false",
+    "CREATE TABLE IF NOT EXISTS pending AS SELECT *, "
+    + ", ".join(f"NULL::{kind} AS {name}" for name, kind in PENDING_COLUMNS.items())
+    + " FROM requests WHERE false",
     # Every span's own identity and parent, for a while, so spans of later requests can inherit.
     """CREATE TABLE IF NOT EXISTS span_facts (
     trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, parent_span_id VARCHAR,
     user_id VARCHAR, session_id VARCHAR, properties MAP(VARCHAR, VARCHAR), seen_us BIGINT NOT NULL
 )""",
+    *(f"ALTER TABLE span_facts ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in FACT_COLUMNS_10),
 )
 # 32 + 16 hex characters, so the concatenation is unambiguous; >> 1 makes md5's 128 bits fit HUGEINT.
 SPAN_KEY_SQL = "(md5_number(trace_id || span_id) >> 1)::HUGEINT"
@@ -88,7 +103,7 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_v
         con.execute(ddl)
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = row[0] if row else None
-    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", SCHEMA_VERSION):
+    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", SCHEMA_VERSION):
         con.execute("ROLLBACK")
         raise Unavailable(f"{path} has schema version {version}, this build needs {SCHEMA_VERSION}")
     _match_pending_columns(con)
@@ -139,7 +154,10 @@ def _match_pending_columns(con: duckdb.DuckDBPyConnection) -> None:
     ALTER TABLE would append the new columns after waiting_for and deadline_us).
     """
     pending = dict(_columns(con, "pending"))
-    wanted = [*_columns(con, "requests"), *((name, pending[name]) for name in PENDING_COLUMNS)]
+    wanted = [
+        *_columns(con, "requests"),
+        *((name, pending.get(name, kind)) for name, kind in PENDING_COLUMNS.items()),
+    ]
     if list(pending) == [name for name, _ in wanted]:
         return
     log.info("upgrading pending to the columns of requests")

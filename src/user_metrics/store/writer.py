@@ -15,10 +15,11 @@ commit.
 
 Around it: ``schema.py`` creates and upgrades the tables; ``writer_connection.py`` owns the
 connection (transactions that always end, the readers' memory kept from the writer's, reopening
-after DuckDB fails inconsistently, checkpoints); ``attribution.py`` finds the pending rows that
-are done. The database is locked down once the schema is ready: no file, network or extension
-access and no configuration changes, for this connection and every reader cursor
-(``reader()``), which is what makes the read-only SQL endpoint safe.
+after DuckDB fails inconsistently, checkpoints); ``counterparts.py`` pairs the waiting provider
+SDK spans with their calls' spans and ``attribution.py`` finds the pending rows that are done.
+The database is locked down once the schema is ready: no file, network or extension access and
+no configuration changes, for this connection and every reader cursor (``reader()``), which is
+what makes the read-only SQL endpoint safe.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pyarrow as pa
 
 from user_metrics.errors import InvalidInput, Overloaded, Unavailable
 from user_metrics.stats import Stats
-from user_metrics.store import attribution, dims, groups, inserts, rollups
+from user_metrics.store import attribution, counterparts, dims, groups, inserts, rollups
 from user_metrics.store.groups import Pending
 from user_metrics.store.writer_connection import (
     CHECKPOINT_WAL_BYTES,
@@ -398,8 +399,12 @@ class Store:
             log.exception("attributing waiting spans failed; they stay pending and are tried again")
 
     def _finalise(self, traces: set[str] | None) -> None:
-        """Store the pending rows that are done (``attribution.resolved_rows``), each once, and take
-        them out of ``pending`` in the same transaction."""
+        """Pair the waiting provider SDK spans with their calls' spans (``counterparts.settle``, in
+        a transaction of its own); then store the pending rows that are done
+        (``attribution.resolved_rows``), each once, and take them out of ``pending`` in the same
+        transaction."""
+        paired = self._db.in_transaction(lambda con: counterparts.settle(con, traces))
+        self._stats.add(spans_skipped=paired)  # not calls of their own, as when paired in one request
         done = attribution.resolved_rows(self._con, traces)
         if done is not None:
             final, keys, attributed = done
