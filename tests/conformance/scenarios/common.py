@@ -7,7 +7,10 @@ The runner starts a scenario script in the library's own environment with:
   the call), trace_id (hex, of the span current during the call; "" if none), ok, error;
 - ``CONFORMANCE_OPENAI_BASE_URL`` / ``CONFORMANCE_ANTHROPIC_BASE_URL``: the fake providers;
 - ``CONFORMANCE_OTLP_ENDPOINT``: OTLP/HTTP base URL (traces go to ``<base>/v1/traces``);
-- ``CONFORMANCE_SERVICE_NAME``: the ``service.name`` to use.
+- ``CONFORMANCE_SERVICE_NAME``: the ``service.name`` to use;
+- ``CONFORMANCE_DISABLE_BATCH``: "1" for a library's ``-simple`` variant: the script asks the
+  library to export each span on its own as it ends (``disable_batch=True``), so a call's spans
+  arrive in separate Export requests.
 The script makes each call with user, session and properties attached the way its library
 documents, then flushes its exporter before it exits.
 
@@ -29,6 +32,7 @@ OPENAI_BASE_URL = os.environ["CONFORMANCE_OPENAI_BASE_URL"]
 ANTHROPIC_BASE_URL = os.environ["CONFORMANCE_ANTHROPIC_BASE_URL"]
 OTLP_ENDPOINT = os.environ["CONFORMANCE_OTLP_ENDPOINT"]
 SERVICE_NAME = os.environ["CONFORMANCE_SERVICE_NAME"]
+DISABLE_BATCH = os.environ.get("CONFORMANCE_DISABLE_BATCH") == "1"
 
 
 def otel_provider() -> Any:

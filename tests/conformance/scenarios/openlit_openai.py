@@ -5,15 +5,23 @@ the end user (`gen_ai.request.user`; https://docs.openlit.io/latest/sdk-configur
 no API for a session or custom metadata, so they go on the application's span around the call:
 `session.id` and the bare keys `plan` / `feature` (the service is started with
 `--property-keys plan,feature`, as README "What is recognised" says for OpenLIT).
-Spans are batched (OpenLIT's default). With `disable_batch=True` each span is its own Export
-request and the call's span, which carries the user (`gen_ai.request.user`), arrived before its
-parent: the session and properties on the parent were not applied (openlit 1.45.0).
+Spans are batched (OpenLIT's default). The `openlit-simple` variant sets `disable_batch=True`:
+each span is its own Export request, and the call's span, which carries the user alone
+(`gen_ai.request.user`), arrives before its parent with the session and properties.
 """
 
 import contextlib
 
 import openlit
-from common import OTLP_ENDPOINT, SERVICE_NAME, openai_call, openai_client, run, shutdown_global_provider
+from common import (
+    DISABLE_BATCH,
+    OTLP_ENDPOINT,
+    SERVICE_NAME,
+    openai_call,
+    openai_client,
+    run,
+    shutdown_global_provider,
+)
 from opentelemetry import trace
 
 openlit.init(
@@ -21,6 +29,7 @@ openlit.init(
     application_name=SERVICE_NAME,
     environment="conformance",
     disable_metrics=True,
+    disable_batch=DISABLE_BATCH,
 )
 client = openai_client()
 
