@@ -17,6 +17,9 @@ from ingested import stored_rows
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otlp import T0, attributes, span
 
+from user_metrics.ingest.attributes import compile_conventions
+from user_metrics.ingest.mapping import map_request
+
 NOW = T0 + 10**12
 SDK_SCOPE = "com.anthropic.sdk.python"
 OI_SCOPE = "openinference.instrumentation.anthropic"
@@ -138,3 +141,44 @@ def test_under_pydantic_ai_the_sdk_span_is_not_a_second_call(tmp_path: Path) -> 
     sdk = span(sdk_attrs(), trace_id=trace, parent=call, name="anthropic.messages.create")
     (row,) = rows(tmp_path, export(("pydantic-ai", [agent, chat]), (SDK_SCOPE, [sdk])))
     assert (row["span_id"], row["session_id"]) == (call.hex(), "s")
+
+
+def mapped(*requests: ExportTraceServiceRequest) -> list[Any]:
+    """(span id, wait) of each record, request by request (the mapper alone)."""
+    out = []
+    for req in requests:
+        m = map_request(req, compile_conventions(), now_unix_nano=NOW)
+        out += [(r.span_id, w) for r, w in zip(m.records, m.waits, strict=True)]
+    return out
+
+
+def test_an_sdk_span_whose_instrumentation_span_may_be_in_another_request_waits_for_it() -> None:
+    """Alone in its request (a SimpleSpanProcessor), the SDK span waits for its counterpart; so does
+    a stream's with its parent beside it (a stream may outlive its parent). A call that did not
+    stream, with its parent in the request, and a root are calls at once."""
+    trace, handle, call = ids()
+    alone = span(sdk_attrs(), trace_id=trace, parent=call)
+    stream = span(sdk_attrs(**{"gen_ai.request.stream": True}), trace_id=trace, parent=handle)
+    app = span({"user.id": "u"}, trace_id=trace, span_id=handle, name="handle")
+    beside = span(sdk_attrs(), trace_id=trace, parent=handle)
+    root = span(sdk_attrs())
+    got = dict(
+        mapped(export((SDK_SCOPE, [alone])), export(("app", [app]), (SDK_SCOPE, [stream, beside, root])))
+    )
+    assert got[alone.span_id.hex()] is not None and got[alone.span_id.hex()].counterpart
+    assert got[stream.span_id.hex()] is not None and got[stream.span_id.hex()].counterpart
+    assert got[beside.span_id.hex()] is None and got[root.span_id.hex()] is None
+
+
+def test_the_facts_of_llm_spans_name_calls_sdk_spans_and_what_absorbed_them() -> None:
+    """Later requests pair SDK spans from these facts: the instrumentation's span is a 'call', the
+    SDK span paired in its request names it, both with the model in lower case."""
+    trace, handle, call = ids()
+    oi = span(oi_attrs(model="Claude-X"), trace_id=trace, span_id=call, parent=handle)
+    sdk = span(sdk_attrs(model="Claude-X"), trace_id=trace, parent=call)
+    m = map_request(export((OI_SCOPE, [oi]), (SDK_SCOPE, [sdk])), compile_conventions(), now_unix_nano=NOW)
+    facts = {f.span_id: (f.llm, f.model, f.absorbed_by) for f in m.facts}
+    assert facts == {
+        call.hex(): ("call", "claude-x", None),
+        sdk.span_id.hex(): ("sdk", "claude-x", call.hex()),
+    }
