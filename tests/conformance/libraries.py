@@ -283,13 +283,13 @@ LIBRARIES = [
         kind="node",
     ),
 ]
-# The same libraries exporting each span on its own as it ends (their `disable_batch=True`, a
+# The same libraries exporting each span on its own as it ends (their `disable_batch=True`, or a
 # SimpleSpanProcessor): a call's spans arrive in separate Export requests. Not recorded as
 # captures (tests/ingest/test_captures.py maps each request alone); tests/store covers the store.
 LIBRARIES += [
     replace(lib, name=f"{lib.name}-simple", env={**lib.env, "CONFORMANCE_DISABLE_BATCH": "1"})
     for lib in LIBRARIES
-    if lib.name in ("traceloop-anthropic", "openlit")
+    if lib.name in ("traceloop-anthropic", "openlit", "openinference-anthropic")
 ]
 BY_NAME = {lib.name: lib for lib in LIBRARIES}
 

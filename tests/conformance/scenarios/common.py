@@ -9,8 +9,8 @@ The runner starts a scenario script in the library's own environment with:
 - ``CONFORMANCE_OTLP_ENDPOINT``: OTLP/HTTP base URL (traces go to ``<base>/v1/traces``);
 - ``CONFORMANCE_SERVICE_NAME``: the ``service.name`` to use;
 - ``CONFORMANCE_DISABLE_BATCH``: "1" for a library's ``-simple`` variant: the script asks the
-  library to export each span on its own as it ends (``disable_batch=True``), so a call's spans
-  arrive in separate Export requests.
+  library to export each span on its own as it ends (``disable_batch=True``, or a
+  SimpleSpanProcessor), so a call's spans arrive in separate Export requests.
 The script makes each call with user, session and properties attached the way its library
 documents, then flushes its exporter before it exits.
 
@@ -37,15 +37,16 @@ DISABLE_BATCH = os.environ.get("CONFORMANCE_DISABLE_BATCH") == "1"
 
 def otel_provider() -> Any:
     """A global TracerProvider exporting OTLP/HTTP protobuf to the runner (for libraries that
-    leave the SDK set-up to the application)."""
+    leave the SDK set-up to the application): batched, or each span as it ends (DISABLE_BATCH)."""
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=OTLP_ENDPOINT + "/v1/traces")))
+    processor = SimpleSpanProcessor if DISABLE_BATCH else BatchSpanProcessor
+    provider.add_span_processor(processor(OTLPSpanExporter(endpoint=OTLP_ENDPOINT + "/v1/traces")))
     trace.set_tracer_provider(provider)
     return provider
 
