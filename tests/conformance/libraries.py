@@ -89,7 +89,7 @@ LIBRARIES = [
             "opentelemetry-instrumentation-openai-v2",
             "openai",
             "httpx",
-            "opentelemetry-util-genai<1.2",
+            "opentelemetry-util-genai>=1.0b0,<1.2b0",  # a pre-release lower bound lets pip take one
             *OTEL_HTTP,
         ],
         "openai_v2.py",
