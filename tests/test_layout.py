@@ -131,6 +131,7 @@ PURE = (
     "ingest/inheritance.py",
     "ingest/dialects.py",
     "ingest/mapping.py",
+    "ingest/record_bounds.py",
     "ingest/coverage_scan.py",
 )
 DOES_IO = {"duckdb", "pyarrow", "grpc", "socket", "ssl", "http", "urllib", "threading", "subprocess", "os"}

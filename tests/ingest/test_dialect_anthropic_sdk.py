@@ -100,6 +100,53 @@ def test_a_streams_sdk_span_beside_the_instrumentations_is_not_a_second_call(tmp
     assert row["span_id"] == call.hex()
 
 
+def test_the_sdk_spans_counts_and_stream_flag_win_over_the_instrumentations(tmp_path: Path) -> None:
+    """OpenLLMetry's Anthropic instrumentation counts a stream's output one too high and records no
+    stream flag; the SDK's own span of the call (its sibling, recorded with traceloop-sdk 0.62.4 and
+    anthropic 2.14.0) has the provider's counts and the flag: the row has those, and the
+    instrumentation's user and span. Where the SDK's span has no counts, the instrumentation's stay."""
+    trace, handle, call = ids()
+    app = span({"user.id": "u"}, trace_id=trace, span_id=handle, name="handle")
+    openllmetry = {
+        "gen_ai.system": "anthropic",
+        "llm.request.type": "chat",
+        "gen_ai.request.model": MODEL,
+        "gen_ai.usage.input_tokens": 43,
+        "gen_ai.usage.output_tokens": 44,
+        "gen_ai.usage.cache_read.input_tokens": 14,
+    }
+    chat = span(openllmetry, trace_id=trace, span_id=call, parent=handle, name="anthropic.chat")
+    sdk = span(
+        sdk_attrs(
+            **{
+                "gen_ai.request.stream": True,
+                "gen_ai.usage.input_tokens": 43,
+                "gen_ai.usage.output_tokens": 43,
+                "gen_ai.usage.cache_read.input_tokens": 14,
+            }
+        ),
+        trace_id=trace,
+        parent=handle,
+    )
+    (row,) = rows(
+        tmp_path,
+        export(("app", [app]), ("opentelemetry.instrumentation.anthropic", [chat]), (SDK_SCOPE, [sdk])),
+    )
+    assert (row["span_id"], row["user_id"]) == (call.hex(), "u")
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (43, 43, 14)
+    assert row["streaming"] is True
+    trace, handle, call = ids()
+    app = span({"user.id": "u"}, trace_id=trace, span_id=handle, name="handle")
+    chat = span(openllmetry, trace_id=trace, span_id=call, parent=handle, name="anthropic.chat")
+    bare = span(sdk_attrs(tokens=False), trace_id=trace, parent=call)
+    (tmp_path / "2").mkdir()
+    (row,) = rows(
+        tmp_path / "2",
+        export(("app", [app]), ("opentelemetry.instrumentation.anthropic", [chat]), (SDK_SCOPE, [bare])),
+    )
+    assert (row["output_tokens"], row["streaming"]) == (44, None)
+
+
 def test_two_streams_under_one_parent_stay_two_calls(tmp_path: Path) -> None:
     """Each instrumentation span takes at most one SDK span: two streams, two rows."""
     trace, handle, _ = ids()

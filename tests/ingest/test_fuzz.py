@@ -61,7 +61,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otlp import T0, chat, request, span, to_otlp_json
 
 from user_metrics.errors import InvalidInput, Unavailable
-from user_metrics.ingest import attributes, mapping
+from user_metrics.ingest import attributes, record_bounds
 from user_metrics.ingest import conventions as c
 from user_metrics.ingest.attributes import Conventions, compile_conventions, scan_attributes
 from user_metrics.ingest.ingestor import Ingestor, decode_json, decode_protobuf
@@ -118,7 +118,7 @@ YEAR_9999_S = 253_402_300_799
 YEAR_9999_NS = YEAR_9999_S * 10**9
 HEX = re.compile(r"[0-9a-f]*")
 
-TEXT_FIELDS = mapping._TEXT_FIELDS  # the record fields that hold attribute text
+TEXT_FIELDS = record_bounds.TEXT_FIELDS  # the record fields that hold attribute text
 TOKEN_FIELDS = tuple(c.TOKEN_FIELDS)
 
 _PLAIN_SOURCES = {s.key for sources in c.FIELDS.values() for s in sources if s.json_key is None}

@@ -12,6 +12,8 @@ Which span is the call:
 - A provider SDK's own span (anthropic 2.14+) is not the call when an instrumentation's span
   records it; ``provider_sdk_duplicates`` in one request, ``sdk_span_waits`` across requests.
 What a call says:
+- Paired in one request, the SDK span's token counts and stream flag win over the
+  instrumentation's; ``with_provider_sdk_counts``.
 - A span that records a time to first chunk was streamed (the AI SDK v6 and v7, pydantic-ai,
   Langfuse's Python integration), whatever a flag says; Logfire's request span with a response
   was not; ``streaming``.
@@ -343,6 +345,34 @@ def provider_sdk_duplicates(
         if key in sdk and key not in duplicates and group:
             duplicates[key] = group.pop(0)
     return duplicates
+
+
+# What a provider SDK's own span of a call records better than the instrumentation's span.
+_SDK_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cache_added_to_input",
+    "streaming",
+)
+
+
+def with_provider_sdk_counts(record: RequestRecord, sdk: RequestRecord | None) -> RequestRecord:
+    """The call's record with the token counts and stream flag of the provider SDK's own span of
+    the same call (paired in this request), where that span has them.
+
+    The SDK reads them from the provider's response; instrumentations count on their own, and
+    miss: OpenLLMetry's Anthropic instrumentation adds ``message_start``'s output token to a
+    stream's total (one too many) and records no stream flag, which the SDK's span has.
+    """
+    if sdk is None:
+        return record
+    counts = {name: getattr(sdk, name) for name in _SDK_COUNTS if getattr(sdk, name) is not None}
+    if sdk.input_tokens is None:  # whether cache was added belongs to the input count kept
+        counts.pop("cache_added_to_input", None)
+    return record._replace(**counts) if counts else record
 
 
 def sdk_span_waits(span: Any, streamed: bool | None, parent_in_request: bool) -> bool:

@@ -11,13 +11,14 @@ mapped are returned as ``Rejection``s naming the problem; other spans are skippe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.ingest import conventions as c
-from user_metrics.ingest import coverage_scan, dialects
+from user_metrics.ingest import coverage_scan, dialects, record_bounds
 from user_metrics.ingest.attributes import (
     MAX_TOKENS,
     Conventions,
@@ -211,6 +212,12 @@ def map_request(
         if (p[0].trace_id, p[0].span_id) not in seen
     )
     out.skipped += len(seen)  # wrappers and SDK spans of a call in this request: the call is counted
+    sdk_records = {}  # the call's span -> its SDK span's record, whose counts win (dialects.py)
+    for span, scan, operation, *_ in (p for p in pending if (p[0].trace_id, p[0].span_id) in absorbed):
+        with suppress(MappingError):
+            sdk_records[span.trace_id, absorbed[span.trace_id, span.span_id]] = _record(
+                span, scan, operation, None, None, {}, None, None
+            )
     llm: dict[tuple[bytes, bytes], tuple[str, str, str | None]] = {}  # the LLM facts of the spans
     for span, scan, operation, identity, resource_identity, service_name, environment in pending:
         key = (span.trace_id, span.span_id)
@@ -228,7 +235,9 @@ def map_request(
             record = _record(
                 span, scan, operation, user_id, session_id, found.properties, service_name, environment
             )
-            record = dialects.adjust(record, span, scan)
+            record = dialects.with_provider_sdk_counts(
+                dialects.adjust(record, span, scan), sdk_records.get(key)
+            )
             _check_time(span, future_limit)
             record = _bounded(record, conv, out)
             sdk = key in sdk_spans
@@ -264,19 +273,12 @@ def _internal(span: Any, exc: Exception, where: str) -> Rejection:
 
 
 def _bounded(record: RequestRecord, conv: Conventions, out: MappedRequest) -> RequestRecord:
-    """The record with text cut to max_value_length and at most max_properties properties."""
-    record, cut = _truncate(record, conv.max_value_length)
+    """The record within its bounds (``record_bounds.py``), what was cut counted."""
+    record, cut = record_bounds.truncate(record, conv.max_value_length)
     out.truncated_values += cut
-    properties = _first_properties(record.properties, conv.max_properties, out)
+    properties, dropped = record_bounds.first_properties(record.properties, conv.max_properties)
+    out.dropped_properties += dropped
     return record if properties is record.properties else record._replace(properties=properties)
-
-
-def _first_properties(properties: dict[str, str], limit: int, out: MappedRequest) -> dict[str, str]:
-    """At most ``limit`` properties, the first by name; the rest are counted as dropped."""
-    if len(properties) <= limit:
-        return properties
-    out.dropped_properties += len(properties) - limit
-    return {k: properties[k] for k in sorted(properties)[:limit]}
 
 
 def _resource_names(attributes: Sequence[Any]) -> tuple[str | None, str | None]:
@@ -376,32 +378,3 @@ def _check_time(span: Any, future_limit: int) -> None:
         raise MappingError(f"span ends before it starts (start {start}, end {end} ns)")
     if start > future_limit:
         raise MappingError(f"span starts more than a day in the future (start {start} ns)")
-
-
-_TEXT_FIELDS = (
-    "user_id",
-    "session_id",
-    "service_name",
-    "environment",
-    "operation",
-    "provider",
-    "request_model",
-    "response_model",
-    "error_type",
-    "server_address",
-)
-
-
-def _truncate(record: RequestRecord, limit: int) -> tuple[RequestRecord, int]:
-    """Cut stored text values to ``limit`` characters; count how many were cut."""
-    changes: dict[str, Any] = {}
-    for name in _TEXT_FIELDS:
-        value = getattr(record, name)
-        if value is not None and len(value) > limit:
-            changes[name] = value[:limit]
-    props = record.properties
-    if any(len(k) > limit or len(v) > limit for k, v in props.items()):
-        changes["properties"] = {k[:limit]: v[:limit] for k, v in props.items()}
-    if not changes:
-        return record, 0
-    return record._replace(**changes), len(changes)
