@@ -77,6 +77,18 @@ def request(spans: Sequence[Span], resource: Mapping[str, Any] | None = None) ->
     return req
 
 
+def scoped_request(*scoped: tuple[str, Sequence[Span]], service: str = "shop") -> ExportTraceServiceRequest:
+    """One request; each (scope name, spans) is a scope of its own, as libraries export them."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(attributes({"service.name": service}))
+    for name, spans in scoped:
+        ss = rs.scope_spans.add()
+        ss.scope.name = name
+        ss.spans.extend(spans)
+    return req
+
+
 def chat(
     user: str | None = "u1", model: str = "gpt-4o-mini", inp: int = 100, out: int = 50, **more: Any
 ) -> dict[str, Any]:

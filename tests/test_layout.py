@@ -132,6 +132,7 @@ PURE = (
     "ingest/dialects.py",
     "ingest/mapping.py",
     "ingest/record_bounds.py",
+    "ingest/framework_spans.py",
     "ingest/coverage_scan.py",
 )
 DOES_IO = {"duckdb", "pyarrow", "grpc", "socket", "ssl", "http", "urllib", "threading", "subprocess", "os"}

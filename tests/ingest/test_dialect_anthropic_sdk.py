@@ -15,7 +15,7 @@ from typing import Any
 
 from ingested import stored_rows
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from otlp import T0, attributes, span
+from otlp import T0, scoped_request, span
 
 from user_metrics.ingest.attributes import compile_conventions
 from user_metrics.ingest.mapping import map_request
@@ -61,14 +61,7 @@ def oi_attrs(model: str = MODEL, tokens: bool = True) -> dict[str, Any]:
 
 def export(*scoped: tuple[str, list[Any]]) -> ExportTraceServiceRequest:
     """One request; each (scope name, spans) is a scope of its own, as the SDKs export them."""
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    rs.resource.attributes.extend(attributes({"service.name": "shop"}))
-    for name, spans in scoped:
-        ss = rs.scope_spans.add()
-        ss.scope.name = name
-        ss.spans.extend(spans)
-    return req
+    return scoped_request(*scoped)
 
 
 def rows(tmp_path: Path, *requests: ExportTraceServiceRequest) -> list[dict[str, Any]]:

@@ -329,6 +329,8 @@ LIBRARY_PROPERTY_NAMES = {
 # Provider SDKs that make a span of their own for every call once a tracer provider is set
 # (anthropic 2.14+). Under an instrumentation's span for the same call it is not a second call.
 PROVIDER_SDK_SCOPES = frozenset({"com.anthropic.sdk.python"})
+# Frameworks whose LLM span wraps a client instrumentation's span of the call (framework_spans.py).
+FRAMEWORK_SCOPES = frozenset({"openinference.instrumentation.langchain"})
 # Langfuse's OpenAI integration names no provider; its default observation names do.
 LANGFUSE_SPAN_NAME_PROVIDERS = {
     "OpenAI-generation": "openai",

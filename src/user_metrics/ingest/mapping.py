@@ -29,6 +29,7 @@ from user_metrics.ingest.attributes import (
     as_text,
     scan_attributes,
 )
+from user_metrics.ingest.framework_spans import framework_duplicates
 from user_metrics.ingest.inheritance import Identity, Wait, fact, inherit, parent_hex, valid_ids, wait
 from user_metrics.store.records import RequestRecord, SpanFact
 
@@ -156,6 +157,7 @@ def map_request(
     identities: dict[tuple[bytes, bytes], Identity] = {}
     pending: list[tuple[Any, Scan, str | None, Identity, Identity, str | None, str | None]] = []
     sdk_spans: set[tuple[bytes, bytes]] = set()  # LLM spans a provider SDK made of its own
+    framework: set[tuple[bytes, bytes]] = set()  # LLM spans of a framework (LangChain) around a call
     fact_at: dict[tuple[bytes, bytes], int] = {}  # where each span's fact is in out.facts
 
     for resource_spans in request.resource_spans:
@@ -199,13 +201,19 @@ def map_request(
                     pending.append((span, scan, operation, identity, *context))
                     if scope_spans.scope.name in c.PROVIDER_SDK_SCOPES:
                         sdk_spans.add((span.trace_id, span.span_id))
+                    if scope_spans.scope.name in c.FRAMEWORK_SCOPES:
+                        framework.add((span.trace_id, span.span_id))
                 else:
                     out.skipped += 1
 
-    # A provider SDK's own span of a call an instrumentation records first, then the wrappers
+    # A provider SDK's own span of a call an instrumentation records first, a framework's span around
+    # a client instrumentation's span of the call (framework_spans.py), then the wrappers
     # among the rest: the instrumentation's span is the call, even one without tokens (a failure).
     absorbed = dialects.provider_sdk_duplicates([(p[0], p[1]) for p in pending], sdk_spans)
     seen = set(absorbed)
+    seen |= framework_duplicates(
+        [p[0] for p in pending if (p[0].trace_id, p[0].span_id) not in seen], framework
+    )
     seen |= dialects.wrappers(
         dialects.Call(p[0].trace_id, p[0].span_id, p[0].parent_span_id, p[2], dialects.has_tokens(p[1]))
         for p in pending

@@ -1,0 +1,46 @@
+"""A framework's span around a call that a client instrumentation records too. Pure: no I/O.
+
+OpenInference's LangChain instrumentation makes an LLM span for each chat-model call (``ChatOpenAI``,
+with the model and token counts); its OpenAI instrumentation, enabled beside it (as Phoenix's
+``register(auto_instrument=True)`` does), makes one for the same request to the provider, as the
+framework span's sibling (LangChain's callbacks do not make their span current) or child. Both look
+like a call: the client's span is the call (what was sent to the provider, its model and counts),
+the framework's span is skipped. A framework span with no such span in its request (LangChain
+instrumented alone, or a provider without an instrumentation) is the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def framework_duplicates(
+    spans: Sequence[Any], framework: set[tuple[bytes, bytes]]
+) -> set[tuple[bytes, bytes]]:
+    """(trace id, span id) of the framework LLM spans (``framework``) whose call another LLM span
+    of the request records: one of another scope that is its child, or its sibling that runs
+    within its time. Each framework span takes at most one such span and each of those one
+    framework span, so two calls under one parent stay two. ``spans`` are the request's LLM spans.
+    """
+    by_key = {(span.trace_id, span.span_id): span for span in spans}
+    clients = [span for key, span in by_key.items() if key not in framework]
+    taken: set[tuple[bytes, bytes]] = set()
+    out: set[tuple[bytes, bytes]] = set()
+    for key in sorted(framework & by_key.keys(), key=lambda k: by_key[k].start_time_unix_nano):
+        outer = by_key[key]
+        for inner in clients:
+            inner_key = (inner.trace_id, inner.span_id)
+            if inner_key in taken or inner.trace_id != outer.trace_id:
+                continue
+            child = inner.parent_span_id == outer.span_id
+            sibling = (
+                inner.parent_span_id == outer.parent_span_id
+                and outer.start_time_unix_nano <= inner.start_time_unix_nano
+                and inner.end_time_unix_nano <= outer.end_time_unix_nano
+            )
+            if child or sibling:
+                taken.add(inner_key)
+                out.add(key)
+                break
+    return out

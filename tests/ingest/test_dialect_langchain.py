@@ -1,0 +1,111 @@
+"""LangChain under OpenInference with its OpenAI instrumentation beside it: each call is stored
+once, as the OpenAI instrumentation's span.
+
+Recorded with openinference-instrumentation-langchain 0.1.80, -openai 0.1.66 and langchain-openai
+1.7.4 (the capture tests/captures/langchain-openinference): `ChatOpenAI.invoke` makes an LLM span
+`ChatOpenAI` (scope `openinference.instrumentation.langchain`) with the model and token counts, and
+the OpenAI instrumentation an LLM span `ChatCompletion` for the same request, its sibling under the
+application's span (LangChain's callbacks do not make their span current), within its time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from otlp import T0, scoped_request, span
+
+from user_metrics.ingest.attributes import compile_conventions
+from user_metrics.ingest.mapping import map_request
+
+NOW = T0 + 10**12
+LC_SCOPE = "openinference.instrumentation.langchain"
+OAI_SCOPE = "openinference.instrumentation.openai"
+MS = 1_000_000
+
+
+def llm(model: str = "gpt-4o-mini", **more: Any) -> dict[str, Any]:
+    return {
+        "openinference.span.kind": "LLM",
+        "llm.system": "openai",
+        "llm.model_name": model,
+        "llm.token_count.prompt": 52,
+        "llm.token_count.completion": 24,
+        "user.id": "user-alice",
+        "session.id": "sess-alice-01",
+        "metadata": '{"plan": "free", "feature": "chat"}',
+    } | more
+
+
+def langchain(model: str = "gpt-4o-mini") -> dict[str, Any]:
+    metadata = '{"plan": "free", "feature": "chat", "ls_provider": "openai", "ls_model_type": "chat"}'
+    return llm(model, **{"llm.provider": "openai", "metadata": metadata})
+
+
+def export(*scoped: tuple[str, list[Any]]) -> ExportTraceServiceRequest:
+    return scoped_request(*scoped)
+
+
+def mapped(req: ExportTraceServiceRequest) -> list[tuple[str, str | None, int | None]]:
+    out = map_request(req, compile_conventions(), now_unix_nano=NOW)
+    assert not out.rejected
+    return [(r.span_id, r.request_model or r.response_model, r.input_tokens) for r in out.records]
+
+
+def test_the_langchain_span_beside_the_openai_span_of_its_call_is_not_a_second_call() -> None:
+    """A ChatOpenAI call: LangChain's LLM span and the OpenAI instrumentation's sibling span within
+    its time are one call, stored once as the OpenAI span (model, counts, no LangChain metadata)."""
+    trace, root, outer, inner = os.urandom(16), os.urandom(8), os.urandom(8), os.urandom(8)
+    req = export(
+        ("conformance.app", [span({}, trace_id=trace, span_id=root, duration_ns=900 * MS, name="handle")]),
+        (LC_SCOPE, [span(langchain(), trace_id=trace, span_id=outer, parent=root, name="ChatOpenAI")]),
+        (
+            OAI_SCOPE,
+            [
+                span(
+                    llm(),
+                    trace_id=trace,
+                    span_id=inner,
+                    parent=root,
+                    start=T0 + 10 * MS,
+                    duration_ns=200 * MS,
+                    name="ChatCompletion",
+                )
+            ],
+        ),
+    )
+    out = map_request(req, compile_conventions(), now_unix_nano=NOW)
+    assert [r.span_id for r in out.records] == [inner.hex()]
+    assert out.records[0].properties == {"plan": "free", "feature": "chat"}
+
+
+def test_two_langchain_calls_under_one_parent_stay_two() -> None:
+    """Two ChatOpenAI calls in a row under one application span, each with its OpenAI span: two
+    records; each LangChain span takes only the OpenAI span within its own time."""
+    trace, root = os.urandom(16), os.urandom(8)
+    lc, oai = [], []
+    for i, model in enumerate(("gpt-4o-mini", "gpt-4o")):
+        start = T0 + i * 300 * MS
+        lc.append(span(langchain(model), trace_id=trace, parent=root, start=start, name="ChatOpenAI"))
+        oai.append(span(llm(model), trace_id=trace, parent=root, start=start + 5 * MS, duration_ns=200 * MS))
+    records = mapped(export((LC_SCOPE, lc), (OAI_SCOPE, oai)))
+    assert sorted(model for _, model, _ in records) == ["gpt-4o", "gpt-4o-mini"]
+    assert {span_id for span_id, _, _ in records} == {s.span_id.hex() for s in oai}
+
+
+def test_a_langchain_span_without_a_client_span_is_the_call() -> None:
+    """LangChain instrumented alone (the OpenInference LangChain quick start): its LLM span is the
+    call, and a sibling LangChain span of another call does not absorb it."""
+    trace, root = os.urandom(16), os.urandom(8)
+    first = span(langchain(), trace_id=trace, parent=root, name="ChatOpenAI")
+    second = span(langchain(), trace_id=trace, parent=root, start=T0 + 10 * MS, duration_ns=10 * MS)
+    assert len(mapped(export((LC_SCOPE, [first, second])))) == 2
+
+
+def test_an_openai_span_outside_the_langchain_span_s_time_is_another_call() -> None:
+    """A sibling OpenAI span that starts after the LangChain span ended is a call of its own."""
+    trace, root = os.urandom(16), os.urandom(8)
+    outer = span(langchain(), trace_id=trace, parent=root, duration_ns=100 * MS, name="ChatOpenAI")
+    other = span(llm(), trace_id=trace, parent=root, start=T0 + 200 * MS, duration_ns=100 * MS)
+    assert len(mapped(export((LC_SCOPE, [outer]), (OAI_SCOPE, [other])))) == 2
