@@ -208,6 +208,45 @@ LIBRARIES = [
         constraints=TRACELOOP_CONSTRAINTS,
         release_line="traceloop-sdk",
     ),
+    # LangChain (langchain-openai's ChatOpenAI / OpenAIEmbeddings) under the two instrumentations
+    # that trace it; each also instruments the openai client below it, so a call has LangChain's
+    # LLM span and the openai span inside it.
+    Library(
+        "langchain-traceloop",
+        # traceloop-sdk 0.62.4 imports httpx (traceloop.sdk.evaluator) without requiring it
+        ["traceloop-sdk", "langchain-openai", "httpx"],
+        "langchain_traceloop.py",
+        "openai",
+        [
+            "traceloop-sdk",
+            "opentelemetry-instrumentation-langchain",
+            "opentelemetry-instrumentation-openai",
+            "langchain-core",
+            "langchain-openai",
+        ],
+        "https://www.traceloop.com/docs/openllmetry/tracing/association",
+        constraints=TRACELOOP_CONSTRAINTS,
+        release_line="traceloop-sdk",
+    ),
+    Library(
+        "langchain-openinference",
+        [
+            "openinference-instrumentation-langchain",
+            "openinference-instrumentation-openai",
+            "langchain-openai",
+            *OTEL_HTTP,
+        ],
+        "langchain_openinference.py",
+        "openai",
+        [
+            "openinference-instrumentation-langchain",
+            "openinference-instrumentation-openai",
+            "openinference-instrumentation",
+            "langchain-core",
+            "langchain-openai",
+        ],
+        "https://arize.com/docs/phoenix/integrations/frameworks/langchain/langchain-tracing",
+    ),
     # JavaScript: npm packages into .conformance-cache/<name>/ (a bare name is installed @latest),
     # a `.mjs` scenario run by Node >= NODE_MAJOR (scenarios/common.mjs). The AI SDK is tried at its
     # current major (7) and the previous one (6), each with the @ai-sdk/openai major released for it.

@@ -164,3 +164,27 @@ def openinference_attach(call: dict[str, Any]) -> contextlib.AbstractContextMana
     if not call["user"]:
         return contextlib.nullcontext()
     return using_attributes(user_id=call["user"], session_id=call["session"], metadata=call["properties"])
+
+
+def langchain_call(call: dict[str, Any]) -> None:
+    """One call with langchain-openai: ChatOpenAI (``streaming=True``, ``stream_usage`` for the
+    streams) or OpenAIEmbeddings; the openai `user=` parameter when there is a user."""
+    from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+
+    common: dict[str, Any] = dict(
+        model=call["model"], base_url=OPENAI_BASE_URL, api_key="test", max_retries=0
+    )
+    extra = {"user": call["user"]} if call["user"] else {}
+    kind = call["kind"]
+    if kind == "embed":
+        # no tokenizer download (tiktoken) before the request: the input is short
+        embeddings = OpenAIEmbeddings(**common, check_embedding_ctx_length=False, model_kwargs=extra)
+        embeddings.embed_query(call["input"])
+        return
+    messages = [(m["role"], m["content"]) for m in call["messages"]]
+    if kind in ("stream", "stream_nousage"):
+        llm = ChatOpenAI(**common, streaming=True, stream_usage=kind == "stream")
+        for _ in llm.stream(messages, **extra):
+            pass
+        return
+    ChatOpenAI(**common).invoke(messages, **extra)
