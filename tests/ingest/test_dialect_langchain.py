@@ -6,6 +6,9 @@ Recorded with openinference-instrumentation-langchain 0.1.80, -openai 0.1.66 and
 `ChatOpenAI` (scope `openinference.instrumentation.langchain`) with the model and token counts, and
 the OpenAI instrumentation an LLM span `ChatCompletion` for the same request, its sibling under the
 application's span (LangChain's callbacks do not make their span current), within its time.
+OpenLLMetry (traceloop-sdk 0.62.4, the capture tests/captures/langchain-traceloop) suppresses its
+OpenAI instrumentation under its LangChain span: one span per call. Both copy LangChain's own run
+metadata (`ls_*`, `lc_versions`) beside the application's properties: it is not a property.
 """
 
 from __future__ import annotations
@@ -109,3 +112,45 @@ def test_an_openai_span_outside_the_langchain_span_s_time_is_another_call() -> N
     outer = span(langchain(), trace_id=trace, parent=root, duration_ns=100 * MS, name="ChatOpenAI")
     other = span(llm(), trace_id=trace, parent=root, start=T0 + 200 * MS, duration_ns=100 * MS)
     assert len(mapped(export((LC_SCOPE, [outer]), (OAI_SCOPE, [other])))) == 2
+
+
+# OpenLLMetry's LangChain span (opentelemetry-instrumentation-langchain 0.62.4, the capture
+# tests/captures/langchain-traceloop): LangChain's run metadata among the association properties.
+TRACELOOP_LANGCHAIN = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+    "gen_ai.usage.input_tokens": 52,
+    "gen_ai.usage.output_tokens": 24,
+    "traceloop.association.properties.user_id": "user-alice",
+    "traceloop.association.properties.session_id": "sess-alice-01",
+    "traceloop.association.properties.plan": "free",
+    "traceloop.association.properties.feature": "chat",
+    "traceloop.association.properties.lc_versions": '{"langchain-core": "1.8.3", "langchain": "1.5.2"}',
+    "traceloop.association.properties.ls_integration": "langchain_chat_model",
+    "traceloop.association.properties.ls_model_name": "gpt-4o-mini",
+    "traceloop.association.properties.ls_model_type": "chat",
+    "traceloop.association.properties.ls_provider": "openai",
+}
+
+
+def test_langchain_run_metadata_among_traceloop_association_properties_is_not_a_property() -> None:
+    """OpenLLMetry copies LangChain's own run metadata (LangSmith's `ls_*`, `lc_versions`) into the
+    association properties beside the application's: only the application's are properties."""
+    req = scoped_request(("opentelemetry.instrumentation.langchain", [span(TRACELOOP_LANGCHAIN)]))
+    (record,) = map_request(req, compile_conventions(), now_unix_nano=NOW).records
+    assert (record.user_id, record.session_id) == ("user-alice", "sess-alice-01")
+    assert record.properties == {"plan": "free", "feature": "chat"}
+
+
+def test_langchain_run_metadata_in_openinference_metadata_is_not_a_property() -> None:
+    """LangChain instrumented alone by OpenInference: its span's JSON `metadata` holds LangChain's
+    run metadata beside the application's (`using_attributes(metadata=...)`): only the latter are
+    properties."""
+    (record,) = map_request(
+        scoped_request((LC_SCOPE, [span(langchain(), name="ChatOpenAI")])),
+        compile_conventions(),
+        now_unix_nano=NOW,
+    ).records
+    assert record.properties == {"plan": "free", "feature": "chat"}

@@ -306,8 +306,9 @@ class Scan:
             if key in conv.property_json_keys:
                 decoded = self._json(key, value)
                 if isinstance(decoded, dict):
+                    library = c.LIBRARY_PROPERTY_NAMES.get(key, ())
                     for name, item in decoded.items():
-                        if not isinstance(item, (dict, list)):
+                        if not isinstance(item, (dict, list)) and name not in library:
                             _offer(found, str(name).lower(), json_rank, item)
             else:
                 name, rank = conv.bare_property_keys[key]

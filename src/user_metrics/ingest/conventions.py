@@ -310,7 +310,12 @@ PROPERTY_JSON_KEYS = ("metadata",)
 JSON_VALUED_PROPERTY_PREFIXES = frozenset(
     {"langfuse.trace.metadata.", "langfuse.metadata.", "langfuse.observation.metadata."}
 )
-# Property names a library itself writes under a prefix, beside the application's: not properties.
+# LangChain's run metadata (LangSmith's `ls_*`, `lc_versions`), copied by OpenLLMetry and OpenInference.
+LANGCHAIN_METADATA = frozenset(
+    """ls_provider ls_model_name ls_model_type ls_integration ls_temperature ls_max_tokens ls_stop
+    ls_structured_output_format ls_embedding_provider ls_agent_type lc_versions""".split()  # noqa: SIM905
+)
+# Property names a library writes under a prefix or in a JSON key, beside the application's: not properties.
 # Langfuse's OpenAI integration puts the finish reason, structured-output formats and (for a
 # streamed Responses API call) the response's own fields in the observation metadata.
 LIBRARY_PROPERTY_NAMES = {
@@ -323,6 +328,8 @@ LIBRARY_PROPERTY_NAMES = {
         completed_at user
         """.split()  # noqa: SIM905 (one word list keeps the table short)
     ),
+    "traceloop.association.properties.": LANGCHAIN_METADATA,
+    "metadata": LANGCHAIN_METADATA,
 }
 
 # Library-specific rules (dialects.py).
@@ -368,14 +375,7 @@ PROVIDER_ALIASES = {
 }
 # The Vercel AI SDK's provider ids name the API after the provider (`openai.chat`,
 # `openai.responses`, `anthropic.messages`, `openai.embedding`): the API is cut off.
-PROVIDER_API_SUFFIXES = (
-    ".chat",
-    ".responses",
-    ".messages",
-    ".completion",
-    ".embedding",
-    ".textembedding",
-)
+PROVIDER_API_SUFFIXES = (".chat", ".responses", ".messages", ".completion", ".embedding", ".textembedding")
 
 # Attributes whose value is a Python literal (`str(dict)`: single quotes, None), not JSON, read like
 # a JSON object: LiteLLM's `metadata.usage_object`, the provider's usage with OpenAI's nested cached
