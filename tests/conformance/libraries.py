@@ -213,14 +213,17 @@ LIBRARIES = [
     # LLM span and the openai span inside it.
     Library(
         "langchain-traceloop",
-        # traceloop-sdk 0.62.4 imports httpx (traceloop.sdk.evaluator) without requiring it
-        ["traceloop-sdk", "langchain-openai", "httpx"],
+        # traceloop-sdk 0.62.4 imports httpx (traceloop.sdk.evaluator) without requiring it, and
+        # instruments LangChain only when the `langchain` (or `langgraph`) package is installed:
+        # with langchain-core and langchain-openai alone there are only the openai spans.
+        ["traceloop-sdk", "langchain", "langchain-openai", "httpx"],
         "langchain_traceloop.py",
         "openai",
         [
             "traceloop-sdk",
             "opentelemetry-instrumentation-langchain",
             "opentelemetry-instrumentation-openai",
+            "langchain",
             "langchain-core",
             "langchain-openai",
         ],
