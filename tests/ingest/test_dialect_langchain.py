@@ -14,8 +14,10 @@ metadata (`ls_*`, `lc_versions`) beside the application's properties: it is not 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from ingested import stored_rows
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otlp import T0, scoped_request, span
 
@@ -154,3 +156,33 @@ def test_langchain_run_metadata_in_openinference_metadata_is_not_a_property() ->
         now_unix_nano=NOW,
     ).records
     assert record.properties == {"plan": "free", "feature": "chat"}
+
+
+def test_the_langchain_span_after_its_openai_span_in_another_request_is_not_a_second_call(
+    tmp_path: Path,
+) -> None:
+    """Each span exported as it ends (a SimpleSpanProcessor, or a batch boundary): the OpenAI span
+    comes first, LangChain's sibling span of the same call in a later request, then the
+    application's span. One row, the OpenAI span's."""
+    trace, root, outer, inner = os.urandom(16), os.urandom(8), os.urandom(8), os.urandom(8)
+    app = span({}, trace_id=trace, span_id=root, duration_ns=900 * MS, name="handle")
+    lc = span(langchain(), trace_id=trace, span_id=outer, parent=root, name="ChatOpenAI")
+    oai = span(llm(), trace_id=trace, span_id=inner, parent=root, start=T0 + 10 * MS, duration_ns=200 * MS)
+    requests = (
+        scoped_request((OAI_SCOPE, [oai])),
+        scoped_request((LC_SCOPE, [lc])),
+        scoped_request(("app", [app])),
+    )
+    (row,) = stored_rows(tmp_path / "um.duckdb", *requests, clock=NOW)
+    assert row["span_id"] == inner.hex()
+
+
+def test_a_langchain_span_alone_in_its_request_is_the_call_once_its_parent_comes(tmp_path: Path) -> None:
+    """LangChain instrumented alone, each span exported as it ends: its span waits for a client span
+    of its call, and is the call when the application's span arrives without one."""
+    trace, root = os.urandom(16), os.urandom(8)
+    app = span({}, trace_id=trace, span_id=root, duration_ns=900 * MS, name="handle")
+    lc = span(langchain(), trace_id=trace, parent=root, name="ChatOpenAI")
+    requests = (scoped_request((LC_SCOPE, [lc])), scoped_request(("app", [app])))
+    (row,) = stored_rows(tmp_path / "um.duckdb", *requests, clock=NOW)
+    assert (row["span_id"], row["user_id"]) == (lc.span_id.hex(), "user-alice")

@@ -6,7 +6,9 @@ with the model and token counts); its OpenAI instrumentation, enabled beside it 
 framework span's sibling (LangChain's callbacks do not make their span current) or child. Both look
 like a call: the client's span is the call (what was sent to the provider, its model and counts),
 the framework's span is skipped. A framework span with no such span in its request (LangChain
-instrumented alone, or a provider without an instrumentation) is the call.
+instrumented alone, or a provider without an instrumentation) is the call, or, exported apart from
+its client span, waits to be paired in the store like a provider SDK's own span
+(``dialects.sdk_span_waits``, ``store/counterparts.py``).
 """
 
 from __future__ import annotations

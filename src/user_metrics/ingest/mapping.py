@@ -248,7 +248,7 @@ def map_request(
             )
             _check_time(span, future_limit)
             record = _bounded(record, conv, out)
-            sdk = key in sdk_spans
+            sdk = key in sdk_spans or key in framework  # the store pairs a framework span as an SDK span
             counterpart = sdk and dialects.sdk_span_waits(
                 span, record.streaming, (span.trace_id, span.parent_span_id) in identities
             )
