@@ -331,7 +331,7 @@ LIBRARIES = [
 LIBRARIES += [
     replace(lib, name=f"{lib.name}-simple", env={**lib.env, "CONFORMANCE_DISABLE_BATCH": "1"})
     for lib in LIBRARIES
-    if lib.name in ("traceloop-anthropic", "openlit", "openinference-anthropic")
+    if lib.name in ("traceloop-anthropic", "openlit", "openinference-anthropic", "langchain-openinference")
 ]
 BY_NAME = {lib.name: lib for lib in LIBRARIES}
 
