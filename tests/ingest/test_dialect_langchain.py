@@ -21,6 +21,7 @@ from ingested import stored_rows
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otlp import T0, scoped_request, span
 
+from user_metrics.ingest import framework_spans
 from user_metrics.ingest.attributes import compile_conventions
 from user_metrics.ingest.mapping import map_request
 
@@ -186,3 +187,22 @@ def test_a_langchain_span_alone_in_its_request_is_the_call_once_its_parent_comes
     requests = (scoped_request((LC_SCOPE, [lc])), scoped_request(("app", [app])))
     (row,) = stored_rows(tmp_path / "um.duckdb", *requests, clock=NOW)
     assert (row["span_id"], row["user_id"]) == (lc.span_id.hex(), "user-alice")
+
+
+def test_a_framework_span_compares_itself_with_a_bounded_number_of_client_spans() -> None:
+    """Thousands of client spans under one parent cost linear work: a framework span looks at the
+    first MAX_CANDIDATES untaken ones (children, then siblings, in request order). Its partner among
+    them is found; one behind as many others, all outside its time, is not (both are then counted)."""
+    trace, root = os.urandom(16), os.urandom(8)
+    app = span({}, trace_id=trace, span_id=root, duration_ns=10_000 * MS, name="handle")
+
+    def client(start_ms: int) -> Any:
+        return span(llm(), trace_id=trace, parent=root, start=T0 + start_ms * MS, duration_ns=MS)
+
+    others = [client(5_000 + i) for i in range(framework_spans.MAX_CANDIDATES)]  # not its time
+    near = client(10)
+    chat = span(langchain(), trace_id=trace, parent=root, duration_ns=100 * MS, name="ChatOpenAI")
+    got = mapped(export(("app", [app]), (LC_SCOPE, [chat]), (OAI_SCOPE, [near, *others])))
+    assert chat.span_id.hex() not in {s for s, _, _ in got} and len(got) == 1 + len(others)
+    got = mapped(export(("app", [app]), (LC_SCOPE, [chat]), (OAI_SCOPE, [*others, near])))
+    assert {chat.span_id.hex(), near.span_id.hex()} <= {s for s, _, _ in got}

@@ -14,7 +14,12 @@ its client span, waits to be paired in the store like a provider SDK's own span
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain, islice
 from typing import Any
+
+# How many client spans (children first, then siblings, the untaken ones in request order) a
+# framework span is compared with at most.
+MAX_CANDIDATES = 64
 
 
 def framework_duplicates(
@@ -26,23 +31,32 @@ def framework_duplicates(
     framework span, so two calls under one parent stay two. ``spans`` are the request's LLM spans.
     """
     by_key = {(span.trace_id, span.span_id): span for span in spans}
-    clients = [span for key, span in by_key.items() if key not in framework]
-    taken: set[tuple[bytes, bytes]] = set()
+    # The client spans not yet taken, by (trace, parent): a framework span's candidates are the
+    # children of its span id and of its parent, and it looks at no more than MAX_CANDIDATES of
+    # them, so hostile requests (thousands of spans under one parent) cost linear time.
+    under: dict[tuple[bytes, bytes], dict[bytes, Any]] = {}
+    for key, span in by_key.items():
+        if key not in framework:
+            under.setdefault((span.trace_id, span.parent_span_id), {})[span.span_id] = span
     out: set[tuple[bytes, bytes]] = set()
     for key in sorted(framework & by_key.keys(), key=lambda k: by_key[k].start_time_unix_nano):
         outer = by_key[key]
-        for inner in clients:
-            inner_key = (inner.trace_id, inner.span_id)
-            if inner_key in taken or inner.trace_id != outer.trace_id:
-                continue
-            child = inner.parent_span_id == outer.span_id
-            sibling = (
-                inner.parent_span_id == outer.parent_span_id
-                and outer.start_time_unix_nano <= inner.start_time_unix_nano
+        children = under.get((outer.trace_id, outer.span_id), {})
+        siblings = under.get((outer.trace_id, outer.parent_span_id), {})
+        looked_at = islice(
+            chain(((children, s) for s in children.values()), ((siblings, s) for s in siblings.values())),
+            MAX_CANDIDATES,
+        )
+        candidates = (
+            (group, inner)
+            for group, inner in looked_at
+            if group is children
+            or (
+                outer.start_time_unix_nano <= inner.start_time_unix_nano
                 and inner.end_time_unix_nano <= outer.end_time_unix_nano
             )
-            if child or sibling:
-                taken.add(inner_key)
-                out.add(key)
-                break
+        )
+        for group, inner in islice(candidates, 1):
+            del group[inner.span_id]  # taken: it records one call only
+            out.add(key)
     return out
