@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import grpc
@@ -252,6 +252,83 @@ class TestWriterRecovery:
                 assert con.execute("SELECT sum(requests) FROM user_totals").fetchall() == [(1,)]
         finally:
             store.close()
+
+    def test_a_temp_table_a_failed_create_left_behind_reopens_the_database(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """DuckDB 1.5.6: a ``CREATE OR REPLACE TEMP TABLE`` that runs out of memory can leave its
+        entry in the writer connection's temporary catalog, which ROLLBACK does not remove; every
+        later CREATE of that name on that connection fails with a catalog write-write conflict
+        (an export answered UNAVAILABLE under load). Injected as DuckDB behaves: the first
+        ``apply`` runs out of memory, and its connection answers every later one with the conflict.
+        The writer opens the database again, and the batch is stored once."""
+        monkeypatch.setattr(writer_connection, "MEMORY_RETRY_PAUSES_S", (0.01, 0.01))
+        store = Store(tmp_path / "um.duckdb", Stats())
+        try:
+            real_apply = rollups.apply
+            poisoned: list[duckdb.DuckDBPyConnection] = []
+
+            def apply(con: duckdb.DuckDBPyConnection, rows: str, *bound: Any) -> Any:
+                if not poisoned:
+                    poisoned.append(con)
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE rollup_input AS SELECT * FROM {rows}")
+                    raise duckdb.OutOfMemoryException(
+                        "Out of Memory Error: could not allocate block (injected)"
+                    )
+                if con is poisoned[0]:
+                    raise duckdb.TransactionException(
+                        "TransactionContext Error: Catalog write-write conflict on create with "
+                        '"Schema\\0main\\0main\\0Table\\0main\\0rollup_input" (injected)'
+                    )
+                return real_apply(con, rows, *bound)
+
+            monkeypatch.setattr(rollups, "apply", apply)
+            assert store.write(one_row_table("f")).result(timeout=60) == 1
+            assert store._stats.store_reopens == 1
+            assert store.health() is None
+            with store.reader() as con:
+                assert con.execute("SELECT span_id FROM requests").fetchall() == [("f" * 16,)]
+                assert con.execute("SELECT sum(requests) FROM user_totals").fetchall() == [(1,)]
+        finally:
+            store.close()
+
+    def test_a_begin_that_runs_out_of_memory_is_rolled_back(self, tmp_path: Path) -> None:
+        """A BEGIN that runs out of memory can leave an aborted transaction open (DuckDB 1.5.6):
+        it is rolled back, so the retry can begin, instead of every later write on the
+        connection failing with "Current transaction is aborted"."""
+        db = WriterConnection(
+            str(tmp_path / "um.duckdb"), Stats(), memory_limit_mib=0, max_dimension_values=10
+        )
+        real = db.con
+
+        class BeginFailsOnce:
+            """The writer's connection, whose first BEGIN opens a transaction, aborts it, and
+            fails for lack of memory, as DuckDB's can."""
+
+            failed = False
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def execute(self, sql: str, *args: Any) -> Any:
+                if sql == "BEGIN" and not self.failed:
+                    self.failed = True
+                    real.execute("BEGIN")
+                    with pytest.raises(duckdb.Error):
+                        real.execute("SELECT error('aborts the transaction')")
+                    raise duckdb.OutOfMemoryException(
+                        "Out of Memory Error: failed to allocate data (injected)"
+                    )
+                return real.execute(sql, *args)
+
+        try:
+            db.con = cast(duckdb.DuckDBPyConnection, BeginFailsOnce())
+            db.in_transaction(lambda con: con.execute("CREATE TABLE kept AS SELECT 1 AS one"))
+            db.con = real
+            assert real.execute("SELECT one FROM kept").fetchall() == [(1,)]
+        finally:
+            db.con = real
+            db.close()
 
     def test_an_invalidated_database_is_opened_again_and_keeps_every_commit(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -274,7 +274,8 @@ class UsageCollector(Collector):
         retries.add_metric([], s.writer_memory_retries)
         reopens = CounterMetricFamily(
             "user_metrics_store_reopens",
-            "Times the database was closed and opened again after a failed COMMIT, ROLLBACK or checkpoint",
+            "Times the database was closed and opened again after a failed COMMIT, ROLLBACK or checkpoint, "
+            "or a catalog entry a failed statement left behind",
         )
         reopens.add_metric([], s.store_reopens)
         batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")

@@ -9,8 +9,11 @@ readers share DuckDB's memory limit with the writer:
 - a failed COMMIT, a failed ROLLBACK, a fatal error: DuckDB may be inconsistent (a COMMIT that
   ran out of memory part-way left an in-memory column one row short; a failed ROLLBACK or
   checkpoint invalidates the database), so the file is opened again (``reopen``) and the work
-  retried. The WAL holds every committed transaction; DuckDB's checkpoint at shutdown is off, so
-  an instance left behind writes nothing.
+  retried. So too after a catalog write-write conflict (``_catalog_conflict``): a
+  ``CREATE ... TEMP TABLE`` that runs out of memory can leave an entry that ROLLBACK does not
+  remove in the connection's own temporary catalog, and creating that name on it fails for ever.
+  The WAL holds every committed transaction; DuckDB's checkpoint at shutdown is off, so an
+  instance left behind writes nothing.
 It also owns the checkpoints, which DuckDB is not left to make on its own at commit: a checkpoint
 that runs out of memory invalidates the database, so the writer makes them when the WAL passes
 ``CHECKPOINT_WAL_BYTES`` and no reader is open, or passes ``FORCE_CHECKPOINT_WAL_BYTES``,
@@ -134,12 +137,18 @@ class WriterConnection:
             return attempt()
         except (_Unsettled, duckdb.FatalException, duckdb.ConnectionException) as exc:
             self.reopen(exc)  # ConnectionException: an earlier reopen failed half-way
+        except duckdb.TransactionException as exc:
+            if not _catalog_conflict(exc):
+                raise
+            self.reopen(exc)
         return attempt()
 
     def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         con = self.con
-        con.execute("BEGIN")
         try:
+            # BEGIN too: one that runs out of memory can leave an aborted transaction open, and
+            # every later BEGIN on the connection would fail ("Current transaction is aborted").
+            con.execute("BEGIN")
             result = work(con)
         except BaseException:
             self._rollback()
@@ -234,6 +243,21 @@ def registered(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | None
         for name in names:
             with contextlib.suppress(duckdb.Error):
                 con.unregister(name)
+
+
+def _catalog_conflict(exc: duckdb.Error) -> bool:
+    """Whether ``exc`` is DuckDB's "Catalog write-write conflict": on the writer's connection, an
+    entry that a failed statement of its own left behind, not another writer's.
+
+    Only the writer's connection writes the database, and each connection has a temporary catalog
+    of its own (for the ``CREATE OR REPLACE TEMP TABLE``s of a write). With DuckDB 1.5.6, such a
+    CREATE that runs out of memory can leave the table's dependency entry in that catalog, owned by
+    the failed transaction, though its ROLLBACK succeeds (DuckDB apparently adds the entry before
+    the undo record, whose allocation failed). Every later CREATE of that name on the connection
+    then fails with this conflict, with or without memory pressure; a new connection starts with
+    an empty temporary catalog: ``reopen``.
+    """
+    return "Catalog write-write conflict" in str(exc)
 
 
 def first_line(exc: BaseException) -> str:
