@@ -330,6 +330,20 @@ class TestWriterRecovery:
             db.con = real
             db.close()
 
+    def test_a_view_the_registry_forgot_is_replaced(self, tmp_path: Path) -> None:
+        """A view of the writer's connection that DuckDB keeps but its registry of Arrow views
+        forgot (seen under memory pressure: every later export failed with 'View with name
+        "facts" already exists') is replaced by the next ``registered``."""
+        db = WriterConnection(
+            str(tmp_path / "um.duckdb"), Stats(), memory_limit_mib=0, max_dimension_values=10
+        )
+        try:
+            db.con.execute("CREATE TEMP VIEW facts AS SELECT 'left behind' AS x")
+            with writer_connection.registered(db.con, {"facts": pa.table({"x": ["new"]})}):
+                assert db.con.execute("SELECT x FROM facts").fetchall() == [("new",)]
+        finally:
+            db.close()
+
     def test_an_invalidated_database_is_opened_again_and_keeps_every_commit(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -237,6 +237,10 @@ def registered(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table | None
         for name in names:
             with contextlib.suppress(duckdb.Error):
                 con.unregister(name)
+            # A view DuckDB still has but the connection's registry forgot (a register or unregister
+            # that failed part-way, seen under memory pressure): unregister leaves it, and register
+            # would fail with "already exists" for every later write.
+            con.execute(f'DROP VIEW IF EXISTS "{name}"')
             con.register(name, tables[name])
         yield
     finally:
