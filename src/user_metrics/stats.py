@@ -76,6 +76,7 @@ LIMITS = (
     "gzip_members",
     "coverage_scopes",
     "coverage_keys",
+    "framework_candidates",
 )
 # queue_full, workers_busy: exports; connections_full, bodies_full: requests to either HTTP listener.
 REFUSALS = ("queue_full", "workers_busy", "connections_full", "bodies_full")

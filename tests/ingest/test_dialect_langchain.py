@@ -202,7 +202,17 @@ def test_a_framework_span_compares_itself_with_a_bounded_number_of_client_spans(
     others = [client(5_000 + i) for i in range(framework_spans.MAX_CANDIDATES)]  # not its time
     near = client(10)
     chat = span(langchain(), trace_id=trace, parent=root, duration_ns=100 * MS, name="ChatOpenAI")
-    got = mapped(export(("app", [app]), (LC_SCOPE, [chat]), (OAI_SCOPE, [near, *others])))
-    assert chat.span_id.hex() not in {s for s, _, _ in got} and len(got) == 1 + len(others)
-    got = mapped(export(("app", [app]), (LC_SCOPE, [chat]), (OAI_SCOPE, [*others, near])))
-    assert {chat.span_id.hex(), near.span_id.hex()} <= {s for s, _, _ in got}
+    first = map_request(
+        export(("app", [app]), (LC_SCOPE, [chat]), (OAI_SCOPE, [near, *others])),
+        compile_conventions(),
+        now_unix_nano=NOW,
+    )
+    got = {r.span_id for r in first.records}
+    assert chat.span_id.hex() not in got and len(got) == 1 + len(others) and first.framework_cut == 0
+    behind = map_request(
+        export(("app", [app]), (LC_SCOPE, [chat]), (OAI_SCOPE, [*others, near])),
+        compile_conventions(),
+        now_unix_nano=NOW,
+    )
+    assert {chat.span_id.hex(), near.span_id.hex()} <= {r.span_id for r in behind.records}
+    assert behind.framework_cut == 1  # counted: user_metrics_limit_cuts_total{limit="framework_candidates"}

@@ -14,17 +14,20 @@ its client span, waits to be paired in the store like a provider SDK's own span
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import chain, islice
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 # How many client spans (children first, then siblings, the untaken ones in request order) a
 # framework span is compared with at most.
 MAX_CANDIDATES = 64
 
 
-def framework_duplicates(
-    spans: Sequence[Any], framework: set[tuple[bytes, bytes]]
-) -> set[tuple[bytes, bytes]]:
+class Paired(NamedTuple):
+    spans: set[tuple[bytes, bytes]]  # the framework spans whose call a client span records
+    cut: int  # framework spans that had more candidates than MAX_CANDIDATES and matched none
+
+
+def framework_duplicates(spans: Sequence[Any], framework: set[tuple[bytes, bytes]]) -> Paired:
     """(trace id, span id) of the framework LLM spans (``framework``) whose call another LLM span
     of the request records: one of another scope that is its child, or its sibling that runs
     within its time. Each framework span takes at most one such span and each of those one
@@ -39,24 +42,23 @@ def framework_duplicates(
         if key not in framework:
             under.setdefault((span.trace_id, span.parent_span_id), {})[span.span_id] = span
     out: set[tuple[bytes, bytes]] = set()
+    cut = 0
     for key in sorted(framework & by_key.keys(), key=lambda k: by_key[k].start_time_unix_nano):
         outer = by_key[key]
         children = under.get((outer.trace_id, outer.span_id), {})
         siblings = under.get((outer.trace_id, outer.parent_span_id), {})
-        looked_at = islice(
-            chain(((children, s) for s in children.values()), ((siblings, s) for s in siblings.values())),
-            MAX_CANDIDATES,
+        candidates = chain(
+            ((children, s) for s in children.values()), ((siblings, s) for s in siblings.values())
         )
-        candidates = (
-            (group, inner)
-            for group, inner in looked_at
-            if group is children
-            or (
-                outer.start_time_unix_nano <= inner.start_time_unix_nano
-                and inner.end_time_unix_nano <= outer.end_time_unix_nano
+        for looked, (group, inner) in enumerate(candidates):
+            if looked == MAX_CANDIDATES:
+                cut += 1
+                break
+            within = outer.start_time_unix_nano <= inner.start_time_unix_nano and (
+                inner.end_time_unix_nano <= outer.end_time_unix_nano
             )
-        )
-        for group, inner in islice(candidates, 1):
-            del group[inner.span_id]  # taken: it records one call only
-            out.add(key)
-    return out
+            if group is children or within:
+                del group[inner.span_id]  # taken: it records one call only (the loop ends here)
+                out.add(key)
+                break
+    return Paired(out, cut)

@@ -212,6 +212,7 @@ class Ingestor:
         if self._coverage is not None and mapped.coverage.scopes:
             self._coverage.add(mapped.coverage.scopes)
         self._stats.cut("max_value_length", mapped.truncated_values)
+        self._stats.cut("framework_candidates", mapped.framework_cut)
         self._stats.cut("max_properties", mapped.dropped_properties)
         self._stats.cut("max_span_attributes", mapped.dropped_attributes + dropped_attributes)
         rejected = list(mapped.rejected)

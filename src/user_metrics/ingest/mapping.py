@@ -63,6 +63,7 @@ class MappedRequest:
     truncated_values: int = 0  # attribute values cut to the length limit
     dropped_properties: int = 0  # properties beyond max_properties on one record (or one fact)
     dropped_attributes: int = 0  # attributes beyond max_span_attributes on one span or resource
+    framework_cut: int = 0  # framework spans not compared with all their candidates (MAX_CANDIDATES)
     # For each record: why it waits in ``pending`` (``Wait``), or None when it is final.
     waits: list[Wait | None] = field(default_factory=list)
     facts: list[SpanFact] = field(default_factory=list)  # every span's own identity, for later requests
@@ -211,9 +212,11 @@ def map_request(
     # among the rest: the instrumentation's span is the call, even one without tokens (a failure).
     absorbed = dialects.provider_sdk_duplicates([(p[0], p[1]) for p in pending], sdk_spans)
     seen = set(absorbed)
-    seen |= framework_duplicates(
+    paired = framework_duplicates(
         [p[0] for p in pending if (p[0].trace_id, p[0].span_id) not in seen], framework
     )
+    seen |= paired.spans
+    out.framework_cut += paired.cut
     seen |= dialects.wrappers(
         dialects.Call(p[0].trace_id, p[0].span_id, p[0].parent_span_id, p[2], dialects.has_tokens(p[1]))
         for p in pending
