@@ -52,10 +52,16 @@ class UserStats:
     p95_latency_ms: float | None
     error_rate: float | None  # errors / requests; None when the user made no request in the window
     models: tuple[ModelUsage, ...]
+    # Profitability (query/revenue.py): None while no revenue source (plan prices, imported
+    # records) is configured; margin = revenue - cost; ratio = margin / revenue (None at 0 revenue).
+    revenue_usd: Decimal | None = None
+    margin_usd: Decimal | None = None
+    margin_ratio: float | None = None
 
 
 USER_FIELDS = tuple(f.name for f in dataclasses.fields(UserStats))
-SORTABLE_USER_FIELDS = tuple(name for name in USER_FIELDS if name != "models")
+PROFIT_FIELDS = ("revenue_usd", "margin_usd", "margin_ratio")
+SORTABLE_USER_FIELDS = tuple(name for name in USER_FIELDS if name != "models" and name not in PROFIT_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +113,9 @@ class PropertyValue:
     most_costly_user_cost_usd: Decimal
     least_costly_user: str | None
     least_costly_user_cost_usd: Decimal
+    revenue_usd: Decimal | None = None
+    margin_usd: Decimal | None = None
+    margin_ratio: float | None = None
 
 
 # How many values a property breakdown answers unless asked otherwise, and at most. Here, not in
@@ -187,6 +196,9 @@ class Totals:
     cost_usd: Decimal
     unpriced_requests: int
     avg_latency_ms: float | None
+    revenue_usd: Decimal | None = None
+    margin_usd: Decimal | None = None
+    margin_ratio: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 # 2 rollups, 3 hourly per user, 4 append-only, 5 all-time totals, 6 pending,
 # 7 requests.cache_added_to_input and requests.price_provider, 8 dims with request and response
 # model and bounded values (dim_values), 9 requests.scope_name and requests.scope_version,
-# 10 pending.counterpart and pending.conversation, span_facts.llm, .model and .absorbed_by
-SCHEMA_VERSION = "10"
+# 10 pending.counterpart and pending.conversation, span_facts.llm, .model and .absorbed_by,
+# 11 revenue and plan_prices (billing)
+SCHEMA_VERSION = "11"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -89,6 +90,19 @@ OTHER_DDL = (
     user_id VARCHAR, session_id VARCHAR, properties MAP(VARCHAR, VARCHAR), seen_us BIGINT NOT NULL
 )""",
     *(f"ALTER TABLE span_facts ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in FACT_COLUMNS_10),
+    # Imported revenue records (``revenue import``, ``POST /api/v1/revenue``): one row per record
+    # id, so a re-import changes nothing. A service period is [start_us, end_us); an instant
+    # (a one-off payment) has end_us = start_us. Epoch microseconds, UTC.
+    """CREATE TABLE IF NOT EXISTS revenue (
+    id VARCHAR PRIMARY KEY, user_id VARCHAR NOT NULL, amount_usd DECIMAL(18, 9) NOT NULL,
+    start_us BIGINT NOT NULL, end_us BIGINT NOT NULL, imported_us BIGINT NOT NULL, source VARCHAR
+)""",
+    # The plan prices of the settings ([billing]), written by the store at start: a recurring
+    # price per value of one property, per 'month' or per 'year'.
+    """CREATE TABLE IF NOT EXISTS plan_prices (
+    property VARCHAR NOT NULL, value VARCHAR NOT NULL, amount_usd DECIMAL(18, 9) NOT NULL,
+    per VARCHAR NOT NULL
+)""",
 )
 # 32 + 16 hex characters, so the concatenation is unambiguous; >> 1 makes md5's 128 bits fit HUGEINT.
 SPAN_KEY_SQL = "(md5_number(trace_id || span_id) >> 1)::HUGEINT"
@@ -103,7 +117,7 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_v
         con.execute(ddl)
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = row[0] if row else None
-    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", SCHEMA_VERSION):
+    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", SCHEMA_VERSION):
         con.execute("ROLLBACK")
         raise Unavailable(f"{path} has schema version {version}, this build needs {SCHEMA_VERSION}")
     _match_pending_columns(con)
