@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,6 +18,7 @@ from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.ingest.otlp_grpc import trace_service_handler
 from user_metrics.ingest.otlp_http import OtlpHttpServer
 from user_metrics.ingest.pricing import Pricer, load_price_file
+from user_metrics.ingest.revenue_import import import_revenue
 from user_metrics.net.auth import BearerInterceptor, Tokens, check_exposure
 from user_metrics.net.grpc_server import GrpcServer, Rpcs
 from user_metrics.net.http_server import BackgroundServer, tls_context
@@ -27,6 +28,7 @@ from user_metrics.serve.http_api import ApiServer
 from user_metrics.serve.metrics import RenderedMetrics, UsageCollector, registry
 from user_metrics.settings import SPECS, Settings, SettingsError, split_address
 from user_metrics.stats import Stats
+from user_metrics.store.revenue import write_plan_prices
 from user_metrics.store.writer import Store
 
 log = logging.getLogger("user_metrics")
@@ -69,6 +71,9 @@ class App:
             attribution_window_seconds=settings.attribution_window_seconds,
             max_dimension_values=settings.max_dimension_values,
         )
+        # The plan prices of the settings replace those of the last start, before anyone reads.
+        prices = [(p.value, p.amount, p.per) for p in settings.prices()]
+        self.store.run(lambda con: write_plan_prices(con, settings.plan_property.strip(), prices)).result()
         # The coverage report's live part: as many (service, scope) entries as /metrics has values.
         self.coverage = CoverageCounts(self.stats, settings.metrics_max_values)
         self.ingestor = Ingestor(
@@ -169,6 +174,7 @@ class App:
                     tls=self.tls,
                     health=self.store.health,
                     coverage=self.coverage,
+                    import_revenue=self.import_revenue,
                 ),
             )
         except SettingsError:
@@ -198,6 +204,13 @@ class App:
         for tokens, what in ((self.ingest_tokens, "sending spans"), (self.read_tokens, "reading")):
             if tokens.open:
                 log.info("no %s_tokens set: %s needs no token", tokens.purpose, what)
+
+    def import_revenue(
+        self, data: bytes, fmt: str | None, mapping: Mapping[str, str], tz: str | None, source: str
+    ) -> tuple[int, int]:
+        """Import revenue records into the store: (new, unchanged); ``tz`` None: the timezone setting."""
+        tz = tz or getattr(self.settings, "timezone", None) or None
+        return import_revenue(self.store, data, fmt, mapping, tz, source)
 
     def _bind(self, name: str, make: Callable[[tuple[str, int]], S]) -> S:
         address = getattr(self.settings, name)

@@ -13,12 +13,15 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from user_metrics.errors import (
+    BadRows,
     DeadlineExceeded,
     InvalidInput,
     NotFound,
@@ -41,6 +44,7 @@ from user_metrics.query.results import (
     format_instant,
     from_json,
 )
+from user_metrics.query.revenue_records import RevenueImport, RevenueRecords
 from user_metrics.query.window import Instant
 from user_metrics.settings import Settings
 
@@ -83,12 +87,17 @@ class RemoteClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+    def _call(
+        self, path: str, params: dict[str, Any] | None = None, body: Any = None, content_type: str = ""
+    ) -> Any:
+        """GET ``path``, or POST ``body`` (JSON; bytes as ``content_type``), and decode the JSON answer."""
         pairs: list[tuple[str, str]] = []
         for name, value in (params or {}).items():
             if value is None:
                 continue
-            if name == "properties":
+            if name == "map":
+                pairs += [("map", f"{ours}={theirs}") for ours, theirs in value.items()]
+            elif name == "properties":
                 items = value.items() if isinstance(value, dict) else value
                 pairs += [("property", v if isinstance(v, str) else f"{v[0]}={v[1]}") for v in items]
             elif isinstance(value, datetime | date):
@@ -98,10 +107,10 @@ class RemoteClient:
             else:
                 pairs.append((name, str(value)))
         url = self.url + path + ("?" + urlencode(pairs) if pairs else "")
-        data = None if body is None else json.dumps(body).encode()
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", content_type or "application/json")
         if self._token:
             request.add_header("Authorization", f"Bearer {self._token}")
         try:
@@ -109,9 +118,12 @@ class RemoteClient:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:
-                message = json.loads(exc.read())["error"]
+                answer = json.loads(exc.read())
+                message = answer["error"]
             except (ValueError, KeyError, TypeError):
-                message = f"HTTP {exc.code} from {url}"
+                answer, message = {}, f"HTTP {exc.code} from {url}"
+            if exc.code == 400 and isinstance(answer.get("errors"), list):
+                raise BadRows(answer["errors"], int(answer.get("bad_rows", len(answer["errors"])))) from None
             error: type[UserMetricsError] = {
                 400: InvalidInput,
                 401: Unauthenticated,
@@ -176,6 +188,69 @@ class RemoteClient:
         body: dict[str, Any] = {"sql": sql} if limit is None else {"sql": sql, "limit": limit}
         return from_json(SqlResult, self._call("/api/v1/sql", body=body))
 
+    def revenue_records(
+        self,
+        user: str | None = None,
+        since: Instant = None,
+        until: Instant = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> RevenueRecords:
+        params = {"user": user, "since": since, "until": until, "limit": limit, "offset": offset}
+        return from_json(RevenueRecords, self._call("/api/v1/revenue", params))
+
+    def import_revenue(
+        self,
+        data: Any,
+        *,
+        format: str | None = None,  # noqa: A002 - the name the CLI and HTTP use
+        mapping: Mapping[str, str] | None = None,
+        tz: str | None = None,
+        source: str | None = None,
+    ) -> RevenueImport:
+        """POST revenue records: ``data`` is CSV or JSON text (or bytes), or a list of dicts
+        (sent as JSON). ``source`` is kept with the new records (default ``http``)."""
+        body, fmt = revenue_body(data, format)
+        content_type = "application/json" if fmt == "json" else "text/csv; charset=utf-8"
+        params = {"format": fmt, "map": dict(mapping or {}), "tz": tz, "source": source}
+        return from_json(RevenueImport, self._call("/api/v1/revenue", params, body, content_type))
+
+
+def revenue_body(data: Any, fmt: str | None) -> tuple[bytes, str]:
+    """Revenue records as the bytes of a file and its format (json or csv): a list of dicts is
+    JSON (Decimal amounts as exact text); text starting with ``[`` or ``{`` is JSON, else CSV."""
+    if isinstance(data, list | tuple | dict):
+        return json.dumps(data, default=_exact).encode(), fmt or "json"
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if fmt is None:
+        fmt = "json" if raw.lstrip()[:1] in (b"[", b"{") else "csv"
+    return raw, fmt
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
+
+
+def _import_into_file(
+    path: Path, data: Any, fmt: str | None, mapping: Mapping[str, str], tz: str | None, source: str | None
+) -> tuple[int, int]:
+    """Write revenue records into the database file with the store's own writer (no server may
+    hold the file meanwhile): (new, unchanged)."""
+    from user_metrics.ingest.revenue_import import import_revenue
+    from user_metrics.stats import Stats
+    from user_metrics.store.writer import Store
+
+    body, fmt = revenue_body(data, fmt)  # as a server would receive it: the same answer
+    store = Store(path, Stats())
+    try:
+        return import_revenue(store, body, fmt, mapping, tz, source)
+    finally:
+        store.close()
+
 
 def connect(
     path: str | Path | None = None,
@@ -197,4 +272,8 @@ def connect(
         return RemoteClient(url, token=token, ca_file=ca_file)
     from user_metrics.serve.local_client import LocalClient
 
-    return LocalClient(path if path is not None else Settings().db, memory_limit_mib=memory_limit_mib)
+    return LocalClient(
+        path if path is not None else Settings().db,
+        memory_limit_mib=memory_limit_mib,
+        importer=_import_into_file,
+    )

@@ -20,6 +20,18 @@ class InvalidInput(UserMetricsError):
     """The request cannot be decoded or is malformed (not retryable)."""
 
 
+class BadRows(InvalidInput):
+    """Rows of an import that cannot be taken, each named with its row and reason (``problems``,
+    the first of them) out of ``count``; nothing of the import is stored."""
+
+    def __init__(self, problems: list[str], count: int) -> None:
+        more = f"\n  (and {count - len(problems)} more)" if count > len(problems) else ""
+        rows = "row" if count == 1 else "rows"
+        super().__init__(f"{count} bad {rows}, nothing imported:\n  " + "\n  ".join(problems) + more)
+        self.problems = problems
+        self.count = count
+
+
 class NotFound(UserMetricsError):
     """The thing asked for does not exist (an unknown user)."""
 

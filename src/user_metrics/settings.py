@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from user_metrics.errors import SettingsError as SettingsError
-from user_metrics.settings_input import convert, read_config_file
+from user_metrics.settings_input import PlanPrice, convert, plan_prices, price_entries, read_config_file
 
 ENV_PREFIX = "USER_METRICS_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -44,6 +44,8 @@ _ORDER = (
     '; read after the built-in ones, except those listed before a "*", which marks where the '
     "built-in ones go (first match wins)"
 )
+# The [billing] table: the plan property and its prices.
+BILLING = "billing"
 # Settings of a table that may still be written at the top level of the file, where they used to be.
 _TOP_LEVEL_TOO = ("property_keys",)
 
@@ -116,6 +118,21 @@ SPECS: tuple[SettingSpec, ...] = (
         "attribute key prefixes of your own whose keys are custom properties (the rest of the key, "
         "lower-cased, is the name), e.g. acme.meta.; each ends in . - _ : or /" + _ORDER,
         CONVENTIONS,
+    ),
+    SettingSpec(
+        "plan_property",
+        str,
+        "",
+        "the property that names the user's plan, e.g. plan; empty: no plan prices",
+        BILLING,
+    ),
+    SettingSpec(
+        "plan_prices",
+        list,
+        (),
+        "the recurring price of each plan, VALUE=AMOUNT/month or VALUE=AMOUNT/year in USD, e.g. "
+        "pro=20/month (a bare amount is per month); in the config file a table [billing.plan_prices]",
+        BILLING,
     ),
     SettingSpec("max_message_mib", int, 64, "largest OTLP request accepted, in MiB (after decompression)"),
     SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
@@ -300,6 +317,8 @@ class Settings:
     user_id_keys: tuple[str, ...] = ()
     session_id_keys: tuple[str, ...] = ()
     property_prefixes: tuple[str, ...] = ()
+    plan_property: str = ""
+    plan_prices: tuple[str, ...] = ()
     max_message_mib: int = 64
     max_value_length: int = 4096
     max_properties: int = 64
@@ -350,6 +369,13 @@ class Settings:
             raise SettingsError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if not self.db:
             raise SettingsError("db must name a file")
+        if bool(self.plan_property.strip()) != bool(self.plan_prices):
+            raise SettingsError("plan_property and plan_prices go together: set both or neither")
+        self.prices()  # each price checked: a SettingsError naming it
+
+    def prices(self) -> tuple[PlanPrice, ...]:
+        """The plan prices, parsed (``plan_prices`` holds their text)."""
+        return plan_prices(self.plan_prices)
 
 
 assert [s.name for s in SPECS] == [f.name for f in fields(Settings)], "SPECS and Settings disagree"
@@ -383,5 +409,6 @@ def load_settings(
         elif spec.name in file_values:
             value, table = file_values[spec.name]
             origin = f"in [{table}] of {config_file}" if table else f"in {config_file}"
+            value = price_entries(spec.name, value, origin) if spec.name == "plan_prices" else value
             values[spec.name] = convert(spec.name, spec.kind, value, origin, split_text=not table)
     return Settings(**values)

@@ -6,8 +6,11 @@ decides which origin wins.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +74,8 @@ def read_config_file(
     they used to be. Unknown keys, a setting in the wrong place and one given twice are errors.
     """
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        # Decimal: a TOML number such as a plan price keeps its exact text (float settings take it too).
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
     except OSError as exc:
         raise SettingsError(f"cannot read config file {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -107,3 +111,64 @@ def read_config_file(
                 )
             found[name] = entry
     return found
+
+
+# Plan prices: bounds of one price, and the units it may be given per.
+PRICE_UNITS = ("month", "year")
+MAX_PRICE = Decimal("1000000")  # USD per month or year, excluded
+_PRICE = re.compile(r"([0-9]+(?:\.[0-9]{1,9})?)(?:/(month|year))?")
+
+
+@dataclass(frozen=True)
+class PlanPrice:
+    """The recurring price of one value of the plan property: ``amount`` USD per ``per``."""
+
+    value: str
+    amount: Decimal
+    per: str
+
+
+def price_entries(name: str, value: Any, origin: str) -> Any:
+    """The ``[billing.plan_prices]`` table of the config file as ``VALUE=PRICE`` entries; other
+    forms (a list of entries, text from a flag or the environment) pass unchanged."""
+    if not isinstance(value, dict):
+        return value
+    entries = []
+    for key, price in value.items():
+        if isinstance(price, bool) or not isinstance(price, str | int | Decimal):
+            raise SettingsError(
+                f"{name} ({origin}): the price of {key!r} must be text or a number, got {price!r}"
+            )
+        entries.append(f"{key}={price}")
+    return entries
+
+
+def plan_prices(entries: Collection[str]) -> tuple[PlanPrice, ...]:
+    """``VALUE=AMOUNT/month`` or ``VALUE=AMOUNT/year`` entries (a bare amount is per month) as
+    plan prices; an amount is an exact decimal of at most 9 decimals, from 0 to below 1,000,000."""
+    prices: dict[str, PlanPrice] = {}
+    for entry in entries:
+        value, sep, price = entry.partition("=")
+        value, price = value.strip(), price.strip().replace(" ", "")
+        match = _PRICE.fullmatch(price)
+        if not sep or not value:
+            raise SettingsError(
+                f"plan_prices: each entry is VALUE=AMOUNT/month or VALUE=AMOUNT/year, got {entry!r}"
+            )
+        if match is None:
+            raise SettingsError(
+                f"plan_prices: the price of {value!r} must be a non-negative decimal of at most 9 "
+                f"decimals per month or year, e.g. 20/month or 240.00/year, got {price!r}"
+            )
+        try:
+            amount = Decimal(match.group(1))
+        except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+            raise SettingsError(f"plan_prices: {price!r} is not a decimal") from None
+        if amount >= MAX_PRICE:
+            raise SettingsError(
+                f"plan_prices: the price of {value!r} must be below {MAX_PRICE}, got {amount}"
+            )
+        if value in prices:
+            raise SettingsError(f"plan_prices: {value!r} is given twice")
+        prices[value] = PlanPrice(value, amount, match.group(2) or "month")
+    return tuple(prices.values())

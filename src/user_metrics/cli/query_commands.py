@@ -14,10 +14,12 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from user_metrics.cli import revenue_commands
 from user_metrics.cli.coverage_table import coverage_text
-from user_metrics.client import RemoteClient
+from user_metrics.cli.revenue_commands import add_revenue_commands
+from user_metrics.client import RemoteClient, connect
 from user_metrics.errors import Unavailable
 from user_metrics.query.results import DEFAULT_VALUES, MAX_VALUES, SORTABLE_USER_FIELDS, USER_FIELDS, to_json
 from user_metrics.settings import ENV_PREFIX, load_settings, split_address
@@ -42,8 +44,8 @@ USER_TABLE = (
 
 def add_commands(commands: Any) -> None:
     """Register the reading subcommands on the top-level parser's subparsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    where = common.add_argument_group("where to read")
+    located = argparse.ArgumentParser(add_help=False)
+    where = located.add_argument_group("where to read")
     where.add_argument("--db", metavar="PATH", help="read this DuckDB file (only while no server holds it)")
     where.add_argument("--url", metavar="URL", help="ask the server at this URL, e.g. http://127.0.0.1:9464")
     where.add_argument("--config", metavar="FILE", help="TOML config naming db and api_listen")
@@ -64,6 +66,7 @@ def add_commands(commands: Any) -> None:
         metavar="MIB",
         help="DuckDB's memory limit when reading the file (default: the memory_limit_mib setting)",
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[located])
     shape = common.add_argument_group("output")
     shape.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
     window = argparse.ArgumentParser(add_help=False)
@@ -126,13 +129,12 @@ def add_commands(commands: Any) -> None:
     sql = commands.add_parser("sql", parents=[common], help="run one read-only SELECT")
     sql.add_argument("sql", metavar="QUERY")
     sql.add_argument("--limit", type=int, default=1000)
+    add_revenue_commands(commands, located)
 
 
 def _local(path: str, memory_limit_mib: int) -> LocalClient:
     # DuckDB and the query layer are loaded only to read a file; asking a server needs neither.
-    from user_metrics.serve.local_client import LocalClient
-
-    return LocalClient(path, memory_limit_mib=memory_limit_mib)
+    return cast("LocalClient", connect(path, memory_limit_mib=memory_limit_mib))
 
 
 def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
@@ -168,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         for name, attr in (("properties", "property"), ("model",) * 2, ("service",) * 2, ("environment",) * 2)
     }
     with _client(args) as client:
+        if args.command == "revenue":
+            return revenue_commands.run(args, client, _table)
         if args.command == "sql":
             result: Any = client.sql(args.sql, limit=args.limit)
         elif args.command == "users":

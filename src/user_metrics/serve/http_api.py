@@ -25,6 +25,7 @@ import duckdb
 from user_metrics import __version__
 from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.errors import (
+    BadRows,
     DeadlineExceeded,
     InvalidInput,
     MethodNotAllowed,
@@ -45,7 +46,7 @@ from user_metrics.query.safe_sql import DEFAULT_ROWS, run_sql
 from user_metrics.query.timeseries import timeseries
 from user_metrics.query.totals import totals
 from user_metrics.query.users import recent_requests, user, users
-from user_metrics.serve import dashboard
+from user_metrics.serve import dashboard, revenue_api
 from user_metrics.serve.metrics import RenderedMetrics
 from user_metrics.stats import Stats
 
@@ -144,9 +145,12 @@ class ApiServer(BackgroundServer):
         tls: ssl.SSLContext | None = None,
         health: Callable[[], str | None] = lambda: None,
         coverage: CoverageCounts | None = None,
+        import_revenue: revenue_api.Importer | None = None,
     ) -> None:
-        """``coverage``: the live counters ``/api/v1/coverage`` reports beside the stored shares."""
+        """``coverage``: the live counters ``/api/v1/coverage`` reports beside the stored shares;
+        ``import_revenue``: what ``POST /api/v1/revenue`` does with the body."""
         self.health = health
+        self.import_revenue = import_revenue
         self.coverage = coverage
         self.queries = QueryRunner(open_reader)
         self.sql_queries = QueryRunner(open_reader, max_running=sql_max_concurrent)
@@ -166,7 +170,9 @@ class ApiServer(BackgroundServer):
             address, ApiHandler, tls, stats, Bounds(receive_timeout, max_connections, BODY_BUDGET)
         )
 
-    def route(self, method: str, path: str, pairs: list[tuple[str, str]], body: bytes) -> Any:
+    def route(
+        self, method: str, path: str, pairs: list[tuple[str, str]], body: bytes, content_type: str = ""
+    ) -> Any:
         """The JSON answer for one request; raises a domain error for the error envelope."""
         parts = path.split("/")[1:]
         if "" in parts:  # "/api/v1/users/" is not the list, nor a user without an id: it names nothing
@@ -187,8 +193,10 @@ class ApiServer(BackgroundServer):
         if rest == ["sql"]:
             self._method(method, "POST")
             return self._sql(body)
+        if rest == ["revenue"] and method == "POST":
+            return revenue_api.import_request(self.import_revenue, pairs, body, content_type)
         self._method(method, "GET")
-        work = self._query(rest, pairs)
+        work = revenue_api.list_request(pairs) if rest == ["revenue"] else self._query(rest, pairs)
         if work is None:
             raise NotFound(f"no such endpoint: {path}")
         timeout = self.query_timeout
@@ -290,7 +298,11 @@ class _Handler(Handler):
                 return
             body = self.read_body(MAX_BODY, required=False)
             result = self.server_api.route(
-                method, url.path, parse_qsl(url.query, keep_blank_values=True), bytes(body)
+                method,
+                url.path,
+                parse_qsl(url.query, keep_blank_values=True),
+                bytes(body),
+                self.headers.get("Content-Type", ""),
             )
             self._answer(HTTPStatus.OK, to_json(result))
         except (RequestTimeout, ConnectionError):
@@ -308,7 +320,10 @@ class _Handler(Handler):
 
     def answer_error(self, error: UserMetricsError) -> None:
         status = http_status(error)
-        self._answer(HTTPStatus(status), {"error": str(error), "status": status}, self.error_headers(error))
+        payload: dict[str, Any] = {"error": str(error), "status": status}
+        if isinstance(error, BadRows):  # each bad row of an import, and how many there are
+            payload |= {"errors": error.problems, "bad_rows": error.count}
+        self._answer(HTTPStatus(status), payload, self.error_headers(error))
 
     def _scrape(self, metrics: RenderedMetrics) -> None:
         """The exposition format the scraper asks for (OpenMetrics or Prometheus text)."""

@@ -7,6 +7,7 @@ only when a file is read, so asking a server never loads DuckDB.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from user_metrics.query.results import (
     UserPage,
     UserStats,
 )
+from user_metrics.query.revenue_records import DEFAULT_RECORDS, RevenueImport, RevenueRecords, revenue_records
 from user_metrics.query.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
 from user_metrics.query.timeseries import timeseries
 from user_metrics.query.totals import totals
@@ -37,6 +39,9 @@ from user_metrics.query.window import Instant
 from user_metrics.settings import Settings
 
 CLOSE_GRACE_S = 10.0  # how long close() waits for an interrupted SQL query to leave DuckDB
+# Writes revenue records into the file (path, data, format, mapping, tz, source) -> (new, unchanged):
+# ``client.connect`` gives one that opens the file with the store's writer.
+FileImporter = Callable[[Path, Any, str | None, Mapping[str, str], str | None, str | None], tuple[int, int]]
 
 
 def open_read_only(path: str | Path, memory_limit_mib: int = 0) -> duckdb.DuckDBPyConnection:
@@ -71,8 +76,16 @@ def open_read_only(path: str | Path, memory_limit_mib: int = 0) -> duckdb.DuckDB
 class LocalClient:
     """Reads the DuckDB file directly (read-only), within DuckDB's ``memory_limit_mib``."""
 
-    def __init__(self, path: str | Path, *, memory_limit_mib: int = Settings.memory_limit_mib) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        memory_limit_mib: int = Settings.memory_limit_mib,
+        importer: FileImporter | None = None,
+    ) -> None:
         self.path = Path(path)
+        self._memory_limit_mib = memory_limit_mib
+        self._importer = importer
         self._con = open_read_only(self.path, memory_limit_mib)
         self._sql = QueryRunner(self._con.cursor)
 
@@ -124,3 +137,34 @@ class LocalClient:
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
         return run_sql(self._sql, sql, limit=limit, timeout=timeout)
+
+    def revenue_records(
+        self,
+        user: str | None = None,
+        since: Instant = None,
+        until: Instant = None,
+        limit: int = DEFAULT_RECORDS,
+        offset: int = 0,
+    ) -> RevenueRecords:
+        return revenue_records(self._con, user, since, until, limit, offset)
+
+    def import_revenue(
+        self,
+        data: Any,
+        *,
+        format: str | None = None,  # noqa: A002 - the name the CLI and HTTP use
+        mapping: Mapping[str, str] | None = None,
+        tz: str | None = None,
+        source: str | None = None,
+    ) -> RevenueImport:
+        """Write revenue records into the file (``data``: CSV or JSON text, or a list of dicts):
+        the read-only connection is closed meanwhile, and the store's writer opens the file."""
+        if self._importer is None:
+            raise Unavailable("this client reads only; open it with user_metrics.connect(path) to import")
+        self.close()
+        try:
+            new, unchanged = self._importer(self.path, data, format, mapping or {}, tz, source)
+        finally:
+            self._con = open_read_only(self.path, self._memory_limit_mib)
+            self._sql = QueryRunner(self._con.cursor)
+        return RevenueImport(new, unchanged)

@@ -7,9 +7,13 @@ rows a commit.
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 # Writes of at most this many rows are committed before bigger ones that were queued first.
@@ -24,6 +28,32 @@ class Pending:
     future: Future[int]
     waiting: pa.Table | None = None  # rows for `pending`
     facts: pa.Table | None = None  # rows for `span_facts`
+
+
+@dataclass
+class Job:
+    """Work of its own for the writer thread (``Store.run``): one transaction, not grouped with
+    other writes; ``future`` resolves with its result once committed, or with its error."""
+
+    work: Callable[[duckdb.DuckDBPyConnection], Any]
+    future: Future[Any]
+
+    def run(self, in_transaction: Callable[[Callable[[duckdb.DuckDBPyConnection], Any]], Any]) -> None:
+        try:
+            self.future.set_result(in_transaction(self.work))
+        except Exception as exc:  # noqa: BLE001 - the caller gets it; the writer goes on
+            self.future.set_exception(exc)
+
+
+def refuse_queued(items: queue.Queue[Any], error: Exception) -> None:
+    """Fail every write and job still in ``items`` with ``error`` (they will never be committed)."""
+    while True:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, Pending | Job):
+            item.future.set_exception(error)
 
 
 def next_group(backlog: list[Pending], max_group_rows: int) -> list[Pending]:

@@ -29,6 +29,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import cast
@@ -43,6 +44,7 @@ from user_metrics.store.groups import Pending
 from user_metrics.store.writer_connection import (
     CHECKPOINT_WAL_BYTES,
     FORCE_CHECKPOINT_WAL_BYTES,
+    T,
     WriterConnection,
     first_line,
     registered,
@@ -180,21 +182,20 @@ class Store:
             self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
-        self._refuse_queued()
+        groups.refuse_queued(self._queue, Unavailable("the store is shutting down"))
         try:
             self._compact()
         finally:
             self._db.close()
 
-    def _refuse_queued(self) -> None:
-        """Fail writes that raced with close() into the queue behind the stop (never committed)."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, Pending):
-                item.future.set_exception(Unavailable("the store is shutting down"))
+    def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> Future[T]:
+        """``work`` in one transaction of its own on the writer thread; the future: its result once done."""
+        job = groups.Job(work, Future())
+        if self._closed or not self._thread.is_alive():
+            job.future.set_exception(Unavailable(self.health() or "the store is shutting down"))
+        else:
+            self._queue.put(job)
+        return job.future
 
     # ---- the writer thread --------------------------------------------------------------------
 
@@ -206,7 +207,7 @@ class Store:
             self._db.failure = f"the store's writer stopped: {exc}"
             for pending in self._backlog:
                 pending.future.set_exception(Unavailable(self._db.failure))
-            self._refuse_queued()
+            groups.refuse_queued(self._queue, Unavailable("the store is shutting down"))
             raise
 
     def _serve_queue(self) -> None:
@@ -221,17 +222,13 @@ class Store:
                     if self._has_pending:
                         self._resolve_pending(None)  # the clock alone finalises spans past their deadline
                     continue
-                stopping = item is _STOP
-                if isinstance(item, Pending):
-                    backlog.append(item)
+                stopping = self._take(item)
             while not stopping:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                stopping = item is _STOP
-                if isinstance(item, Pending):
-                    backlog.append(item)
+                stopping = self._take(item)
             if backlog:
                 self._commit(groups.next_group(backlog, self._max_group_rows))
             # While writes wait, compaction and checkpoints wait for them, up to twice their due.
@@ -239,6 +236,14 @@ class Store:
             if self._compaction_due(2 if busy else 1):
                 self._compact()
             self._db.maybe_checkpoint(FORCE_CHECKPOINT_WAL_BYTES if busy else CHECKPOINT_WAL_BYTES)
+
+    def _take(self, item: object) -> bool:
+        """A queue item: a write joins the backlog, a job runs now; True: the stop."""
+        if isinstance(item, Pending):
+            self._backlog.append(item)
+        elif isinstance(item, groups.Job):
+            item.run(self._db.in_transaction)
+        return item is _STOP
 
     def _compaction_due(self, factor: int) -> bool:
         elapsed = time.monotonic() - self._last_compaction
