@@ -108,6 +108,12 @@ class TestGoodRows:
         # 5 and 5.000 are the same amount: the same id.
         assert derived_id("u", Decimal("5.000"), 1, 1) == derived_id("u", Decimal("5"), 1, 1)
 
+    def test_a_quoted_line_break_stays_in_its_field_and_rows_keep_their_lines(self) -> None:
+        """Row numbers are the line a row begins on; a line separator inside quotes is no new row."""
+        text = 'id,user_id,amount,at\n"a\nb",u,1,2026-11-01\n"c\u2028d",u,2,2026-11-01\n'
+        records = parse_revenue(text)
+        assert [(r.row, r.id) for r in records] == [(2, "a\nb"), (4, "c\u2028d")]
+
     def test_a_byte_order_mark_and_blank_lines_are_no_rows(self) -> None:
         records = parse_revenue(b"\xef\xbb\xbfuser_id,amount,at\n\nu,1,2026-11-01\n\n")
         assert [r.row for r in records] == [3]  # the line of the file where the row is

@@ -150,6 +150,18 @@ class TestImport:
         with pytest.raises(InvalidInput, match="tz: unknown time zone"):
             client.import_revenue(GOOD, tz="Nowhere/Land")
 
+    def test_other_methods_are_refused(self, served: Any) -> None:
+        svc, _ = served
+        parts = urlsplit(svc.app.api_url)
+        conn = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=30)
+        try:
+            conn.request("DELETE", "/api/v1/revenue")
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+        assert response.status == 405 and response.getheader("Allow") == "GET, HEAD, POST"
+
     def test_the_body_bound_of_the_api(self, served: Any) -> None:
         svc, client = served
         with pytest.raises(TooLarge):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -147,7 +148,7 @@ def _json_rows(data: Any) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _csv_rows(text: str, columns: Mapping[str, str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # line ends inside quotes kept
     try:
         header = [name.strip().lower() for name in next(reader, [])]
     except csv.Error as exc:

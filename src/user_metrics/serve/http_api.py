@@ -193,6 +193,8 @@ class ApiServer(BackgroundServer):
         if rest == ["sql"]:
             self._method(method, "POST")
             return self._sql(body)
+        if rest == ["revenue"] and method not in ("GET", "POST"):
+            raise MethodNotAllowed(f"{method} is not allowed here; use GET or POST", allow="GET, HEAD, POST")
         if rest == ["revenue"] and method == "POST":
             return revenue_api.import_request(self.import_revenue, pairs, body, content_type)
         self._method(method, "GET")
