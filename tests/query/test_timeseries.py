@@ -40,6 +40,6 @@ class TestTimeseries:
         assert any(p.requests == 0 for p in series.points) or bucket == "day"
 
     def test_a_bad_bucket_is_refused(self, con: duckdb.DuckDBPyConnection) -> None:
-        """bucket must be hour or day."""
-        with pytest.raises(InvalidInput, match="bucket"):
-            query_timeseries(con, None, START, END, bucket="week")
+        """bucket must be hour, day, week or month."""
+        with pytest.raises(InvalidInput, match="bucket: must be one of hour, day, week, month"):
+            query_timeseries(con, None, START, END, bucket="fortnight")

@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 
 from user_metrics.errors import InvalidInput
-from user_metrics.query import scope
+from user_metrics.query import calendar, scope
 from user_metrics.query.cells import PER_USER, US_PER_HOUR, USER_HOUR, CellSql
 from user_metrics.query.results import Anomalies, Anomaly
 from user_metrics.query.scope import fetch_dicts
@@ -57,12 +57,16 @@ def anomalies(
     threshold: float = DEFAULT_THRESHOLD,
     min_history: int = 6,
     min_requests: int = 10,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> Anomalies:
     """Users whose recent usage is far from their own history or above the population's."""
     at = now()
-    end = parse_instant(until, at, "until") or at
-    window = Window.parse(since if since is not None else end - DEFAULT_WINDOW, end, at)
+    if calendar.is_period(since):
+        window = Window.parse(since, until, at, tz)
+    else:
+        end = parse_instant(until, at, "until", tz) or at
+        window = Window.parse(since if since is not None else end - DEFAULT_WINDOW, end, at, tz)
     span_us = window.until_us - window.since_us
     hours = max(1, round(span_us / US_PER_HOUR))
     back = parse_instant(history, window.since, "history")

@@ -12,12 +12,14 @@ Where rollup cells cannot answer exactly (a filter or a breakdown meets values f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import duckdb
 
+from user_metrics.query import calendar
 from user_metrics.query.window import Filters, Window, from_micros
 from user_metrics.store import dims
 from user_metrics.store.rollups import (
@@ -47,8 +49,13 @@ LATENCY_DAY = Level("rollup_latency_day", "day", US_PER_DAY, per_user=True)
 PER_USER = (USER_DAY, USER_HOUR)
 
 
-def decompose(since: int, until: int, levels: Sequence[Level]) -> list[tuple[Level | None, int, int]]:
-    """[since, until) in microseconds as (level, first, last) bucket ranges; level None: raw rows."""
+def decompose(
+    since: int, until: int, levels: Sequence[Level], avoid: Collection[int] = ()
+) -> list[tuple[Level | None, int, int]]:
+    """[since, until) in microseconds as (level, first, last) bucket ranges; level None: raw rows.
+
+    ``avoid``: UTC days (day numbers) the daily levels leave to the finer ones (``crowded``).
+    """
     if since >= until:
         return []
     if not levels:
@@ -56,11 +63,18 @@ def decompose(since: int, until: int, levels: Sequence[Level]) -> list[tuple[Lev
     level, rest = levels[0], levels[1:]
     first, last = -(-since // level.unit_us), until // level.unit_us
     if first >= last:
-        return decompose(since, until, rest)
+        return decompose(since, until, rest, avoid)
+    if level.unit_us == US_PER_DAY and (skip := [d for d in avoid if first <= d < last]):
+        d = min(skip)
+        return [
+            *decompose(since, d * US_PER_DAY, levels, avoid),
+            *decompose(d * US_PER_DAY, (d + 1) * US_PER_DAY, rest, avoid),
+            *decompose((d + 1) * US_PER_DAY, until, levels, avoid),
+        ]
     return [
-        *decompose(since, first * level.unit_us, rest),
+        *decompose(since, first * level.unit_us, rest, avoid),
         (level, first, last),
-        *decompose(last * level.unit_us, until, rest),
+        *decompose(last * level.unit_us, until, rest, avoid),
     ]
 
 
@@ -80,7 +94,30 @@ class CellSql:
         self.rows_only = rows_only
         self.params: dict[str, Any] = {}
         self.predicate = ""
+        since, until = window.since_us, window.until_us
+        self.offsets = calendar.offsets(window.tz, since, until)
+        # UTC days holding a whole local day (and so touching three): served from hour cells.
+        self.crowded = () if self.utc else tuple(calendar.crowded_utc_days(since, until, window.tz))
         self.begin()
+
+    @property
+    def utc(self) -> bool:
+        """Whether local days are UTC days in this window (the zone's offset is 0 throughout)."""
+        return self.offsets.offsets == (0,) * len(self.offsets.offsets)
+
+    def active_days_sql(self) -> str:
+        """An aggregate over cells: the distinct local days on which requests were made.
+
+        A cell (a UTC day outside ``crowded``, an hour, or a group of request rows in either)
+        crosses at most one local midnight, so its requests touched exactly the local days of
+        its first and its last request.
+        """
+        if self.utc:
+            return "count(DISTINCT t)"  # cells of unit US_PER_DAY: t is the UTC (= local) day
+        lo = self.offsets.local(self.window.since_us) // US_PER_DAY
+        hi = self.offsets.local(self.window.until_us - 1) // US_PER_DAY
+        first, last = self.offsets.local_day_sql("first_us"), self.offsets.local_day_sql("last_us")
+        return f"bit_count(bitstring_agg({first}, {lo}, {hi}) | bitstring_agg({last}, {lo}, {hi}))"
 
     def begin(self, **params: Any) -> CellSql:
         """Start the next statement: DuckDB wants exactly the parameters a statement uses."""
@@ -98,9 +135,16 @@ class CellSql:
 
     def _raw(self, start_us: int, end_us: int, users: Sequence[int] | None) -> str:
         """The request rows of one range that pass the filters (and belong to the users)."""
-        n = len(self.params)
-        self.params[f"a{n}"] = from_micros(start_us)
-        self.params[f"b{n}"] = from_micros(end_us)
+        return self._raw_spans([(start_us, end_us)], users)
+
+    def _raw_spans(self, spans: Sequence[tuple[int, int]], users: Sequence[int] | None) -> str:
+        """The request rows of these ranges that pass the filters (and belong to the users)."""
+        scans = []
+        for start_us, end_us in spans:
+            n = len(self.params)
+            self.params[f"a{n}"] = from_micros(start_us)
+            self.params[f"b{n}"] = from_micros(end_us)
+            scans.append(f"SELECT * FROM requests WHERE start_time >= $a{n} AND start_time < $b{n}")
         conditions = [self.predicate]
         if users is not None:
             named = [k for k in users if k != 0]
@@ -110,10 +154,7 @@ class CellSql:
             elif named:
                 either.append(f"user_id IN (SELECT user_id FROM users WHERE user_key IN ({_ints(named)}))")
             conditions.append("(" + " OR ".join(either) + ")")
-        return (
-            f"(SELECT * FROM requests "
-            f"WHERE start_time >= $a{n} AND start_time < $b{n}) WHERE {' AND '.join(conditions)}"
-        )
+        return f"({' UNION ALL '.join(scans)}) WHERE {' AND '.join(conditions)}"
 
     @staticmethod
     def _user_key(users: Sequence[int] | None, by_user: bool) -> tuple[str, str]:
@@ -146,7 +187,8 @@ class CellSql:
         if rows_only or self.rows_only:
             levels = ()
         parts = []
-        for level, first, last in decompose(self.window.since_us, self.window.until_us, levels):
+        pieces = decompose(self.window.since_us, self.window.until_us, levels, self.crowded)
+        for level, first, last in pieces:
             if level is not None:
                 where = self._rollup(level, first, last, users)
                 cols = "".join(f"{rollup_expr} AS {name}, " for name, (rollup_expr, _) in extra.items())
@@ -169,11 +211,78 @@ class CellSql:
                 sums = ", ".join(f"{_cast(n, aggregate(n, expr))} AS {n}" for n, _, expr in METRICS)
                 outer = "".join(f"r.{name}, " for name in extra) + ", ".join(f"r.{m}" for m in METRIC_NAMES)
                 user_col, join = self._user_key(users, by_user)
+                # A group must cross at most one local midnight (active_days_sql): on a crowded
+                # UTC day, request rows are grouped by the hour too.
+                hour = self._crowded_in(first, last) and unit_us > US_PER_HOUR
+                inner_cols += f"epoch_us(start_time) // {US_PER_HOUR} AS hour_of_row, " if hour else ""
                 parts.append(
                     f"SELECT {user_col} AS user_key, r.t, {outer} FROM ("
                     f"SELECT user_id, epoch_us(start_time) // {unit_us} AS t, {inner_cols}{sums} "
                     f"FROM {self._raw(first, last, users)} GROUP BY ALL) AS r{join}"
                 )
+        return " UNION ALL ".join(f"({p})" for p in parts)
+
+    def _crowded_in(self, since_us: int, until_us: int) -> bool:
+        return any(since_us < (d + 1) * US_PER_DAY and d * US_PER_DAY < until_us for d in self.crowded)
+
+    def bucket_cells(
+        self,
+        levels: Sequence[Level],
+        starts: Sequence[int],
+        users: Sequence[int] | None = None,
+        by_user: bool = True,
+    ) -> str:
+        """Rows (user_key, t, metrics) where t numbers the bucket [starts[t], starts[t + 1]) the
+        row's requests lie in (``calendar.bucket_starts``); their sums per t are exact.
+
+        Each bucket (cut to the window) is decomposed on its own, so no cell straddles a bucket
+        boundary. One part per level joins its cells to the (first, last, bucket) ranges of that
+        level (an ASOF join on the cell's time); the request rows of every raw piece are read in
+        one part, contiguous pieces as one scan, and labelled by the bucket start they follow.
+        """
+        if self.rows_only:
+            levels = ()
+        since, until = self.window.since_us, self.window.until_us
+        ranges: dict[Level, list[tuple[int, int, int]]] = {}
+        spans: list[list[int]] = []
+        labels: list[int] = []
+        for k, (a, b) in enumerate(pairwise(starts)):
+            for level, first, last in decompose(max(a, since), min(b, until), levels):
+                if level is not None:
+                    ranges.setdefault(level, []).append((first, last, k))
+                    continue
+                if not labels or labels[-1] != k:
+                    labels.append(k)
+                if spans and spans[-1][1] == first:
+                    spans[-1][1] = last
+                else:
+                    spans.append([first, last])
+        metrics = ", ".join(f"c.{m}" for m in METRIC_NAMES)
+        parts = []
+        for level, cuts in ranges.items():
+            where = self._rollup(level, cuts[0][0], cuts[-1][1], users)
+            if self.filters.active:
+                where += f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
+            user_col = "c.user_key" if level.per_user and by_user else "NULL::BIGINT"
+            values = ", ".join(f"({a}, {b}, {k})" for a, b, k in cuts)
+            time = f"c.{level.time_column}"
+            parts.append(
+                f"SELECT {user_col} AS user_key, b.k AS t, {metrics} "
+                f"FROM (SELECT * FROM {level.table} AS c WHERE {where}) AS c "
+                f"ASOF JOIN (VALUES {values}) AS b(lo, hi, k) ON {time} >= b.lo WHERE {time} < b.hi"
+            )
+        if spans:
+            sums = ", ".join(f"{_cast(n, aggregate(n, expr))} AS {n}" for n, _, expr in METRICS)
+            outer = ", ".join(f"r.{m}" for m in METRIC_NAMES)
+            user_col, join = self._user_key(users, by_user)
+            values = ", ".join(f"({starts[k]}, {k})" for k in labels)
+            rows = self._raw_spans([(a, b) for a, b in spans], users)
+            parts.append(
+                f"SELECT {user_col} AS user_key, r.t, {outer} FROM ("
+                f"SELECT q.user_id, b.k AS t, {sums} FROM (SELECT * FROM {rows}) AS q "
+                f"ASOF JOIN (VALUES {values}) AS b(s, k) ON epoch_us(q.start_time) >= b.s "
+                f"GROUP BY ALL) AS r{join}"
+            )
         return " UNION ALL ".join(f"({p})" for p in parts)
 
     def latency_cells(self, users: Sequence[int] | None) -> str:

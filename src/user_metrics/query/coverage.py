@@ -51,6 +51,7 @@ def coverage(
     environment: str | None = None,
     limit: int = DEFAULT_KEYS,
     live: CoverageSnapshot | None = None,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> Coverage:
     """Per service and scope: stored shares in the window; with ``live``, the key report.
@@ -59,7 +60,7 @@ def coverage(
     """
     if not 1 <= limit <= MAX_KEYS:
         raise InvalidInput(f"limit: must be between 1 and {MAX_KEYS}, got {limit}")
-    window = Window.parse(since, until, now())
+    window = Window.parse(since, until, now(), tz)
     filters = Filters.of(properties, model, service, environment)
     params: dict[str, object] = {"since": window.since, "until": window.until}
     rows = fetch_dicts(con, SQL.format(predicate=filters.predicate(params)), params)

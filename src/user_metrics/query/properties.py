@@ -38,6 +38,7 @@ def by_property(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> PropertyBreakdown:
     """Users, requests and cost per value of property ``key``, the ``limit`` costliest values.
@@ -51,7 +52,7 @@ def by_property(
         raise InvalidInput("key: name a property, e.g. plan")
     if not 1 <= limit <= MAX_VALUES:
         raise InvalidInput(f"limit: must be between 1 and {MAX_VALUES}, got {limit}")
-    q = statement(con, since, until, now, properties, model, service, environment)
+    q = statement(con, since, until, now, properties, model, service, environment, tz)
     window = q.window
     q.params["pkey"] = key
     # Values folded into (other) must be named: then the breakdown reads the request rows.

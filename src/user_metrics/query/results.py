@@ -2,7 +2,9 @@
 
 Money is ``Decimal`` in Python and a decimal string in JSON (``"12.345678901"``), so no reader
 ever sees a rounded cost. Instants are timezone-aware UTC datetimes in Python and ISO-8601 with
-``Z`` in JSON.
+``Z`` in JSON, in every zone a query is asked in: a window's ``since`` and ``until`` are the UTC
+instants its local calendar period starts and ends; ``Timeseries.tz`` names the zone its
+buckets follow.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class UserPage:
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """One bucket of a time series; ``start`` is the bucket's UTC start."""
+    """One bucket of a time series; ``start`` is the instant the bucket starts (UTC), which is
+    a whole hour, midnight, Monday or first of the month on the clock of the series' ``tz``."""
 
     start: datetime
     requests: int
@@ -90,13 +93,15 @@ class Point:
 
 @dataclasses.dataclass(frozen=True)
 class Timeseries:
-    """Buckets from the one holding ``since`` to the one holding the end, empty ones included."""
+    """Buckets from the one holding ``since`` to the one holding the end, empty ones included;
+    ``bucket`` hour, day, week or month of the IANA zone ``tz``."""
 
     user_id: str | None
     bucket: str
     since: datetime
     until: datetime
     points: tuple[Point, ...]
+    tz: str = "UTC"
 
 
 @dataclasses.dataclass(frozen=True)

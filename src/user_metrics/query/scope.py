@@ -43,10 +43,12 @@ def statement(
     model: str | None,
     service: str | None,
     environment: str | None,
+    tz: str | None = None,
 ) -> CellSql:
-    """The window and filters every query function takes, parsed and checked once; request rows
-    for the whole window when a filter names a value whose requests rollups may have folded."""
-    window = Window.parse(since, until, now())
+    """The window (in the zone ``tz``, None: UTC) and filters every query function takes, parsed
+    and checked once; request rows for the whole window when a filter names a value whose
+    requests rollups may have folded."""
+    window = Window.parse(since, until, now(), tz)
     filters = Filters.of(properties, model, service, environment)
     return CellSql(window, filters, rows_only=not served_by_rollups(con, filters))
 

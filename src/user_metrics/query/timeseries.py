@@ -1,4 +1,5 @@
-"""Time series: requests, errors, tokens and cost per UTC hour or day, of one user or the application."""
+"""Time series: requests, errors, tokens and cost per local hour, day, week or month, of one user or
+the application."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import duckdb
 
 from user_metrics.errors import InvalidInput
-from user_metrics.query import scope
+from user_metrics.query import calendar, scope
+from user_metrics.query.calendar import BUCKETS
 from user_metrics.query.cells import APP_HOUR, PER_USER, USER_HOUR
 from user_metrics.query.results import Point, Timeseries
 from user_metrics.query.scope import MAX_PAGE, fetch_dicts, ints_of, statement, user_key
@@ -29,28 +31,36 @@ def timeseries(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> Timeseries:
-    """Requests, errors, tokens and cost per UTC hour or day, empty buckets included.
+    """Requests, errors, tokens and cost per local hour, day, week or month of the zone ``tz``
+    (None: UTC), empty buckets included.
 
-    ``user_id`` None means the whole application.
+    ``user_id`` None means the whole application. Buckets follow the zone's calendar (weeks start
+    on Monday; a day of 23 or 25 hours when daylight saving changes; the hour the clock repeats is
+    two buckets); each point's ``start`` is its bucket's first instant (UTC), the first bucket's
+    start at or before ``since``. Every sum is exact: each bucket is read from the day and hour
+    cells wholly inside it and the request rows of its ragged edges (in a zone whose offset is
+    not whole hours, e.g. Asia/Kolkata, hour buckets are request rows throughout).
     """
-    units = {"hour": US_PER_HOUR, "day": US_PER_DAY}
-    if bucket not in units:
-        raise InvalidInput(f"bucket: must be hour or day, got {bucket!r}")
-    unit = units[bucket]
-    q = statement(con, since, until, now, properties, model, service, environment)
+    if bucket not in BUCKETS:
+        raise InvalidInput(f"bucket: must be one of {', '.join(BUCKETS)}, got {bucket!r}")
+    q = statement(con, since, until, now, properties, model, service, environment, tz)
     window = q.window
-    if (window.until_us - window.since_us) // unit > MAX_PAGE:
+    nominal = {"hour": US_PER_HOUR, "day": US_PER_DAY, "week": 7 * US_PER_DAY, "month": 28 * US_PER_DAY}
+    if (window.until_us - window.since_us) // nominal[bucket] > MAX_PAGE:
         raise InvalidInput(
-            f"the window holds more than {MAX_PAGE} {bucket}s; use a shorter window or bucket=day"
+            f"the window holds more than {MAX_PAGE} {bucket}s; use a shorter window or a longer bucket"
         )
+    # Local days of 23 hours (and the like) can add a few buckets beyond the nominal count.
+    starts = calendar.bucket_starts(window.since_us, window.until_us, window.tz, bucket, 2 * MAX_PAGE)
     if user_id is None:
-        # The hourly application rollup serves both buckets: a day is 24 of its hours.
-        cells = q.cells((APP_HOUR,), unit, by_user=False)
+        # The hourly application rollup serves every bucket: a day is 24 of its hours.
+        cells = q.bucket_cells((APP_HOUR,), starts, by_user=False)
     else:
         key = user_key(con, user_id)
-        cells = q.cells(PER_USER if bucket == "day" else (USER_HOUR,), unit, [key])
+        cells = q.bucket_cells((USER_HOUR,) if bucket == "hour" else PER_USER, starts, [key])
     rows = fetch_dicts(
         con,
         f"""SELECT t, sum(requests) AS requests, sum(errors) AS errors,
@@ -61,15 +71,15 @@ def timeseries(
     )
     by_bucket = {r["t"]: r for r in rows}
     points = []
-    for t in range(window.since_us // unit, -(-window.until_us // unit)):
+    for t, start in enumerate(starts[:-1]):
         r = by_bucket.get(t)
         if r is None:
-            points.append(Point(from_micros(t * unit), 0, 0, 0, 0, 0, Decimal("0E-9"), 0))
+            points.append(Point(from_micros(start), 0, 0, 0, 0, 0, Decimal("0E-9"), 0))
         else:
             r = ints_of(r)
             points.append(
                 Point(
-                    from_micros(t * unit),
+                    from_micros(start),
                     r["requests"],
                     r["errors"],
                     r["input_tokens"],
@@ -79,4 +89,4 @@ def timeseries(
                     r["unpriced_requests"],
                 )
             )
-    return Timeseries(user_id, bucket, window.since, window.until, tuple(points))
+    return Timeseries(user_id, bucket, window.since, window.until, tuple(points), window.tz)

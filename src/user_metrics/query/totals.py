@@ -25,10 +25,11 @@ def totals(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> Totals:
     """The whole application in the window."""
-    q = statement(con, since, until, now, properties, model, service, environment)
+    q = statement(con, since, until, now, properties, model, service, environment, tz)
     window = q.window
     sums = ", ".join(
         f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")

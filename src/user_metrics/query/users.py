@@ -1,8 +1,9 @@
 """Users: the page of users active in a window, one user's fields, and one user's latest requests.
 
 Per-user fields are aggregates over the cells of the window (``_FIELD_SQL``), with the models a
-user called; p50 and p95 latency come from the latency buckets. ``count_stored_users`` counts
-every user ever stored, without reading a window.
+user called; ``active_days`` counts the local days of the window's zone
+(``CellSql.active_days_sql``); p50 and p95 latency come from the latency buckets.
+``count_stored_users`` counts every user ever stored, without reading a window.
 """
 
 from __future__ import annotations
@@ -48,12 +49,21 @@ _FIELD_SQL = {
     "unpriced_requests": "sum(unpriced_requests)",
     "first_active": "min(first_us)",
     "last_active": "max(last_us)",
-    "active_days": "count(DISTINCT t)",
-    "avg_requests_per_active_day": "sum(requests) / count(DISTINCT t)",
+    "active_days": "{active_days}",
+    "avg_requests_per_active_day": "sum(requests) / {active_days}",
     "avg_tokens_per_request": "(sum(input_tokens) + sum(output_tokens)) / sum(requests)",
     "avg_latency_ms": "sum(duration_sum) / nullif(sum(duration_count), 0)",
     "error_rate": "sum(errors) / nullif(sum(requests), 0)",
 }
+_ACTIVE_DAYS = ("active_days", "avg_requests_per_active_day")
+
+
+def _field_sql(q: CellSql, name: str) -> str:
+    """The aggregate of field ``name``: active days count local days of the window's zone."""
+    expr = _FIELD_SQL[name]
+    return expr.format(active_days=q.active_days_sql()) if name in _ACTIVE_DAYS else expr
+
+
 _PERCENTILES = {"p50_latency_ms": 0.5, "p95_latency_ms": 0.95}
 _MODEL_FIELDS = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
 
@@ -88,7 +98,7 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
     """Every per-user field for the given user keys: one scan for the fields and the models."""
     if not keys:
         return {}
-    fields = ", ".join(f"{expr} AS {name}" for name, expr in _FIELD_SQL.items())
+    fields = ", ".join(f"{_field_sql(q, name)} AS {name}" for name in _FIELD_SQL)
     q.begin()
     by_model = {
         "provider": ("d.provider", "provider"),
@@ -144,11 +154,13 @@ def users(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> UserPage:
     """One row per user active in the window, sorted (``-field`` for descending), paged.
 
     ``search`` keeps the users whose id contains it, ignoring case (the null user never matches).
+    ``tz`` (None: UTC): the zone calendar periods, naive instants and active days are read in.
     """
     descending = sort.startswith("-")
     field = sort[1:] if sort[:1] in ("-", "+") else sort
@@ -158,14 +170,14 @@ def users(
         raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
     if not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput(f"offset: must be from 0 to {MAX_OFFSET}, got {offset}")
-    q = statement(con, since, until, now, properties, model, service, environment)
+    q = statement(con, since, until, now, properties, model, service, environment, tz)
     window = q.window
     if search is not None and not search.strip():
         search = None
     if field in _PERCENTILES:
         page, total = _rank_by_latency(con, q, field, descending, limit, offset, search)
     else:
-        expr = "u.user_id" if field == "user_id" else _FIELD_SQL[field]
+        expr = "u.user_id" if field == "user_id" else _field_sql(q, field)
         q.begin()
         grouped = (
             f"SELECT user_key, {expr} AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) GROUP BY user_key"
@@ -243,10 +255,11 @@ def user(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> UserStats:
     """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
-    q = statement(con, since, until, now, properties, model, service, environment)
+    q = statement(con, since, until, now, properties, model, service, environment, tz)
     key = user_key(con, user_id)
     found = _user_stats(con, q, [key])
     if key in found:
@@ -270,6 +283,7 @@ def recent_requests(
     model: str | None = None,
     service: str | None = None,
     environment: str | None = None,
+    tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> RecentRequests:
     """One user's latest ``limit`` requests in the window, newest first (``None``: no user id).
@@ -279,7 +293,7 @@ def recent_requests(
     """
     if not 1 <= limit <= MAX_RECENT:
         raise InvalidInput(f"limit: must be between 1 and {MAX_RECENT}, got {limit}")
-    q = statement(con, since, until, now, properties, model, service, environment)
+    q = statement(con, since, until, now, properties, model, service, environment, tz)
     window = q.window
     key = user_key(con, user_id)
     days = fetch_dicts(

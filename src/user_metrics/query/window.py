@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from user_metrics.errors import InvalidInput
+from user_metrics.query import calendar
 
 # What a window's ends may be given as (``parse_instant``).
 Instant = str | datetime | date | None
@@ -16,17 +17,21 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_instant(value: str | datetime | date | None, now: datetime, name: str) -> datetime | None:
+def parse_instant(
+    value: str | datetime | date | None, now: datetime, name: str, tz: str | None = None
+) -> datetime | None:
     """A duration back from now (``90m``, ``24h``, ``30d``) or an ISO-8601 instant, as UTC.
 
-    Instants without an offset are read as UTC; a bare date is its UTC midnight.
+    Instants without an offset are read in the zone ``tz`` (None: UTC); a bare date is the first
+    instant of that local day. A wall time that daylight saving repeats is its first occurrence;
+    one it skips is read with the offset before the change (``zoneinfo``'s fold=0).
     """
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return _aware(value, tz).astimezone(UTC)
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return _day_start(value, tz)
     text = str(value).strip()
     if match := _DURATION.match(text):
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
@@ -34,32 +39,72 @@ def parse_instant(value: str | datetime | date | None, now: datetime, name: str)
             return now - timedelta(seconds=seconds)
         except OverflowError:
             raise InvalidInput(f"{name}: {text!r} reaches before year 1") from None
+    if calendar.is_period(text):
+        raise InvalidInput(
+            f"{name}: {text!r} names a calendar period; give it as since, without until "
+            "(e.g. since=this_month)"
+        )
     try:
+        if _BARE_DATE.match(text):
+            return _day_start(date.fromisoformat(text), tz)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidInput(
-            f"{name}: {text!r} is neither a duration like 30d, 24h or 90m nor an ISO-8601 instant "
+            f"{name}: {text!r} is neither a duration like 30d, 24h or 90m, a calendar period "
+            f"({', '.join(calendar.PERIODS)} or a month like 2026-11) nor an ISO-8601 instant "
             "like 2026-11-01T00:00:00Z"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _aware(parsed, tz).astimezone(UTC)
+
+
+_BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _aware(value: datetime, tz: str | None) -> datetime:
+    return value.replace(tzinfo=calendar.zone(tz)) if value.tzinfo is None else value
+
+
+def _day_start(value: date, tz: str | None) -> datetime:
+    return from_micros(calendar.day_start_us(value, calendar.zone(tz)))
 
 
 @dataclass(frozen=True)
 class Window:
-    """The half-open interval [since, until) in UTC, in microseconds too."""
+    """The half-open interval [since, until) in UTC, in microseconds too, and the zone ``tz`` (an
+    IANA name) its calendar days, weeks and months are counted in."""
 
     since: datetime
     until: datetime
+    tz: str = "UTC"
 
     @classmethod
     def parse(
-        cls, since: str | datetime | date | None, until: str | datetime | date | None, now: datetime
+        cls,
+        since: str | datetime | date | None,
+        until: str | datetime | date | None,
+        now: datetime,
+        tz: str | None = None,
     ) -> Window:
-        end = parse_instant(until, now, "until") or now
-        start = parse_instant(since, now, "since") or end - DEFAULT_SINCE
+        """``since`` may name a calendar period (``calendar.period``: today, yesterday, this_week,
+        last_week, this_month, last_month, or a month ``2026-11``) in ``tz``; then ``until`` is
+        omitted. Naive instants and bare dates are read in ``tz`` (None: UTC)."""
+        key = calendar.zone_name(tz)
+        if isinstance(since, str) and calendar.is_period(since):
+            if until is not None and until != "":
+                raise InvalidInput(
+                    f"until: leave it out when since names a calendar period ({since.strip()!r})"
+                )
+            span = calendar.period(since, now, key)
+            assert span is not None
+            start, end = span
+            if start >= end:  # this_month at the very first instant of the month: nothing yet
+                raise InvalidInput(f"since: {since.strip()!r} has not begun yet at {now.isoformat()}")
+            return cls(start, end, key)
+        end = parse_instant(until, now, "until", key) or now
+        start = parse_instant(since, now, "since", key) or end - DEFAULT_SINCE
         if start >= end:
             raise InvalidInput(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
-        return cls(start, end)
+        return cls(start, end, key)
 
     @property
     def since_us(self) -> int:
