@@ -109,7 +109,7 @@ class TestUsers:
     @pytest.mark.parametrize(
         ("kwargs", "mentions"),
         [
-            ({"since": "yesterday"}, "since"),
+            ({"since": "the day before"}, "since"),
             ({"until": "2026-13-01"}, "until"),
             ({"since": END, "until": START}, "before"),
             ({"sort": "-nonsense"}, "sort"),

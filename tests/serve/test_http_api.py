@@ -151,7 +151,7 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("path", "status", "mentions"),
         [
-            ("/api/v1/users?since=yesterday", 400, "since"),
+            ("/api/v1/users?since=the-day-before", 400, "since"),
             ("/api/v1/users?until=2026-02-30T00:00:00Z", 400, "until"),
             (f"/api/v1/users?since={UNTIL}&until={SINCE}", 400, "before"),
             ("/api/v1/users?limit=ten", 400, "limit"),
@@ -161,7 +161,7 @@ class TestErrors:
             ("/api/v1/users?since=1d&since=2d", 400, "more than once"),
             ("/api/v1/users?property=plan", 400, "KEY=VALUE"),
             ("/api/v1/users/alice?limit=3", 400, "limit"),
-            ("/api/v1/timeseries?bucket=week", 400, "bucket"),
+            ("/api/v1/timeseries?bucket=fortnight", 400, "bucket"),
             ("/api/v1/timeseries?bucket=hour&since=3000d", 400, "window"),
             ("/api/v1/users/nobody", 404, "nobody"),
             ("/api/v1/users/nobody/requests", 404, "nobody"),

@@ -292,18 +292,20 @@ class RecentRequests(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ...) -> None: ...
 
 class Timeseries(_message.Message):
-    __slots__ = ("user_id", "bucket", "since", "until", "points")
+    __slots__ = ("user_id", "bucket", "since", "until", "points", "tz")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     bucket: str
     since: _timestamp_pb2.Timestamp
     until: _timestamp_pb2.Timestamp
     points: _containers.RepeatedCompositeFieldContainer[Point]
-    def __init__(self, user_id: _Optional[str] = ..., bucket: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
+    tz: str
+    def __init__(self, user_id: _Optional[str] = ..., bucket: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class PropertyValue(_message.Message):
     __slots__ = ("value", "users", "requests", "cost_usd", "avg_cost_per_user", "unpriced_requests", "most_costly_user", "most_costly_user_cost_usd", "least_costly_user", "least_costly_user_cost_usd")
