@@ -175,6 +175,7 @@ class App:
                     health=self.store.health,
                     coverage=self.coverage,
                     import_revenue=self.import_revenue,
+                    timezone=settings.timezone,
                 ),
             )
         except SettingsError:

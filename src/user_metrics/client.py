@@ -67,7 +67,11 @@ def _user_path(user_id: str | None) -> str:
 
 
 class RemoteClient:
-    """Asks a running server's HTTP JSON API."""
+    """Asks a running server's HTTP JSON API.
+
+    Every window method takes ``tz=`` (an IANA zone name, sent as ``?tz=``); without one the
+    server's ``timezone`` setting is the zone of calendar periods and buckets.
+    """
 
     def __init__(
         self, url: str, timeout: float = 60.0, token: str | None = None, ca_file: str | None = None
@@ -259,12 +263,14 @@ def connect(
     token: str | None = None,
     ca_file: str | None = None,
     memory_limit_mib: int = Settings.memory_limit_mib,
+    timezone: str = Settings.timezone,
 ) -> LocalClient | RemoteClient:
     """A client for the database file at ``path`` (read-only) or the server at ``url``.
 
     With neither, the default database file (``./user_metrics.duckdb``). ``token`` and
     ``ca_file`` are for servers with read tokens and TLS; ``memory_limit_mib`` bounds DuckDB
-    when reading the file (0: DuckDB's default).
+    when reading the file (0: DuckDB's default); ``timezone`` is the file's default zone for
+    calendar periods (a server uses its own ``timezone`` setting). Every query takes ``tz=``.
     """
     if path is not None and url is not None:
         raise InvalidInput("connect: give path or url, not both")
@@ -276,4 +282,5 @@ def connect(
         path if path is not None else Settings().db,
         memory_limit_mib=memory_limit_mib,
         importer=_import_into_file,
+        timezone=timezone,
     )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from user_metrics import settings_input
 from user_metrics.errors import SettingsError as SettingsError
 from user_metrics.settings_input import PlanPrice, convert, plan_prices, price_entries, read_config_file
 
@@ -244,6 +245,7 @@ SPECS: tuple[SettingSpec, ...] = (
         16,
         "most MiB of JSON rows one SQL answer holds; the rest is cut (truncated: true)",
     ),
+    SettingSpec("timezone", str, "UTC", "IANA zone of calendar periods and buckets when a query has no tz"),
     SettingSpec("log_level", str, "info", "debug, info, warning or error"),
 )
 
@@ -341,6 +343,7 @@ class Settings:
     sql_max_rows: int = 10_000
     sql_max_concurrent: int = 4
     sql_max_result_mib: int = 16
+    timezone: str = "UTC"
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -369,6 +372,7 @@ class Settings:
             raise SettingsError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if not self.db:
             raise SettingsError("db must name a file")
+        settings_input.check_zone(self.timezone, "timezone")
         if bool(self.plan_property.strip()) != bool(self.plan_prices):
             raise SettingsError("plan_property and plan_prices go together: set both or neither")
         self.prices()  # each price checked: a SettingsError naming it

@@ -1,6 +1,6 @@
 """How setting values arrive: text from flags and the environment, and the TOML config file with
-its ``[tables]``, converted to each setting's type. ``settings.py`` declares the settings and
-decides which origin wins.
+its ``[tables]``, converted to each setting's type, and checks of values that need a library
+(time zone names). ``settings.py`` declares the settings and decides which origin wins.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from user_metrics.errors import SettingsError
 
@@ -172,3 +173,16 @@ def plan_prices(entries: Collection[str]) -> tuple[PlanPrice, ...]:
             raise SettingsError(f"plan_prices: {value!r} is given twice")
         prices[value] = PlanPrice(value, amount, match.group(2) or "month")
     return tuple(prices.values())
+
+
+def check_zone(name: str, setting: str) -> None:
+    """``name`` must be an IANA time zone (as the query layer's ``calendar.zone`` reads it)."""
+    try:
+        if not name.strip() or len(name) > 64:
+            raise ValueError(name)
+        ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise SettingsError(
+            f"{setting} must be an IANA time zone name such as UTC, Europe/Paris or Asia/Kolkata, "
+            f"got {name!r}"
+        ) from None

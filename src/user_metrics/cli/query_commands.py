@@ -14,13 +14,16 @@ import io
 import json
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from user_metrics.cli import revenue_commands
 from user_metrics.cli.coverage_table import coverage_text
 from user_metrics.cli.revenue_commands import add_revenue_commands
 from user_metrics.client import RemoteClient, connect
 from user_metrics.errors import Unavailable
+from user_metrics.query.calendar import PERIODS
 from user_metrics.query.results import DEFAULT_VALUES, MAX_VALUES, SORTABLE_USER_FIELDS, USER_FIELDS, to_json
 from user_metrics.settings import ENV_PREFIX, load_settings, split_address
 
@@ -28,6 +31,10 @@ if TYPE_CHECKING:
     from user_metrics.serve.local_client import LocalClient
 
 TOKEN_ENV = ENV_PREFIX + "TOKEN"
+TZ_HELP = (
+    "IANA time zone of calendar periods, instants without an offset, active days and buckets, e.g. "
+    "Asia/Kolkata (default: the server's timezone setting; reading --db, the configured timezone)"
+)
 NO_USER = "(no user id)"
 USER_TABLE = (
     "user_id",
@@ -71,8 +78,13 @@ def add_commands(commands: Any) -> None:
     shape.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
     window = argparse.ArgumentParser(add_help=False)
     group = window.add_argument_group("window and filters")
-    group.add_argument("--since", help="30d, 24h, 90m or an ISO-8601 instant (default 30d)")
-    group.add_argument("--until", help="same forms (default now)")
+    group.add_argument(
+        "--since",
+        help="30d, 24h, 90m, an ISO-8601 instant (without an offset: in --tz), or a calendar period "
+        f"in --tz: {', '.join(PERIODS)} or a month like 2026-11 (then no --until) (default 30d)",
+    )
+    group.add_argument("--until", help="a duration or an instant (default now)")
+    group.add_argument("--tz", metavar="ZONE", help=TZ_HELP)
     group.add_argument("--property", action="append", metavar="KEY=VALUE", help="repeatable, e.g. plan=pro")
     group.add_argument("--model")
     group.add_argument("--service")
@@ -94,7 +106,12 @@ def add_commands(commands: Any) -> None:
         "timeseries", parents=parents, help="usage per hour or day, empty ones included"
     )
     series.add_argument("--user", metavar="ID", help="one user (default: the whole application)")
-    series.add_argument("--bucket", choices=("hour", "day"), default="day")
+    series.add_argument(
+        "--bucket",
+        choices=("hour", "day", "week", "month"),
+        default="day",
+        help="hours, days, weeks (from Monday) or months of --tz (default day)",
+    )
     recent = commands.add_parser("requests", parents=parents, help="one user's latest requests, newest first")
     recent.add_argument("user_id", metavar="ID")
     recent.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 1000)")
@@ -114,6 +131,7 @@ def add_commands(commands: Any) -> None:
     )
     unusual.add_argument("--since", help="start of the recent window (default: an hour before --until)")
     unusual.add_argument("--until", help="end of the recent window (default now)")
+    unusual.add_argument("--tz", metavar="ZONE", help=TZ_HELP)
     unusual.add_argument("--history", default="7d", help="how far back the baseline reaches (default 7d)")
     # No default here: importing the detector for its constant would load DuckDB; the client's
     # default applies (tests/cli/test_cli_help.py keeps this help text true).
@@ -132,15 +150,15 @@ def add_commands(commands: Any) -> None:
     add_revenue_commands(commands, located)
 
 
-def _local(path: str, memory_limit_mib: int) -> LocalClient:
+def _local(path: str, memory_limit_mib: int, timezone: str) -> LocalClient:
     # DuckDB and the query layer are loaded only to read a file; asking a server needs neither.
-    return cast("LocalClient", connect(path, memory_limit_mib=memory_limit_mib))
+    return cast("LocalClient", connect(path, memory_limit_mib=memory_limit_mib, timezone=timezone))
 
 
 def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
     settings = load_settings({"memory_limit_mib": args.memory_limit_mib}, config_file=args.config)
     if args.db:
-        return _local(args.db, settings.memory_limit_mib)
+        return _local(args.db, settings.memory_limit_mib, settings.timezone)
     token = args.token or next(iter(settings.read_tokens), None)
     ca_file = args.ca_file or settings.tls_cert_file or None
     if args.url:
@@ -155,7 +173,7 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
         return remote
     except Unavailable as not_served:
         try:
-            return _local(settings.db, settings.memory_limit_mib)
+            return _local(settings.db, settings.memory_limit_mib, settings.timezone)
         except Unavailable as no_file:
             raise Unavailable(
                 f"nothing to read: no server answers at {url} ({not_served}), and {no_file}. "
@@ -167,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
     """Run one reading command and print its answer."""
     filters = {
         name: getattr(args, attr, None)
-        for name, attr in (("properties", "property"), ("model",) * 2, ("service",) * 2, ("environment",) * 2)
+        for name, attr in (
+            ("properties", "property"),
+            ("model",) * 2,
+            ("service",) * 2,
+            ("environment",) * 2,
+            ("tz",) * 2,
+        )
     }
     with _client(args) as client:
         if args.command == "revenue":
@@ -198,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             result = client.coverage(args.since, args.until, limit=args.limit, **filters)
         elif args.command == "anomalies":
             threshold = {} if args.threshold is None else {"threshold": args.threshold}
-            result = client.anomalies(args.since, args.until, history=args.history, **threshold)
+            result = client.anomalies(args.since, args.until, history=args.history, tz=args.tz, **threshold)
         else:
             result = client.totals(args.since, args.until, **filters)
     print(render(args.command, to_json(result), args.format), end="")
@@ -254,7 +278,12 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
         fields = ["start", "requests", "errors", "total_tokens", "cost_usd", "unpriced_requests"]
         if full:
             fields = list(data["points"][0]) if data["points"] else fields
-        return fields, [[p[f] for f in fields] for p in data["points"]], ""
+        rows = [
+            [_local_start(p[f], data.get("tz")) if f == "start" else p[f] for f in fields]
+            for p in data["points"]
+        ]
+        zone = data.get("tz") or "UTC"
+        return fields, rows, "" if zone == "UTC" else f"{data['bucket']}s of {zone}, starts on its clock"
     if command == "properties":
         fields = [
             "value",
@@ -282,6 +311,14 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
     if data["truncated"]:
         note = "(truncated: more rows exist; raise --limit, or select less if the size bound cut them)"
     return data["columns"], rows, note
+
+
+def _local_start(start: str, tz: str | None) -> str:
+    """A bucket's start on the clock of its zone, with the offset (the UTC instant as is in UTC)."""
+    if not tz or tz == "UTC":
+        return start
+    instant = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    return instant.astimezone(ZoneInfo(tz)).isoformat()
 
 
 def _cell(item: dict[str, Any], field: str, full: bool, missing: str = NO_USER) -> Any:

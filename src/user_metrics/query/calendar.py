@@ -58,6 +58,12 @@ def zone_name(name: str | None) -> str:
     return zone(name).key
 
 
+def request_zone(asked: str | None, default: str) -> str:
+    """The zone a request names (checked), else the server's ``timezone`` setting: what the HTTP
+    and gRPC servers pass as ``tz``. An empty name counts as none."""
+    return zone_name(asked if asked and asked.strip() else default)
+
+
 def _offset_us(tz: ZoneInfo, us: int) -> int:
     """The zone's UTC offset at the instant ``us``, in microseconds."""
     seconds = min(max(us, _FIRST_US), _LAST_US) // US_PER_SECOND

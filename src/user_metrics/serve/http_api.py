@@ -38,6 +38,7 @@ from user_metrics.errors import (
 from user_metrics.net.auth import Tokens
 from user_metrics.net.http_server import BackgroundServer, Bounds, Handler
 from user_metrics.query.anomalies import anomalies
+from user_metrics.query.calendar import request_zone
 from user_metrics.query.coverage import DEFAULT_KEYS, coverage
 from user_metrics.query.deadline import QueryRunner
 from user_metrics.query.properties import by_property, property_keys
@@ -56,7 +57,7 @@ MAX_BODY = 1024 * 1024
 # Bytes of request bodies (SQL queries) being read or held at once: 16 of the largest.
 BODY_BUDGET = 16 * MAX_BODY
 STOP_GRACE_S = 10.0  # how long stop() waits for interrupted queries to leave DuckDB
-FILTERS = ("since", "until", "property", "model", "service", "environment")
+FILTERS = ("since", "until", "tz", "property", "model", "service", "environment")
 # route -> the query parameters it accepts (besides the path's own)
 PARAMETERS: dict[str, tuple[str, ...]] = {
     "users": (*FILTERS, "sort", "limit", "offset", "search"),
@@ -66,7 +67,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "timeseries": (*FILTERS, "bucket"),
     "properties": (*FILTERS, "limit"),
     "totals": FILTERS,
-    "anomalies": ("since", "until", "history", "threshold"),
+    "anomalies": ("since", "until", "tz", "history", "threshold"),
     "coverage": (*FILTERS, "limit"),
 }
 
@@ -146,11 +147,14 @@ class ApiServer(BackgroundServer):
         health: Callable[[], str | None] = lambda: None,
         coverage: CoverageCounts | None = None,
         import_revenue: revenue_api.Importer | None = None,
+        timezone: str = "UTC",
     ) -> None:
         """``coverage``: the live counters ``/api/v1/coverage`` reports beside the stored shares;
-        ``import_revenue``: what ``POST /api/v1/revenue`` does with the body."""
+        ``import_revenue``: what ``POST /api/v1/revenue`` does with the body; ``timezone``: the
+        zone of a window whose request names none (``?tz=``)."""
         self.health = health
         self.import_revenue = import_revenue
+        self.timezone = timezone
         self.coverage = coverage
         self.queries = QueryRunner(open_reader)
         self.sql_queries = QueryRunner(open_reader, max_running=sql_max_concurrent)
@@ -186,7 +190,7 @@ class ApiServer(BackgroundServer):
             problem = self.health()
             if problem is not None:
                 raise Unavailable(f"unhealthy: {problem}")
-            return {"status": "ok", "version": __version__}
+            return {"status": "ok", "version": __version__, "timezone": self.timezone}
         if segments[:2] != ["api", "v1"] or len(segments) < 3:
             raise NotFound(f"no such endpoint: {path}")
         rest = segments[2:]
@@ -241,6 +245,8 @@ class ApiServer(BackgroundServer):
         else:
             return None
         arguments = _arguments(route, pairs)
+        if "tz" in PARAMETERS[route]:
+            arguments["tz"] = request_zone(arguments.get("tz"), self.timezone)
         return lambda con: call(con, arguments)
 
     @staticmethod

@@ -15,6 +15,7 @@ import duckdb
 
 from user_metrics.errors import Unavailable
 from user_metrics.query.anomalies import anomalies as find_anomalies
+from user_metrics.query.calendar import request_zone
 from user_metrics.query.coverage import coverage
 from user_metrics.query.deadline import QueryRunner
 from user_metrics.query.properties import by_property, property_keys
@@ -74,7 +75,11 @@ def open_read_only(path: str | Path, memory_limit_mib: int = 0) -> duckdb.DuckDB
 
 
 class LocalClient:
-    """Reads the DuckDB file directly (read-only), within DuckDB's ``memory_limit_mib``."""
+    """Reads the DuckDB file directly (read-only), within DuckDB's ``memory_limit_mib``.
+
+    Every window method takes ``tz=`` (an IANA zone name); without one, ``timezone`` (the
+    ``timezone`` setting, as a server would) is the zone of calendar periods and buckets.
+    """
 
     def __init__(
         self,
@@ -82,10 +87,12 @@ class LocalClient:
         *,
         memory_limit_mib: int = Settings.memory_limit_mib,
         importer: FileImporter | None = None,
+        timezone: str = Settings.timezone,
     ) -> None:
         self.path = Path(path)
         self._memory_limit_mib = memory_limit_mib
         self._importer = importer
+        self.timezone = timezone
         self._con = open_read_only(self.path, memory_limit_mib)
         self._sql = QueryRunner(self._con.cursor)
 
@@ -99,41 +106,44 @@ class LocalClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def _zone(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**kwargs, "tz": request_zone(kwargs.get("tz"), self.timezone)}
+
     def users(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> UserPage:
-        return users(self._con, since, until, **kwargs)
+        return users(self._con, since, until, **self._zone(kwargs))
 
     def user(
         self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> UserStats:
-        return user(self._con, user_id, since, until, **kwargs)
+        return user(self._con, user_id, since, until, **self._zone(kwargs))
 
     def timeseries(
         self, user_id: str | None = None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> Timeseries:
-        return timeseries(self._con, user_id, since, until, **kwargs)
+        return timeseries(self._con, user_id, since, until, **self._zone(kwargs))
 
     def by_property(
         self, key: str, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> PropertyBreakdown:
-        return by_property(self._con, key, since, until, **kwargs)
+        return by_property(self._con, key, since, until, **self._zone(kwargs))
 
     def recent_requests(
         self, user_id: str | None, since: Instant = None, until: Instant = None, **kwargs: Any
     ) -> RecentRequests:
-        return recent_requests(self._con, user_id, since, until, **kwargs)
+        return recent_requests(self._con, user_id, since, until, **self._zone(kwargs))
 
     def property_keys(self) -> PropertyKeys:
         return property_keys(self._con)
 
     def totals(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Totals:
-        return totals(self._con, since, until, **kwargs)
+        return totals(self._con, since, until, **self._zone(kwargs))
 
     def anomalies(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Anomalies:
-        return find_anomalies(self._con, since, until, **kwargs)
+        return find_anomalies(self._con, since, until, **self._zone(kwargs))
 
     def coverage(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Coverage:
         """The stored shares only (``live`` False): the key report lives in a running service."""
-        return coverage(self._con, since, until, **kwargs)
+        return coverage(self._con, since, until, **self._zone(kwargs))
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
         return run_sql(self._sql, sql, limit=limit, timeout=timeout)
