@@ -1,7 +1,7 @@
 """Query benchmark: the query layer over 10M request rows, against naive scans of ``requests``.
 
     python tests/benchmarks/queries.py [--rows 10000000] [--db /tmp/bench/queries.duckdb]
-                                       [--chunk 500000] [--runs 5] [--no-server-rss]
+                                       [--chunk 500000] [--runs 5] [--no-server-rss] [--zones-only]
 
 1. Builds ROWS synthetic request records (100,000 users with Zipf-like activity, s = 1; three
    models; 90 days ending at a fixed instant, in time order like real ingest; a ``plan``
@@ -13,6 +13,9 @@
    the data's end) and the naive GROUP BYs over ``requests`` the issue quotes: one warm-up, then
    best and median of RUNS runs, against the targets (users 100 ms, user 10 ms, timeseries
    10 ms, by_property 100 ms). For queries that miss, the time of each SQL statement they run.
+   Then the calendar-period queries (``this_month``, month buckets) in UTC and in Asia/Kolkata
+   side by side: users() and by_property within 1.5x of UTC, users() <= 250 ms (``--zones-only``:
+   only these; a day series in Asia/Kolkata reads request rows at every local midnight).
 3. Checks exactness: users (top 20) and totals over a day-aligned and a ragged 30-day window,
    and by_property, against direct GROUP BYs over ``requests``.
 4. Reports memory: VmRSS/VmHWM of this process (peak during the build; after the queries), the
@@ -205,6 +208,8 @@ def make_chunk(
         "properties": properties,
         "cache_added_to_input": pa.array(np.zeros(n, dtype=bool), pa.bool_()),
         "price_provider": strings([m[0] for m in MODELS], model, mask=~priced),
+        "scope_name": pa.nulls(n, pa.string()),
+        "scope_version": pa.nulls(n, pa.string()),
     }
     return pa.Table.from_arrays(list(arrays.values()), schema=REQUESTS_ARROW_SCHEMA)
 
@@ -611,6 +616,88 @@ def run_queries(con: Any, runs: int, explain_dir: str | None) -> None:
             print(f"  EXPLAIN ANALYZE of each statement written to {explain_dir}/")
 
 
+# ---- time zones (issue 16) -----------------------------------------------------------------------
+
+ZONE = "Asia/Kolkata"
+ZONE_USERS_MS = 250  # users() in any zone
+ZONE_RATIO = 1.5  # the issue's queries in ZONE within this factor of the same query in UTC
+ZONE_TARGETED = ("users", "by_property")  # the others are shown for comparison only
+
+
+def zone_cases(s: Subjects) -> list[tuple[str, str, Callable[[str], Callable[[Any], Any]]]]:
+    """(label, kind, tz -> the call): each is timed in UTC and in ZONE, side by side."""
+    return [
+        (
+            "users this_month -cost_usd",
+            "users",
+            lambda tz: call(query_users, "this_month", sort="-cost_usd", tz=tz),
+        ),
+        # MARGINS: the margins helper adds `sort="margin_usd"` (least profitable first) here:
+        # ("users this_month margin_usd", "users",
+        #  lambda tz: call(query_users, "this_month", sort="margin_usd", tz=tz)),
+        ("user heaviest this_month", "user", lambda tz: call(query_user, s.heavy_user, "this_month", tz=tz)),
+        (
+            "by_property plan this_month",
+            "by_property",
+            lambda tz: call(query_by_property, "plan", "this_month", tz=tz),
+        ),
+        (
+            "timeseries app day this_month",
+            "timeseries",
+            lambda tz: call(query_timeseries, None, "this_month", bucket="day", tz=tz),
+        ),
+        (
+            "timeseries app month 90d",
+            "timeseries",
+            lambda tz: call(query_timeseries, None, "90d", bucket="month", tz=tz),
+        ),
+        (
+            "timeseries heaviest user month 90d",
+            "timeseries",
+            lambda tz: call(query_timeseries, s.heavy_user, "90d", bucket="month", tz=tz),
+        ),
+        ("totals this_month", "totals", lambda tz: call(query_totals, "this_month", tz=tz)),
+    ]
+
+
+def run_zone_cases(con: Any, runs: int) -> None:
+    """The calendar-period queries in UTC and in ZONE: medians side by side, the ratio against
+    ZONE_RATIO, users() against ZONE_USERS_MS; then users() this_month in ZONE against a direct
+    GROUP BY with DuckDB's timezone()."""
+    s = subjects(con)
+    print(f"\ncalendar periods, UTC vs {ZONE} (now = {END.isoformat()}; best/median of {runs}):")
+    header = f"{'query':<38} {'UTC ms':>9} {ZONE + ' ms':>17} {'ratio':>6}  target"
+    print(header)
+    print("-" * len(header))
+    for label, kind, make in zone_cases(s):
+        utc = time_case(con, Case(label, kind, make("UTC")), runs)
+        local = time_case(con, Case(label, kind, make(ZONE)), runs)
+        ratio = local.median / utc.median
+        notes = []
+        if kind in ZONE_TARGETED:
+            notes.append(f"<= {ZONE_RATIO}x" + (" MISS" if ratio > ZONE_RATIO else ""))
+        if kind == "users":
+            worst = max(utc.median, local.median) * 1000
+            notes.append(f"<= {ZONE_USERS_MS} ms" + (" MISS" if worst > ZONE_USERS_MS else ""))
+        print(
+            f"{label:<38} {utc.median * 1000:9.1f} {local.median * 1000:17.1f} {ratio:6.2f}  {', '.join(notes)}"
+        )
+    page = query_users(con, "this_month", limit=20, tz=ZONE, now=now)
+    direct = con.execute(
+        """SELECT user_id, count(*), CASE WHEN count(cost_usd) > 0 THEN sum(cost_usd) END,
+                  count(DISTINCT timezone($tz, start_time)::DATE)
+           FROM requests WHERE start_time >= $since AND start_time < $until GROUP BY user_id""",
+        {"tz": ZONE, "since": page.since, "until": page.until},
+    ).fetchall()
+    by_id = {r[0]: tuple(r[1:]) for r in direct}
+    bad = [u.user_id for u in page.users if by_id.get(u.user_id) != (u.requests, u.cost_usd, u.active_days)]
+    ok = not bad and page.total == len(direct)
+    print(
+        f"  users this_month {ZONE} ({page.since.isoformat()} ..), top 20 requests+cost+active_days, "
+        f"total: {'OK' if ok else 'MISMATCH ' + ', '.join(map(str, bad[:5]))}"
+    )
+
+
 # ---- exactness ------------------------------------------------------------------------------------
 
 
@@ -801,6 +888,9 @@ def main() -> None:
         default=0,
         help="the store's DuckDB memory_limit while building (0: DuckDB's)",
     )
+    parser.add_argument(
+        "--zones-only", action="store_true", help="time only the UTC-vs-zone calendar-period queries"
+    )
     parser.add_argument("--measure-server-rss", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_server_rss:
@@ -830,7 +920,11 @@ def main() -> None:
         counts = [f"{t} {con.execute(f'SELECT count(*) FROM {t}').fetchone()[0]:,}" for t in tables]  # type: ignore[index]
         print("rows: " + ", ".join(counts))
         opened = memory()
+        if args.zones_only:
+            run_zone_cases(con, args.runs)
+            return
         run_queries(con, args.runs, args.explain)
+        run_zone_cases(con, args.runs)
         check_exactness(con)
         after = memory()
     finally:

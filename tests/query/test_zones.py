@@ -299,3 +299,21 @@ def test_active_days_sql_counts_local_days_of_first_and_last() -> None:
     assert CellSql(Window.parse("2026-11", None, datetime.now(UTC)), Filters()).active_days_sql() == (
         "count(DISTINCT t)"
     )
+
+
+def test_request_rows_of_a_crowded_day_are_grouped_by_the_hour(con: duckdb.DuckDBPyConnection) -> None:
+    """Read from request rows throughout (rows_only), a crowded UTC day's rows are grouped per
+    hour, so each group's first and last request still name every local day it touched."""
+    window = Window.parse("2026-03-01", "2026-03-03", datetime.now(UTC), "UTC")
+    q = CellSql(window, Filters(), rows_only=True)
+    q.crowded = (calendar.day_number(datetime(2026, 3, 2).date()),)
+    rows = con.execute(
+        f"SELECT first_us, last_us, t FROM ({q.cells(PER_USER, 86_400_000_000)})", q.params
+    ).fetchall()
+    crowded = [(a, b) for a, b, t in rows if t == q.crowded[0]]
+    assert crowded and all(a // 3_600_000_000 == b // 3_600_000_000 for a, b in crowded)
+    plain = CellSql(window, Filters(), rows_only=True)  # no crowded day: a group is a user's day
+    rows = con.execute(
+        f"SELECT first_us, last_us FROM ({plain.cells(PER_USER, 86_400_000_000)})", plain.params
+    )
+    assert any(a // 3_600_000_000 != b // 3_600_000_000 for a, b in rows.fetchall())

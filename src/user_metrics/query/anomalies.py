@@ -60,7 +60,11 @@ def anomalies(
     tz: str | None = None,
     now: Callable[[], datetime] = scope.now,
 ) -> Anomalies:
-    """Users whose recent usage is far from their own history or above the population's."""
+    """Users whose recent usage is far from their own history or above the population's.
+
+    ``tz`` (None: UTC): the zone a calendar period as ``since`` and instants without an offset are
+    read in; the history's buckets are whole hours back from the window, in any zone.
+    """
     at = now()
     if calendar.is_period(since):
         window = Window.parse(since, until, at, tz)

@@ -137,14 +137,17 @@ class CellSql:
         """The request rows of one range that pass the filters (and belong to the users)."""
         return self._raw_spans([(start_us, end_us)], users)
 
-    def _raw_spans(self, spans: Sequence[tuple[int, int]], users: Sequence[int] | None) -> str:
-        """The request rows of these ranges that pass the filters (and belong to the users)."""
+    def _raw_spans(
+        self, spans: Sequence[tuple[int, int]], users: Sequence[int] | None, columns: str = "*"
+    ) -> str:
+        """The request rows of these ranges that pass the filters (and belong to the users);
+        ``columns``: the ones each scan reads (DuckDB reads them all below a UNION ALL of ``*``)."""
         scans = []
         for start_us, end_us in spans:
             n = len(self.params)
             self.params[f"a{n}"] = from_micros(start_us)
             self.params[f"b{n}"] = from_micros(end_us)
-            scans.append(f"SELECT * FROM requests WHERE start_time >= $a{n} AND start_time < $b{n}")
+            scans.append(f"SELECT {columns} FROM requests WHERE start_time >= $a{n} AND start_time < $b{n}")
         conditions = [self.predicate]
         if users is not None:
             named = [k for k in users if k != 0]
@@ -276,7 +279,8 @@ class CellSql:
             outer = ", ".join(f"r.{m}" for m in METRIC_NAMES)
             user_col, join = self._user_key(users, by_user)
             values = ", ".join(f"({starts[k]}, {k})" for k in labels)
-            rows = self._raw_spans([(a, b) for a, b in spans], users)
+            columns = _RAW_COLUMNS + (", properties" if self.filters.properties else "")
+            rows = self._raw_spans([(a, b) for a, b in spans], users, columns)
             parts.append(
                 f"SELECT {user_col} AS user_key, r.t, {outer} FROM ("
                 f"SELECT q.user_id, b.k AS t, {sums} FROM (SELECT * FROM {rows}) AS q "
@@ -304,6 +308,14 @@ class CellSql:
                     f"GROUP BY ALL) AS r{join}"
                 )
         return " UNION ALL ".join(f"({p})" for p in parts)
+
+
+# What a raw piece of a bucketed series reads: the metrics' inputs, the user, the filters' columns.
+_RAW_COLUMNS = (
+    "start_time, user_id, status, cost_source, cost_usd, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, reasoning_tokens, duration_ms, request_model, "
+    "response_model, service_name, environment"
+)
 
 
 def _cast(name: str, expr: str) -> str:

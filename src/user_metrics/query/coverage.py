@@ -56,7 +56,8 @@ def coverage(
 ) -> Coverage:
     """Per service and scope: stored shares in the window; with ``live``, the key report.
 
-    ``limit``: most keys and span names per list (1 to the live counters' bound per list).
+    ``limit``: most keys and span names per list (1 to the live counters' bound per list);
+    ``tz`` (None: UTC): the zone of a calendar period as ``since`` and of naive instants.
     """
     if not 1 <= limit <= MAX_KEYS:
         raise InvalidInput(f"limit: must be between 1 and {MAX_KEYS}, got {limit}")
