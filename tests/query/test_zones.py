@@ -317,3 +317,22 @@ def test_request_rows_of_a_crowded_day_are_grouped_by_the_hour(con: duckdb.DuckD
         f"SELECT first_us, last_us FROM ({plain.cells(PER_USER, 86_400_000_000)})", plain.params
     )
     assert any(a // 3_600_000_000 != b // 3_600_000_000 for a, b in rows.fetchall())
+
+
+@pytest.mark.parametrize("tz", ZONES)
+@pytest.mark.parametrize(
+    ("since", "until"), [("2026-02-15", "2026-04-18T12:00"), ("2026-02-01", "2026-12-31")]
+)
+def test_active_days_over_long_windows(
+    con: duckdb.DuckDBPyConnection, tz: str, since: str, until: str
+) -> None:
+    """62 local days (one BIGINT of day bits) and ten months (a bitstring): count(DISTINCT local
+    date) either way, sorted by it too."""
+    window = Window.parse(since, until, datetime.now(UTC), tz)
+    want = {
+        r["user_id"]: r["days"]
+        for r in _oracle(con, "SELECT user_id, count(DISTINCT local::DATE) AS days FROM r GROUP BY 1", window)
+    }
+    page = users(con, since, until, tz=tz, sort="-active_days")
+    assert {u.user_id: u.active_days for u in page.users} == want
+    assert [u.active_days for u in page.users] == sorted(want.values(), reverse=True)

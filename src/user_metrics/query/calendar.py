@@ -120,26 +120,41 @@ class Offsets:
 
 @lru_cache(maxsize=256)
 def _offsets(key: str, first_day: int, last_day: int) -> Offsets:
-    tz = zone(key)
     start, end = first_day * US_PER_DAY, last_day * US_PER_DAY
-    starts, offsets = [start], [_offset_us(tz, start)]
+    starts, offsets = [start], [_offset_us(zone(key), start)]
+    for year in range(day_of(first_day).year, day_of(last_day).year + 1):
+        for at, offset in _transitions(key, year):
+            if start < at <= end:
+                starts.append(at)
+                offsets.append(offset)
+    return Offsets(tuple(starts), tuple(offsets))
+
+
+@lru_cache(maxsize=4096)
+def _transitions(key: str, year: int) -> tuple[tuple[int, int], ...]:
+    """The zone's offset changes in the UTC year (after its first instant, up to the next year's
+    first one): (instant, new offset). Each year is probed once per process."""
+    tz = zone(key)
+    probe = day_number(date(year, 1, 1)) * US_PER_DAY
+    end = day_number(date(year + 1, 1, 1)) * US_PER_DAY
+    before = _offset_us(tz, probe)
+    out = []
     # Transitions are whole seconds, and never two within a day: probe each day, then bisect.
-    probe = start
     while probe < end:
         step = min(probe + US_PER_DAY, end)
         after = _offset_us(tz, step)
-        if after != offsets[-1]:
+        if after != before:
             lo, hi = probe // US_PER_SECOND, step // US_PER_SECOND  # offset(lo) old, offset(hi) new
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if _offset_us(tz, mid * US_PER_SECOND) == offsets[-1]:
+                if _offset_us(tz, mid * US_PER_SECOND) == before:
                     lo = mid
                 else:
                     hi = mid
-            starts.append(hi * US_PER_SECOND)
-            offsets.append(after)
+            out.append((hi * US_PER_SECOND, after))
+            before = after
         probe = step
-    return Offsets(tuple(starts), tuple(offsets))
+    return tuple(out)
 
 
 def offsets(tz: ZoneInfo | str | None, since_us: int, until_us: int) -> Offsets:
@@ -307,10 +322,18 @@ def _hour_starts(since_us: int, until_us: int, table: Offsets) -> list[int]:
 def crowded_utc_days(since_us: int, until_us: int, tz: ZoneInfo | str | None) -> list[int]:
     """The UTC days (day numbers) in the range that touch three local days: a local day shorter
     than 24 hours lies strictly inside them. The first and last request of a day rollup cell tell
-    which local days it touched only where a UTC day touches at most two."""
-    starts = bucket_starts(since_us, until_us, tz, "day", limit=1_000_000)
-    crowded = []
-    for a, b in zip(starts, starts[1:], strict=False):
-        if a // US_PER_DAY == b // US_PER_DAY and a % US_PER_DAY and b % US_PER_DAY:
-            crowded.append(a // US_PER_DAY)
-    return sorted(set(crowded))
+    which local days it touched only where a UTC day touches at most two.
+
+    A local day is shorter than 24 hours only when the offset changes in it, so only the days
+    around the zone's transitions in the range are looked at.
+    """
+    crowded = set()
+    for change in offsets(tz, since_us, until_us).starts[1:]:
+        lo, hi = max(since_us, change - 3 * US_PER_DAY), min(until_us, change + 3 * US_PER_DAY)
+        if lo >= hi:
+            continue
+        starts = bucket_starts(lo, hi, tz, "day", limit=100)
+        for a, b in zip(starts, starts[1:], strict=False):
+            if a // US_PER_DAY == b // US_PER_DAY and a % US_PER_DAY and b % US_PER_DAY:
+                crowded.add(a // US_PER_DAY)
+    return sorted(crowded)

@@ -117,6 +117,8 @@ class CellSql:
         lo = self.offsets.local(self.window.since_us) // US_PER_DAY
         hi = self.offsets.local(self.window.until_us - 1) // US_PER_DAY
         first, last = self.offsets.local_day_sql("first_us"), self.offsets.local_day_sql("last_us")
+        if hi - lo < 63:  # a bit per local day of the window in one BIGINT: cheaper than a bitstring
+            return f"bit_count(bit_or((1::BIGINT << ({first} - {lo})) | (1::BIGINT << ({last} - {lo}))))"
         return f"bit_count(bitstring_agg({first}, {lo}, {hi}) | bitstring_agg({last}, {lo}, {hi}))"
 
     def begin(self, **params: Any) -> CellSql:
