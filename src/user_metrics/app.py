@@ -97,6 +97,7 @@ class App:
                     query_timeout=settings.query_timeout_seconds,
                     stats=self.stats,
                     coverage=self.coverage,
+                    timezone=settings.timezone,
                 ),
             ],
             interceptors=[BearerInterceptor(self.ingest_tokens, self.read_tokens)],

@@ -170,8 +170,12 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         query_timeout: float,
         stats: Stats,
         coverage: CoverageCounts | None = None,
+        timezone: str = "UTC",
     ) -> None:
         self._open_reader = open_reader
+        # The timezone setting: the zone of a request's window when it names none
+        # (calendar.request_zone(asked, self._timezone) gives the zone to pass as tz=).
+        self._timezone = timezone
         self._rpcs = rpcs
         self._query_timeout = query_timeout
         self._stats = stats
@@ -323,15 +327,17 @@ def user_metrics_service_handler(
     query_timeout: float,
     stats: Stats,
     coverage: CoverageCounts | None = None,
+    timezone: str = "UTC",
 ) -> grpc.GenericRpcHandler:
     """The query service as a generic handler, for the listener's ``handlers``.
 
     ``open_reader`` returns a new DuckDB connection for one call (the app passes ``store.reader``);
-    ``coverage``, the live counters that GetCoverage reports beside the stored shares.
+    ``coverage``, the live counters that GetCoverage reports beside the stored shares;
+    ``timezone``, the setting: the zone of windows whose request names none.
     Request and response types come from the service descriptor, as in the generated
     ``add_UserMetricsServiceServicer_to_server``.
     """
-    servicer = UserMetricsServicer(open_reader, rpcs, query_timeout, stats, coverage)
+    servicer = UserMetricsServicer(open_reader, rpcs, query_timeout, stats, coverage, timezone)
     handlers = {
         method.name: rpcs.unary(
             getattr(servicer, method.name),
