@@ -166,3 +166,27 @@ def test_cli_timeseries_table_shows_starts_on_the_zones_clock(stopped: Path) -> 
     done = cli("timeseries", "--db", str(stopped), *args)
     assert done.returncode == 0, done.stderr
     assert "2026-11-10T00:00:00+05:30" in done.stdout and "days of Asia/Kolkata" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/users",
+        "/api/v1/users/alice",
+        "/api/v1/users/alice/requests",
+        "/api/v1/users/alice/timeseries",
+        "/api/v1/timeseries",
+        "/api/v1/properties/plan",
+        "/api/v1/totals",
+        "/api/v1/anomalies",
+        "/api/v1/coverage",
+    ],
+)
+def test_every_window_route_takes_tz_and_period_names(served: Service, path: str) -> None:
+    """?tz= is checked on every route that takes a window (400 naming tz), and a period name
+    with a good zone answers 200."""
+    status, body = get(served, f"{path}?tz=Mars/Olympus")
+    assert status == 400 and body["error"].startswith("tz:"), body
+    status, body = get(served, f"{path}?since=2026-11&tz=America/New_York")
+    assert status == 200, body
+    assert body.get("since", "2026-11-01T04:00:00Z") == "2026-11-01T04:00:00Z"  # one user has no since
