@@ -5,6 +5,11 @@ in the partial days at its ends (hourly rollup), and the partial hours at its ve
 ``requests`` rows, aggregated on the fly). Every piece yields the same columns, so a query sums
 over their UNION ALL and the answer is exact for any instant.
 
+A window asked in a time zone is still two UTC instants (``Window.tz`` names the zone), so the
+same cut serves it. The zone matters in two places: ``active_days_sql`` reads each cell's first
+and last request on the local calendar, and ``bucket_cells`` cuts each local bucket of a time
+series on its own, so that no cell straddles two buckets.
+
 Where rollup cells cannot answer exactly (a filter or a breakdown meets values folded into
 ``(other)``, see ``dims.py``), the whole window is read from ``requests`` rows instead:
 ``served_by_rollups`` and ``folded`` say when.
