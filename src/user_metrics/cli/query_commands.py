@@ -103,7 +103,7 @@ def add_commands(commands: Any) -> None:
     one = commands.add_parser("user", parents=parents, help="one user's usage and models")
     one.add_argument("user_id", metavar="ID")
     series = commands.add_parser(
-        "timeseries", parents=parents, help="usage per hour or day, empty ones included"
+        "timeseries", parents=parents, help="usage per hour, day, week or month, empty ones included"
     )
     series.add_argument("--user", metavar="ID", help="one user (default: the whole application)")
     series.add_argument(
