@@ -336,3 +336,19 @@ def test_active_days_over_long_windows(
     page = users(con, since, until, tz=tz, sort="-active_days")
     assert {u.user_id: u.active_days for u in page.users} == want
     assert [u.active_days for u in page.users] == sorted(want.values(), reverse=True)
+
+
+def test_naive_wall_times_daylight_saving_repeats_or_skips() -> None:
+    """New York: 01:30 on Nov 1 happens twice (the first, EDT, counts); 02:30 on Mar 8 never
+    happens (read with the offset before the change, EST: 07:30 UTC, which is 03:30 EDT)."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    w = Window.parse("2026-11-01T01:30", "2026-11-01T03:00", now, "America/New_York")
+    assert (w.since.isoformat(), w.until.isoformat()) == (
+        "2026-11-01T05:30:00+00:00",
+        "2026-11-01T08:00:00+00:00",
+    )
+    w = Window.parse("2026-03-08T02:30", "2026-03-08T04:00", now, "America/New_York")
+    assert (w.since.isoformat(), w.until.isoformat()) == (
+        "2026-03-08T07:30:00+00:00",
+        "2026-03-08T08:00:00+00:00",
+    )
