@@ -119,7 +119,7 @@ class TestEveryBundledModel:
                         )
                         expected.append(truth(model.id, provider.id, when, *counts))
         assert len(records) > 7000
-        costs, sources, providers = Pricer().price(records)
+        costs, sources, providers, _ = Pricer().price(records)
         wrong = [
             (r.provider, r.response_model, r.input_tokens, got, want)
             for r, got, want in zip(records, zip(costs, providers, strict=True), expected, strict=True)
@@ -153,7 +153,7 @@ class TestEveryBundledModel:
             reasoning_tokens=rs,
         )
         cost, want_provider = truth(model, provider, datetime.fromtimestamp(START / 1e9, UTC), *counts)
-        assert Pricer().price([r]) == ([cost], ["computed"], [want_provider])
+        assert Pricer().price([r])[:3] == ([cost], ["computed"], [want_provider])
 
 
 class TestComputed:
@@ -188,7 +188,7 @@ class TestComputed:
                     reasoning_tokens=rs,
                 )
             )
-        costs, sources, _ = Pricer().price(records)
+        costs, sources, _, _ = Pricer().price(records)
         assert set(sources) == {"computed"}
         ids = {"gcp.gemini": "google", "azure.ai.openai": "azure"}
         when = datetime.fromtimestamp(START / 1e9, UTC)
@@ -204,7 +204,7 @@ class TestComputed:
 
     def test_cache_read_is_cheaper_than_uncached_input(self) -> None:
         """Cached input tokens are priced at the cache-read rate, not the input rate."""
-        (plain, cached), _, _ = Pricer().price(
+        (plain, cached), _, _, _ = Pricer().price(
             [
                 record("gpt-4o", input_tokens=1_000_000),
                 record("gpt-4o", input_tokens=1_000_000, cache_read_tokens=1_000_000),
@@ -215,12 +215,12 @@ class TestComputed:
     def test_unknown_provider_falls_back_to_the_model_name(self) -> None:
         """A provider genai-prices does not know still prices a model it does know, under its list."""
         r = record("gpt-4o", provider="my-gateway", input_tokens=1_000_000)
-        assert Pricer().price([r]) == ([2_500_000_000], ["computed"], ["openai"])
+        assert Pricer().price([r])[:3] == ([2_500_000_000], ["computed"], ["openai"])
 
     def test_request_model_prices_when_the_response_model_is_unknown(self) -> None:
         """Response model first, then the request model."""
         r = record("acme-private-snapshot-7", input_tokens=1_000_000)._replace(request_model="gpt-4o")
-        assert Pricer().price([r]) == ([2_500_000_000], ["computed"], ["openai"])
+        assert Pricer().price([r])[:3] == ([2_500_000_000], ["computed"], ["openai"])
 
 
 class TestApiAddress:
@@ -246,22 +246,22 @@ class TestApiAddress:
         r = record(model, "openai", input_tokens=10_000, cache_read_tokens=2_000, output_tokens=3_000)
         cost, owner = truth(model, provider, datetime.fromtimestamp(START / 1e9, UTC), *counts)
         assert owner == provider
-        assert Pricer().price([r._replace(server_address=address)]) == ([cost], ["computed"], [provider])
+        assert Pricer().price([r._replace(server_address=address)])[:3] == ([cost], ["computed"], [provider])
 
     def test_address_of_no_known_vendor_falls_back_to_the_span_provider(self) -> None:
         """A local server or gateway names no vendor: the span's provider prices."""
         r = record("gpt-4o", input_tokens=1_000_000, server_address="127.0.0.1")
-        assert Pricer().price([r]) == ([2_500_000_000], ["computed"], ["openai"])
+        assert Pricer().price([r])[:3] == ([2_500_000_000], ["computed"], ["openai"])
 
     def test_vendor_without_the_model_falls_back_to_the_span_provider(self) -> None:
         """An address naming a vendor whose list lacks the model: the span's provider prices it."""
         r = record("gpt-4o", input_tokens=1_000_000, server_address="api.groq.com")
-        assert Pricer().price([r]) == ([2_500_000_000], ["computed"], ["openai"])
+        assert Pricer().price([r])[:3] == ([2_500_000_000], ["computed"], ["openai"])
 
     def test_unknown_model_stays_unpriced(self) -> None:
         """An address does not make an unknown model priced."""
         r = record("no-such-model-xyz", input_tokens=10, server_address="api.groq.com")
-        assert Pricer().price([r]) == ([None], ["unpriced"], [None])
+        assert Pricer().price([r])[:3] == ([None], ["unpriced"], [None])
 
     @pytest.mark.parametrize(
         ("address", "url"),
@@ -329,7 +329,7 @@ class TestOddPriceData:
             got = pricer.price(
                 [record("broken", "acme", input_tokens=5), record("fine", "acme", input_tokens=5)]
             )
-        assert got == ([None, 10_000], ["unpriced", "computed"], [None, "acme"])
+        assert got[:3] == ([None, 10_000], ["unpriced", "computed"], [None, "acme"])
         assert "broken" in caplog.text
 
     def test_tiers_apply_to_every_token_above_their_start(self) -> None:
@@ -362,7 +362,7 @@ class TestSources:
         r = record("gpt-4o", input_tokens=10)._replace(
             cost_usd=Decimal("0.1234567891"), cost_source="reported"
         )
-        assert Pricer().price([r]) == ([123456789], ["reported"], [None])
+        assert Pricer().price([r]) == ([123456789], ["reported"], [None], [None])
 
     def test_unknown_model_is_unpriced_not_zero(self) -> None:
         """An unknown model has no cost (NULL) and is marked unpriced."""
@@ -370,11 +370,12 @@ class TestSources:
             [None],
             ["unpriced"],
             [None],
+            [None],
         )
 
     def test_no_token_counts_is_no_usage(self) -> None:
         """A call without token counts (stream without usage) is no_usage."""
-        assert Pricer().price([record("gpt-4o")]) == ([None], ["no_usage"], [None])
+        assert Pricer().price([record("gpt-4o")]) == ([None], ["no_usage"], [None], [None])
 
 
 class TestExactArithmetic:

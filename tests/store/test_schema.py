@@ -10,7 +10,7 @@ import duckdb
 from conftest import Service, read_requests
 from otlp import T0, chat, request, span
 
-from user_metrics.store.schema import FACT_COLUMNS_10, PENDING_COLUMNS, SCHEMA_VERSION
+from user_metrics.store.schema import FACT_COLUMNS_10, PENDING_COLUMNS, SCHEMA_VERSION, SPLIT_COLUMNS
 
 # The columns of `requests` in schema 6, the version before price_provider and cache_added_to_input.
 SCHEMA_6_COLUMNS = [
@@ -39,7 +39,7 @@ SCHEMA_6_COLUMNS = [
     "streaming",
     "properties",
 ]
-NEW_COLUMNS = ["cache_added_to_input", "price_provider", "scope_name", "scope_version"]
+NEW_COLUMNS = ["cache_added_to_input", "price_provider", "scope_name", "scope_version", *SPLIT_COLUMNS]
 OLD_PENDING_COLUMNS = ["waiting_for", "deadline_us"]  # schemas 6 to 9
 NEW_PENDING_COLUMNS = [name for name in PENDING_COLUMNS if name not in OLD_PENDING_COLUMNS]
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -170,10 +170,11 @@ class TestUpgradeFrom8:
             assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
                 SCHEMA_VERSION,
             )
-            assert columns(con, "requests") == [*SCHEMA_8_COLUMNS, *SCOPE_COLUMNS]
+            assert columns(con, "requests") == [*SCHEMA_8_COLUMNS, *SCOPE_COLUMNS, *SPLIT_COLUMNS]
             assert columns(con, "pending") == [
                 *SCHEMA_8_COLUMNS,
                 *SCOPE_COLUMNS,
+                *SPLIT_COLUMNS,
                 *PENDING_COLUMNS,
             ]
             assert columns(con, "span_facts")[-3:] == [name for name, _ in FACT_COLUMNS_10]

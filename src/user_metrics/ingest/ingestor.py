@@ -25,7 +25,7 @@ from user_metrics.ingest.attributes import Conventions
 from user_metrics.ingest.fair_slots import FairSlots
 from user_metrics.ingest.inheritance import Wait
 from user_metrics.ingest.mapping import INTERNAL_ERROR, PAUSE_EVERY, Rejection, map_request
-from user_metrics.ingest.pricing import Pricer
+from user_metrics.ingest.pricing import Pricer, Prices
 from user_metrics.ingest.property_keys import PropertyKeyBudget
 from user_metrics.stats import Stats
 from user_metrics.store.batches import facts_table, to_arrow
@@ -248,17 +248,17 @@ class Ingestor:
         to ``rejected``; the others are kept.
         """
         try:
-            costs, sources, providers = self._pricer.price(records)
-            return self._tables(records, costs, sources, providers, waits, now_us)
+            prices = self._pricer.price(records)
+            return self._tables(records, prices, waits, now_us)
         except Exception:  # noqa: BLE001 - find the record(s) at fault, one by one
             pass
         kept: list[RequestRecord] = []
         kept_waits: list[Wait | None] = []
-        costs, sources, providers = [], [], []
+        prices = Prices([], [], [], [])
         for record, wait in zip(records, waits, strict=True):
             try:
-                cost, source, provider = self._pricer.price([record])
-                to_arrow([record], cost, source, provider)
+                one = self._pricer.price([record])
+                to_arrow([record], *one)
             except Exception as exc:  # noqa: BLE001 - a bug or a value DuckDB cannot hold
                 rejected.append(
                     Rejection(
@@ -273,17 +273,16 @@ class Ingestor:
                 continue
             kept.append(record)
             kept_waits.append(wait)
-            costs += cost
-            sources += source
-            providers += provider
-        return self._tables(kept, costs, sources, providers, kept_waits, now_us)
+            prices.costs.extend(one.costs)
+            prices.sources.extend(one.sources)
+            prices.providers.extend(one.providers)
+            prices.splits.extend(one.splits)
+        return self._tables(kept, prices, kept_waits, now_us)
 
     def _tables(
         self,
         records: list[RequestRecord],
-        costs: list[int | None],
-        sources: list[str],
-        providers: list[str | None],
+        prices: Prices,
         waits: list[Wait | None],
         now_us: int,
     ) -> tuple[pa.Table, pa.Table | None]:
@@ -292,12 +291,14 @@ class Ingestor:
 
         def rows(picked: list[int]) -> pa.Table:
             if len(picked) == len(records):  # the usual case: every record is final
-                return to_arrow(records, costs, sources, providers)
+                return to_arrow(records, *prices)
+            costs, sources, providers, splits = prices
             return to_arrow(
                 [records[i] for i in picked],
                 [costs[i] for i in picked],
                 [sources[i] for i in picked],
                 [providers[i] for i in picked],
+                [splits[i] for i in picked],
             )
 
         pending = None

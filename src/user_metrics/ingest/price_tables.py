@@ -24,6 +24,9 @@ from genai_prices.types import ModelPrice, TieredPrices
 
 NANO_SCALE = 9
 _MTOK = 1_000_000
+# The buckets of a split cost, in order (``Coefficients.split_nanos``): nano-dollars each.
+SPLIT_BUCKETS = ("input", "cache_read", "cache_write", "output", "reasoning", "request")
+Split = tuple[int, int, int, int, int, int]
 
 
 def round_half_even(value: int, divisor: int) -> int:
@@ -108,6 +111,35 @@ class Coefficients:
         )
         return round_half_even(total, self.divisor)
 
+    def split_nanos(self, inp: int, cr: int, cw: int, out: int, rs: int) -> Split:
+        """The cost of one request per bucket, in nano-dollars, summing exactly to ``cost_nanos``.
+
+        Buckets (``SPLIT_BUCKETS``): uncached input, cache read, cache write, output without
+        reasoning, reasoning, and the per-request fee, each at its full rate (a cache-read token
+        at input + cache_read). The record's one rounding (half to even) goes to the buckets by
+        largest remainder: each bucket gets its exact amount rounded down, and the nano-dollars
+        the rounded total has beyond their sum go one each to the largest remainders (ties: the
+        earlier bucket).
+        """
+        exact = (
+            self.input * (inp - cr - cw),
+            (self.input + self.cache_read) * cr,
+            (self.input + self.cache_write) * cw,
+            self.output * (out - rs),
+            (self.output + self.reasoning) * rs,
+            self.base,
+        )
+        d = self.divisor
+        if d == 1:  # whole nano-dollars: nothing to round
+            return exact
+        floors = [a // d for a in exact]
+        left = round_half_even(sum(exact), d) - sum(floors)
+        if left:
+            by_remainder = sorted(range(6), key=lambda i: (-(exact[i] - floors[i] * d), i))
+            for i in by_remainder[:left]:
+                floors[i] += 1
+        return tuple(floors)  # type: ignore[return-value]
+
 
 @dataclass(frozen=True)
 class PriceTable:
@@ -121,6 +153,11 @@ class PriceTable:
         """The cost of one request in nano-dollars (input includes cache, output reasoning)."""
         piece = self.pieces[bisect_left(self.starts, inp)] if self.starts else self.pieces[0]
         return piece.cost_nanos(inp, cr, cw, out, rs)
+
+    def split_nanos(self, inp: int, cr: int, cw: int, out: int, rs: int) -> Split:
+        """The cost per bucket (``Coefficients.split_nanos``) at the piece ``inp`` falls in."""
+        piece = self.pieces[bisect_left(self.starts, inp)] if self.starts else self.pieces[0]
+        return piece.split_nanos(inp, cr, cw, out, rs)
 
 
 def linear(coefficients: Coefficients) -> PriceTable:

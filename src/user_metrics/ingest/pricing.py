@@ -31,7 +31,7 @@ from genai_prices.data_snapshot import DataSnapshot, find_provider_by_id, get_sn
 from genai_prices.types import ModelInfo, ModelPrice, Provider
 
 from user_metrics.ingest.price_file import CustomPrice, PriceFileError, load_price_file
-from user_metrics.ingest.price_tables import PriceTable, nanos_from_usd, price_table
+from user_metrics.ingest.price_tables import PriceTable, Split, nanos_from_usd, price_table
 from user_metrics.store.records import RequestRecord
 
 __all__ = ["CustomPrice", "PriceFileError", "Prices", "Pricer", "load_price_file", "provider_key"]
@@ -97,12 +97,15 @@ class Prices(NamedTuple):
     costs: list[int | None]  # nano-dollars; None when unknown
     sources: list[str]  # reported, computed, custom, unpriced, no_usage
     providers: list[str | None]  # the provider whose price list billed it (computed, custom)
+    # computed and custom: the cost per bucket (``price_tables.SPLIT_BUCKETS``), summing to it
+    splits: list[Split | None]
 
 
 class _Resolved(NamedTuple):
     source: str  # computed, custom or unpriced
     provider: str | None
-    cost: Callable[[int, int, int, int, int], int] | None  # nano-dollars of (inp, cr, cw, out, rs)
+    # nano-dollars per bucket (``Split``) of (inp, cr, cw, out, rs)
+    split: Callable[[int, int, int, int, int], Split] | None
 
 
 _UNPRICED = _Resolved("unpriced", None, None)
@@ -110,7 +113,7 @@ _UNPRICED = _Resolved("unpriced", None, None)
 
 def _priced(source: str, provider: str | None, table: PriceTable) -> _Resolved:
     # A linear price (most) skips the table's piece lookup on the hot path.
-    return _Resolved(source, provider, table.pieces[0].cost_nanos if not table.starts else table.cost_nanos)
+    return _Resolved(source, provider, table.pieces[0].split_nanos if not table.starts else table.split_nanos)
 
 
 class Pricer:
@@ -247,21 +250,24 @@ class Pricer:
     # ---- pricing records ---------------------------------------------------------------------
 
     def price(self, records: Sequence[RequestRecord]) -> Prices:
-        """The cost in nano-dollars (or None), cost_source and price provider of each record."""
-        out = Prices([], [], [])
-        costs, sources, providers = out
+        """The cost in nano-dollars (or None), cost_source, price provider and cost per bucket
+        (None unless a price computed it) of each record."""
+        out = Prices([], [], [], [])
+        costs, sources, providers, splits = out
         resolved = self._resolved
         for r in records:
             if r.cost_usd is not None:
                 costs.append(nanos_from_usd(r.cost_usd))
                 sources.append("reported")
                 providers.append(None)
+                splits.append(None)
                 continue
             inp, out_tokens = r.input_tokens, r.output_tokens
             if inp is None and out_tokens is None:
                 costs.append(None)
                 sources.append("no_usage")
                 providers.append(None)
+                splits.append(None)
                 continue
             key = (
                 r.provider,
@@ -271,11 +277,12 @@ class Pricer:
                 r.start_time_unix_nano // 60_000_000_000,  # prices change by date or time of day
             )
             price = resolved.get(key) or self._resolve(key)
-            cost = price.cost
-            if cost is None:
+            split = price.split
+            if split is None:
                 costs.append(None)
                 sources.append(price.source)
                 providers.append(None)
+                splits.append(None)
                 continue
             inp = inp or 0
             out_tokens = out_tokens or 0
@@ -283,7 +290,9 @@ class Pricer:
             cr = min(r.cache_read_tokens or 0, inp)
             cw = min(r.cache_write_tokens or 0, inp - cr)
             rs = min(r.reasoning_tokens or 0, out_tokens)
-            costs.append(cost(inp, cr, cw, out_tokens, rs))
+            parts = split(inp, cr, cw, out_tokens, rs)
+            costs.append(sum(parts))
             sources.append(price.source)
             providers.append(price.provider)
+            splits.append(parts)
         return out

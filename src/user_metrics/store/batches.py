@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from user_metrics.store.records import RequestRecord, SpanFact
+from user_metrics.store.schema import SPLIT_COLUMNS
 
 COST_TYPE = pa.decimal128(18, 9)
 
@@ -42,6 +43,7 @@ REQUESTS_ARROW_SCHEMA = pa.schema(
         ("price_provider", pa.string()),
         ("scope_name", pa.string()),
         ("scope_version", pa.string()),
+        *((name, COST_TYPE) for name in SPLIT_COLUMNS),
     ]
 )
 
@@ -66,14 +68,18 @@ def to_arrow(
     costs: Sequence[int | None],
     sources: Sequence[str],
     price_providers: Sequence[str | None] | None = None,
+    splits: Sequence[Sequence[int] | None] | None = None,
 ) -> pa.Table:
     """Build the Arrow table for ``requests`` from mapped records and their prices.
 
     ``price_providers``: the provider whose price list billed each record (None: all NULL).
+    ``splits``: each record's cost per bucket in nano-dollars, in the order of ``SPLIT_COLUMNS``,
+    or None (None: all NULL).
     """
     if not records:
         return REQUESTS_ARROW_SCHEMA.empty_table()
     columns = dict(zip(RequestRecord._fields, zip(*records, strict=True), strict=True))
+    split_arrays = _split_arrays(splits, len(records))
     arrays = []
     for field in REQUESTS_ARROW_SCHEMA:
         name = field.name
@@ -90,12 +96,24 @@ def to_arrow(
                 if price_providers is not None
                 else pa.nulls(len(records), field.type)
             )
+        elif name in split_arrays:
+            arrays.append(split_arrays[name])
         elif name == "properties":
             arrays.append(pa.array([list(p.items()) for p in columns[name]], type=field.type))
         else:
             assert name in _DIRECT
             arrays.append(pa.array(columns[name], type=field.type))
     return pa.Table.from_arrays(arrays, schema=REQUESTS_ARROW_SCHEMA)
+
+
+def _split_arrays(splits: Sequence[Sequence[int] | None] | None, n: int) -> dict[str, pa.Array]:
+    """The cost-per-bucket columns: one DECIMAL(18,9) array per bucket."""
+    if splits is None or not any(splits):
+        return {name: pa.nulls(n, COST_TYPE) for name in SPLIT_COLUMNS}
+    return {
+        name: nanos_to_decimal_array([s[i] if s is not None else None for s in splits])
+        for i, name in enumerate(SPLIT_COLUMNS)
+    }
 
 
 FACTS_SCHEMA = pa.schema(

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # 7 requests.cache_added_to_input and requests.price_provider, 8 dims with request and response
 # model and bounded values (dim_values), 9 requests.scope_name and requests.scope_version,
 # 10 pending.counterpart and pending.conversation, span_facts.llm, .model and .absorbed_by,
-# 11 revenue and plan_prices (billing)
+# 11 revenue and plan_prices (billing), requests.<bucket>_cost_usd (the cost per bucket)
 SCHEMA_VERSION = "11"
 
 REQUESTS_DDL = """
@@ -52,15 +52,33 @@ CREATE TABLE IF NOT EXISTS requests (
     cache_added_to_input BOOLEAN,
     price_provider     VARCHAR,
     scope_name         VARCHAR,
-    scope_version      VARCHAR
+    scope_version      VARCHAR,
+    input_cost_usd       DECIMAL(18, 9),
+    cache_read_cost_usd  DECIMAL(18, 9),
+    cache_write_cost_usd DECIMAL(18, 9),
+    output_cost_usd      DECIMAL(18, 9),
+    reasoning_cost_usd   DECIMAL(18, 9),
+    request_cost_usd     DECIMAL(18, 9)
 )
 """
+# A computed or custom cost per bucket (schema 11): uncached input, cache read, cache write,
+# output without reasoning, reasoning, and the price's per-request fee; they sum to cost_usd
+# exactly. NULL on reported and unpriced rows, and on rows stored before schema 11.
+SPLIT_COLUMNS = (
+    "input_cost_usd",
+    "cache_read_cost_usd",
+    "cache_write_cost_usd",
+    "output_cost_usd",
+    "reasoning_cost_usd",
+    "request_cost_usd",
+)
 # Columns added to `requests` since schema 1 (an upgrade appends them, as the DDL has them).
 ADDED_COLUMNS = (
     ("cache_added_to_input", "BOOLEAN"),
     ("price_provider", "VARCHAR"),
     ("scope_name", "VARCHAR"),
     ("scope_version", "VARCHAR"),
+    *((name, "DECIMAL(18, 9)") for name in SPLIT_COLUMNS),
 )
 # `pending` holds rows of `requests` plus these, last: the first ancestor missing from the row's
 # request (NULL: it waits for no ancestor), its deadline, whether it is a provider SDK's own span
