@@ -37,6 +37,7 @@ from user_metrics.query.results import (
     PropertyKeys,
     RecentRequests,
     SqlResult,
+    Statement,
     Timeseries,
     Totals,
     UserPage,
@@ -186,6 +187,16 @@ class RemoteClient:
     def coverage(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Coverage:
         """Per service and scope: stored shares in the window, and the server's live key report."""
         return from_json(Coverage, self._call("/api/v1/coverage", {"since": since, "until": until, **kwargs}))
+
+    def statement(
+        self, month: str, user_id: str | None = None, tz: str | None = None, **kwargs: Any
+    ) -> Statement:
+        """A month's statement (``query/statements.py``): one user, or a page of users (``limit``,
+        ``offset``)."""
+        if user_id is not None:
+            _segment("user_id", user_id)
+        params = {"month": month, "user": user_id, "tz": tz, **kwargs}
+        return from_json(Statement, self._call("/api/v1/statements", params))
 
     def sql(self, sql: str, limit: int | None = None) -> SqlResult:
         """``limit`` None: the server's default (1000 rows, or its ``sql_max_rows`` if lower)."""

@@ -1,5 +1,5 @@
 """The reading commands of ``user-metrics``: users, user, requests, timeseries, properties, totals,
-anomalies, coverage, sql.
+anomalies, coverage, statement, sql.
 
 They find the data the way an operator expects: ``--url`` asks that server, ``--db`` reads that
 file; with neither, the configured server is asked first (while it runs it holds the file) and
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from user_metrics.cli import revenue_commands
 from user_metrics.cli.coverage_table import coverage_text
 from user_metrics.cli.revenue_commands import add_revenue_commands
+from user_metrics.cli.statement_command import add_statement_command, render_statement, statement_pages
 from user_metrics.client import RemoteClient, connect
 from user_metrics.errors import Unavailable
 from user_metrics.query.calendar import PERIODS
@@ -144,6 +145,7 @@ def add_commands(commands: Any) -> None:
     covered.add_argument(
         "--limit", type=int, default=20, help="most span names and keys per list and scope (default 20)"
     )
+    add_statement_command(commands, [common])
     sql = commands.add_parser("sql", parents=[common], help="run one read-only SELECT")
     sql.add_argument("sql", metavar="QUERY")
     sql.add_argument("--limit", type=int, default=1000)
@@ -196,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.command == "revenue":
             return revenue_commands.run(args, client, _table)
+        if args.command == "statement":
+            print(render_statement(statement_pages(client, args), args.format, _table), end="")
+            return 0
         if args.command == "sql":
             result: Any = client.sql(args.sql, limit=args.limit)
         elif args.command == "users":

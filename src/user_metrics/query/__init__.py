@@ -9,6 +9,6 @@ most two hours of request rows. Each also takes ``tz``, the IANA zone its calend
 
 The functions live in the module named for what they answer: ``users.py`` (users, one user, a
 user's recent requests), ``timeseries.py``, ``properties.py``, ``totals.py``, ``anomalies.py``,
-and ``snapshot.py`` (all-time totals for ``/metrics``); ``scope.py`` holds what they share and
-``results.py`` the dataclasses they answer.
+``statements.py`` (a month's statement per user) and ``snapshot.py`` (all-time totals for
+``/metrics``); ``scope.py`` holds what they share and ``results.py`` the dataclasses they answer.
 """

@@ -285,6 +285,57 @@ class Coverage:
 
 
 @dataclasses.dataclass(frozen=True)
+class StatementLine:
+    """One line item of a statement: a model's bucket (``statements.py`` lists the buckets)."""
+
+    model: str | None  # the model asked for, else the one that answered
+    provider: str | None
+    bucket: str
+    count: int  # tokens (unit "mtok"), else requests
+    unit: str  # "mtok": unit_price_usd is per million tokens; "request": per request
+    unit_price_usd: Decimal | None  # amount / count; None on lines that are not priced per unit
+    unit_price_basis: str | None  # "exact": every request at this one rate; "average": they differ
+    amount_usd: Decimal | None  # None: unpriced, no usage
+
+
+@dataclasses.dataclass(frozen=True)
+class UserStatement:
+    """One user's month: line items whose amounts sum to cost_usd (users()' cost), revenue, margin."""
+
+    user_id: str | None
+    requests: int
+    lines: tuple[StatementLine, ...]
+    cost_usd: Decimal | None  # None when no request had a known cost, as in users()
+    revenue_usd: Decimal | None  # None while no revenue source exists
+    margin_usd: Decimal | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StatementTotals:
+    """Every user of the month, not only the page: cost_usd is totals()' cost of the window."""
+
+    users: int  # users listed in the month (the null user and revenue-only users included)
+    requests: int
+    cost_usd: Decimal
+    revenue_usd: Decimal | None
+    margin_usd: Decimal | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Statement:
+    """A month's statement, one page of its users (sorted by user id, the null user last)."""
+
+    month: str
+    tz: str
+    since: datetime
+    until: datetime
+    users: tuple[UserStatement, ...]
+    offset: int
+    limit: int
+    totals: StatementTotals
+
+
+@dataclasses.dataclass(frozen=True)
 class SqlResult:
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]

@@ -16,6 +16,7 @@ import logging
 import re
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -42,8 +43,10 @@ from user_metrics.query.calendar import request_zone
 from user_metrics.query.coverage import DEFAULT_KEYS, coverage
 from user_metrics.query.deadline import QueryRunner
 from user_metrics.query.properties import by_property, property_keys
-from user_metrics.query.results import DEFAULT_VALUES, to_json
+from user_metrics.query.results import DEFAULT_VALUES, Statement, to_json
 from user_metrics.query.safe_sql import DEFAULT_ROWS, run_sql
+from user_metrics.query.statement_csv import statement_csv
+from user_metrics.query.statements import DEFAULT_LIMIT, statement
 from user_metrics.query.timeseries import timeseries
 from user_metrics.query.totals import totals
 from user_metrics.query.users import recent_requests, user, users
@@ -69,6 +72,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "totals": FILTERS,
     "anomalies": ("since", "until", "tz", "history", "threshold"),
     "coverage": (*FILTERS, "limit"),
+    "statements": ("month", "user", "tz", "limit", "offset", "format"),
 }
 
 
@@ -108,12 +112,34 @@ def _arguments(route: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         params["limit"] = _int(params, "limit", DEFAULT_VALUES)
     if route == "coverage":
         params["limit"] = _int(params, "limit", DEFAULT_KEYS)
+    if route == "statements":
+        params["limit"] = _int(params, "limit", DEFAULT_LIMIT)
+        params["offset"] = _int(params, "offset", 0)
     if "threshold" in params:
         try:
             params["threshold"] = float(params["threshold"])
         except ValueError:
             raise InvalidInput(f"threshold: must be a number, got {params['threshold']!r}") from None
     return params
+
+
+@dataclass(frozen=True)
+class CsvAnswer:
+    """An answer sent as CSV (``text/csv``) instead of JSON."""
+
+    text: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _statement(con: duckdb.DuckDBPyConnection, a: dict[str, Any]) -> Statement | CsvAnswer:
+    """A month's statement: JSON, or with ``format=csv`` its CSV (this page, the month's totals)."""
+    fmt = a.pop("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidInput(f"format: {fmt!r}; json (the default) or csv")
+    found = statement(con, a.pop("month", ""), a.pop("user", None), **a)
+    if fmt == "json":
+        return found
+    return CsvAnswer(statement_csv([found]), (("X-Total-Users", str(found.totals.users)),))
 
 
 class QueryDeadline(DeadlineExceeded):
@@ -239,6 +265,8 @@ class ApiServer(BackgroundServer):
             route, call = "totals", lambda con, a: totals(con, **a)
         elif rest == ["anomalies"]:
             route, call = "anomalies", lambda con, a: anomalies(con, **a)
+        elif rest == ["statements"]:
+            route, call = "statements", _statement
         elif rest == ["coverage"]:
             live = self.coverage.snapshot() if self.coverage is not None else None
             route, call = "coverage", lambda con, a: coverage(con, live=live, **a)
@@ -312,6 +340,10 @@ class _Handler(Handler):
                 bytes(body),
                 self.headers.get("Content-Type", ""),
             )
+            if isinstance(result, CsvAnswer):
+                headers = [("Cache-Control", "no-store"), *result.headers]
+                self.send(HTTPStatus.OK, result.text.encode("utf-8"), "text/csv; charset=utf-8", headers)
+                return
             self._answer(HTTPStatus.OK, to_json(result))
         except (RequestTimeout, ConnectionError):
             raise  # 408 from the Handler, which counts it; or the client is gone

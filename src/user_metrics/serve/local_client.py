@@ -26,6 +26,7 @@ from user_metrics.query.results import (
     PropertyKeys,
     RecentRequests,
     SqlResult,
+    Statement,
     Timeseries,
     Totals,
     UserPage,
@@ -33,6 +34,7 @@ from user_metrics.query.results import (
 )
 from user_metrics.query.revenue_records import DEFAULT_RECORDS, RevenueImport, RevenueRecords, revenue_records
 from user_metrics.query.safe_sql import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, run_sql
+from user_metrics.query.statements import statement
 from user_metrics.query.timeseries import timeseries
 from user_metrics.query.totals import totals
 from user_metrics.query.users import recent_requests, user, users
@@ -144,6 +146,11 @@ class LocalClient:
     def coverage(self, since: Instant = None, until: Instant = None, **kwargs: Any) -> Coverage:
         """The stored shares only (``live`` False): the key report lives in a running service."""
         return coverage(self._con, since, until, **self._zone(kwargs))
+
+    def statement(
+        self, month: str, user_id: str | None = None, tz: str | None = None, **kwargs: Any
+    ) -> Statement:
+        return statement(self._con, month, user_id, tz=tz, **kwargs)
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
         return run_sql(self._sql, sql, limit=limit, timeout=timeout)
