@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from user_metrics.query.properties import by_property as query_by_property
+from user_metrics.query.statements import statement as query_statement
 from user_metrics.query.timeseries import timeseries as query_timeseries
 from user_metrics.query.totals import totals as query_totals
 from user_metrics.query.users import user as query_user
@@ -67,6 +68,8 @@ START_US = END_US - DAYS * 86_400_000_000
 US_PER_DAY = 86_400_000_000
 MIDNIGHT = datetime(END.year, END.month, END.day, tzinfo=UTC)
 TARGETS_MS = {"users": 100, "user": 10, "timeseries": 10, "by_property": 100}
+ZERO_BUCKETS = ("cache_write_cost_usd", "reasoning_cost_usd", "request_cost_usd")
+MONTH = "2026-10"  # the last whole month of the data, for statements
 PROBE_ROWS = 1_000
 
 # provider, request model, response model, nano-dollars per input and per output token, share
@@ -210,8 +213,15 @@ def make_chunk(
         "price_provider": strings([m[0] for m in MODELS], model, mask=~priced),
         "scope_name": pa.nulls(n, pa.string()),
         "scope_version": pa.nulls(n, pa.string()),
+        # the cost per bucket (cache at the input rate, as the cost above has it)
+        "input_cost_usd": decimal_costs((inp - cache_read) * price_in, priced),
+        "cache_read_cost_usd": decimal_costs(cache_read * price_in, priced),
+        "output_cost_usd": decimal_costs(out * price_out, priced),
+        **{name: decimal_costs(np.zeros(n, np.int64), priced) for name in ZERO_BUCKETS},
     }
-    return pa.Table.from_arrays(list(arrays.values()), schema=REQUESTS_ARROW_SCHEMA)
+    return pa.Table.from_arrays(
+        [arrays.get(f.name, pa.nulls(n, f.type)) for f in REQUESTS_ARROW_SCHEMA], schema=REQUESTS_ARROW_SCHEMA
+    )
 
 
 def check_cost_encoding() -> None:
@@ -424,6 +434,10 @@ def cases(s: Subjects) -> list[Case]:
     win = "start_time >= $since AND start_time < $until"
     w30: dict[str, Any] = {"since": END - timedelta(days=30), "until": END}
     w7: dict[str, Any] = {"since": END - timedelta(days=7), "until": END}
+    month: dict[str, Any] = {
+        "since": datetime(2026, 10, 1, tzinfo=UTC),
+        "until": datetime(2026, 11, 1, tzinfo=UTC),
+    }
     top100 = "GROUP BY user_id ORDER BY cost_usd DESC NULLS LAST LIMIT 100"
     day, hour = "epoch_us(start_time) // 86400000000 AS t, ", "epoch_us(start_time) // 3600000000 AS t, "
     heavy, median = s.heavy_user, s.median_user
@@ -483,6 +497,25 @@ def cases(s: Subjects) -> list[Case]:
             "by_property plan 30d", "by_property", call(query_by_property, "plan", "30d"), "naive by plan 30d"
         ),
         Case("totals 30d", "totals", call(query_totals, "30d"), "naive totals 30d"),
+        Case(
+            f"statement heaviest user {MONTH}",
+            "statement",
+            call(query_statement, MONTH, heavy),
+            "naive user heavy month",
+        ),
+        Case(
+            f"statement heaviest user {MONTH} Kolkata",
+            "statement",
+            call(query_statement, MONTH, heavy, tz="Asia/Kolkata"),
+            "naive user heavy month",
+        ),
+        Case(f"statement median user {MONTH}", "statement", call(query_statement, MONTH, median)),
+        Case(
+            f"statement all users {MONTH} page 1 (1000)",
+            "statement",
+            call(query_statement, MONTH),
+            "naive users month",
+        ),
         # the naive scans of requests the issue quotes, and a few more
         Case("naive users 30d", "naive", naive(win, top100, "user_id, ", **w30)),
         Case(
@@ -509,6 +542,8 @@ def cases(s: Subjects) -> list[Case]:
             ),
         ),
         Case("naive totals 30d", "naive", naive(win, **w30)),
+        Case("naive user heavy month", "naive", naive(f"user_id = $u AND {win}", u=heavy, **month)),
+        Case("naive users month", "naive", naive(win, "GROUP BY user_id", "user_id, ", **month)),
     ]
 
 

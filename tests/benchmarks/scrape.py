@@ -80,7 +80,8 @@ def build(path: str, users: int) -> None:
         "price_provider": pa.nulls(n, pa.string()),  # the costs are reported
     }
     table = pa.Table.from_arrays(
-        [columns[f.name] for f in REQUESTS_ARROW_SCHEMA], schema=REQUESTS_ARROW_SCHEMA
+        [columns.get(f.name, pa.nulls(n, f.type)) for f in REQUESTS_ARROW_SCHEMA],
+        schema=REQUESTS_ARROW_SCHEMA,
     )
     store = Store(path, Stats())
     try:

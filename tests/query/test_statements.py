@@ -16,6 +16,7 @@ from otlp import chat, request, span
 from statement_data import END, KOLKATA, MONTH, START, Call, build, serving
 
 from user_metrics.errors import InvalidInput, NotFound
+from user_metrics.query import statements
 from user_metrics.query.results import Statement, from_json, to_json
 from user_metrics.query.statements import statement
 from user_metrics.query.totals import totals
@@ -180,9 +181,12 @@ class TestUnitPriceBasis:
         """A price of 0.00025 USD per million tokens (a quarter nano-dollar a token): 10 tokens cost
         2 nano-dollars (2.5 rounded half to even), 13 tokens 3 (3.25): the line is 5 nano-dollars
         for 23 tokens, its unit price the average 5 / 23 x 10^6 nano-dollars, marked "average"; an
-        output rate of 2 USD per million tokens is "exact"."""
+        output rate of 2 USD per million tokens is "exact"; a fee of 0.000001 USD a request is a
+        "request" line counted in requests."""
         prices = tmp_path / "prices.toml"
-        prices.write_text('[[model]]\nname = "m"\ninput_mtok = 0.00025\noutput_mtok = 2\n')
+        prices.write_text(
+            '[[model]]\nname = "m"\ninput_mtok = 0.00025\noutput_mtok = 2\nrequest = 0.000001\n'
+        )
         svc = Service(tmp_path / "um.duckdb", price_file=str(prices))
         app = svc.start()
         base = int(START.timestamp() * 1e9) + 10**12
@@ -205,7 +209,48 @@ class TestUnitPriceBasis:
         assert lines["input"].unit_price_basis == "average"
         assert lines["input"].unit_price_usd == Decimal("0.000217391304347826")  # 5/23 x 10^-3, 18 places
         assert (lines["output"].unit_price_usd, lines["output"].unit_price_basis) == (Decimal(2), "exact")
-        assert user.cost_usd == Decimal("0.000006005")  # 5 + 3 x 2000 nano-dollars
+        assert (lines["request"].count, lines["request"].unit, lines["request"].amount_usd) == (
+            2,
+            "request",
+            Decimal("0.000002"),
+        )
+        assert (lines["request"].unit_price_usd, lines["request"].unit_price_basis) == (
+            Decimal("0.000001"),
+            "exact",
+        )
+        assert user.cost_usd == Decimal("0.000008005")  # 5 + 3 x 2000 + 2 x 1000 nano-dollars
+
+
+class TestRevenue:
+    def test_revenue_margin_and_revenue_only_users(
+        self, con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a revenue source: a user's revenue as revenue_by_user gives it (0 without any),
+        margin = revenue - cost, a user with revenue and no request in the month listed without
+        line items, totals summing every user's."""
+        keys = dict(con.execute("SELECT user_id, user_key FROM users WHERE user_id IS NOT NULL").fetchall())
+        september = full(con, "2026-09")  # only the last hours of September hold requests
+        active = {u.user_id for u in september.users}
+        quiet = sorted(set(keys) - active)[0]
+        (paying, *_) = sorted(u for u in active if u is not None)
+        known = {paying: Decimal("20"), quiet: Decimal("-3.5")}
+        monkeypatch.setattr(
+            statements, "revenue_by_user", lambda c, w, users=None: {keys[u]: v for u, v in known.items()}
+        )
+        got = full(con, "2026-09")
+        by_id = {u.user_id: u for u in got.users}
+        assert set(by_id) == active | {quiet}
+        assert (by_id[paying].revenue_usd, by_id[paying].margin_usd) == (
+            Decimal(20),
+            Decimal(20) - (by_id[paying].cost_usd or 0),
+        )
+        assert (by_id[quiet].requests, by_id[quiet].lines, by_id[quiet].cost_usd) == (0, (), None)
+        assert (by_id[quiet].revenue_usd, by_id[quiet].margin_usd) == (Decimal("-3.5"), Decimal("-3.5"))
+        others = [u for u in got.users if u.user_id not in known]
+        assert others and all(u.revenue_usd == 0 and u.margin_usd == -(u.cost_usd or 0) for u in others)
+        assert got.totals.revenue_usd == Decimal("16.5")
+        assert got.totals.margin_usd == Decimal("16.5") - got.totals.cost_usd
+        assert got.totals.users == len(got.users) == len(active) + 1
 
 
 class TestArguments:
