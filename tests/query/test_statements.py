@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -219,6 +220,34 @@ class TestUnitPriceBasis:
             "exact",
         )
         assert user.cost_usd == Decimal("0.000008005")  # 5 + 3 x 2000 + 2 x 1000 nano-dollars
+
+
+class TestSnapshot:
+    def test_rows_committed_while_it_reads_change_nothing(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A statement reads one snapshot: a request committed between its reads shows neither in
+        the user's cost nor in their lines, which still sum to that cost."""
+        svc = Service(tmp_path / "um.duckdb")
+        app = svc.start()
+        base = int(START.timestamp() * 1e9) + 10**12
+        app.ingestor.export(request([span(chat(user="u", model="gpt-4o", inp=1000, out=100), start=base)]))
+        read_lines = statements._lines
+
+        def lines_after_a_commit(*args: Any) -> Any:
+            late = span(chat(user="u", model="gpt-4o", inp=5000, out=100), start=base + 10**9)
+            assert app.ingestor.export(request([late])).rejected_spans == 0
+            return read_lines(*args)
+
+        monkeypatch.setattr(statements, "_lines", lines_after_a_commit)
+        con = app.store.reader()
+        try:
+            (user,) = statement(con, MONTH, "u", now=lambda: LATER).users
+        finally:
+            con.close()
+            svc.stop()
+        assert user.requests == 1 and user.cost_usd == Decimal("0.0035")
+        assert sum(line.amount_usd or 0 for line in user.lines) == user.cost_usd
 
 
 class TestRevenue:

@@ -32,6 +32,7 @@ all-users statement is read in full page by page (``offset``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -102,7 +103,24 @@ def statement(
     clock = now()
     bounds = calendar.period(name, clock, zone)
     assert bounds is not None  # a month or a month's name
-    window = Window(*bounds)
+    # One snapshot: rows committed between the statement's reads must not make lines and costs differ.
+    con.execute("BEGIN TRANSACTION READ ONLY")
+    try:
+        return _read(con, name, zone, Window(*bounds), user_id, limit, offset)
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+
+
+def _read(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    zone: str,
+    window: Window,
+    user_id: str | None,
+    limit: int,
+    offset: int,
+) -> Statement:
     params: dict[str, Any] = {"since": window.since, "until": window.until}
     where = "start_time >= $since AND start_time < $until"
     one = user_id is not None
