@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 from conftest import Service
-from otlp import chat, request, span
+from otlp import ANTHROPIC_OPENLLMETRY, chat, request, span
 from statement_data import END, KOLKATA, MONTH, START, Call, build, serving
 
 from user_metrics.errors import InvalidInput, NotFound
@@ -220,6 +220,39 @@ class TestUnitPriceBasis:
             "exact",
         )
         assert user.cost_usd == Decimal("0.000008005")  # 5 + 3 x 2000 + 2 x 1000 nano-dollars
+
+
+class TestCounts:
+    def test_counts_are_those_pricing_applied(self, tmp_path: Path) -> None:
+        """A reasoning count above the output count is cut to it, as pricing does: o3-mini with 10
+        output and 50 reasoning tokens bills 10 reasoning tokens and no other output; an
+        Anthropic span counting input without cache (cache added to input) bills its 12
+        uncached input tokens as input and its cache as cache_read and cache_write."""
+        svc = Service(tmp_path / "um.duckdb")
+        app = svc.start()
+        base = int(START.timestamp() * 1e9) + 10**12
+        over = chat(
+            user="u", model="o3-mini", inp=100, out=10, **{"gen_ai.usage.reasoning.output_tokens": 50}
+        )
+        app.ingestor.export(
+            request([span(over, start=base), span({**ANTHROPIC_OPENLLMETRY, "user.id": "u"}, start=base)])
+        )
+        con = app.store.reader()
+        try:
+            (user,) = statement(con, MONTH, "u", now=lambda: LATER).users
+        finally:
+            con.close()
+            svc.stop()
+        counts = {(line.model, line.bucket): line.count for line in user.lines}
+        assert counts == {
+            ("claude-sonnet-4-20250514", "input"): 12,
+            ("claude-sonnet-4-20250514", "cache_read"): 5000,
+            ("claude-sonnet-4-20250514", "cache_write"): 1000,
+            ("claude-sonnet-4-20250514", "output"): 300,
+            ("o3-mini", "input"): 100,
+            ("o3-mini", "reasoning"): 10,
+        }
+        assert sum(line.amount_usd or 0 for line in user.lines) == user.cost_usd
 
 
 class TestSnapshot:
