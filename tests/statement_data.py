@@ -17,6 +17,7 @@ from otlp import request, span
 START = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH = "2026-10"
 END = datetime(2026, 11, 1, tzinfo=UTC)
+EDGE_USER = "edge-user"
 KOLKATA = "Asia/Kolkata"  # +05:30: October starts 2026-09-30T18:30Z
 USERS = [f"user-{i:02d}" for i in range(30)] + ["zoë 🙂", "o'brien", 'a,b"c']
 MODELS = [
@@ -86,6 +87,8 @@ def build(seed: int = 16, count: int = 900) -> list[Call]:
                 reported=f"0.{rng.randrange(10**9):09d}" if i % 13 == 0 else None,
             )
         )
+    for edge in EDGES:  # a user active only on the days at the month's edges
+        calls.append(Call(EDGE_USER, "openai", "gpt-4o", edge, 1000, 100, 200, 0, 0, None))
     return calls
 
 

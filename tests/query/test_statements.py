@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from conftest import Service
 from otlp import ANTHROPIC_OPENLLMETRY, chat, request, span
-from statement_data import END, KOLKATA, MONTH, START, Call, build, serving
+from statement_data import EDGE_USER, END, KOLKATA, MONTH, START, Call, build, serving
 
 from user_metrics.errors import InvalidInput, NotFound
 from user_metrics.query import statements
@@ -144,6 +144,21 @@ class TestReconciles:
         one = statement(con, MONTH, "user-03", now=lambda: LATER)
         assert one.users == (everyone["user-03"],)
         assert one.totals.cost_usd == everyone["user-03"].cost_usd and one.totals.users == 1
+
+    @pytest.mark.parametrize("tz", [None, KOLKATA])
+    def test_every_user_alone_is_their_part_of_the_whole(
+        self, con: duckdb.DuckDBPyConnection, tz: str | None
+    ) -> None:
+        """Each user's own statement (read from the days the rollups have them on when those are
+        few, like edge-user's, active only at the month's edges) is their entry in the whole."""
+        whole = full(con, MONTH, tz)
+        for u in whole.users:
+            if u.user_id is not None:
+                assert statement(con, MONTH, u.user_id, tz=tz, now=lambda: LATER).users == (u,)
+        edge = {u.user_id: u for u in whole.users}[EDGE_USER]
+        assert edge.requests == sum(
+            1 for c in CALLS if c.user == EDGE_USER and whole.since <= c.start < whole.until
+        )
 
     def test_pages_cover_every_user_once(self, con: duckdb.DuckDBPyConnection) -> None:
         """Pages of 7 users concatenate to the whole statement; totals are the month's on each."""

@@ -47,9 +47,10 @@ from user_metrics.query import calendar, scope
 from user_metrics.query.results import Statement, StatementLine, StatementTotals, UserStatement
 from user_metrics.query.revenue import revenue_by_user
 from user_metrics.query.scope import MAX_PAGE, fetch_dicts, user_key
-from user_metrics.query.window import Window
+from user_metrics.query.window import Window, from_micros
 
 DEFAULT_LIMIT = 1000
+MAX_RUNS = 4  # runs of days one user's statement reads on its own; more: the whole month
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 _MONTHS = ("this_month", "last_month")
 NANO = Decimal("1e-9")
@@ -127,7 +128,7 @@ def _read(
     key = user_key(con, user_id) if one else 0
     if one:
         params["uid"] = user_id
-        where += " AND user_id = $uid"
+        where = f"{_days_of(con, key, window, params)} AND user_id = $uid"
     active = {
         r["user_id"]: r
         for r in fetch_dicts(
@@ -169,6 +170,35 @@ def _read(
     return Statement(name, zone, window.since, window.until, tuple(users), offset, limit, totals)
 
 
+def _days_of(con: duckdb.DuckDBPyConnection, key: int, window: Window, params: dict[str, Any]) -> str:
+    """Where one user's rows of the window are: the runs of UTC days the daily rollup has them
+    on (clipped to the window), so the scan skips the rest; the whole window past ``MAX_RUNS``."""
+    first, last = window.since_us // calendar.US_PER_DAY, (window.until_us - 1) // calendar.US_PER_DAY
+    days = [
+        int(d)
+        for (d,) in con.execute(
+            "SELECT DISTINCT day FROM rollup_user_day WHERE user_key = $k AND day BETWEEN $a AND $b "
+            "ORDER BY day",
+            {"k": key, "a": first, "b": last},
+        ).fetchall()
+    ]
+    runs: list[list[int]] = []
+    for d in days:
+        if runs and runs[-1][1] == d:
+            runs[-1][1] = d + 1
+        else:
+            runs.append([d, d + 1])
+    if len(runs) > MAX_RUNS:
+        return "start_time >= $since AND start_time < $until"
+    ranges = ["FALSE"]
+    for i, (a, b) in enumerate(runs):
+        params[f"s{i}"] = from_micros(max(a * calendar.US_PER_DAY, window.since_us))
+        params[f"u{i}"] = from_micros(min(b * calendar.US_PER_DAY, window.until_us))
+        ranges.append(f"(start_time >= $s{i} AND start_time < $u{i})")
+    del params["since"], params["until"]
+    return f"({' OR '.join(ranges)})"
+
+
 def _order(user_id: str | None) -> tuple[bool, str]:
     return (user_id is None, user_id or "")
 
@@ -203,25 +233,31 @@ def _lines(
     named = [i for i in page if i is not None]
     params = {**params, "page": named}
     either = ["user_id IN (SELECT unnest($page::VARCHAR[]))"] + (["user_id IS NULL"] if None in page else [])
-    columns = []
-    sums = []
+    columns, nanos, reduced, sums = [], [], [], []
     for bucket, (count, amount) in BUCKETS.items():
         columns += [f"({count})::BIGINT AS n_{bucket}", f"{amount} AS a_{bucket}"]
-        a, n, kept = f"(a_{bucket} * 1000000000)::BIGINT", f"n_{bucket}", f"FILTER (n_{bucket} > 0)"
+        nanos.append(f"(a_{bucket} * 1000000000)::BIGINT AS i_{bucket}")
+        # each row's rate amount/count as a reduced fraction p/q (NULL without tokens)
+        g = f"gcd(i_{bucket}, n_{bucket})"
+        reduced += [
+            f"CASE WHEN n_{bucket} > 0 THEN i_{bucket} // {g} END AS p_{bucket}",
+            f"CASE WHEN n_{bucket} > 0 THEN n_{bucket} // {g} END AS q_{bucket}",
+        ]
         sums += [
             f"sum(n_{bucket}) AS n_{bucket}",
             f"sum(a_{bucket}) AS a_{bucket}",
-            # every row at one rate: the reduced fractions amount/count are all the same
-            f"min({a} // gcd({a}, {n})) {kept} = max({a} // gcd({a}, {n})) {kept} "
-            f"AND min({n} // gcd({a}, {n})) {kept} = max({n} // gcd({a}, {n})) {kept} AS x_{bucket}",
+            # every row at one rate: the reduced fractions are all the same
+            f"min(p_{bucket}) = max(p_{bucket}) AND min(q_{bucket}) = max(q_{bucket}) AS x_{bucket}",
         ]
     rows = fetch_dicts(
         con,
         f"""SELECT user_id, model, provider, kind, count(*) AS requests, sum(cost_usd) AS cost,
                    {", ".join(sums)}
-            FROM (SELECT user_id, coalesce(request_model, response_model) AS model, provider,
-                         {_KIND} AS kind, cost_usd, {", ".join(columns)}
-                  FROM requests WHERE {where} AND ({" OR ".join(either)}))
+            FROM (SELECT *, {", ".join(reduced)}
+                  FROM (SELECT *, {", ".join(nanos)}
+                        FROM (SELECT user_id, coalesce(request_model, response_model) AS model, provider,
+                                     {_KIND} AS kind, cost_usd, {", ".join(columns)}
+                              FROM requests WHERE {where} AND ({" OR ".join(either)}))))
             GROUP BY user_id, model, provider, kind
             ORDER BY model NULLS LAST, provider NULLS LAST,
                      list_position(['split', 'total', 'reported', 'unpriced'], kind) NULLS LAST, kind""",
