@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from user_metrics.client import RemoteClient
     from user_metrics.serve.local_client import LocalClient
 
-PAGE = 1000  # users per request while reading every user
+PAGE = 5000  # users per request while reading every user (each request reads the month once)
 
 
 def add_statement_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
