@@ -816,8 +816,35 @@ def check_exactness(con: Any) -> None:
     ]
     problems += [f"by_property ragged 30d: {b}" for b in bad]
     print(f"  by_property plan ragged 30d, users+requests+cost per value: {'OK' if not bad else 'MISMATCH'}")
+    problems += check_statements(con)
     for p in problems:
         print(f"    {p}")
+
+
+def check_statements(con: Any) -> list[str]:
+    """A month's statement in UTC and Asia/Kolkata: its first page's users have users()' costs and
+    line amounts summing to them; its total is totals()' cost of the same window."""
+    bad = []
+    for tz in (None, "Asia/Kolkata"):
+        got = query_statement(con, MONTH, tz=tz, limit=2000, now=now)
+        page = query_users(con, got.since, got.until, limit=10_000, sort="user_id", now=now)
+        costs = {u.user_id: u.cost_usd for u in page.users}
+        for u in got.users:
+            lines = [line.amount_usd for line in u.lines if line.amount_usd is not None]
+            if (
+                u.cost_usd != costs.get(u.user_id)
+                or (sum(lines, Decimal(0)) if lines else None) != u.cost_usd
+            ):
+                bad.append(
+                    f"statement {MONTH} {tz}: {u.user_id} lines/cost {u.cost_usd} vs users() {costs.get(u.user_id)}"
+                )
+        whole = query_totals(con, got.since, got.until, now=now)
+        if (got.totals.cost_usd, got.totals.requests) != (whole.cost_usd, whole.requests):
+            bad.append(f"statement {MONTH} {tz}: total {got.totals.cost_usd} vs totals() {whole.cost_usd}")
+        print(
+            f"  statement {MONTH} {tz or 'UTC'}: first 2,000 users vs users(), total vs totals(): {'OK' if not bad else 'MISMATCH'}"
+        )
+    return bad
 
 
 # ---- the server's store in a fresh process --------------------------------------------------------

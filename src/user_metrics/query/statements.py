@@ -129,19 +129,23 @@ def _read(
     if one:
         params["uid"] = user_id
         where = f"{_days_of(con, key, window, params)} AND user_id = $uid"
-    active = {
-        r["user_id"]: r
-        for r in fetch_dicts(
-            con,
-            f"""SELECT user_id, count(*) AS requests, sum(cost_usd) AS cost, count(cost_usd) AS priced
-                FROM requests WHERE {where} GROUP BY user_id""",
-            params,
-        )
-    }
+    if one:  # the user's sums come with their lines: one read of their rows
+        lines, active = _lines(con, where, params, [user_id])
+    else:
+        active = {
+            r["user_id"]: r
+            for r in fetch_dicts(
+                con,
+                f"""SELECT user_id, count(*) AS requests, sum(cost_usd) AS cost, count(cost_usd) AS priced
+                    FROM requests WHERE {where} GROUP BY user_id""",
+                params,
+            )
+        }
     revenue = revenue_by_user(con, window, [key] if one else None)
     ids = sorted({*active, *_ids_of(con, revenue or {})} | ({user_id} if one else set()), key=_order)
     page = ids[offset : offset + limit]
-    lines = _lines(con, where, params, page) if page else {}
+    if not one:
+        lines = _lines(con, where, params, page)[0] if page else {}
     keys = _keys_of(con, page) if revenue is not None else {}
     users = []
     for uid in page:
@@ -228,8 +232,9 @@ def _keys_of(con: duckdb.DuckDBPyConnection, ids: Sequence[str | None]) -> dict[
 
 def _lines(
     con: duckdb.DuckDBPyConnection, where: str, params: dict[str, Any], page: Sequence[str | None]
-) -> dict[str | None, list[StatementLine]]:
-    """The line items of the users of ``page``: one GROUP BY over their rows of the month."""
+) -> tuple[dict[str | None, list[StatementLine]], dict[str | None, dict[str, Any]]]:
+    """The line items of the users of ``page`` and their requests, cost and priced groups: one
+    GROUP BY over their rows of the month."""
     named = [i for i in page if i is not None]
     params = {**params, "page": named}
     either = ["user_id IN (SELECT unnest($page::VARCHAR[]))"] + (["user_id IS NULL"] if None in page else [])
@@ -264,9 +269,15 @@ def _lines(
         params,
     )
     out: dict[str | None, list[StatementLine]] = {}
+    per_user: dict[str | None, dict[str, Any]] = {}
     for row in rows:
         out.setdefault(row["user_id"], []).extend(_line_items(row))
-    return out
+        user = per_user.setdefault(row["user_id"], {"requests": 0, "cost": Decimal(0), "priced": 0})
+        user["requests"] += row["requests"]
+        if row["cost"] is not None:
+            user["cost"] += row["cost"]
+            user["priced"] += 1
+    return out, per_user
 
 
 def _line_items(row: dict[str, Any]) -> list[StatementLine]:
