@@ -28,6 +28,10 @@ listed, without line items.
 Bounds: one page of at most ``MAX_PAGE`` users (``limit``, default 1000), sorted by user id with
 the null user (requests that named none) last; ``totals`` covers every user of the month, so an
 all-users statement is read in full page by page (``offset``).
+
+Reads: one read-only snapshot. All users: one GROUP BY user over the month's rows (ids, costs,
+totals), one for the page's lines. One user: one GROUP BY over their rows, read only on the runs
+of UTC days the daily rollup has them on when there are at most ``MAX_RUNS``.
 """
 
 from __future__ import annotations
