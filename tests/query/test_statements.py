@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ from conftest import Service
 from otlp import ANTHROPIC_OPENLLMETRY, chat, request, span
 from statement_data import EDGE_USER, END, KOLKATA, MONTH, START, Call, build, serving
 
+from user_metrics.app import App
 from user_metrics.errors import InvalidInput, NotFound
 from user_metrics.query import statements
 from user_metrics.query.results import Statement, from_json, to_json
@@ -27,6 +29,23 @@ from user_metrics.store.schema import PENDING_COLUMNS, SPLIT_COLUMNS
 CALLS = build()
 LATER = datetime(2026, 12, 20, tzinfo=UTC)
 TOKEN_BUCKETS = ("input", "cache_read", "cache_write", "output", "reasoning")
+BASE = int(START.timestamp() * 1e9) + 10**12  # in the month, in nanoseconds
+
+
+@contextmanager
+def holding(
+    tmp_path: Path, spans: list[Any], **settings: Any
+) -> Iterator[tuple[App, duckdb.DuckDBPyConnection]]:
+    """A service holding ``spans`` (and the settings given), and a reader of it."""
+    svc = Service(tmp_path / "um.duckdb", **settings)
+    app = svc.start()
+    assert app.ingestor.export(request(spans)).rejected_spans == 0
+    con = app.store.reader()
+    try:
+        yield app, con
+    finally:
+        con.close()
+        svc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -203,23 +222,12 @@ class TestUnitPriceBasis:
         prices.write_text(
             '[[model]]\nname = "m"\ninput_mtok = 0.00025\noutput_mtok = 2\nrequest = 0.000001\n'
         )
-        svc = Service(tmp_path / "um.duckdb", price_file=str(prices))
-        app = svc.start()
-        base = int(START.timestamp() * 1e9) + 10**12
-        app.ingestor.export(
-            request(
-                [
-                    span(chat(user="u", model="m", inp=10, out=1), start=base),
-                    span(chat(user="u", model="m", inp=13, out=2), start=base + 10**9),
-                ]
-            )
-        )
-        con = app.store.reader()
-        try:
+        calls = [
+            span(chat(user="u", model="m", inp=10, out=1), start=BASE),
+            span(chat(user="u", model="m", inp=13, out=2), start=BASE + 10**9),
+        ]
+        with holding(tmp_path, calls, price_file=str(prices)) as (_, con):
             (user,) = statement(con, MONTH, "u", now=lambda: LATER).users
-        finally:
-            con.close()
-            svc.stop()
         lines = {line.bucket: line for line in user.lines}
         assert (lines["input"].count, lines["input"].amount_usd) == (23, Decimal("0.000000005"))
         assert lines["input"].unit_price_basis == "average"
@@ -243,21 +251,12 @@ class TestCounts:
         output and 50 reasoning tokens bills 10 reasoning tokens and no other output; an
         Anthropic span counting input without cache (cache added to input) bills its 12
         uncached input tokens as input and its cache as cache_read and cache_write."""
-        svc = Service(tmp_path / "um.duckdb")
-        app = svc.start()
-        base = int(START.timestamp() * 1e9) + 10**12
         over = chat(
             user="u", model="o3-mini", inp=100, out=10, **{"gen_ai.usage.reasoning.output_tokens": 50}
         )
-        app.ingestor.export(
-            request([span(over, start=base), span({**ANTHROPIC_OPENLLMETRY, "user.id": "u"}, start=base)])
-        )
-        con = app.store.reader()
-        try:
+        calls = [span(over, start=BASE), span({**ANTHROPIC_OPENLLMETRY, "user.id": "u"}, start=BASE)]
+        with holding(tmp_path, calls) as (_, con):
             (user,) = statement(con, MONTH, "u", now=lambda: LATER).users
-        finally:
-            con.close()
-            svc.stop()
         counts = {(line.model, line.bucket): line.count for line in user.lines}
         assert counts == {
             ("claude-sonnet-4-20250514", "input"): 12,
@@ -274,26 +273,22 @@ class TestSnapshot:
     def test_rows_committed_while_it_reads_change_nothing(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A statement reads one snapshot: a request committed between its reads shows neither in
-        the user's cost nor in their lines, which still sum to that cost."""
-        svc = Service(tmp_path / "um.duckdb")
-        app = svc.start()
-        base = int(START.timestamp() * 1e9) + 10**12
-        app.ingestor.export(request([span(chat(user="u", model="gpt-4o", inp=1000, out=100), start=base)]))
+        """A statement reads one snapshot: a request committed between its reads (the users'
+        costs, then the page's lines) shows neither in the user's cost nor in their lines, which
+        still sum to that cost."""
         read_lines = statements._lines
+        with holding(tmp_path, [span(chat(user="u", model="gpt-4o", inp=1000, out=100), start=BASE)]) as (
+            app,
+            con,
+        ):
 
-        def lines_after_a_commit(*args: Any) -> Any:
-            late = span(chat(user="u", model="gpt-4o", inp=5000, out=100), start=base + 10**9)
-            assert app.ingestor.export(request([late])).rejected_spans == 0
-            return read_lines(*args)
+            def lines_after_a_commit(*args: Any) -> Any:
+                late = span(chat(user="u", model="gpt-4o", inp=5000, out=100), start=BASE + 10**9)
+                assert app.ingestor.export(request([late])).rejected_spans == 0
+                return read_lines(*args)
 
-        monkeypatch.setattr(statements, "_lines", lines_after_a_commit)
-        con = app.store.reader()
-        try:
-            (user,) = statement(con, MONTH, "u", now=lambda: LATER).users
-        finally:
-            con.close()
-            svc.stop()
+            monkeypatch.setattr(statements, "_lines", lines_after_a_commit)
+            (user,) = statement(con, MONTH, now=lambda: LATER).users
         assert user.requests == 1 and user.cost_usd == Decimal("0.0035")
         assert sum(line.amount_usd or 0 for line in user.lines) == user.cost_usd
 
