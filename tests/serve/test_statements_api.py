@@ -9,16 +9,17 @@ import io
 import json
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from conftest import Service
 from servers import cli
-from statement_data import KOLKATA, MONTH, build, serving
+from statement_data import KOLKATA, MONTH, START, build, serving
 
 from user_metrics.cli import statement_command
-from user_metrics.client import RemoteClient
+from user_metrics.client import RemoteClient, connect
 from user_metrics.query.results import to_json
 from user_metrics.query.statement_csv import COLUMNS
 from user_metrics.query.statements import statement
@@ -100,6 +101,24 @@ class TestHttp:
         ):
             status, _, body, _ = get(served, f"/api/v1/statements?{query}")
             assert status == 400 and json.loads(body)["error"].startswith(name), query
+
+
+class TestZoneSetting:
+    def test_the_timezone_setting_is_the_zone_without_tz(self, tmp_path: Path) -> None:
+        """Without tz, a server's statement is in its timezone setting, and so is a file read with
+        connect(path, timezone=...); tz= still wins."""
+        svc = Service(tmp_path / "um.duckdb", timezone=KOLKATA)
+        svc.start()
+        try:
+            status, _, body, _ = get(svc, f"/api/v1/statements?month={MONTH}")
+            assert status == 200 and json.loads(body)["tz"] == KOLKATA
+            assert json.loads(body)["since"] == "2026-09-30T18:30:00Z"
+            assert json.loads(get(svc, f"/api/v1/statements?month={MONTH}&tz=UTC")[2])["tz"] == "UTC"
+        finally:
+            svc.stop()
+        with connect(tmp_path / "um.duckdb", timezone=KOLKATA) as client:
+            assert client.statement(MONTH).tz == KOLKATA
+            assert client.statement(MONTH, tz="UTC").since == START
 
 
 class TestClients:

@@ -30,7 +30,11 @@ def add_statement_command(commands: Any, parents: list[argparse.ArgumentParser])
     )
     one.add_argument("--month", required=True, help="YYYY-MM (e.g. 2026-11), this_month or last_month")
     one.add_argument("--user", metavar="ID", help="only this user (default: every user of the month)")
-    one.add_argument("--tz", metavar="ZONE", help="the month in this IANA zone (default UTC)")
+    one.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="the month in this IANA zone (default: the timezone setting, UTC unless set)",
+    )
 
 
 def statement_pages(client: LocalClient | RemoteClient, args: argparse.Namespace) -> list[Statement]:

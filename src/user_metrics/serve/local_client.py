@@ -150,7 +150,7 @@ class LocalClient:
     def statement(
         self, month: str, user_id: str | None = None, tz: str | None = None, **kwargs: Any
     ) -> Statement:
-        return statement(self._con, month, user_id, tz=tz, **kwargs)
+        return statement(self._con, month, user_id, **self._zone({**kwargs, "tz": tz}))
 
     def sql(self, sql: str, limit: int = DEFAULT_ROWS, timeout: float = DEFAULT_TIMEOUT_S) -> SqlResult:
         return run_sql(self._sql, sql, limit=limit, timeout=timeout)
