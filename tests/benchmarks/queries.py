@@ -224,6 +224,38 @@ def make_chunk(
     )
 
 
+# Plan prices (per month, or per year) and, for every tenth user, an imported monthly invoice
+# (a service period of one month each, over the data's 90 days, plus a refund instant).
+PLAN_PRICES = [("free", "0", "month"), ("pro", "20", "month"), ("enterprise", "2400", "year")]
+
+
+def add_revenue(path: str) -> None:
+    """Give every user revenue: plan prices, and imported records for every tenth user (idempotent)."""
+    con = duckdb.connect(path)
+    try:
+        con.execute("DELETE FROM plan_prices")
+        con.executemany(
+            "INSERT INTO plan_prices VALUES ('plan', ?, ?::DECIMAL(18, 9), ?)", [list(p) for p in PLAN_PRICES]
+        )
+        con.execute(
+            f"""INSERT INTO revenue BY NAME
+            SELECT 'bench-' || u || '-' || m AS id, u AS user_id, 49.99::DECIMAL(18, 9) AS amount_usd,
+                   {START_US} + m * 30 * {US_PER_DAY} AS start_us,
+                   {START_US} + (m + 1) * 30 * {US_PER_DAY} AS end_us, 0 AS imported_us, 'bench' AS source
+            FROM (SELECT printf('user-%06d', n) AS u FROM range(0, {USERS}, 10) AS t(n)), range(3) AS r(m)
+            UNION ALL
+            SELECT 'bench-refund-' || u, u, -5.5, {END_US} - {US_PER_DAY}, {END_US} - {US_PER_DAY}, 0, 'bench'
+            FROM (SELECT printf('user-%06d', n) AS u FROM range(5, {USERS}, 10) AS t(n))
+            ON CONFLICT DO NOTHING"""
+        )
+        (n,) = con.execute("SELECT count(*) FROM revenue").fetchone()  # type: ignore[misc]
+        print(
+            f"revenue: plan prices {', '.join(f'{v} {a}/{per}' for v, a, per in PLAN_PRICES)}; {n:,} records"
+        )
+    finally:
+        con.close()
+
+
 def check_cost_encoding() -> None:
     """decimal_costs must give exactly what the ingest path's nanos_to_decimal_array gives."""
     nanos = np.array([0, 1, 999_999_999, 123_456_789_012, 5], dtype=np.int64)
@@ -444,6 +476,9 @@ def cases(s: Subjects) -> list[Case]:
     return [
         Case("users 30d -cost_usd top 100", "users", call(query_users, "30d"), "naive users 30d"),
         Case("users 30d -requests", "users", call(query_users, "30d", sort="-requests"), "naive users 30d"),
+        Case("users 30d margin_usd (least first)", "users", call(query_users, "30d", sort="margin_usd")),
+        Case("users 30d -margin_ratio", "users", call(query_users, "30d", sort="-margin_ratio")),
+        Case("users 30d -revenue_usd", "users", call(query_users, "30d", sort="-revenue_usd")),
         Case(
             "users 30d page 2 (offset 100)", "users", call(query_users, "30d", offset=100), "naive users 30d"
         ),
@@ -667,9 +702,11 @@ def zone_cases(s: Subjects) -> list[tuple[str, str, Callable[[str], Callable[[An
             "users",
             lambda tz: call(query_users, "this_month", sort="-cost_usd", tz=tz),
         ),
-        # MARGINS: the margins helper adds `sort="margin_usd"` (least profitable first) here:
-        # ("users this_month margin_usd", "users",
-        #  lambda tz: call(query_users, "this_month", sort="margin_usd", tz=tz)),
+        (
+            "users this_month margin_usd",
+            "users",
+            lambda tz: call(query_users, "this_month", sort="margin_usd", tz=tz),
+        ),
         ("user heaviest this_month", "user", lambda tz: call(query_user, s.heavy_user, "this_month", tz=tz)),
         (
             "by_property plan this_month",
@@ -760,8 +797,29 @@ def check_exactness(con: Any) -> None:
         order = [u.user_id for u in page.users] == [r[0] for r in direct[:20]]
         if not order:
             bad.append("top-20 order differs from the direct ranking by cost")
-        if page.total != len(direct):
-            bad.append(f"total {page.total} vs direct {len(direct)} distinct user ids (NULL included)")
+        # users() also lists users with revenue but no request in the window: revenue records
+        # counting in it, and plan days (a priced plan on a request of the window's first or last
+        # UTC day, outside the window)
+        (paying,) = con.execute(
+            """SELECT count(DISTINCT user_id) FROM (
+                   SELECT user_id FROM revenue
+                   WHERE (end_us = start_us AND start_us >= epoch_us($since) AND start_us < epoch_us($until))
+                      OR (end_us > start_us AND start_us < epoch_us($until) AND end_us > epoch_us($since))
+                   UNION ALL
+                   SELECT user_id FROM requests
+                   WHERE user_id IS NOT NULL AND properties['plan'] IN (SELECT value FROM plan_prices)
+                     AND ((start_time >= date_trunc('day', $since::TIMESTAMPTZ) AND start_time < $since)
+                          OR (start_time >= $until AND start_time < date_trunc('day', $until::TIMESTAMPTZ)
+                              + INTERVAL 1 DAY)))
+               WHERE user_id NOT IN (SELECT user_id FROM requests WHERE user_id IS NOT NULL
+                                     AND start_time >= $since AND start_time < $until)""",
+            {"since": since, "until": END},
+        ).fetchone()
+        if page.total != len(direct) + paying:
+            bad.append(
+                f"total {page.total} vs direct {len(direct)} distinct user ids (NULL included) "
+                f"+ {paying} with revenue only"
+            )
         problems += [f"users {label}: {b}" for b in bad]
         print(
             f"  users {label} (since {since.isoformat()}), top 20 requests+cost_usd, order, total: "
@@ -974,6 +1032,7 @@ def main() -> None:
     version = schema_version(args.db)
     if version != SCHEMA_VERSION:
         sys.exit(f"{args.db} has schema version {version}, this code {SCHEMA_VERSION}: rebuild it (new --db)")
+    add_revenue(args.db)
     con = duckdb.connect(args.db, read_only=True)
     try:
         tables = [

@@ -25,7 +25,14 @@ from user_metrics.cli.statement_command import add_statement_command, render_sta
 from user_metrics.client import RemoteClient, connect
 from user_metrics.errors import Unavailable
 from user_metrics.query.calendar import PERIODS
-from user_metrics.query.results import DEFAULT_VALUES, MAX_VALUES, SORTABLE_USER_FIELDS, USER_FIELDS, to_json
+from user_metrics.query.results import (
+    DEFAULT_VALUES,
+    MAX_VALUES,
+    PROFIT_FIELDS,
+    SORTABLE_USER_FIELDS,
+    USER_FIELDS,
+    to_json,
+)
 from user_metrics.settings import ENV_PREFIX, load_settings, split_address
 
 if TYPE_CHECKING:
@@ -254,7 +261,9 @@ def render(command: str, data: dict[str, Any], fmt: str) -> str:
 def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[str], list[list[Any]], str]:
     window = f"{data.get('since')} .. {data.get('until')}"
     if command == "users":
-        fields = [f for f in USER_FIELDS if f != "models"] if full else list(USER_TABLE)
+        fields = (
+            [f for f in USER_FIELDS if f != "models"] if full else _with_profit(USER_TABLE, data["users"])
+        )
         rows = [[_cell(u, f, full) for f in fields] for u in data["users"]]
         if full:
             fields.append("models")
@@ -301,6 +310,8 @@ def _tabular(command: str, data: dict[str, Any], full: bool) -> tuple[Sequence[s
         ]
         if full:
             fields = list(data["values"][0]) if data["values"] else fields
+        else:
+            fields = _with_profit(fields, data["values"])
         rows = [[_cell(v, f, full, missing="(not set)") for f in fields] for v in data["values"]]
         note = f"property {data['key']!r}, {window}"
         if data["truncated"]:
@@ -324,6 +335,15 @@ def _local_start(start: str, tz: str | None) -> str:
         return start
     instant = datetime.fromisoformat(start.replace("Z", "+00:00"))
     return instant.astimezone(ZoneInfo(tz)).isoformat()
+
+
+def _with_profit(fields: Sequence[str], items: list[dict[str, Any]]) -> list[str]:
+    """The table's columns, with revenue and margin after the cost when revenue is known."""
+    out = list(fields)
+    if any(item.get("revenue_usd") is not None for item in items):
+        at = out.index("cost_usd") + 1
+        out[at:at] = list(PROFIT_FIELDS)
+    return out
 
 
 def _cell(item: dict[str, Any], field: str, full: bool, missing: str = NO_USER) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 
 from user_metrics.errors import InvalidInput
-from user_metrics.query import scope
+from user_metrics.query import profit, revenue, scope
 from user_metrics.query.cells import PER_USER, folded
 from user_metrics.query.results import (
     DEFAULT_VALUES,
@@ -67,10 +67,12 @@ def by_property(
                      sum(unpriced_requests) AS unpriced_requests
               FROM ({q.cells(PER_USER, US_PER_DAY, None, extra, rows_only=rows_only)}) GROUP BY ALL) AS c
         LEFT JOIN dims AS d USING (dims_id) GROUP BY ALL"""
+    rel = revenue.revenue_sql(con, window, q.params)
     # Ties between users go to the lower user key, so the answer is the same every time.
     rows = fetch_dicts(
         con,
-        f"""WITH v AS (
+        f"""WITH p AS ({per_user}),
+            v AS (
                 SELECT pvalue AS value, count(*) FILTER (user_key <> 0) AS users, sum(requests) AS requests,
                        sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced_requests,
                        coalesce(sum(cost_usd) FILTER (user_key <> 0), 0) AS user_cost,
@@ -78,8 +80,18 @@ def by_property(
                        coalesce(max(cost_usd) FILTER (user_key <> 0), 0) AS most_costly_user_cost_usd,
                        arg_min(user_key, (cost_usd, user_key)) FILTER (user_key <> 0) AS bottom,
                        coalesce(min(cost_usd) FILTER (user_key <> 0), 0) AS least_costly_user_cost_usd
-                FROM ({per_user}) GROUP BY pvalue),
-            page AS (SELECT *, count(*) OVER () AS total_values FROM v
+                FROM p GROUP BY pvalue),
+            {_owned_sql(rel, q.filters.active)},
+            vr AS (SELECT coalesce(v.value, o.value) AS value, coalesce(v.users, 0) AS users,
+                          coalesce(v.requests, 0) AS requests,
+                          CASE WHEN v.requests IS NULL THEN 0 ELSE v.cost_usd END AS cost_usd,
+                          coalesce(v.unpriced_requests, 0) AS unpriced_requests,
+                          coalesce(v.user_cost, 0) AS user_cost, v.top,
+                          coalesce(v.most_costly_user_cost_usd, 0) AS most_costly_user_cost_usd, v.bottom,
+                          coalesce(v.least_costly_user_cost_usd, 0) AS least_costly_user_cost_usd,
+                          o.rev AS revenue_nanos
+                   FROM v FULL JOIN owned AS o ON o.value IS NOT DISTINCT FROM v.value),
+            page AS (SELECT *, count(*) OVER () AS total_values FROM vr
                      ORDER BY cost_usd DESC, value NULLS LAST LIMIT {limit})
             SELECT v.* EXCLUDE (top, bottom), t.user_id AS most_costly_user, b.user_id AS least_costly_user
             FROM page AS v LEFT JOIN users AS t ON t.user_key = v.top
@@ -93,9 +105,27 @@ def by_property(
         row = ints_of(row)
         del row["total_values"]
         user_cost = row.pop("user_cost")
+        nanos = row.pop("revenue_nanos")
         avg = (user_cost / row["users"]).quantize(NANO, ROUND_HALF_EVEN) if row["users"] else Decimal("0E-9")
-        values.append(PropertyValue(avg_cost_per_user=avg, **row))
+        found = PropertyValue(avg_cost_per_user=avg, **row)
+        values.append(profit.with_margins(found, None if rel is None else revenue.to_usd(nanos or 0)))
     return PropertyBreakdown(key, window.since, window.until, tuple(values), total, total > len(values))
+
+
+def _owned_sql(rel: str | None, filtered: bool) -> str:
+    """CTE ``owned`` (value, rev): revenue per value, each user's in the group of the value most of
+    their requests in the window carried (ties: the smallest value); users whose requests carry
+    none, and users with revenue but no request in the window, in the null group (with a filter
+    active, only users with a matching request count)."""
+    if rel is None:
+        return "owned AS (SELECT NULL::VARCHAR AS value, NULL::HUGEINT AS rev WHERE false)"
+    return f"""owner AS (SELECT user_key, pvalue FROM p WHERE user_key <> 0
+                        QUALIFY row_number() OVER (PARTITION BY user_key
+                                                   ORDER BY pvalue IS NULL, requests DESC, pvalue) = 1),
+            owned AS (SELECT o.pvalue AS value, sum(r.revenue_nanos)::HUGEINT AS rev
+                      FROM ({rel}) AS r {"JOIN" if filtered else "LEFT JOIN"} owner AS o
+                      ON o.user_key = r.user_key
+                      GROUP BY ALL)"""
 
 
 def property_keys(con: duckdb.DuckDBPyConnection) -> PropertyKeys:

@@ -63,7 +63,7 @@ class UserStats:
 
 USER_FIELDS = tuple(f.name for f in dataclasses.fields(UserStats))
 PROFIT_FIELDS = ("revenue_usd", "margin_usd", "margin_ratio")
-SORTABLE_USER_FIELDS = tuple(name for name in USER_FIELDS if name != "models" and name not in PROFIT_FIELDS)
+SORTABLE_USER_FIELDS = tuple(name for name in USER_FIELDS if name != "models")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,23 +1,413 @@
 """Revenue per user in a window, exact to the nano-dollar: plan prices prorated, imported records.
 
-Interface stub (issue 16); the billing helper fills it in.
+Two sources, both optional (README "Revenue and margins" states the rules):
+
+- Plan prices (``plan_prices``): a user is on plan v on a local day (the window's zone) when one
+  of their requests that day carried the plan property = v; of several priced values on a day
+  the dearest counts (the highest price per micro of that day's month, or year). Each plan day
+  counts for its overlap with the window, and per (user, local month or year, plan) revenue is
+  price x (plan-day micros in the window) / (micros of that month or year), rounded half to
+  even to the nano-dollar once. A day that an imported period of the user overlaps gets none.
+- Imported records (``revenue``): amount x overlap(period, window) / period length, rounded
+  half to even per record; an instant counts whole when it lies in the window.
+
+Everything is integer arithmetic: nano-dollars times microseconds in HUGEINT, never DOUBLE.
+Which days a user was on a plan comes from the rollup cells (their first and last request), not
+from ``requests``: a UTC day or hour touches at most two local days, save the rare UTC days that
+hold a whole short local day (``calendar.crowded_utc_days``), which are read from request rows.
+When the plan property has folded values into ``(other)`` (``dims.py``), every plan day is read
+from request rows, since a folded cell cannot name its plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import duckdb
 
-from user_metrics.query.window import Window
+from user_metrics.query import calendar
+from user_metrics.query.calendar import US_PER_DAY
+from user_metrics.query.cells import PER_USER, CellSql, folded
+from user_metrics.query.window import Filters, Window, from_micros
+from user_metrics.store import dims
+
+NANOS = 10**9
+# Nano-dollars of a DECIMAL(18, 9) column, exactly.
+_NANOS_SQL = "(({col})::DECIMAL(38, 9) * 1000000000)::HUGEINT"
+
+
+def half_even_sql(n: str, d: str) -> str:
+    """SQL for n / d rounded half to even (HUGEINT n of any sign, d > 0; both plain columns)."""
+    q, r = f"(abs({n}) // {d})", f"(abs({n}) % {d})"
+    up = f"CASE WHEN 2 * {r} > {d} OR (2 * {r} = {d} AND {q} % 2 = 1) THEN 1 ELSE 0 END"
+    return f"(CASE WHEN {n} < 0 THEN -1 ELSE 1 END * ({q} + {up}))"
+
+
+def to_usd(nanos: int) -> Decimal:
+    """Nano-dollars as USD with 9 decimals."""
+    return Decimal(int(nanos)).scaleb(-9)
+
+
+def has_source(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any revenue source exists: a plan price or an imported record."""
+    row = con.execute(
+        "SELECT EXISTS (SELECT 1 FROM plan_prices) OR EXISTS (SELECT 1 FROM revenue)"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def has_records(con: duckdb.DuckDBPyConnection, user_id: str) -> bool:
+    """Whether revenue records were imported for ``user_id``."""
+    row = con.execute("SELECT EXISTS (SELECT 1 FROM revenue WHERE user_id = $id)", {"id": user_id}).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    """The local days covering a window, each with its UTC start and end and the length of its
+    local month and year (microseconds), as parallel lists for SQL parameters."""
+
+    days: list[int]
+    starts: list[int]
+    ends: list[int]
+    months: list[int]  # year * 12 + month - 1
+    month_lengths: list[int]
+    years: list[int]
+    year_lengths: list[int]
+    bits: list[int]  # day of the month - 1
+    overlaps: list[int]  # of the day with the window
+
+    def month_index(self, i: int) -> int:
+        return self.months[i] - self.months[0]
+
+
+def _calendar(window: Window, tz: str | None) -> _Calendar:
+    table = calendar.offsets(tz, window.since_us, window.until_us)
+    first = table.local(window.since_us) // US_PER_DAY
+    last = table.local(window.until_us - 1) // US_PER_DAY
+    d0, d1 = calendar.day_of(first), calendar.day_of(last)
+    year_start, year_end = date(d0.year, 1, 1), date(d1.year + 1, 1, 1)
+    wide = calendar.offsets(
+        tz,
+        calendar.day_number(year_start) * US_PER_DAY - 2 * US_PER_DAY,
+        calendar.day_number(year_end) * US_PER_DAY + 2 * US_PER_DAY,
+    )
+
+    def start(d: date) -> int:
+        return wide.first_reaching(calendar.day_number(d) * US_PER_DAY)
+
+    out = _Calendar([], [], [], [], [], [], [], [], [])
+    lengths: dict[tuple[int, int], int] = {}
+    next_start = start(d0)
+    for number in range(first, last + 1):
+        d = calendar.day_of(number)
+        begin, next_start = next_start, start(calendar.day_of(number + 1))
+        month = (d.year, d.month)
+        if month not in lengths:
+            after = date(d.year + d.month // 12, d.month % 12 + 1, 1)
+            lengths[month] = start(after) - start(date(d.year, d.month, 1))
+        if (d.year, 0) not in lengths:
+            lengths[(d.year, 0)] = start(date(d.year + 1, 1, 1)) - start(date(d.year, 1, 1))
+        out.days.append(number)
+        out.starts.append(begin)
+        out.ends.append(next_start)
+        out.months.append(d.year * 12 + d.month - 1)
+        out.month_lengths.append(lengths[month])
+        out.years.append(d.year)
+        out.year_lengths.append(lengths[(d.year, 0)])
+        out.bits.append(d.day - 1)
+        out.overlaps.append(max(0, min(next_start, window.until_us) - max(begin, window.since_us)))
+    return out
+
+
+def _full_days(cal: _Calendar) -> dict[int, int]:
+    """Per month index, the bit mask of its days that lie whole in the window and last 24 hours."""
+    full: dict[int, int] = {}
+    for i, ov in enumerate(cal.overlaps):
+        mi = cal.month_index(i)
+        full[mi] = full.get(mi, 0) | ((1 << cal.bits[i]) if ov == US_PER_DAY else 0)
+    return full
+
+
+def _overlap_sql(cal: _Calendar, mask: str, month: str, full: str) -> str:
+    """SQL for the overlap with the window of the days of month index ``month`` whose bits are
+    set in ``mask``: the whole 24-hour days (bit mask ``full``) counted by bit_count, the others
+    (the window's ends, daylight-saving days) one by one."""
+    special: dict[int, list[str]] = {}
+    for i, ov in enumerate(cal.overlaps):
+        if 0 < ov != US_PER_DAY:
+            term = f"CASE WHEN ({mask} >> {cal.bits[i]}) & 1 = 1 THEN {ov} ELSE 0 END"
+            special.setdefault(cal.month_index(i), []).append(term)
+    cases = " ".join(f"WHEN {mi} THEN {' + '.join(terms)}" for mi, terms in sorted(special.items()))
+    extra = f" + (CASE {month} {cases} ELSE 0 END)" if cases else ""
+    return f"(bit_count({mask} & {full})::BIGINT * {US_PER_DAY}{extra})"
+
+
+# The plan prices, each with an id (pid).
+_PRICES_SQL = f"""SELECT row_number() OVER (ORDER BY lower(property), value, per)::INTEGER AS pid,
+                         lower(property) AS property, value, per,
+                         {_NANOS_SQL.format(col="amount_usd")} AS price
+                  FROM plan_prices"""
+
+
+def _plan_days_sql(
+    con: duckdb.DuckDBPyConnection,
+    tz: str | None,
+    span: Window,
+    day0: int,
+    params: dict[str, Any],
+    keys: Sequence[int] | None,
+    prefix: str = "rv_",
+) -> str | None:
+    """(user_key, di, pid): each priced plan value (price id) a named user's requests carried on a
+    local day (index di from local day ``day0``) from the requests in ``span``; None without plan
+    prices. Reads CTE ``pp`` (``_PRICES_SQL``); its parameters' names start with ``prefix``."""
+    # Property keys are stored lower-cased (the mapper does it), so the plan property is too.
+    rows = con.execute("SELECT DISTINCT lower(property) FROM plan_prices ORDER BY 1").fetchall()
+    props = [k for (k,) in rows]
+    if not props or (keys is not None and not keys):
+        return None
+    rows_only = folded(con, [dims.property_dimension(k) for k in props])
+    q = CellSql(span, Filters(), rows_only=rows_only)
+    q.begin(**{f"pk{i}": key for i, key in enumerate(props)})
+    # Rollup cells carry dims_id (mapped to a price id through the small dims table), request
+    # rows their values.
+    extra = {"dims_id": ("c.dims_id", "NULL::INTEGER")}
+    extra |= {f"pv{i}": ("NULL::VARCHAR", f"properties[$pk{i}]") for i in range(len(props))}
+    cells = q.cells(PER_USER, US_PER_DAY, keys, extra)
+    params.update({f"{prefix}{k}": v for k, v in q.params.items()})
+    cells = _rename_params(cells, q.params, prefix)
+    offsets = calendar.offsets(tz, span.since_us, span.until_us)
+    local_day = offsets.local_day_sql
+    # A UTC day or hour cell lies inside one local day when the zone is a whole number of days off UTC.
+    same_day = all(o % US_PER_DAY == 0 for o in offsets.offsets)
+    crowded = [] if rows_only else calendar.crowded_utc_days(span.since_us, span.until_us, tz)
+    parts = []
+    for i in range(len(props)):
+        key = f"${prefix}pk{i}"
+        mapped = f"""SELECT c.user_key, coalesce(m.pid, r.pid) AS pid, c.first_us, c.last_us FROM c
+                     LEFT JOIN (SELECT d.dims_id, pp.pid FROM dims AS d JOIN pp
+                                ON pp.property = {key} AND pp.value = d.properties[{key}]) AS m
+                     ON m.dims_id = c.dims_id
+                     LEFT JOIN pp AS r ON r.property = ${prefix}pk{i} AND r.value = c.pv{i}
+                     WHERE c.user_key <> 0"""
+        # A cell's first and last request prove its days: the same local day for most cells.
+        days = f"""SELECT user_key, pid, {local_day("first_us")} - {day0} AS d1,
+                          {local_day("last_us")} - {day0} AS d2 FROM ({mapped}) WHERE pid IS NOT NULL"""
+        parts.append(
+            f"SELECT user_key, d1 AS di, pid FROM ({days}) "
+            + ("" if same_day else f"UNION ALL SELECT user_key, d2, pid FROM ({days}) WHERE d2 <> d1")
+        )
+        if crowded:  # a whole short local day inside one UTC day: its requests are read as rows
+            parts.append(
+                f"SELECT u.user_key, {local_day('epoch_us(r.start_time)')} - {day0} AS di, "
+                f"pp.pid FROM requests AS r JOIN users AS u ON u.user_id = r.user_id "
+                f"JOIN pp ON pp.property = ${prefix}pk{i} AND pp.value = r.properties[${prefix}pk{i}] "
+                f"WHERE epoch_us(r.start_time) // {US_PER_DAY} IN (SELECT unnest(${prefix}crowded::BIGINT[]))"
+                + ("" if keys is None else " AND u.user_key IN (SELECT unnest($rv_keys::BIGINT[]))")
+            )
+    if crowded:
+        params[f"{prefix}crowded"] = crowded
+    return f"WITH c AS ({cells}) {' UNION ALL '.join(parts)}"
+
+
+def _rename_params(sql: str, params: dict[str, Any], prefix: str) -> str:
+    # Longest names first, so that $a1 does not rename the start of $a10.
+    for name in sorted(params, key=len, reverse=True):
+        sql = sql.replace(f"${name}", f"${prefix}{name}")
+    return sql
+
+
+# The revenue records that count in the window [$rv_since, $rv_until).
+_COUNTING = """end_us >= start_us
+    AND ((end_us = start_us AND start_us >= $rv_since AND start_us < $rv_until)
+         OR (end_us > start_us AND start_us < $rv_until AND end_us > $rv_since))"""
+
+
+def listed_sql(
+    con: duckdb.DuckDBPyConnection, window: Window, params: dict[str, Any], tz: str | None = None
+) -> str | None:
+    """(user_key, user_id): the users ``revenue_sql`` has a row for, but only those without a request
+    in the window are sure to be there, found cheaply: the users of the records counting in the
+    window, and those with a priced plan value in the parts of the window's first and last local
+    days outside it. None when no revenue source exists."""
+    if not has_source(con):
+        return None
+    tz = tz if tz is not None else getattr(window, "tz", None)
+    cal = _calendar(window, tz)
+    params.update(rv_since=window.since_us, rv_until=window.until_us)
+    parts = [
+        f"""SELECT u.user_key, CASE WHEN u.user_key IS NULL THEN r.user_id END AS user_id
+            FROM revenue AS r LEFT JOIN users AS u ON u.user_id = r.user_id WHERE {_COUNTING}"""
+    ]
+    edges = [(cal.starts[0], window.since_us, "rve0_"), (window.until_us, cal.ends[-1], "rve1_")]
+    plan_parts = []
+    for start, end, prefix in edges:
+        if start < end:
+            days = _plan_days_sql(
+                con, tz, Window(from_micros(start), from_micros(end)), 0, params, None, prefix
+            )
+            if days is not None:
+                plan_parts.append(f"SELECT user_key, NULL::VARCHAR AS user_id FROM ({days})")
+    if plan_parts:
+        parts.append(f"WITH pp AS ({_PRICES_SQL}) {' UNION ALL '.join(plan_parts)}")
+    return f"SELECT DISTINCT user_key, user_id FROM ({' UNION ALL '.join(f'({p})' for p in parts)})"
+
+
+def revenue_sql(
+    con: duckdb.DuckDBPyConnection,
+    window: Window,
+    params: dict[str, Any],
+    tz: str | None = None,
+    keys: Sequence[int] | None = None,
+    ids: Sequence[str] = (),
+) -> str | None:
+    """A relation (user_key BIGINT, user_id VARCHAR, revenue_nanos HUGEINT): every user with a
+    revenue term in the window (a plan day, or an imported record counting in it), revenue in
+    nano-dollars. A user that no request ever named has no key: user_key NULL and user_id their
+    id; every other user has user_id NULL (look it up in ``users``). Its parameters are
+    added to ``params`` (names starting ``rv``). None when no revenue source exists at all.
+
+    ``keys`` (user keys) and ``ids`` (user ids): only these users (``keys`` None: everyone).
+    """
+    if not has_source(con):
+        return None
+    tz = tz if tz is not None else getattr(window, "tz", None)
+    cal = _calendar(window, tz)
+    params.update(rv_since=window.since_us, rv_until=window.until_us)
+    only = ""
+    if keys is not None:
+        params["rv_keys"] = [int(k) for k in keys]
+        params["rv_ids"] = [str(i) for i in ids]
+        only = (
+            " AND (user_id IN (SELECT user_id FROM users"
+            " WHERE user_key IN (SELECT unnest($rv_keys::BIGINT[])))"
+            " OR user_id IN (SELECT unnest($rv_ids::VARCHAR[])))"
+        )
+    records = f"""SELECT user_id, {_NANOS_SQL.format(col="amount_usd")} AS amount, start_us, end_us,
+                         least(end_us, $rv_until) - greatest(start_us, $rv_since) AS overlap
+                  FROM revenue WHERE {_COUNTING}{only}"""
+    prorated = half_even_sql("amount * overlap", "(end_us - start_us)::HUGEINT")
+    record_terms = f"""SELECT user_id, CASE WHEN end_us = start_us THEN amount ELSE {prorated} END AS nanos
+                       FROM ({records})"""
+    # A record's user by key; by id only when no request ever named the user.
+    terms = [
+        f"""SELECT u.user_key, CASE WHEN u.user_key IS NULL THEN t.user_id END AS user_id, t.nanos
+            FROM ({record_terms}) AS t LEFT JOIN users AS u ON u.user_id = t.user_id"""
+    ]
+    span = Window(from_micros(cal.starts[0]), from_micros(cal.ends[-1]))
+    plan_days = _plan_days_sql(con, tz, span, cal.days[0], params, keys)
+    if plan_days is not None:
+        full = _full_days(cal)
+        months = sorted(
+            {
+                (mi, cal.months[i], cal.month_lengths[i], cal.years[i], cal.year_lengths[i], full[mi])
+                for i in range(len(cal.days))
+                for mi in (cal.month_index(i),)
+            }
+        )
+        params.update(
+            rv_months=[list(m) for m in zip(*months, strict=True)],
+        )
+        # The local days by index, with their month index and day of the month (0-based): made
+        # here rather than passed as lists, which DuckDB would copy while planning.
+        cal_sql = f"""SELECT di, (year(d) * 12 + month(d) - 1) - {cal.months[0]} AS mi, day(d) - 1 AS bit
+                      FROM (SELECT range AS di, DATE '1970-01-01' + ({cal.days[0]} + range)::INTEGER AS d
+                            FROM range({len(cal.days)}))"""
+        months_sql = """SELECT unnest($rv_months[1]) AS mi, unnest($rv_months[2]) AS m,
+                               unnest($rv_months[3]) AS mlen, unnest($rv_months[4]) AS y,
+                               unnest($rv_months[5]) AS ylen, unnest($rv_months[6]) AS whole"""
+        # Per local month and price: the term it adds to (its month, or its year) and its rank
+        # among the month's prices, dearest last. Rates are compared as price per micro of the
+        # month or year, cross-multiplied so that the comparison is exact; equal rates: the
+        # smaller value ranks higher. (A month's days all have the same month and year.)
+        month_prices = """SELECT mo.mi, pp.pid, pp.price,
+                                 CASE WHEN pp.per = 'year' THEN mo.y ELSE mo.m END AS period,
+                                 CASE WHEN pp.per = 'year' THEN mo.ylen ELSE mo.mlen END AS plen,
+                                 row_number() OVER (PARTITION BY mo.mi ORDER BY
+                                     pp.price * CASE WHEN pp.per = 'year' THEN mo.mlen ELSE mo.ylen END,
+                                     pp.value DESC, pp.per DESC) AS rank
+                          FROM mo CROSS JOIN pp"""
+        # The days of each month on which a user's requests carried a price, as a bit mask.
+        seen = f"""SELECT p.user_key, c.mi, p.pid, bit_or(1::BIGINT << c.bit) AS mask
+                   FROM ({plan_days}) AS p JOIN cal AS c ON c.di = p.di GROUP BY p.user_key, c.mi, p.pid"""
+        # The days a dearer price of the user's took, that month.
+        ranked = """SELECT s.user_key, s.mi, s.pid, s.mask, mp.price, mp.period, mp.plen,
+                           coalesce(bit_or(s.mask) OVER (PARTITION BY s.user_key, s.mi ORDER BY mp.rank DESC
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS taken
+                    FROM seen AS s JOIN month_prices AS mp ON mp.mi = s.mi AND mp.pid = s.pid"""
+        # The days an imported service period of the user overlaps: no plan revenue there.
+        for_keys = "" if keys is None else " AND u.user_key IN (SELECT unnest($rv_keys::BIGINT[]))"
+        # A period overlaps the local days from the one holding its start to the one holding its
+        # last microsecond (both clamped to the days of the window).
+        local_day = calendar.offsets(tz, span.since_us, span.until_us).local_day_sql
+        first = local_day(f"greatest(r.start_us, {span.since_us})")
+        last = local_day(f"least(r.end_us, {span.until_us}) - 1")
+        day0 = cal.days[0]
+        period_days = f"""SELECT u.user_key, unnest(range({first} - {day0}, {last} - {day0} + 1)) AS di
+                          FROM revenue AS r JOIN users AS u USING (user_id)
+                          WHERE r.end_us > r.start_us AND r.start_us < {span.until_us}
+                            AND r.end_us > {span.since_us}{for_keys}"""
+        suppressed = f"""SELECT p.user_key, c.mi, bit_or(1::BIGINT << c.bit) AS mask
+                         FROM ({period_days}) AS p JOIN cal AS c ON c.di = p.di GROUP BY p.user_key, c.mi"""
+        kept = """SELECT r.user_key, r.pid, r.period, r.price, r.plen, r.mi, mo.whole,
+                         r.mask & ~r.taken & ~coalesce(x.mask, 0) AS days
+                  FROM ranked AS r JOIN mo ON mo.mi = r.mi
+                  LEFT JOIN suppressed AS x ON x.user_key = r.user_key AND x.mi = r.mi"""
+        plan_terms = f"""WITH cal AS ({cal_sql}), mo AS ({months_sql}), pp AS ({_PRICES_SQL}),
+                              month_prices AS ({month_prices}), seen AS ({seen}), ranked AS ({ranked}),
+                              suppressed AS ({suppressed})
+                         SELECT user_key, any_value(price) AS price, any_value(plen)::HUGEINT AS plen,
+                                sum({_overlap_sql(cal, "days", "mi", "whole")})::HUGEINT AS ov
+                         FROM ({kept}) GROUP BY user_key, pid, period"""
+        terms.append(
+            f"SELECT user_key, NULL::VARCHAR AS user_id, {half_even_sql('price * ov', 'plen')} AS nanos "
+            f"FROM ({plan_terms})"
+        )
+    union = " UNION ALL ".join(f"({t})" for t in terms)
+    return f"""SELECT user_key, user_id, sum(nanos)::HUGEINT AS revenue_nanos FROM ({union})
+               GROUP BY user_key, user_id"""
 
 
 def revenue_by_user(
-    con: duckdb.DuckDBPyConnection, window: Window, users: Sequence[int] | None = None
+    con: duckdb.DuckDBPyConnection,
+    window: Window,
+    users: Sequence[int] | None = None,
+    *,
+    tz: str | None = None,
 ) -> dict[int, Decimal] | None:
     """Revenue (USD, 9 decimals) per user key in the window; None when no revenue source exists.
 
-    ``users`` None: every user with revenue in the window.
+    ``users`` None: every user with revenue in the window that has a user key (see
+    ``revenue_by_user_id`` for users that no request ever named). Users without revenue terms
+    are absent (their revenue is 0).
     """
-    return None
+    params: dict[str, Any] = {}
+    sql = revenue_sql(con, window, params, tz, keys=users)
+    if sql is None:
+        return None
+    rows = con.execute(
+        f"SELECT user_key, revenue_nanos FROM ({sql}) WHERE user_key IS NOT NULL", params
+    ).fetchall()
+    return {int(k): to_usd(n) for k, n in rows}
+
+
+def revenue_by_user_id(
+    con: duckdb.DuckDBPyConnection, window: Window, *, tz: str | None = None
+) -> dict[str, Decimal] | None:
+    """Revenue (USD, 9 decimals) per user id in the window, users no request named included;
+    None when no revenue source exists. ``tz``: the zone of plan days (default: the window's)."""
+    params: dict[str, Any] = {}
+    sql = revenue_sql(con, window, params, tz)
+    if sql is None:
+        return None
+    rows = con.execute(
+        f"SELECT coalesce(r.user_id, u.user_id), r.revenue_nanos FROM ({sql}) AS r "
+        "LEFT JOIN users AS u ON u.user_key = r.user_key",
+        params,
+    ).fetchall()
+    return {str(u): to_usd(n) for u, n in rows}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import duckdb
 
-from user_metrics.query import scope
-from user_metrics.query.cells import APP_HOUR, PER_USER
+from user_metrics.query import profit, revenue, scope
+from user_metrics.query.cells import APP_HOUR, PER_USER, CellSql
 from user_metrics.query.results import Totals
 from user_metrics.query.scope import fetch_dicts, ints_of, statement
 from user_metrics.query.window import Instant
@@ -51,10 +52,25 @@ def totals(
     count = row.pop("duration_count")
     duration = row.pop("duration_sum")
     row.pop("priced_requests")
-    return Totals(
+    result = Totals(
         since=window.since,
         until=window.until,
         total_tokens=row["input_tokens"] + row["output_tokens"],
         avg_latency_ms=float(duration) / count if count else None,
         **row,
     )
+    return profit.with_margins(result, _revenue(con, q))
+
+
+def _revenue(con: duckdb.DuckDBPyConnection, q: CellSql) -> Decimal | None:
+    """Revenue in the window: every user's, or with a filter active only that of the users with a
+    matching request (so that it is the sum over ``users()``); None without a revenue source."""
+    q.begin()
+    rel = revenue.revenue_sql(con, q.window, q.params)
+    if rel is None:
+        return None
+    where = ""
+    if q.filters.active:
+        where = f" WHERE user_key IN (SELECT user_key FROM ({q.cells(PER_USER, US_PER_DAY)}))"
+    (row,) = fetch_dicts(con, f"SELECT coalesce(sum(revenue_nanos), 0) AS n FROM ({rel}){where}", q.params)
+    return revenue.to_usd(row["n"])

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import duckdb
 
-from user_metrics.errors import InvalidInput
-from user_metrics.query import scope
+from user_metrics.errors import InvalidInput, NotFound
+from user_metrics.query import profit, revenue, scope
 from user_metrics.query.cells import PER_USER, CellSql, folded
 from user_metrics.query.results import (
+    PROFIT_FIELDS,
     SORTABLE_USER_FIELDS,
     ModelUsage,
     RecentRequests,
@@ -31,7 +33,14 @@ from user_metrics.store import dims
 from user_metrics.store.dims import MODEL_SQL
 from user_metrics.store.rollups import LATENCY_BUCKETS_PER_DOUBLING, US_PER_DAY
 
-MAX_OFFSET = 2**63 - 1  # DuckDB's OFFSET is a BIGINT
+MAX_OFFSET = 2**63 - 1
+
+
+def _ints(values: Sequence[int]) -> str:
+    return ", ".join(str(int(v)) for v in values) or "NULL"
+
+
+# DuckDB's OFFSET is a BIGINT
 MAX_RECENT = 1000
 
 
@@ -174,42 +183,47 @@ def users(
     window = q.window
     if search is not None and not search.strip():
         search = None
+    page: list[tuple[int | None, str | None, Decimal | None]]
     if field in _PERCENTILES:
         page, total = _rank_by_latency(con, q, field, descending, limit, offset, search)
     else:
-        expr = "u.user_id" if field == "user_id" else _field_sql(q, field)
         q.begin()
-        grouped = (
-            f"SELECT user_key, {expr} AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) GROUP BY user_key"
-            if field != "user_id"
-            else f"SELECT DISTINCT user_key, u.user_id AS s FROM ({q.cells(PER_USER, US_PER_DAY)}) AS c "
-            f"JOIN users AS u USING (user_key)"
-        )
+        value = None if field in PROFIT_FIELDS or field == "user_id" else _field_sql(q, field)
+        ranked, known = profit.ranked_sql(con, q, field, value, with_ids=search is not None)
         if search is not None:
             q.params["search"] = search
-            grouped = f"SELECT * FROM ({grouped}) WHERE user_key IN ({_SEARCH_SQL})"
-        order = f"s {'DESC' if descending else 'ASC'} NULLS LAST, user_key"
+            ranked = f"SELECT * FROM ({ranked}) WHERE contains(lower(user_id), lower($search))"
+        order = f"s {'DESC' if descending else 'ASC'} NULLS LAST, user_key NULLS LAST, user_id"
         rows = fetch_dicts(
             con,
-            f"SELECT user_key, count(*) OVER () AS total FROM ({grouped}) "
+            f"SELECT user_key, user_id, rev, count(*) OVER () AS total FROM ({ranked}) "
             f"ORDER BY {order} LIMIT {limit} OFFSET {offset}",
             q.params,
         )
-        page = [r["user_key"] for r in rows]
-        total = rows[0]["total"] if rows else _count_users(con, q, search)
-    stats = _user_stats(con, q, page)
-    return UserPage(tuple(stats[k] for k in page), int(total), window.since, window.until)
-
-
-def _count_users(con: duckdb.DuckDBPyConnection, q: CellSql, search: str | None) -> int:
-    q.begin()
-    cells = q.cells(PER_USER, US_PER_DAY)
-    where = ""
-    if search is not None:
-        q.params["search"] = search
-        where = f" WHERE user_key IN ({_SEARCH_SQL})"
-    (row,) = fetch_dicts(con, f"SELECT count(DISTINCT user_key) AS n FROM ({cells}){where}", q.params)
-    return int(row["n"])
+        page = [(r["user_key"], r["user_id"], profit.revenue_of(r["rev"], known)) for r in rows]
+        if known and field not in PROFIT_FIELDS:  # the ranking left revenue out: the page's own
+            revenues = profit.page_revenue(con, q, [(k, u) for k, u, _ in page])
+            page = [(k, u, revenues.get((k, None if k is not None else u), Decimal(0))) for k, u, _ in page]
+        if rows:
+            total = rows[0]["total"]
+        else:
+            (row,) = fetch_dicts(con, f"SELECT count(*) AS n FROM ({ranked})", q.params)
+            total = row["n"]
+    stats = _user_stats(con, q, [k for k, _, _ in page if k is not None])
+    missing = [k for k, _, _ in page if k is not None and k not in stats]  # revenue, no request
+    ids: dict[int | None, str | None] = {}
+    if missing:
+        ids = dict(
+            con.execute(
+                f"SELECT user_key, user_id FROM users WHERE user_key IN ({_ints(missing)})"
+            ).fetchall()
+        )
+    listed = []
+    for key, user_id, revenue_usd in page:
+        found = stats.get(key) if key is not None else None
+        fallback = _no_requests(ids.get(key, user_id))
+        listed.append(profit.with_margins(found or fallback, revenue_usd))
+    return UserPage(tuple(listed), int(total), window.since, window.until)
 
 
 def count_stored_users(con: duckdb.DuckDBPyConnection) -> int:
@@ -230,19 +244,39 @@ def _rank_by_latency(
     limit: int,
     offset: int,
     search: str | None,
-) -> tuple[list[int], int]:
-    """The slow path: percentiles of every user in the window, from the latency rollup."""
-    values: dict[int, float | None] = {key: p[field] for key, p in _percentiles(con, q, None).items()}
+) -> tuple[list[tuple[int | None, str | None, Decimal | None]], int]:
+    """The slow path: percentiles of every user in the window, from the latency rollup; a page of
+    (user key, user id of a user no request named, revenue)."""
+    Ident = tuple[int | None, str | None]
+    values: dict[Ident, float | None] = {(k, None): p[field] for k, p in _percentiles(con, q, None).items()}
     q.begin()
     everyone = fetch_dicts(con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY)})", q.params)
     for row in everyone:  # users whose requests carry no duration sort last
-        values.setdefault(row["user_key"], None)
+        values.setdefault((row["user_key"], None), None)
+    params: dict[str, Any] = {}
+    rel = revenue.revenue_sql(con, q.window, params)
+    revenues: dict[Ident, Decimal] = {}
+    for key, user_id, nanos in con.execute(f"SELECT * FROM ({rel})", params).fetchall() if rel else ():
+        ident = (key, None) if key is not None else (None, user_id)
+        revenues[ident] = revenue.to_usd(nanos)
+        if not q.filters.active:  # users with revenue but no request in the window are listed
+            values.setdefault(ident, None)
     if search is not None:
         matching = {r["user_key"] for r in fetch_dicts(con, _SEARCH_SQL, {"search": search})}
-        values = {key: value for key, value in values.items() if key in matching}
+        values = {
+            i: v
+            for i, v in values.items()
+            if (i[0] in matching if i[0] is not None else search.lower() in (i[1] or "").lower())
+        }
     sign = -1 if descending else 1
-    ordered = sorted(values, key=lambda k: (values[k] is None, sign * (values[k] or 0.0), k))
-    return ordered[offset : offset + limit], len(ordered)
+    ordered = sorted(
+        values,
+        key=lambda i: (values[i] is None, sign * (values[i] or 0.0), i[0] is None, i[0] or 0, i[1] or ""),
+    )
+    page = [
+        (k, u, revenues.get((k, u), Decimal(0)) if rel else None) for k, u in ordered[offset : offset + limit]
+    ]
+    return page, len(ordered)
 
 
 def user(
@@ -260,10 +294,24 @@ def user(
 ) -> UserStats:
     """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
     q = statement(con, since, until, now, properties, model, service, environment, tz)
-    key = user_key(con, user_id)
-    found = _user_stats(con, q, [key])
-    if key in found:
-        return found[key]
+    try:
+        key: int | None = user_key(con, user_id)
+    except NotFound:
+        if user_id is None or not revenue.has_records(con, user_id):
+            raise
+        key = None  # revenue was imported for a user no request named yet
+    found = _user_stats(con, q, [key]) if key is not None else {}
+    stats = found[key] if key in found else _no_requests(user_id)
+    if not revenue.has_source(con):
+        return stats
+    params: dict[str, Any] = {}
+    rev = revenue.revenue_sql(con, q.window, params, keys=[] if key is None else [key], ids=[user_id or ""])
+    (row,) = fetch_dicts(con, f"SELECT coalesce(sum(revenue_nanos), 0) AS n FROM ({rev})", params)
+    return profit.with_margins(stats, revenue.to_usd(row["n"]))
+
+
+def _no_requests(user_id: str | None) -> UserStats:
+    """The fields of a user without requests in the window."""
     zero: dict[str, Any] = dict.fromkeys(_FIELD_SQL, 0)
     for name in ("cost_usd", "first_active", "last_active", "avg_requests_per_active_day"):
         zero[name] = None
