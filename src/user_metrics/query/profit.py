@@ -71,8 +71,9 @@ def ranked_sql(
     con: duckdb.DuckDBPyConnection, q: CellSql, field: str, value_sql: str | None, with_ids: bool
 ) -> tuple[str, bool]:
     """(relation, revenue known): rows (user_key, user_id, s, rev) for every listed user, s the
-    sort value of ``field`` (its aggregate ``value_sql``), rev the revenue in nano-dollars (NULL without a revenue source, and
-    when ``field`` is no profit field: then ``page_revenue`` answers for the page).
+    sort value of ``field`` (its aggregate ``value_sql``), rev the revenue in nano-dollars (NULL
+    without a revenue source, and when ``field`` is no profit field: then ``page_revenue``
+    answers for the page).
     user_key is NULL for a user with revenue whom no request ever named (user_id is then theirs);
     other rows have user_id only ``with_ids`` (else NULL). Call after ``q.begin``.
     """
