@@ -329,3 +329,36 @@ def test_users_lists_the_same_users_whatever_the_sort(
         assert {u.user_id: u.revenue_usd for u in by_margin.users} == {
             u: expected.get(u or "", Decimal(0)) if u is not None else Decimal(0) for u in want
         }
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata", "America/New_York"])
+def test_statements_carry_the_revenue_users_shows_in_the_months_zone(
+    db: duckdb.DuckDBPyConnection, tz: str
+) -> None:
+    """A statement's revenue per user is users()' for the same month in the same zone (plan days
+    counted in that zone), a user known only from an imported record included, and its total
+    revenue is totals()'; one user's statement says the same as the page."""
+    from user_metrics.query.statements import statement
+    from user_metrics.query.totals import totals
+    from user_metrics.query.users import users
+
+    set_revenue(
+        db,
+        [PRO, FREE, TEAM_YEAR],
+        [
+            Record("r1", "ghost", Decimal("12.5"), at("2026-11-10"), at("2026-12-10")),
+            Record("r2", "nov", Decimal(3), at("2026-11-20")),
+        ],
+    )
+    now = lambda: at("2026-12-15")  # noqa: E731
+    page = users(db, "2026-11", tz=tz, limit=1000, now=now)
+    by_user = {u.user_id: u.revenue_usd for u in page.users}
+    stmt = statement(db, "2026-11", tz=tz, now=now)
+    assert {u.user_id: u.revenue_usd for u in stmt.users} == by_user
+    assert by_user["ghost"] > 0
+    if tz == "UTC":  # 21 of the record's 30 days
+        assert by_user["ghost"] == Decimal("8.75")
+    assert stmt.totals.revenue_usd == totals(db, "2026-11", tz=tz, now=now).revenue_usd
+    for uid in ("ghost", "nov", "kolkata"):
+        (one,) = statement(db, "2026-11", uid, tz=tz, now=now).users
+        assert one.revenue_usd == by_user[uid]

@@ -297,7 +297,7 @@ class TestRevenue:
     def test_revenue_margin_and_revenue_only_users(
         self, con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """With a revenue source: a user's revenue as revenue_by_user gives it (0 without any),
+        """With a revenue source: a user's revenue as the revenue query gives it (0 without any),
         margin = revenue - cost, a user with revenue and no request in the month listed without
         line items, totals summing every user's."""
         keys = dict(con.execute("SELECT user_id, user_key FROM users WHERE user_id IS NOT NULL").fetchall())
@@ -306,9 +306,7 @@ class TestRevenue:
         quiet = sorted(set(keys) - active)[0]
         (paying, *_) = sorted(u for u in active if u is not None)
         known = {paying: Decimal("20"), quiet: Decimal("-3.5")}
-        monkeypatch.setattr(
-            statements, "revenue_by_user", lambda c, w, users=None: {keys[u]: v for u, v in known.items()}
-        )
+        monkeypatch.setattr(statements, "_revenue", lambda c, w, *one: dict(known))
         got = full(con, "2026-09")
         by_id = {u.user_id: u for u in got.users}
         assert set(by_id) == active | {quiet}

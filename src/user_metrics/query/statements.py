@@ -21,9 +21,9 @@ one rate (compared exactly, as reduced fractions), else ``average`` (the price c
 month, or costs rounded to the nano-dollar per request made the rates differ). It is shown with at
 most 18 decimals, rounded half to even beyond them.
 
-Revenue comes from ``revenue.revenue_by_user``: without any revenue source revenue and margin are
-null; with one, a user without revenue has 0. Users with revenue but no request in the month are
-listed, without line items.
+Revenue comes from ``revenue.revenue_sql``, plan days in the month's zone: without any revenue
+source revenue and margin are null; with one, a user without revenue has 0. Users with revenue
+but no request in the month are listed, without line items, those no request ever named too.
 
 Bounds: one page of at most ``MAX_PAGE`` users (``limit``, default 1000), sorted by user id with
 the null user (requests that named none) last; ``totals`` covers every user of the month, so an
@@ -46,10 +46,10 @@ from typing import Any
 
 import duckdb
 
-from user_metrics.errors import InvalidInput
+from user_metrics.errors import InvalidInput, NotFound
 from user_metrics.query import calendar, scope
 from user_metrics.query.results import Statement, StatementLine, StatementTotals, UserStatement
-from user_metrics.query.revenue import revenue_by_user
+from user_metrics.query.revenue import has_records, revenue_sql, to_usd
 from user_metrics.query.scope import MAX_PAGE, fetch_dicts, user_key
 from user_metrics.query.window import Window, from_micros
 
@@ -111,7 +111,7 @@ def statement(
     # One snapshot: rows committed between the statement's reads must not make lines and costs differ.
     con.execute("BEGIN TRANSACTION READ ONLY")
     try:
-        return _read(con, name, zone, Window(*bounds), user_id, limit, offset)
+        return _read(con, name, zone, Window(*bounds, zone), user_id, limit, offset)
     finally:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
@@ -129,13 +129,21 @@ def _read(
     params: dict[str, Any] = {"since": window.since, "until": window.until}
     where = "start_time >= $since AND start_time < $until"
     one = user_id is not None
-    key = user_key(con, user_id) if one else 0
+    key: int | None = 0
     if one:
+        try:
+            key = user_key(con, user_id)
+        except NotFound:
+            if user_id is None or not has_records(con, user_id):
+                raise
+            key = None  # revenue was imported for a user no request named yet: no rows to read
+    lines: dict[str | None, list[StatementLine]] = {}
+    active: dict[str | None, dict[str, Any]] = {}
+    if one and key is not None:  # the user's sums come with their lines: one read of their rows
         params["uid"] = user_id
         where = f"{_days_of(con, key, window, params)} AND user_id = $uid"
-    if one:  # the user's sums come with their lines: one read of their rows
         lines, active = _lines(con, where, params, [user_id])
-    else:
+    elif not one:
         active = {
             r["user_id"]: r
             for r in fetch_dicts(
@@ -145,17 +153,16 @@ def _read(
                 params,
             )
         }
-    revenue = revenue_by_user(con, window, [key] if one else None)
-    ids = sorted({*active, *_ids_of(con, revenue or {})} | ({user_id} if one else set()), key=_order)
+    revenue = _revenue(con, window, user_id, key) if one else _revenue(con, window)
+    ids = sorted({*active, *(revenue or {})} | ({user_id} if one else set()), key=_order)
     page = ids[offset : offset + limit]
     if not one:
         lines = _lines(con, where, params, page)[0] if page else {}
-    keys = _keys_of(con, page) if revenue is not None else {}
     users = []
     for uid in page:
         row = active.get(uid)
         cost = row["cost"] if row and row["priced"] else None
-        earned = None if revenue is None else revenue.get(keys.get(uid, -1), Decimal(0))
+        earned = None if revenue is None else revenue.get(uid, Decimal(0))
         users.append(
             UserStatement(
                 uid,
@@ -215,23 +222,25 @@ def _margin(revenue: Decimal | None, cost: Decimal | None) -> Decimal | None:
     return None if revenue is None else revenue - (cost or Decimal(0))
 
 
-def _ids_of(con: duckdb.DuckDBPyConnection, revenue: dict[int, Decimal]) -> list[str | None]:
-    """The user ids of user keys (0: the null user)."""
-    if not revenue:
-        return []
+def _revenue(
+    con: duckdb.DuckDBPyConnection, window: Window, user_id: str | None = None, key: int | None = -1
+) -> dict[str | None, Decimal] | None:
+    """Revenue per user id in the window (the null user: None), users that no request named
+    included; one user's only when ``key`` is given (None: a user known only from revenue);
+    None when no revenue source exists."""
+    params: dict[str, Any] = {}
+    if key == -1:
+        sql = revenue_sql(con, window, params)
+    else:
+        sql = revenue_sql(con, window, params, keys=[] if key is None else [key], ids=[user_id or ""])
+    if sql is None:
+        return None
     rows = con.execute(
-        "SELECT user_id FROM users WHERE user_key IN (SELECT unnest($k::BIGINT[]))", {"k": list(revenue)}
+        f"SELECT coalesce(r.user_id, u.user_id), r.revenue_nanos FROM ({sql}) AS r "
+        "LEFT JOIN users AS u ON u.user_key = r.user_key",
+        params,
     ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _keys_of(con: duckdb.DuckDBPyConnection, ids: Sequence[str | None]) -> dict[str | None, int]:
-    named = [i for i in ids if i is not None]
-    rows = con.execute(
-        "SELECT user_id, user_key FROM users WHERE user_id IN (SELECT unnest($ids::VARCHAR[]))",
-        {"ids": named},
-    ).fetchall()
-    return {None: 0, **{uid: int(key) for uid, key in rows}}
+    return {uid: to_usd(int(n)) for uid, n in rows}
 
 
 def _lines(
