@@ -17,9 +17,12 @@ import pytest
 from conftest import Service
 from google.protobuf.message import Message
 from otlp import T0, chat, request, span
+from profit import Record, add_revenue, ratio, skip_while_revenue_is_a_stub, skip_without_time_zones
 
 from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.query import results
+from user_metrics.query.anomalies import anomalies as query_anomalies
+from user_metrics.query.coverage import coverage as query_coverage
 from user_metrics.query.properties import by_property as query_by_property
 from user_metrics.query.timeseries import timeseries as query_timeseries
 from user_metrics.query.totals import totals as query_totals
@@ -411,3 +414,203 @@ def test_committed_stubs_are_current(tmp_path: Path) -> None:
             f"src/user_metrics/v1/{name} is stale (or was made by another grpcio-tools than the installed "
             f"{grpc_version.VERSION}): regenerate from the repository root with\n    {REGENERATE}"
         )
+
+
+# ---- profitability and time zones (issue 16) -----------------------------------------------------
+
+PROFIT = ("revenue_usd", "margin_usd", "margin_ratio")
+PAID_WINDOW = pb.Window(since="2026-11-17T00:00:00Z", until="2026-11-20T00:00:00Z")
+PAID_SINCE, PAID_UNTIL = PAID_WINDOW.since, PAID_WINDOW.until
+# (user, model, input, output, start, plan): all inside PAID_WINDOW; carol's model has no price.
+PAID_CALLS = [
+    ("alice", "gpt-4o-mini", 1000, 200, T0, "pro"),
+    ("alice", "gpt-4o-mini", 300, 100, T0 + H, "pro"),
+    ("bob", "gpt-4o", 800, 400, T0 + 2 * H, "free"),
+    ("carol", UNKNOWN_MODEL, 10, 10, T0 + 3 * H, None),
+]
+NOV = {day: datetime(2026, 11, day, tzinfo=UTC) for day in range(1, 31)}
+RECORDS = [
+    Record("a1", "alice", "20.000000000", NOV[18].replace(hour=12)),
+    # A third of this period lies in the window: 10.000000001 / 3 = 3.3333333336..., half-even.
+    Record("a2", "alice", "10.000000001", NOV[19], datetime(2026, 11, 22, tzinfo=UTC)),
+    Record("a3", "alice", "100", NOV[10]),  # before the window
+    Record("b1", "bob", "0.001", NOV[18].replace(hour=13)),  # less than bob's cost: a loss
+    Record("c1", "carol", "5", NOV[18].replace(hour=14)),  # carol's cost is unknown: counts as 0
+    Record("d1", "dave", "2", NOV[17]),  # dave paid but made no request
+]
+REVENUE = {
+    "alice": Decimal("23.333333334"),
+    "bob": Decimal("0.001000000"),
+    "carol": Decimal("5.000000000"),
+    "dave": Decimal("2.000000000"),
+}
+
+
+def unset(message: Message, fields: tuple[str, ...] = PROFIT) -> bool:
+    return not any(message.HasField(name) for name in fields)
+
+
+def assert_profit(message: Any, revenue: Decimal, cost: Decimal) -> None:
+    """revenue_usd is this exact decimal text, margin_usd revenue - cost, margin_ratio their ratio."""
+    assert message.revenue_usd == str(revenue), message.revenue_usd
+    assert Decimal(message.margin_usd) == revenue - cost and "E" not in message.margin_usd.upper()
+    expected = ratio(revenue - cost, revenue)
+    if expected is None:
+        assert not message.HasField("margin_ratio")
+    else:
+        assert message.margin_ratio == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def paid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A service holding PAID_CALLS and the imported revenue RECORDS (written to its database)."""
+    svc = Service(tmp_path_factory.mktemp("paid_grpc") / "user_metrics.duckdb")
+    app = svc.start()
+    try:
+        ingestor = Ingestor(app.conventions, app.pricer, app.store, app.stats, clock=lambda: T0 + 7 * D)
+        for user_id, model, inp, out, start, plan in PAID_CALLS:
+            attrs = chat(user_id, model, inp, out, **({"property.plan": plan} if plan else {}))
+            result = ingestor.export(request([span(attrs, start=start)], SHOP))
+            assert result.rejected_spans == 0, result.error_message
+        con = app.store.reader()
+        try:
+            add_revenue(con, RECORDS)
+        finally:
+            con.close()
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def paid_stub(paid: Service) -> Iterator[UserMetricsServiceStub]:
+    with grpc.insecure_channel(paid.target) as channel:
+        yield UserMetricsServiceStub(channel)
+
+
+@pytest.fixture
+def paid_con(paid: Service) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A reader of the paid store; skips the test while revenue_by_user is the stub."""
+    assert paid.app is not None
+    reader = paid.app.store.reader()
+    try:
+        skip_while_revenue_is_a_stub(reader)
+        yield reader
+    finally:
+        reader.close()
+
+
+def test_profit_fields_are_unset_without_revenue(stub: UserMetricsServiceStub) -> None:
+    """Without any revenue source, revenue_usd, margin_usd and margin_ratio are unset (null), not zero,
+    on users, one user, property values and totals."""
+    page = stub.ListUsers(pb.ListUsersRequest(window=WINDOW), timeout=10)
+    assert page.users and all(unset(u) for u in page.users)
+    assert unset(stub.GetUser(pb.GetUserRequest(user_id="alice", window=WINDOW), timeout=10))
+    breakdown = stub.GetPropertyBreakdown(
+        pb.GetPropertyBreakdownRequest(key="plan", window=WINDOW), timeout=10
+    )
+    assert breakdown.values and all(unset(v) for v in breakdown.values)
+    assert unset(stub.GetTotals(pb.GetTotalsRequest(window=WINDOW), timeout=10))
+
+
+def test_revenue_and_margin_per_user(
+    paid_stub: UserMetricsServiceStub, paid_con: duckdb.DuckDBPyConnection
+) -> None:
+    """With imported revenue, every user's revenue is exact (a period prorated, half-even to the
+    nano-dollar), margin is revenue - cost (an unknown cost counts as 0), and a user who paid
+    without a request is listed with 0 requests; the messages mirror the query functions."""
+    page = paid_stub.ListUsers(pb.ListUsersRequest(window=PAID_WINDOW, sort="user_id"), timeout=10)
+    assert_mirrors(page, query_users(paid_con, PAID_SINCE, PAID_UNTIL, sort="user_id"))
+    assert [u.user_id for u in page.users] == ["alice", "bob", "carol", "dave"]
+    for u in page.users:
+        cost = Decimal(u.cost_usd) if u.HasField("cost_usd") else Decimal(0)
+        assert_profit(u, REVENUE[u.user_id], cost)
+        one = paid_stub.GetUser(pb.GetUserRequest(user_id=u.user_id, window=PAID_WINDOW), timeout=10)
+        assert_mirrors(one, query_user(paid_con, u.user_id, PAID_SINCE, PAID_UNTIL))
+    by_id = {u.user_id: u for u in page.users}
+    assert Decimal(by_id["bob"].margin_usd) < 0 < Decimal(by_id["bob"].cost_usd)
+    assert not by_id["carol"].HasField("cost_usd") and by_id["carol"].margin_usd == "5.000000000"
+    assert by_id["carol"].margin_ratio == 1.0
+    assert by_id["dave"].requests == 0 and by_id["dave"].margin_usd == "2.000000000"
+
+
+def test_users_sort_by_margin_both_ways(
+    paid_stub: UserMetricsServiceStub, paid_con: duckdb.DuckDBPyConnection
+) -> None:
+    """sort margin_usd lists the least profitable first (bob's loss), -margin_usd the most."""
+    least = paid_stub.ListUsers(pb.ListUsersRequest(window=PAID_WINDOW, sort="margin_usd"), timeout=10)
+    assert_mirrors(least, query_users(paid_con, PAID_SINCE, PAID_UNTIL, sort="margin_usd"))
+    assert [u.user_id for u in least.users] == ["bob", "dave", "carol", "alice"]
+    most = paid_stub.ListUsers(
+        pb.ListUsersRequest(window=PAID_WINDOW, sort="-margin_usd", limit=2), timeout=10
+    )
+    assert [u.user_id for u in most.users] == ["alice", "carol"] and most.total == 4
+
+
+def test_margin_by_property_and_in_totals(
+    paid_stub: UserMetricsServiceStub, paid_con: duckdb.DuckDBPyConnection
+) -> None:
+    """A user's revenue counts in the plan most of their requests carried (none: the null group);
+    totals hold the sum of every user's revenue, and margin = revenue - cost there too."""
+    breakdown = paid_stub.GetPropertyBreakdown(
+        pb.GetPropertyBreakdownRequest(key="plan", window=PAID_WINDOW), timeout=10
+    )
+    assert_mirrors(breakdown, query_by_property(paid_con, "plan", PAID_SINCE, PAID_UNTIL))
+    values = {v.value if v.HasField("value") else None: v for v in breakdown.values}
+    for value, revenue in (
+        ("pro", REVENUE["alice"]),
+        ("free", REVENUE["bob"]),
+        (None, REVENUE["carol"] + REVENUE["dave"]),
+    ):
+        assert_profit(values[value], revenue, Decimal(values[value].cost_usd))
+    totals = paid_stub.GetTotals(pb.GetTotalsRequest(window=PAID_WINDOW), timeout=10)
+    assert_mirrors(totals, query_totals(paid_con, PAID_SINCE, PAID_UNTIL))
+    assert_profit(totals, sum(REVENUE.values(), Decimal(0)), Decimal(totals.cost_usd))
+    assert totals.revenue_usd == "30.334333334"
+
+
+def test_tz_reaches_every_rpc(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
+    """A request's tz reads its window in that zone (bare dates are local midnights) in every rpc
+    that takes a window, with the answers of the query functions given the same tz."""
+    skip_without_time_zones()
+    tz, since, until = "Asia/Kolkata", "2026-11-17", "2026-11-19"
+    window = pb.Window(since=since, until=until)
+    page = stub.ListUsers(pb.ListUsersRequest(window=window, tz=tz), timeout=10)
+    assert_mirrors(page, query_users(con, since, until, tz=tz))
+    assert page.since.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 16, 18, 30, tzinfo=UTC)
+    assert page.until.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 18, 18, 30, tzinfo=UTC)
+    got = stub.GetUser(pb.GetUserRequest(user_id="alice", window=window, tz=tz), timeout=10)
+    assert_mirrors(got, query_user(con, "alice", since, until, tz=tz))
+    series = stub.GetTimeseries(pb.GetTimeseriesRequest(window=window, bucket="day", tz=tz), timeout=10)
+    assert_mirrors(series, query_timeseries(con, None, since, until, bucket="day", tz=tz))
+    assert series.points[0].start.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 16, 18, 30, tzinfo=UTC)
+    breakdown = stub.GetPropertyBreakdown(
+        pb.GetPropertyBreakdownRequest(key="plan", window=window, tz=tz), timeout=10
+    )
+    assert_mirrors(breakdown, query_by_property(con, "plan", since, until, tz=tz))
+    totals = stub.GetTotals(pb.GetTotalsRequest(window=window, tz=tz), timeout=10)
+    assert_mirrors(totals, query_totals(con, since, until, tz=tz))
+    recent = stub.GetRecentRequests(
+        pb.GetRecentRequestsRequest(user_id="alice", window=window, tz=tz), timeout=10
+    )
+    assert_mirrors(recent, query_recent_requests(con, "alice", since, until, limit=20, tz=tz))
+    report = stub.GetCoverage(pb.GetCoverageRequest(window=window, tz=tz), timeout=10)
+    assert report.since == totals.since and report.scopes
+    assert_mirrors(report.scopes[0], query_coverage(con, since, until, tz=tz).scopes[0])
+    found = stub.GetAnomalies(pb.GetAnomaliesRequest(window=window, tz=tz), timeout=10)
+    assert found.since == totals.since
+    assert_mirrors(found, query_anomalies(con, since, until, tz=tz))
+
+
+def test_period_names_pass_through(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
+    """since "2026-11" in America/New_York is the local month: from 04:00Z on the 1st (still EDT)
+    to 05:00Z on 1 December (EST); the totals are query_totals' for that period."""
+    skip_without_time_zones()
+    tz = "America/New_York"
+    totals = stub.GetTotals(pb.GetTotalsRequest(window=pb.Window(since="2026-11"), tz=tz), timeout=10)
+    assert_mirrors(totals, query_totals(con, "2026-11", tz=tz))
+    assert totals.since.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 1, 4, tzinfo=UTC)
+    assert totals.until.ToDatetime(tzinfo=UTC) == datetime(2026, 12, 1, 5, tzinfo=UTC)
+    assert totals.requests == 10  # every call of CALLS is in November
+    error = rpc_error(stub.GetTotals, pb.GetTotalsRequest(window=pb.Window(since="2026-11"), tz="Mars/Base"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "Mars/Base" in error.details()

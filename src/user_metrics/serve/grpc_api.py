@@ -2,7 +2,9 @@
 
 Each rpc opens a reader, calls the matching query function (``user_metrics.query``) and answers its
 result dataclass as the message of the same name and fields (``proto/user_metrics/v1/``). Money is
-exact decimal text, instants are Timestamps, and a None field is left unset. Domain errors become
+exact decimal text, instants are Timestamps, and a None field is left unset (so revenue, margin
+and margin ratio are unset while no revenue source exists). A request's ``tz`` (else the service's
+``timezone`` setting) is the zone its window is read in. Domain errors become
 the status of ``errors.grpc_status`` with the error's message.
 
 Each rpc has ``query_timeout`` seconds from the arrival of its request message (waiting for a
@@ -38,6 +40,7 @@ from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.errors import DeadlineExceeded, InvalidInput, Unavailable
 from user_metrics.net.grpc_server import Rpcs
 from user_metrics.query.anomalies import DEFAULT_HISTORY, DEFAULT_THRESHOLD, anomalies
+from user_metrics.query.calendar import request_zone
 from user_metrics.query.coverage import DEFAULT_KEYS, coverage
 from user_metrics.query.deadline import stopped_error
 from user_metrics.query.properties import by_property, property_keys
@@ -88,6 +91,19 @@ def to_message(result: Any, message: M) -> M:
 
 def _window(window: pb.Window) -> tuple[str | None, str | None]:
     return window.since or None, window.until or None
+
+
+# The request messages with filters, and those with a tz (every one that takes a window).
+Filtered = (
+    pb.ListUsersRequest
+    | pb.GetUserRequest
+    | pb.GetTimeseriesRequest
+    | pb.GetPropertyBreakdownRequest
+    | pb.GetTotalsRequest
+    | pb.GetCoverageRequest
+    | pb.GetRecentRequestsRequest
+)
+Zoned = Filtered | pb.GetAnomaliesRequest
 
 
 def _filters(filters: pb.Filters) -> dict[str, Any]:
@@ -181,6 +197,14 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         self._stats = stats
         self._coverage = coverage
 
+    def _zone(self, request: Zoned) -> dict[str, Any]:
+        """``{"tz": ...}``: the request's zone (checked), else the service's ``timezone`` setting."""
+        return {"tz": request_zone(request.tz, self._timezone)}
+
+    def _scope(self, request: Filtered) -> dict[str, Any]:
+        """The request's filters and zone, as keyword arguments of a query function."""
+        return {**_filters(request.filters), **self._zone(request)}
+
     async def _answer(
         self,
         context: grpc.aio.ServicerContext,
@@ -219,14 +243,14 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 limit=request.limit or DEFAULT_LIMIT,
                 offset=request.offset,
                 search=request.search or None,
-                **_filters(request.filters),
+                **self._scope(request),
             ),
         )
 
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.UserStats:
         def call(con: duckdb.DuckDBPyConnection) -> Any:
             user_id = _user_id(request)
-            return user(con, user_id, *_window(request.window), **_filters(request.filters))
+            return user(con, user_id, *_window(request.window), **self._scope(request))
 
         return await self._answer(context, pb.UserStats, call)
 
@@ -239,7 +263,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 _user_id(request),
                 *_window(request.window),
                 limit=request.limit or DEFAULT_RECENT,
-                **_filters(request.filters),
+                **self._scope(request),
             )
 
         return await self._answer(context, pb.RecentRequests, call)
@@ -261,7 +285,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 user_id,
                 *_window(request.window),
                 bucket=request.bucket or DEFAULT_BUCKET,
-                **_filters(request.filters),
+                **self._scope(request),
             ),
         )
 
@@ -276,7 +300,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 request.key,
                 *_window(request.window),
                 limit=request.limit or DEFAULT_VALUES,
-                **_filters(request.filters),
+                **self._scope(request),
             ),
         )
 
@@ -284,7 +308,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
         return await self._answer(
             context,
             pb.Totals,
-            lambda con: totals(con, *_window(request.window), **_filters(request.filters)),
+            lambda con: totals(con, *_window(request.window), **self._scope(request)),
         )
 
     async def GetAnomalies(
@@ -300,6 +324,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 until,
                 history=request.history or DEFAULT_HISTORY,
                 threshold=request.threshold or DEFAULT_THRESHOLD,
+                **self._zone(request),
             ),
         )
 
@@ -315,7 +340,7 @@ class UserMetricsServicer(UserMetricsServiceServicer):
                 *_window(request.window),
                 limit=request.limit or DEFAULT_KEYS,
                 live=live,
-                **_filters(request.filters),
+                **self._scope(request),
             ),
         )
 

@@ -37,102 +37,118 @@ class Filters(_message.Message):
     def __init__(self, properties: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
-    __slots__ = ("window", "filters", "sort", "limit", "offset", "search")
+    __slots__ = ("window", "filters", "sort", "limit", "offset", "search", "tz")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     window: Window
     filters: Filters
     sort: str
     limit: int
     offset: int
     search: str
-    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., sort: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., search: _Optional[str] = ...) -> None: ...
+    tz: str
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., sort: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., search: _Optional[str] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class GetUserRequest(_message.Message):
-    __slots__ = ("user_id", "anonymous", "window", "filters")
+    __slots__ = ("user_id", "anonymous", "window", "filters", "tz")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     anonymous: bool
     window: Window
     filters: Filters
-    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[bool] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+    tz: str
+    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[bool] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class GetTimeseriesRequest(_message.Message):
-    __slots__ = ("user_id", "window", "filters", "bucket")
+    __slots__ = ("user_id", "window", "filters", "bucket", "tz")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     window: Window
     filters: Filters
     bucket: str
-    def __init__(self, user_id: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., bucket: _Optional[str] = ...) -> None: ...
+    tz: str
+    def __init__(self, user_id: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., bucket: _Optional[str] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class GetPropertyBreakdownRequest(_message.Message):
-    __slots__ = ("key", "window", "filters", "limit")
+    __slots__ = ("key", "window", "filters", "limit", "tz")
     KEY_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     key: str
     window: Window
     filters: Filters
     limit: int
-    def __init__(self, key: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    tz: str
+    def __init__(self, key: _Optional[str] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class GetTotalsRequest(_message.Message):
-    __slots__ = ("window", "filters")
+    __slots__ = ("window", "filters", "tz")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     window: Window
     filters: Filters
-    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+    tz: str
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class GetCoverageRequest(_message.Message):
-    __slots__ = ("window", "filters", "limit")
+    __slots__ = ("window", "filters", "limit", "tz")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     window: Window
     filters: Filters
     limit: int
-    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    tz: str
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class GetRecentRequestsRequest(_message.Message):
-    __slots__ = ("user_id", "anonymous", "window", "filters", "limit")
+    __slots__ = ("user_id", "anonymous", "window", "filters", "limit", "tz")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     anonymous: bool
     window: Window
     filters: Filters
     limit: int
-    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[bool] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    tz: str
+    def __init__(self, user_id: _Optional[str] = ..., anonymous: _Optional[bool] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., limit: _Optional[int] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class ListPropertyKeysRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetAnomaliesRequest(_message.Message):
-    __slots__ = ("window", "history", "threshold")
+    __slots__ = ("window", "history", "threshold", "tz")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
     window: Window
     history: str
     threshold: float
-    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., history: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+    tz: str
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., history: _Optional[str] = ..., threshold: _Optional[float] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class ModelUsage(_message.Message):
     __slots__ = ("provider", "model", "requests", "cost_usd", "unpriced_requests")
@@ -149,7 +165,7 @@ class ModelUsage(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
 
 class UserStats(_message.Message):
-    __slots__ = ("user_id", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "first_active", "last_active", "active_days", "avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "error_rate", "models")
+    __slots__ = ("user_id", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "first_active", "last_active", "active_days", "avg_requests_per_active_day", "avg_tokens_per_request", "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "error_rate", "models", "revenue_usd", "margin_usd", "margin_ratio")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +187,9 @@ class UserStats(_message.Message):
     P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_USD_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_USD_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_RATIO_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     requests: int
     errors: int
@@ -192,7 +211,10 @@ class UserStats(_message.Message):
     p95_latency_ms: float
     error_rate: float
     models: _containers.RepeatedCompositeFieldContainer[ModelUsage]
-    def __init__(self, user_id: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., first_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_days: _Optional[int] = ..., avg_requests_per_active_day: _Optional[float] = ..., avg_tokens_per_request: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., p50_latency_ms: _Optional[float] = ..., p95_latency_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ...) -> None: ...
+    revenue_usd: str
+    margin_usd: str
+    margin_ratio: float
+    def __init__(self, user_id: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., first_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_active: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_days: _Optional[int] = ..., avg_requests_per_active_day: _Optional[float] = ..., avg_tokens_per_request: _Optional[float] = ..., avg_latency_ms: _Optional[float] = ..., p50_latency_ms: _Optional[float] = ..., p95_latency_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., revenue_usd: _Optional[str] = ..., margin_usd: _Optional[str] = ..., margin_ratio: _Optional[float] = ...) -> None: ...
 
 class UserPage(_message.Message):
     __slots__ = ("users", "total", "since", "until")
@@ -308,7 +330,7 @@ class Timeseries(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., bucket: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., tz: _Optional[str] = ...) -> None: ...
 
 class PropertyValue(_message.Message):
-    __slots__ = ("value", "users", "requests", "cost_usd", "avg_cost_per_user", "unpriced_requests", "most_costly_user", "most_costly_user_cost_usd", "least_costly_user", "least_costly_user_cost_usd")
+    __slots__ = ("value", "users", "requests", "cost_usd", "avg_cost_per_user", "unpriced_requests", "most_costly_user", "most_costly_user_cost_usd", "least_costly_user", "least_costly_user_cost_usd", "revenue_usd", "margin_usd", "margin_ratio")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -319,6 +341,9 @@ class PropertyValue(_message.Message):
     MOST_COSTLY_USER_COST_USD_FIELD_NUMBER: _ClassVar[int]
     LEAST_COSTLY_USER_FIELD_NUMBER: _ClassVar[int]
     LEAST_COSTLY_USER_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_USD_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_USD_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_RATIO_FIELD_NUMBER: _ClassVar[int]
     value: str
     users: int
     requests: int
@@ -329,7 +354,10 @@ class PropertyValue(_message.Message):
     most_costly_user_cost_usd: str
     least_costly_user: str
     least_costly_user_cost_usd: str
-    def __init__(self, value: _Optional[str] = ..., users: _Optional[int] = ..., requests: _Optional[int] = ..., cost_usd: _Optional[str] = ..., avg_cost_per_user: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., most_costly_user: _Optional[str] = ..., most_costly_user_cost_usd: _Optional[str] = ..., least_costly_user: _Optional[str] = ..., least_costly_user_cost_usd: _Optional[str] = ...) -> None: ...
+    revenue_usd: str
+    margin_usd: str
+    margin_ratio: float
+    def __init__(self, value: _Optional[str] = ..., users: _Optional[int] = ..., requests: _Optional[int] = ..., cost_usd: _Optional[str] = ..., avg_cost_per_user: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., most_costly_user: _Optional[str] = ..., most_costly_user_cost_usd: _Optional[str] = ..., least_costly_user: _Optional[str] = ..., least_costly_user_cost_usd: _Optional[str] = ..., revenue_usd: _Optional[str] = ..., margin_usd: _Optional[str] = ..., margin_ratio: _Optional[float] = ...) -> None: ...
 
 class PropertyBreakdown(_message.Message):
     __slots__ = ("key", "since", "until", "values", "total_values", "truncated")
@@ -348,7 +376,7 @@ class PropertyBreakdown(_message.Message):
     def __init__(self, key: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Iterable[_Union[PropertyValue, _Mapping]]] = ..., total_values: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class Totals(_message.Message):
-    __slots__ = ("since", "until", "users", "anonymous_requests", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "avg_latency_ms")
+    __slots__ = ("since", "until", "users", "anonymous_requests", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "unpriced_requests", "avg_latency_ms", "revenue_usd", "margin_usd", "margin_ratio")
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
@@ -364,6 +392,9 @@ class Totals(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     AVG_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_USD_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_USD_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_RATIO_FIELD_NUMBER: _ClassVar[int]
     since: _timestamp_pb2.Timestamp
     until: _timestamp_pb2.Timestamp
     users: int
@@ -379,7 +410,10 @@ class Totals(_message.Message):
     cost_usd: str
     unpriced_requests: int
     avg_latency_ms: float
-    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., users: _Optional[int] = ..., anonymous_requests: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., avg_latency_ms: _Optional[float] = ...) -> None: ...
+    revenue_usd: str
+    margin_usd: str
+    margin_ratio: float
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., users: _Optional[int] = ..., anonymous_requests: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., unpriced_requests: _Optional[int] = ..., avg_latency_ms: _Optional[float] = ..., revenue_usd: _Optional[str] = ..., margin_usd: _Optional[str] = ..., margin_ratio: _Optional[float] = ...) -> None: ...
 
 class Anomaly(_message.Message):
     __slots__ = ("user_id", "metric", "method", "observed", "baseline", "score", "history_buckets")
