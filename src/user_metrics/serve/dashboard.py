@@ -1,8 +1,9 @@
-"""The dashboard's files: one HTML shell, a script and a stylesheet, served by the API server.
+"""The dashboard's files: one HTML shell, two scripts and a stylesheet, served by the API server.
 
-The pages (``/``, ``/users/{id}``, ``/properties``, ``/coverage``) are the same shell; its script draws them
-from the HTTP JSON API with the read token the user gives it. The files hold no data, so they
-are served without a token; every number on the page comes from ``/api/v1`` and needs one.
+The pages (``/``, ``/users/{id}``, ``/properties``, ``/profitability``, ``/coverage``) are the same
+shell; its scripts draw them from the HTTP JSON API with the read token the user gives it. The
+files hold no data, so they are served without a token; every number on the page comes from
+``/api/v1`` and needs one (``/healthz``, read for the server's time zone, needs none).
 Nothing is loaded from elsewhere: the Content-Security-Policy allows this origin only.
 """
 
@@ -13,6 +14,7 @@ from importlib import resources
 
 ASSETS = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/profit.js": ("profit.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 SHELL = ("index.html", "text/html; charset=utf-8")
@@ -30,8 +32,9 @@ HEADERS = [
 
 
 def is_page(path: str) -> bool:
-    """``/``, ``/users``, ``/users/{id}`` (one percent-encoded segment), ``/properties``, ``/coverage``."""
-    if path in ("/", "/users", "/users/", "/properties", "/coverage"):
+    """``/``, ``/users``, ``/users/{id}`` (one percent-encoded segment), ``/properties``,
+    ``/profitability``, ``/coverage``."""
+    if path in ("/", "/users", "/users/", "/properties", "/profitability", "/coverage"):
         return True
     return path.startswith("/users/") and "/" not in path[len("/users/") :]
 

@@ -1,13 +1,22 @@
 // The user-metrics dashboard: plain JavaScript over the service's HTTP JSON API (/api/v1/...).
-// Pages: / (users), /users/{id} (one user), /properties (cost per property value), /coverage
-// (what each instrumentation scope's spans carry, and what no convention reads). The page's
-// state (window, filters, sort, search, page) lives in the URL, so every view can be linked.
+// Pages: / (users), /users/{id} (one user), /properties (cost per property value), /profitability
+// (profit.js: margins per user and plan), /coverage (what each instrumentation scope's spans
+// carry, and what no convention reads). The page's state (window or calendar period, time zone,
+// filters, sort, search, page) lives in the URL, so every view can be linked.
 // Data is only ever inserted as text (textContent), never as HTML.
 "use strict";
 
 const TOKEN_KEY = "user-metrics-read-token";
 const PAGE_SIZE = 25;
 const PRESETS = ["24h", "7d", "30d"];
+// Calendar periods in the page's time zone (the API's since=<name>); ISO months (2026-11) too.
+const PERIODS = [["today", "Today"], ["yesterday", "Yesterday"], ["this_week", "This week"],
+                 ["last_week", "Last week"], ["this_month", "This month"], ["last_month", "Last month"]];
+const MONTH = /^\d{4}-(0[1-9]|1[0-2])$/;
+const ZONES = ["UTC", "America/Los_Angeles", "America/Denver", "America/Chicago", "America/New_York",
+               "America/Sao_Paulo", "Europe/London", "Europe/Paris", "Europe/Berlin", "Africa/Johannesburg",
+               "Asia/Dubai", "Asia/Kolkata", "Asia/Kathmandu", "Asia/Singapore", "Asia/Shanghai", "Asia/Tokyo",
+               "Australia/Sydney", "Pacific/Auckland"];
 const EVER = [["since", "0001-01-01T00:00:00Z"], ["until", "9999-12-31T00:00:00Z"]]; // every request stored
 const COLUMNS = [
   // [field, heading, format, default direction when first sorted]
@@ -53,15 +62,7 @@ function svg(tag, attrs, ...children) {
 const fmt = {
   int: (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US")),
   dec: (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { maximumFractionDigits: 1 })),
-  usd: (v) => {
-    if (v === null || v === undefined) return "–";
-    const n = Number(v);
-    if (n === 0) return "$0";
-    // Below a dollar, two significant digits and at least cents: $0.80, $0.030, $0.0060.
-    if (Math.abs(n) < 1) return "$" + n.toFixed(Math.max(2, 1 - Math.floor(Math.log10(Math.abs(n)))));
-    const digits = Math.abs(n) >= 100 ? 0 : 2;
-    return "$" + n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
-  },
+  usd: (v) => usd(v), // profit.js: rounded on the decimal digits, never through a float
   pct: (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"),
   ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Math.round(v) + " ms"),
   time: (v) => (v ? v.replace("T", " ").slice(0, 16) : "–"),
@@ -159,13 +160,21 @@ async function api(path, params) {
 
 // ---- page state in the URL ----------------------------------------------------------------------
 
+function isPeriod(name) {
+  return PERIODS.some(([value]) => value === name) || MONTH.test(name || "");
+}
+
 function state() {
   const q = new URLSearchParams(location.search);
-  // ?since=7d (the API's own spelling, as in a shared link) is the preset of that name.
+  // ?since=7d (the API's own spelling, as in a shared link) is the preset of that name;
+  // ?since=this_month or ?since=2026-11 a calendar period.
   const preset = !q.get("until") && PRESETS.includes(q.get("since")) ? q.get("since") : null;
-  const since = preset ? null : q.get("since");
+  const period = !q.get("until") && isPeriod(q.get("since")) ? q.get("since") : null;
+  const since = preset || period ? null : q.get("since");
   return {
-    window: preset || (since ? "custom" : PRESETS.includes(q.get("window")) ? q.get("window") : "30d"),
+    window: preset || (period ? "period" : since ? "custom" : PRESETS.includes(q.get("window")) ? q.get("window") : "30d"),
+    period,
+    tz: q.get("tz") || "",
     since,
     until: since ? q.get("until") : null,
     properties: q.getAll("property"),
@@ -179,8 +188,11 @@ function state() {
 
 // The window and filters every API call takes, from the page state.
 function filterParams(s) {
-  const params = s.window === "custom" ? [["since", s.since]] : [["since", s.window]];
+  const since = s.window === "custom" ? s.since : s.window === "period" ? s.period : s.window;
+  const params = [["since", since]];
   if (s.window === "custom" && s.until) params.push(["until", s.until]);
+  // Without a zone of its own the page sends none, and the server reads the window in its timezone.
+  if (s.tz) params.push(["tz", s.tz]);
   for (const p of s.properties) params.push(["property", p]);
   if (s.model) params.push(["model", s.model]);
   return params;
@@ -192,11 +204,14 @@ function sharedQuery(s) {
   if (s.window === "custom") {
     q.set("since", s.since);
     if (s.until) q.set("until", s.until);
+  } else if (s.window === "period") {
+    q.set("since", s.period);
   } else if (s.window !== "30d") {
     q.set("window", s.window);
   }
   for (const p of s.properties) q.append("property", p);
   if (s.model) q.set("model", s.model);
+  if (s.tz) q.set("tz", s.tz);
   return q;
 }
 
@@ -222,9 +237,11 @@ function go(changes, replace) {
 
 // ---- controls -----------------------------------------------------------------------------------
 
-function syncControls(s) {
+function syncControls(s, facts) {
   const picker = document.getElementById("window");
   picker.value = s.window;
+  syncPeriod(s);
+  syncZone(s, facts);
   const custom = document.getElementById("custom-window");
   custom.hidden = s.window !== "custom";
   if (s.window === "custom") {
@@ -243,7 +260,77 @@ function syncControls(s) {
   document.getElementById("nav-users").href = href("/", s);
   document.getElementById("nav-properties").href = href("/properties", s, { key: s.key });
   document.getElementById("nav-coverage").href = href("/coverage", s);
+  document.getElementById("nav-profitability").href = href("/profitability", s, { key: s.key });
   document.getElementById("forget-token").hidden = !token();
+}
+
+// The calendar periods, and the last 12 months in the page's zone; the one shown selected.
+function syncPeriod(s) {
+  const now = localParts(new Date(), pageZone());
+  const months = [];
+  for (let i = 0; i < 12; i++) {
+    const total = now.year * 12 + now.month - 1 - i;
+    const [year, month] = [Math.floor(total / 12), (total % 12) + 1];
+    const name = `${year}-${String(month).padStart(2, "0")}`;
+    const label = new Date(Date.UTC(year, month - 1, 15)).toLocaleString("en-US", { month: "long", year: "numeric", timeZone: "UTC" });
+    months.push([name, label]);
+  }
+  if (s.period && MONTH.test(s.period) && !months.some(([m]) => m === s.period)) months.push([s.period, s.period]);
+  const select = document.getElementById("period");
+  select.replaceChildren(
+    el("option", { value: "" }, "Calendar period…"),
+    ...PERIODS.map(([value, label]) => el("option", { value }, label)),
+    el("optgroup", { label: "Month" }, months.map(([value, label]) => el("option", { value }, label))));
+  select.value = s.period || "";
+}
+
+// The zone choice: the server's timezone by default, common zones, the browser's, or any name.
+function syncZone(s, facts) {
+  const server = facts.timezone || "UTC";
+  const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const zones = [...ZONES];
+  for (const z of [browserZone, s.tz]) if (z && !zones.includes(z)) zones.push(z);
+  const select = document.getElementById("tz");
+  select.replaceChildren(
+    el("option", { value: "" }, `Server's (${server})`),
+    ...zones.map((z) => el("option", { value: z }, z === browserZone ? z + " (this browser)" : z)),
+    el("option", { value: "other" }, "Other…"));
+  select.value = s.tz;
+  document.getElementById("tz-form").hidden = true;
+  document.getElementById("zone-note").textContent = pageZone() === "UTC"
+    ? "Times are UTC."
+    : `Windows, calendar periods and days are in ${pageZone()}; times in tables are UTC.`;
+}
+
+let facts = null; // a promise of what /healthz says about the server (its timezone), asked for once
+
+function serverFacts() {
+  if (facts === null) {
+    facts = fetch(local("/healthz"), { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then((response) => (response.ok ? response.json() : {}))
+      .catch(() => ({}));
+  }
+  return facts;
+}
+
+let knownFacts = {}; // the answer of serverFacts(), once it came
+
+// The zone the page's windows are read in: its own choice, else the server's timezone, else UTC.
+function pageZone() {
+  return state().tz || knownFacts.timezone || "UTC";
+}
+
+// Year, month, day, hour, minute of an instant on the wall clock of `zone` (UTC if it is unknown).
+function localParts(date, zone) {
+  let parts;
+  try {
+    parts = new Intl.DateTimeFormat("en-US", { timeZone: zone, year: "numeric", month: "numeric", day: "numeric",
+      hour: "numeric", minute: "numeric", hourCycle: "h23" }).formatToParts(date);
+  } catch (err) {
+    return localParts(date, "UTC");
+  }
+  const get = (type) => Number(parts.find((p) => p.type === type).value);
+  return { year: get("year"), month: get("month"), day: get("day"), hour: get("hour"), minute: get("minute") };
 }
 
 let propertyKeys = null; // a promise of the recorded property keys, asked for once
@@ -287,6 +374,18 @@ function wireControls() {
       return;
     }
     go({ window: value === "30d" ? null : value, since: null, until: null, page: null });
+  });
+  document.getElementById("period").addEventListener("change", (event) => {
+    if (event.target.value) go({ window: null, since: event.target.value, until: null, page: null });
+  });
+  document.getElementById("tz").addEventListener("change", (event) => {
+    if (event.target.value !== "other") return go({ tz: event.target.value || null, page: null });
+    document.getElementById("tz-form").hidden = false;
+    document.getElementById("tz-text").focus();
+  });
+  document.getElementById("tz-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    go({ tz: document.getElementById("tz-text").value.trim() || null, page: null });
   });
   document.getElementById("custom-window").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -339,7 +438,9 @@ async function render() {
   const s = state();
   document.getElementById("auth").hidden = true;
   document.getElementById("error").hidden = true;
-  syncControls(s);
+  knownFacts = await serverFacts();
+  if (mine !== generation) return;
+  syncControls(s, knownFacts);
   const main = document.getElementById("main");
   const path = route();
   let page;
@@ -347,6 +448,7 @@ async function render() {
   else if (path.startsWith("/users/")) page = userPage;
   else if (path === "/properties") page = propertiesPage;
   else if (path === "/coverage") page = coveragePage;
+  else if (path === "/profitability") page = profitabilityPage;
   else page = async () => [el("h1", {}, "Not found"), el("p", {}, "No page at " + path + ". "), el("a", { href: local("/") }, "Users")];
   document.body.dataset.state = "loading";
   try {
@@ -363,7 +465,14 @@ async function render() {
 }
 
 function windowText(data) {
-  return `${fmt.time(data.since)} – ${fmt.time(data.until)} UTC`;
+  const zone = pageZone();
+  if (zone === "UTC") return `${fmt.time(data.since)} – ${fmt.time(data.until)} UTC`;
+  const wall = (text) => {
+    const p = localParts(new Date(text), zone);
+    const two = (n) => String(n).padStart(2, "0");
+    return `${p.year}-${two(p.month)}-${two(p.day)} ${two(p.hour)}:${two(p.minute)}`;
+  };
+  return `${wall(data.since)} – ${wall(data.until)} ${zone}`;
 }
 
 // The page's window as the server read it; a custom one also fills the From/To boxes, so a
@@ -401,7 +510,8 @@ async function usersPage(s) {
     ...heading,
     totalsCards(totals),
     anomaliesPanel(unusual, s),
-    usersTable(users, s),
+    // Revenue, margin and margin ratio only when revenue is known for the window (not null).
+    usersTable(users, s, totals.revenue_usd === null ? COLUMNS : [...COLUMNS, ...PROFIT_COLUMNS]),
   ];
 }
 
@@ -428,6 +538,8 @@ function totalsCards(t) {
     card("Users", fmt.int(t.users)),
     card("Requests", fmt.int(t.requests)),
     card("Cost", fmt.usd(t.cost_usd), "$" + t.cost_usd),
+    ...(t.revenue_usd === null ? [] : [card("Revenue", fmt.usd(t.revenue_usd), "$" + t.revenue_usd),
+                                       card("Margin", fmt.usd(t.margin_usd), "$" + t.margin_usd)]),
     card("Tokens", fmt.int(t.total_tokens)),
     card("Error rate", fmt.pct(errorRate)),
     card("Avg latency", fmt.ms(t.avg_latency_ms)),
@@ -468,7 +580,7 @@ function anomalyFindings(data, s) {
   return section;
 }
 
-function usersTable(page, s) {
+function usersTable(page, s, columns) {
   const field = s.sort.replace(/^[-+]/, "");
   const descending = s.sort.startsWith("-");
   let timer = null;
@@ -478,7 +590,7 @@ function usersTable(page, s) {
       clearTimeout(timer);
       timer = setTimeout(() => go({ q: event.target.value.trim(), page: null }, true), 250);
     } });
-  const head = el("tr", {}, COLUMNS.map(([name, title, format, first]) => {
+  const head = el("tr", {}, columns.map(([name, title, format, first]) => {
     const active = name === field;
     const next = active ? (descending ? "+" : "-") : first;
     return el("th", { scope: "col", class: format ? "num" : null, "data-field": name,
@@ -487,7 +599,7 @@ function usersTable(page, s) {
         title, active ? (descending ? " ▼" : " ▲") : ""));
   }));
   const rows = page.users.map((u) => el("tr", { "data-user": u.user_id === null ? "" : u.user_id },
-    COLUMNS.map(([name, , format]) => {
+    columns.map(([name, , format]) => {
       if (name !== "user_id") return cell(format, u[name]);
       return el("th", { scope: "row" }, u.user_id === null
         ? el("span", { class: "muted", title: "requests that named no user" }, "(no user id)")
@@ -533,6 +645,8 @@ async function userPage(s) {
     el("section", { class: "cards", id: "user-cards" },
       card("Requests", fmt.int(user.requests)),
       card("Cost", fmt.usd(user.cost_usd), user.cost_usd === null ? "no known price" : "$" + user.cost_usd),
+      ...(user.revenue_usd === null ? [] : [card("Revenue", fmt.usd(user.revenue_usd), "$" + user.revenue_usd),
+                                            card("Margin", fmt.usd(user.margin_usd), "$" + user.margin_usd)]),
       card("Tokens", fmt.int(user.total_tokens)),
       card("Active days", fmt.int(user.active_days)),
       card("Requests / active day", fmt.dec(user.avg_requests_per_active_day)),
