@@ -61,7 +61,7 @@ def skip_while_revenue_is_a_stub(con: duckdb.DuckDBPyConnection) -> None:
     whose ``revenue`` table has records (the margins part of issue 16 implements it)."""
     (count,) = con.execute("SELECT count(*) FROM revenue").fetchall()[0]
     assert count, "the database has no revenue record: this check needs one"
-    window = Window(datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
+    window = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     if revenue_by_user(con, window) is None:
         pytest.skip("query/revenue.py revenue_by_user is still the stub (answers None with revenue stored)")
 

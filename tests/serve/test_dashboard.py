@@ -167,11 +167,16 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, served: Service) -> Iterator[Page]:
     """A fresh page; fails the test on any script error, console error or request off this server."""
+    yield from watched_page(browser, served)
+
+
+def watched_page(browser: Browser, svc: Service) -> Iterator[Page]:
+    """A fresh page of ``svc``; fails the test on any script error, console error or request elsewhere."""
     context = browser.new_context(viewport=DESKTOP)
     tab = context.new_page()
     problems: list[str] = []
-    assert served.app is not None
-    origin = served.app.api_url
+    assert svc.app is not None
+    origin = svc.app.api_url
     tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     # (The browser logs every 4xx answer as a console error; those are not the page's own errors.)
     tab.on(
@@ -651,6 +656,12 @@ def paid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc.stop()
 
 
+@pytest.fixture
+def paid_page(browser: Browser, paid: Service) -> Iterator[Page]:
+    """A fresh page of the paid service, watched as ``page`` is."""
+    yield from watched_page(browser, paid)
+
+
 def skip_while_the_stub(svc: Service) -> None:
     assert svc.app is not None
     with svc.app.store.reader() as con:
@@ -674,15 +685,17 @@ class TestProfitability:
         assert page.locator("table").count() == 0
         shot(page, "profitability-no-revenue")
 
-    def test_least_and_most_profitable_losses_and_margin_by_plan(self, page: Page, paid: Service) -> None:
+    def test_least_and_most_profitable_losses_and_margin_by_plan(
+        self, paid_page: Page, paid: Service
+    ) -> None:
         """Least profitable users in the API's order, most profitable, the users whose cost exceeds their
         revenue, and margin per plan, each amount the API's exact decimal."""
         skip_while_the_stub(paid)
         least = api_json(paid, "/api/v1/users?sort=margin_usd&limit=100")["users"]
         assert [u["user_id"] for u in least] == ["dan", "ben", "cat", "ann"]
-        page.goto(url(paid, "/profitability"))
-        ready(page)
-        rows = table(page, "#least-profitable")
+        paid_page.goto(url(paid, "/profitability"))
+        ready(paid_page)
+        rows = table(paid_page, "#least-profitable")
         assert [r["User"] for r in rows] == [u["user_id"] for u in least]
         for row, u in zip(rows, least, strict=True):
             assert (row["Revenue"], row["Cost"], row["Margin"]) == (
@@ -691,43 +704,43 @@ class TestProfitability:
                 u["margin_usd"],
             )
             assert Decimal(row["Margin"]) == Decimal(u["revenue_usd"]) - Decimal(u["cost_usd"])
-        assert [r["User"] for r in table(page, "#most-profitable")] == ["ann", "cat", "ben", "dan"]
-        losses = table(page, "#losses")
+        assert [r["User"] for r in table(paid_page, "#most-profitable")] == ["ann", "cat", "ben", "dan"]
+        losses = table(paid_page, "#losses")
         assert [r["User"] for r in losses] == ["dan", "ben"]  # ben's 0.01 is less than his gpt-4o calls
         assert all(Decimal(r["Margin"]) < 0 for r in losses)
-        plans = {r["Value"]: r for r in table(page, "#margin-by-property")}
-        assert Decimal(plans["pro"]["Revenue"]) == 70 and Decimal(plans["free"]["Revenue"]) == Decimal(
-            "-0.99"
-        )
+        plans = {r["Value"]: r for r in table(paid_page, "#margin-by-property")}
+        assert plans["pro"]["Revenue"] == "70.000000000"  # ann and cat
+        assert plans["free"]["Revenue"] == "-0.990000000"  # ben, and dan's refund
         totals = api_json(paid, "/api/v1/totals")
         cards = dict(
             zip(
-                page.locator("#profit-cards .label").all_inner_texts(),
-                page.locator("#profit-cards .value").all_inner_texts(),
+                paid_page.locator("#profit-cards .label").all_inner_texts(),
+                paid_page.locator("#profit-cards .value").all_inner_texts(),
                 strict=True,
             )
         )
         assert cards["Revenue"] == "$69.01" and totals["revenue_usd"] == "69.010000000"
-        shot(page, "profitability")
+        shot(paid_page, "profitability")
 
-    def test_margin_columns_on_the_users_table(self, page: Page, paid: Service) -> None:
+    def test_margin_columns_on_the_users_table(self, paid_page: Page, paid: Service) -> None:
         """With revenue known, the users table has revenue, margin and margin ratio; a click on Margin
         sorts least profitable first, as the API does."""
         skip_while_the_stub(paid)
-        page.goto(url(paid, "/"))
-        ready(page)
+        paid_page.goto(url(paid, "/"))
+        ready(paid_page)
         api = {u["user_id"]: u for u in api_json(paid, "/api/v1/users")["users"]}
-        for user, row in users_in_table(page).items():
+        for user, row in users_in_table(paid_page).items():
             assert (row["revenue_usd"], row["margin_usd"]) == (
                 api[user]["revenue_usd"],
                 api[user]["margin_usd"],
             )
-        page.click("th[data-field=margin_usd] button")
-        ready(page)
-        assert "sort=margin_usd" in page.url
-        assert [r["user_id"] for r in table(page)] == ["dan", "ben", "cat", "ann"]
-        assert page.locator("#users tr[data-user=dan] td[data-value^='-']").count() == 1
-        shot(page, "users-with-margins")
+        paid_page.click("th[data-field=margin_usd] button")
+        ready(paid_page)
+        assert "sort=margin_usd" in paid_page.url
+        assert [r["user_id"] for r in table(paid_page)] == ["dan", "ben", "cat", "ann"]
+        dan = users_in_table(paid_page)["dan"]  # refunded: revenue below zero, and a loss
+        assert dan["revenue_usd"] == "-1.000000000" and dan["margin_usd"].startswith("-1.001")
+        shot(paid_page, "users-with-margins")
 
 
 def test_money_is_rounded_on_its_decimal_digits(page: Page, served: Service) -> None:
