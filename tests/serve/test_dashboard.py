@@ -630,6 +630,26 @@ class TestPeriodAndZone:
         assert page.locator("#tz").input_value() == "Asia/Kathmandu"
         shot(page, "properties-in-kathmandu")
 
+    def test_a_users_days_are_local_days_of_the_chosen_zone(self, page: Page, served: Service) -> None:
+        """In Asia/Kolkata, ada's bars stand on the local days of her requests (a day starts 18:30 UTC)."""
+        skip_unless_the_api_takes(served, "since=7d&tz=Asia/Kolkata")
+        kolkata = ZoneInfo("Asia/Kolkata")
+        page.goto(url(served, "/users/ada?window=7d&tz=Asia%2FKolkata"))
+        ready(page)
+        bars = page.eval_on_selector_all(
+            "#requests-chart rect.bar", "bs => bs.map(b => [b.dataset.day, Number(b.dataset.value)])"
+        )
+        first, last = (NOW - 7 * D).astimezone(kolkata).date(), NOW.astimezone(kolkata).date()
+        assert [d for d, _ in bars] == [
+            str(first + timedelta(days=i)) for i in range((last - first).days + 1)
+        ]
+        want: dict[str, int] = {}
+        for c in CALLS:
+            if c.user == "ada" and c.ago < 7 * D:
+                day = str(c.start.astimezone(kolkata).date())
+                want[day] = want.get(day, 0) + 1
+        assert {d: v for d, v in bars if v} == want
+
 
 PAID_CALLS = [  # (user, plan, input tokens, output tokens) of gpt-4o, two hours ago
     ("ann", "pro", 1000, 100),

@@ -66,7 +66,8 @@ const fmt = {
   pct: (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"),
   ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : Math.round(v) + " ms"),
   time: (v) => (v ? v.replace("T", " ").slice(0, 16) : "–"),
-  day: (v) => v.slice(0, 10),
+  // A bucket's day on the page's calendar: a local day starts at 18:30 UTC in Asia/Kolkata.
+  day: (v) => (pageZone() === "UTC" ? v.slice(0, 10) : wallClock(v, pageZone()).slice(0, 10)),
 };
 
 function cell(format, value) {
@@ -467,12 +468,14 @@ async function render() {
 function windowText(data) {
   const zone = pageZone();
   if (zone === "UTC") return `${fmt.time(data.since)} – ${fmt.time(data.until)} UTC`;
-  const wall = (text) => {
-    const p = localParts(new Date(text), zone);
-    const two = (n) => String(n).padStart(2, "0");
-    return `${p.year}-${two(p.month)}-${two(p.day)} ${two(p.hour)}:${two(p.minute)}`;
-  };
-  return `${wall(data.since)} – ${wall(data.until)} ${zone}`;
+  return `${wallClock(data.since, zone)} – ${wallClock(data.until, zone)} ${zone}`;
+}
+
+// "2026-11-30 18:54": an instant (ISO text) on the wall clock of `zone`.
+function wallClock(text, zone) {
+  const p = localParts(new Date(text), zone);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${p.year}-${two(p.month)}-${two(p.day)} ${two(p.hour)}:${two(p.minute)}`;
 }
 
 // The page's window as the server read it; a custom one also fills the From/To boxes, so a
