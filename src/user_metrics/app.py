@@ -177,6 +177,7 @@ class App:
                     coverage=self.coverage,
                     import_revenue=self.import_revenue,
                     timezone=settings.timezone,
+                    plan_property=settings.plan_property,
                 ),
             )
         except SettingsError:

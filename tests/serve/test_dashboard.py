@@ -763,6 +763,32 @@ class TestProfitability:
         shot(paid_page, "users-with-margins")
 
 
+def test_margin_by_the_servers_plan_property(browser: Browser, tmp_path: Path) -> None:
+    """With [billing] plan_property = tier, margin by plan breaks down by tier, not by plan (which
+    the page picks when the server names none)."""
+    svc = Service(
+        tmp_path / "um.duckdb", plan_property="tier", plan_prices=("gold=30/month", "basic=0/month")
+    )
+    app = svc.start()
+    try:
+        start = int((NOW - H).timestamp() * 1e9)
+        for user, tier in (("u1", "gold"), ("u2", "basic")):
+            attrs = chat(user, **{"property.tier": tier, "property.plan": "legacy"})
+            app.ingestor.export(request([span(attrs, start=start)]))
+        with app.store.reader() as con:
+            add_revenue(con, [Record("r1", "u2", "5", NOW - D)])
+            skip_while_revenue_is_a_stub(con)
+        context = browser.new_context(viewport=DESKTOP)
+        tab = context.new_page()
+        tab.goto(url(svc, "/profitability"))
+        ready(tab)
+        assert tab.locator("#profit-key").input_value() == "tier"
+        assert {r["Value"] for r in table(tab, "#margin-by-property")} == {"gold", "basic"}
+        context.close()
+    finally:
+        svc.stop()
+
+
 def test_money_is_rounded_on_its_decimal_digits(page: Page, served: Service) -> None:
     """Amounts are formatted from the exact decimal text, half to even, never through a float."""
     page.goto(url(served, "/"))

@@ -74,9 +74,20 @@ def reader_answer(served: Service, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 class TestRoutes:
     def test_healthz(self, served: Service) -> None:
-        """GET /healthz answers ok."""
+        """GET /healthz answers ok, and plan_property null while [billing] names none."""
         status, body = call(served, "GET", "/healthz")
         assert status == 200 and body["status"] == "ok" and body["version"]
+        assert body["plan_property"] is None
+
+    def test_healthz_names_the_plan_property(self, tmp_path: Path) -> None:
+        """With [billing] plan prices, /healthz names their property (the dashboard's margin by plan)."""
+        svc = Service(tmp_path / "um.duckdb", plan_property=" tier ", plan_prices=("gold=30/month",))
+        svc.start()
+        try:
+            status, body = call(svc, "GET", "/healthz")
+        finally:
+            svc.stop()
+        assert status == 200 and body["plan_property"] == "tier"
 
     def test_users_answers_the_query_functions_json(self, served: Service) -> None:
         """GET /api/v1/users is users() as JSON: {"users": [...], "total": N, ...}."""

@@ -174,11 +174,14 @@ class ApiServer(BackgroundServer):
         coverage: CoverageCounts | None = None,
         import_revenue: revenue_api.Importer | None = None,
         timezone: str = "UTC",
+        plan_property: str = "",
     ) -> None:
         """``coverage``: the live counters ``/api/v1/coverage`` reports beside the stored shares;
         ``import_revenue``: what ``POST /api/v1/revenue`` does with the body; ``timezone``: the
-        zone of a window whose request names none (``?tz=``)."""
+        zone of a window whose request names none (``?tz=``); ``plan_property``: the ``[billing]``
+        property that names the plan, which ``/healthz`` tells the dashboard."""
         self.health = health
+        self.plan_property = plan_property.strip()
         self.import_revenue = import_revenue
         self.timezone = timezone
         self.coverage = coverage
@@ -216,7 +219,13 @@ class ApiServer(BackgroundServer):
             problem = self.health()
             if problem is not None:
                 raise Unavailable(f"unhealthy: {problem}")
-            return {"status": "ok", "version": __version__, "timezone": self.timezone}
+            # The server facts the dashboard reads (no data, so no token): plan_property null when unset.
+            return {
+                "status": "ok",
+                "version": __version__,
+                "timezone": self.timezone,
+                "plan_property": self.plan_property or None,
+            }
         if segments[:2] != ["api", "v1"] or len(segments) < 3:
             raise NotFound(f"no such endpoint: {path}")
         rest = segments[2:]
