@@ -1,4 +1,4 @@
-"""Revenue in a test database, and the checks that skip the tests waiting for issue 16's parts.
+"""Revenue in a test database, and the check that skips the tests waiting for the margins part.
 
 The readers' tests (gRPC, dashboard) insert imported revenue records straight into the ``revenue``
 table of a running service's database, as ``revenue import`` would store them, and assert what
@@ -7,7 +7,6 @@ every reader answers for them.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ import duckdb
 import pytest
 
 from user_metrics.query.revenue import revenue_by_user
-from user_metrics.query.users import users as query_users
 from user_metrics.query.window import Window
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,12 +62,6 @@ def skip_while_revenue_is_a_stub(con: duckdb.DuckDBPyConnection) -> None:
     window = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     if revenue_by_user(con, window) is None:
         pytest.skip("query/revenue.py revenue_by_user is still the stub (answers None with revenue stored)")
-
-
-def skip_without_time_zones() -> None:
-    """Skip the test while the query functions take no ``tz`` (the calendar part of issue 16)."""
-    if "tz" not in inspect.signature(query_users).parameters:
-        pytest.skip("the query functions take no tz= yet (query/calendar.py, the calendar part)")
 
 
 def ratio(margin: Decimal, revenue: Decimal) -> float | None:

@@ -533,16 +533,6 @@ def api_json(svc: Service, path: str) -> Any:
         return json.loads(response.read())
 
 
-def skip_unless_the_api_takes(svc: Service, query: str) -> None:
-    """Skip while the HTTP API refuses this query (the calendar part of issue 16 is not on main)."""
-    try:
-        api_json(svc, "/api/v1/totals?" + query)
-    except urllib.error.HTTPError as error:
-        if error.code != 400:
-            raise
-        pytest.skip(f"the HTTP API refuses {query} ({json.loads(error.read())['error']}): the calendar part")
-
-
 def api_calls(page: Page, path: str) -> list[dict[str, list[str]]]:
     """Record the query strings of the page's requests to one API path (from now on)."""
     seen: list[dict[str, list[str]]] = []
@@ -583,7 +573,6 @@ class TestPeriodAndZone:
 
     def test_the_period_picker_sends_since_this_month(self, page: Page, served: Service) -> None:
         """Choosing "This month" asks the API for since=this_month (no until) and shows that month's users."""
-        skip_unless_the_api_takes(served, "since=this_month")
         page.goto(url(served, "/?sort=user_id"))
         ready(page)
         calls = api_calls(page, "/api/v1/users")
@@ -604,7 +593,6 @@ class TestPeriodAndZone:
 
     def test_the_time_zone_choice_sends_tz(self, page: Page, served: Service) -> None:
         """A zone picked in the page goes to every API call as tz=, and the window is shown in it."""
-        skip_unless_the_api_takes(served, "since=this_month&tz=Asia/Kolkata")
         page.goto(url(served, "/?since=this_month"))
         ready(page)
         assert page.locator("#tz").input_value() == ""  # the server's zone: no tz sent
@@ -632,7 +620,6 @@ class TestPeriodAndZone:
 
     def test_a_users_days_are_local_days_of_the_chosen_zone(self, page: Page, served: Service) -> None:
         """In Asia/Kolkata, ada's bars stand on the local days of her requests (a day starts 18:30 UTC)."""
-        skip_unless_the_api_takes(served, "since=7d&tz=Asia/Kolkata")
         kolkata = ZoneInfo("Asia/Kolkata")
         page.goto(url(served, "/users/ada?window=7d&tz=Asia%2FKolkata"))
         ready(page)

@@ -17,7 +17,7 @@ import pytest
 from conftest import Service
 from google.protobuf.message import Message
 from otlp import T0, chat, request, span
-from profit import Record, add_revenue, ratio, skip_while_revenue_is_a_stub, skip_without_time_zones
+from profit import Record, add_revenue, ratio, skip_while_revenue_is_a_stub
 
 from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.query import results
@@ -572,7 +572,6 @@ def test_margin_by_property_and_in_totals(
 def test_tz_reaches_every_rpc(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
     """A request's tz reads its window in that zone (bare dates are local midnights) in every rpc
     that takes a window, with the answers of the query functions given the same tz."""
-    skip_without_time_zones()
     tz, since, until = "Asia/Kolkata", "2026-11-17", "2026-11-19"
     window = pb.Window(since=since, until=until)
     page = stub.ListUsers(pb.ListUsersRequest(window=window, tz=tz), timeout=10)
@@ -605,7 +604,6 @@ def test_tz_reaches_every_rpc(stub: UserMetricsServiceStub, con: duckdb.DuckDBPy
 def test_period_names_pass_through(stub: UserMetricsServiceStub, con: duckdb.DuckDBPyConnection) -> None:
     """since "2026-11" in America/New_York is the local month: from 04:00Z on the 1st (still EDT)
     to 05:00Z on 1 December (EST); the totals are query_totals' for that period."""
-    skip_without_time_zones()
     tz = "America/New_York"
     totals = stub.GetTotals(pb.GetTotalsRequest(window=pb.Window(since="2026-11"), tz=tz), timeout=10)
     assert_mirrors(totals, query_totals(con, "2026-11", tz=tz))
@@ -614,3 +612,21 @@ def test_period_names_pass_through(stub: UserMetricsServiceStub, con: duckdb.Duc
     assert totals.requests == 10  # every call of CALLS is in November
     error = rpc_error(stub.GetTotals, pb.GetTotalsRequest(window=pb.Window(since="2026-11"), tz="Mars/Base"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "Mars/Base" in error.details()
+
+
+def test_a_request_without_tz_is_read_in_the_timezone_setting(tmp_path: Path) -> None:
+    """With timezone = Asia/Kolkata, a window without tz is read there; a request's own tz wins."""
+    svc = Service(tmp_path / "um.duckdb", timezone="Asia/Kolkata")
+    svc.start()
+    try:
+        with grpc.insecure_channel(svc.target) as channel:
+            client = UserMetricsServiceStub(channel)
+            window = pb.Window(since="2026-11-18", until="2026-11-19")
+            local = client.GetTotals(pb.GetTotalsRequest(window=window), timeout=10)
+            utc = client.GetTotals(pb.GetTotalsRequest(window=window, tz="UTC"), timeout=10)
+            series = client.GetTimeseries(pb.GetTimeseriesRequest(window=window), timeout=10)
+    finally:
+        svc.stop()
+    assert local.since.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 17, 18, 30, tzinfo=UTC)
+    assert utc.since.ToDatetime(tzinfo=UTC) == datetime(2026, 11, 18, tzinfo=UTC)
+    assert series.tz == "Asia/Kolkata" and len(series.points) == 1
