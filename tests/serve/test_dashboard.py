@@ -750,6 +750,16 @@ class TestProfitability:
         shot(paid_page, "users-with-margins")
 
 
+def test_an_empty_window_of_a_service_with_revenue(paid_page: Page, paid: Service) -> None:
+    """A window without requests or revenue: an empty table, not the getting-started text and no
+    error (the page asks for the totals of every stored request, up to 9999-12-31, to tell)."""
+    skip_while_the_stub(paid)
+    paid_page.goto(url(paid, "/?since=2020-01-01&until=2020-02-01"))
+    ready(paid_page)
+    assert paid_page.locator("#getting-started").count() == 0
+    assert "No requests in this window." in paid_page.inner_text("main")
+
+
 def test_margin_by_the_servers_plan_property(browser: Browser, tmp_path: Path) -> None:
     """With [billing] plan_property = tier, margin by plan breaks down by tier, not by plan (which
     the page picks when the server names none)."""
