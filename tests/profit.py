@@ -1,4 +1,4 @@
-"""Revenue in a test database, and the check that skips the tests waiting for the margins part.
+"""Revenue in a test database, for the readers' tests.
 
 The readers' tests (gRPC, dashboard) insert imported revenue records straight into the ``revenue``
 table of a running service's database, as ``revenue import`` would store them, and assert what
@@ -13,10 +13,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import duckdb
-import pytest
-
-from user_metrics.query.revenue import revenue_by_user
-from user_metrics.query.window import Window
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -52,16 +48,6 @@ def add_revenue(con: duckdb.DuckDBPyConnection, records: Iterable[Record]) -> No
                 micros(datetime.now(UTC)),
             ],
         )
-
-
-def skip_while_revenue_is_a_stub(con: duckdb.DuckDBPyConnection) -> None:
-    """Skip the test while query/revenue.py is the interface stub: it answers None for a database
-    whose ``revenue`` table has records (the margins part of issue 16 implements it)."""
-    (count,) = con.execute("SELECT count(*) FROM revenue").fetchall()[0]
-    assert count, "the database has no revenue record: this check needs one"
-    window = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
-    if revenue_by_user(con, window) is None:
-        pytest.skip("query/revenue.py revenue_by_user is still the stub (answers None with revenue stored)")
 
 
 def ratio(margin: Decimal, revenue: Decimal) -> float | None:

@@ -30,7 +30,7 @@ import pytest
 from conftest import Service
 from coverage_spans import COMPLETE, PARTIAL, two_scopes
 from otlp import chat, request, span
-from profit import Record, add_revenue, skip_while_revenue_is_a_stub
+from profit import Record, add_revenue
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -669,12 +669,6 @@ def paid_page(browser: Browser, paid: Service) -> Iterator[Page]:
     yield from watched_page(browser, paid)
 
 
-def skip_while_the_stub(svc: Service) -> None:
-    assert svc.app is not None
-    with svc.app.store.reader() as con:
-        skip_while_revenue_is_a_stub(con)
-
-
 class TestProfitability:
     def test_without_revenue_the_page_says_how_to_add_it(self, page: Page, served: Service) -> None:
         """No revenue anywhere: the page says so and how to add it, with no empty tables, and the
@@ -697,7 +691,6 @@ class TestProfitability:
     ) -> None:
         """Least profitable users in the API's order, most profitable, the users whose cost exceeds their
         revenue, and margin per plan, each amount the API's exact decimal."""
-        skip_while_the_stub(paid)
         least = api_json(paid, "/api/v1/users?sort=margin_usd&limit=100")["users"]
         assert [u["user_id"] for u in least] == ["dan", "ben", "cat", "ann"]
         paid_page.goto(url(paid, "/profitability"))
@@ -732,7 +725,6 @@ class TestProfitability:
     def test_margin_columns_on_the_users_table(self, paid_page: Page, paid: Service) -> None:
         """With revenue known, the users table has revenue, margin and margin ratio; a click on Margin
         sorts least profitable first, as the API does."""
-        skip_while_the_stub(paid)
         paid_page.goto(url(paid, "/"))
         ready(paid_page)
         api = {u["user_id"]: u for u in api_json(paid, "/api/v1/users")["users"]}
@@ -750,10 +742,15 @@ class TestProfitability:
         shot(paid_page, "users-with-margins")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="query/revenue.py _calendar: a window up to 9999-12-31 raises 'year 10000 is out of range' "
+    "(GET /api/v1/totals?since=0001-01-01T00:00:00Z&until=9999-12-31T00:00:00Z answers 500 once "
+    "revenue exists); remove this mark when the margins part fixes it",
+)
 def test_an_empty_window_of_a_service_with_revenue(paid_page: Page, paid: Service) -> None:
     """A window without requests or revenue: an empty table, not the getting-started text and no
     error (the page asks for the totals of every stored request, up to 9999-12-31, to tell)."""
-    skip_while_the_stub(paid)
     paid_page.goto(url(paid, "/?since=2020-01-01&until=2020-02-01"))
     ready(paid_page)
     assert paid_page.locator("#getting-started").count() == 0
@@ -774,7 +771,6 @@ def test_margin_by_the_servers_plan_property(browser: Browser, tmp_path: Path) -
             app.ingestor.export(request([span(attrs, start=start)]))
         with app.store.reader() as con:
             add_revenue(con, [Record("r1", "u2", "5", NOW - D)])
-            skip_while_revenue_is_a_stub(con)
         context = browser.new_context(viewport=DESKTOP)
         tab = context.new_page()
         tab.goto(url(svc, "/profitability"))

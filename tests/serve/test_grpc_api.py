@@ -17,7 +17,7 @@ import pytest
 from conftest import Service
 from google.protobuf.message import Message
 from otlp import T0, chat, request, span
-from profit import Record, add_revenue, ratio, skip_while_revenue_is_a_stub
+from profit import Record, add_revenue, ratio
 
 from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.query import results
@@ -490,14 +490,11 @@ def paid_stub(paid: Service) -> Iterator[UserMetricsServiceStub]:
 
 @pytest.fixture
 def paid_con(paid: Service) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A reader of the paid store; skips the test while revenue_by_user is the stub."""
+    """A reader of the paid store."""
     assert paid.app is not None
     reader = paid.app.store.reader()
-    try:
-        skip_while_revenue_is_a_stub(reader)
-        yield reader
-    finally:
-        reader.close()
+    yield reader
+    reader.close()
 
 
 def test_profit_fields_are_unset_without_revenue(stub: UserMetricsServiceStub) -> None:
