@@ -513,8 +513,9 @@ async function usersPage(s) {
     ...heading,
     totalsCards(totals),
     anomaliesPanel(unusual, s),
-    // Revenue, margin and margin ratio only when revenue is known for the window (not null).
-    usersTable(users, s, totals.revenue_usd === null ? COLUMNS : [...COLUMNS, ...PROFIT_COLUMNS]),
+    // Revenue, margin and margin ratio (beside cost) only when revenue is known for the window.
+    usersTable(users, s, totals.revenue_usd === null ? COLUMNS
+      : COLUMNS.flatMap((column) => (column[0] === "cost_usd" ? [column, ...PROFIT_COLUMNS] : [column]))),
   ];
 }
 
