@@ -362,3 +362,12 @@ def test_statements_carry_the_revenue_users_shows_in_the_months_zone(
     for uid in ("ghost", "nov", "kolkata"):
         (one,) = statement(db, "2026-11", uid, tz=tz, now=now).users
         assert one.revenue_usd == by_user[uid]
+
+
+def test_a_window_from_year_1_to_9999_is_answered(db: duckdb.DuckDBPyConnection) -> None:
+    """Plan days are looked for only where requests are stored: the widest window there is gives
+    the same revenue as the years that hold the data, and no calendar of millions of days."""
+    set_revenue(db, [PRO, FREE, TEAM_YEAR], [Record("r1", "nov", Decimal(3), at("2026-11-20"))])
+    widest = revenue(db, "0001-01-01", "9999-12-31")
+    assert widest == revenue(db, "2025-01-01", "2028-01-01")
+    assert widest is not None and widest["nov"] == Decimal(23)

@@ -742,12 +742,6 @@ class TestProfitability:
         shot(paid_page, "users-with-margins")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="query/revenue.py _calendar: a window up to 9999-12-31 raises 'year 10000 is out of range' "
-    "(GET /api/v1/totals?since=0001-01-01T00:00:00Z&until=9999-12-31T00:00:00Z answers 500 once "
-    "revenue exists); remove this mark when the margins part fixes it",
-)
 def test_an_empty_window_of_a_service_with_revenue(paid_page: Page, paid: Service) -> None:
     """A window without requests or revenue: an empty table, not the getting-started text and no
     error (the page asks for the totals of every stored request, up to 9999-12-31, to tell)."""

@@ -22,14 +22,12 @@ from request rows, since a folded cell cannot name its plan.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import duckdb
 
-from user_metrics.query import calendar
+from user_metrics.query import calendar, revenue_days
 from user_metrics.query.calendar import US_PER_DAY
 from user_metrics.query.cells import PER_USER, CellSql, folded
 from user_metrics.query.window import Filters, Window, from_micros
@@ -64,87 +62,6 @@ def has_records(con: duckdb.DuckDBPyConnection, user_id: str) -> bool:
     """Whether revenue records were imported for ``user_id``."""
     row = con.execute("SELECT EXISTS (SELECT 1 FROM revenue WHERE user_id = $id)", {"id": user_id}).fetchone()
     return bool(row and row[0])
-
-
-@dataclass(frozen=True)
-class _Calendar:
-    """The local days covering a window, each with its UTC start and end and the length of its
-    local month and year (microseconds), as parallel lists for SQL parameters."""
-
-    days: list[int]
-    starts: list[int]
-    ends: list[int]
-    months: list[int]  # year * 12 + month - 1
-    month_lengths: list[int]
-    years: list[int]
-    year_lengths: list[int]
-    bits: list[int]  # day of the month - 1
-    overlaps: list[int]  # of the day with the window
-
-    def month_index(self, i: int) -> int:
-        return self.months[i] - self.months[0]
-
-
-def _calendar(window: Window, tz: str | None) -> _Calendar:
-    table = calendar.offsets(tz, window.since_us, window.until_us)
-    first = table.local(window.since_us) // US_PER_DAY
-    last = table.local(window.until_us - 1) // US_PER_DAY
-    d0, d1 = calendar.day_of(first), calendar.day_of(last)
-    year_start, year_end = date(d0.year, 1, 1), date(d1.year + 1, 1, 1)
-    wide = calendar.offsets(
-        tz,
-        calendar.day_number(year_start) * US_PER_DAY - 2 * US_PER_DAY,
-        calendar.day_number(year_end) * US_PER_DAY + 2 * US_PER_DAY,
-    )
-
-    def start(d: date) -> int:
-        return wide.first_reaching(calendar.day_number(d) * US_PER_DAY)
-
-    out = _Calendar([], [], [], [], [], [], [], [], [])
-    lengths: dict[tuple[int, int], int] = {}
-    next_start = start(d0)
-    for number in range(first, last + 1):
-        d = calendar.day_of(number)
-        begin, next_start = next_start, start(calendar.day_of(number + 1))
-        month = (d.year, d.month)
-        if month not in lengths:
-            after = date(d.year + d.month // 12, d.month % 12 + 1, 1)
-            lengths[month] = start(after) - start(date(d.year, d.month, 1))
-        if (d.year, 0) not in lengths:
-            lengths[(d.year, 0)] = start(date(d.year + 1, 1, 1)) - start(date(d.year, 1, 1))
-        out.days.append(number)
-        out.starts.append(begin)
-        out.ends.append(next_start)
-        out.months.append(d.year * 12 + d.month - 1)
-        out.month_lengths.append(lengths[month])
-        out.years.append(d.year)
-        out.year_lengths.append(lengths[(d.year, 0)])
-        out.bits.append(d.day - 1)
-        out.overlaps.append(max(0, min(next_start, window.until_us) - max(begin, window.since_us)))
-    return out
-
-
-def _full_days(cal: _Calendar) -> dict[int, int]:
-    """Per month index, the bit mask of its days that lie whole in the window and last 24 hours."""
-    full: dict[int, int] = {}
-    for i, ov in enumerate(cal.overlaps):
-        mi = cal.month_index(i)
-        full[mi] = full.get(mi, 0) | ((1 << cal.bits[i]) if ov == US_PER_DAY else 0)
-    return full
-
-
-def _overlap_sql(cal: _Calendar, mask: str, month: str, full: str) -> str:
-    """SQL for the overlap with the window of the days of month index ``month`` whose bits are
-    set in ``mask``: the whole 24-hour days (bit mask ``full``) counted by bit_count, the others
-    (the window's ends, daylight-saving days) one by one."""
-    special: dict[int, list[str]] = {}
-    for i, ov in enumerate(cal.overlaps):
-        if 0 < ov != US_PER_DAY:
-            term = f"CASE WHEN ({mask} >> {cal.bits[i]}) & 1 = 1 THEN {ov} ELSE 0 END"
-            special.setdefault(cal.month_index(i), []).append(term)
-    cases = " ".join(f"WHEN {mi} THEN {' + '.join(terms)}" for mi, terms in sorted(special.items()))
-    extra = f" + (CASE {month} {cases} ELSE 0 END)" if cases else ""
-    return f"(bit_count({mask} & {full})::BIGINT * {US_PER_DAY}{extra})"
 
 
 # The plan prices, each with an id (pid).
@@ -238,13 +155,21 @@ def listed_sql(
     if not has_source(con):
         return None
     tz = tz if tz is not None else getattr(window, "tz", None)
-    cal = _calendar(window, tz)
+    stored = revenue_days.stored_part(con, window)
     params.update(rv_since=window.since_us, rv_until=window.until_us)
     parts = [
         f"""SELECT u.user_key, CASE WHEN u.user_key IS NULL THEN r.user_id END AS user_id
             FROM revenue AS r LEFT JOIN users AS u ON u.user_id = r.user_id WHERE {_COUNTING}"""
     ]
-    edges = [(cal.starts[0], window.since_us, "rve0_"), (window.until_us, cal.ends[-1], "rve1_")]
+    edges = []
+    if stored is not None:  # the parts of the first and last local days outside the window
+        table = calendar.offsets(tz, window.since_us, window.until_us)
+        if stored.since_us == window.since_us:
+            day = table.local(window.since_us) // US_PER_DAY
+            edges.append((table.first_reaching(day * US_PER_DAY), window.since_us, "rve0_"))
+        if stored.until_us == window.until_us:
+            day = table.local(window.until_us - 1) // US_PER_DAY + 1
+            edges.append((window.until_us, table.first_reaching(day * US_PER_DAY), "rve1_"))
     plan_parts = []
     for start, end, prefix in edges:
         if start < end:
@@ -277,7 +202,7 @@ def revenue_sql(
     if not has_source(con):
         return None
     tz = tz if tz is not None else getattr(window, "tz", None)
-    cal = _calendar(window, tz)
+    stored = revenue_days.stored_part(con, window)
     params.update(rv_since=window.since_us, rv_until=window.until_us)
     only = ""
     if keys is not None:
@@ -299,10 +224,11 @@ def revenue_sql(
         f"""SELECT u.user_key, CASE WHEN u.user_key IS NULL THEN t.user_id END AS user_id, t.nanos
             FROM ({record_terms}) AS t LEFT JOIN users AS u ON u.user_id = t.user_id"""
     ]
-    span = Window(from_micros(cal.starts[0]), from_micros(cal.ends[-1]))
-    plan_days = _plan_days_sql(con, tz, span, cal.days[0], params, keys)
-    if plan_days is not None:
-        full = _full_days(cal)
+    cal = revenue_days.day_table(stored, tz) if stored is not None else None
+    span = Window(from_micros(cal.starts[0]), from_micros(cal.ends[-1])) if cal is not None else window
+    plan_days = _plan_days_sql(con, tz, span, cal.days[0], params, keys) if cal is not None else None
+    if cal is not None and plan_days is not None:
+        full = revenue_days.full_days(cal)
         months = sorted(
             {
                 (mi, cal.months[i], cal.month_lengths[i], cal.years[i], cal.year_lengths[i], full[mi])
@@ -362,7 +288,7 @@ def revenue_sql(
                               month_prices AS ({month_prices}), seen AS ({seen}), ranked AS ({ranked}),
                               suppressed AS ({suppressed})
                          SELECT user_key, any_value(price) AS price, any_value(plen)::HUGEINT AS plen,
-                                sum({_overlap_sql(cal, "days", "mi", "whole")})::HUGEINT AS ov
+                                sum({revenue_days.overlap_sql(cal, "days", "mi", "whole")})::HUGEINT AS ov
                          FROM ({kept}) GROUP BY user_key, pid, period"""
         terms.append(
             f"SELECT user_key, NULL::VARCHAR AS user_id, {half_even_sql('price * ov', 'plen')} AS nanos "
