@@ -45,6 +45,31 @@ def half_even_sql(n: str, d: str) -> str:
     return f"(CASE WHEN {n} < 0 THEN -1 ELSE 1 END * ({q} + {up}))"
 
 
+# Below this, quotients and remainders are BIGINT arithmetic (2^62).
+_SMALL = 4611686018427387904
+
+
+def rounded_sql(source: str, cols: str, n: str, d: str) -> str:
+    """SELECT ``cols``, nanos FROM ``source``: nanos = n / d rounded half to even (n any sign, d a
+    BIGINT > 0), exactly, without HUGEINT division (a software loop in DuckDB) for the usual sizes:
+    a DOUBLE estimate of the quotient, the remainder of that estimate computed exactly (HUGEINT
+    multiply and subtract), corrected in BIGINT; rows where that would not fit take
+    ``half_even_sql``."""
+    est = f"""SELECT {cols}, _n, _d, CASE WHEN abs(_n)::DOUBLE / _d::DOUBLE < 4e18
+                                THEN floor(abs(_n)::DOUBLE / _d::DOUBLE)::BIGINT END AS _q0
+              FROM (SELECT {cols}, ({n})::HUGEINT AS _n, ({d})::BIGINT AS _d FROM ({source}))"""
+    rem = f"""SELECT {cols}, _n, _d, _q0, abs(_n) - _q0::HUGEINT * _d AS _r0 FROM ({est})"""
+    small = f"_q0 IS NOT NULL AND _r0 > -{_SMALL} AND _r0 < {_SMALL}"
+    fix = f"""SELECT {cols}, _n, _d, _q0, CASE WHEN {small} THEN _r0::BIGINT END AS _r FROM ({rem})"""
+    # floor(_r / _d) and the remainder in [0, _d): BIGINT // truncates toward zero.
+    floor_q = "(_r // _d - CASE WHEN _r % _d < 0 THEN 1 ELSE 0 END)"
+    split = f"""SELECT {cols}, _n, _d, _r, _q0 + {floor_q} AS _q, _r - {floor_q} * _d AS _m FROM ({fix})"""
+    up = "CASE WHEN 2 * _m > _d OR (2 * _m = _d AND _q % 2 = 1) THEN 1 ELSE 0 END"
+    exact = half_even_sql("_n", "_d::HUGEINT")
+    value = f"CASE WHEN _r IS NULL THEN {exact} ELSE (sign(_n) * (_q + {up}))::HUGEINT END"
+    return f"SELECT {cols}, {value} AS nanos FROM ({split})"
+
+
 def to_usd(nanos: int) -> Decimal:
     """Nano-dollars as USD with 9 decimals."""
     return Decimal(int(nanos)).scaleb(-9)
@@ -216,9 +241,13 @@ def revenue_sql(
     records = f"""SELECT user_id, {_NANOS_SQL.format(col="amount_usd")} AS amount, start_us, end_us,
                          least(end_us, $rv_until) - greatest(start_us, $rv_since) AS overlap
                   FROM revenue WHERE {_COUNTING}{only}"""
-    prorated = half_even_sql("amount * overlap", "(end_us - start_us)::HUGEINT")
-    record_terms = f"""SELECT user_id, CASE WHEN end_us = start_us THEN amount ELSE {prorated} END AS nanos
-                       FROM ({records})"""
+    # An instant: overlap / length = 1 (as 1 / 1).
+    record_terms = rounded_sql(
+        records,
+        "user_id",
+        "amount * CASE WHEN end_us = start_us THEN 1 ELSE overlap END",
+        "CASE WHEN end_us = start_us THEN 1 ELSE end_us - start_us END",
+    )
     # A record's user by key; by id only when no request ever named the user.
     terms = [
         f"""SELECT u.user_key, CASE WHEN u.user_key IS NULL THEN t.user_id END AS user_id, t.nanos
@@ -291,8 +320,8 @@ def revenue_sql(
                                 sum({revenue_days.overlap_sql(cal, "days", "mi", "whole")})::HUGEINT AS ov
                          FROM ({kept}) GROUP BY user_key, pid, period"""
         terms.append(
-            f"SELECT user_key, NULL::VARCHAR AS user_id, {half_even_sql('price * ov', 'plen')} AS nanos "
-            f"FROM ({plan_terms})"
+            "SELECT user_key, NULL::VARCHAR AS user_id, nanos "
+            f"FROM ({rounded_sql(plan_terms, 'user_key', 'price * ov', 'plen')})"
         )
     union = " UNION ALL ".join(f"({t})" for t in terms)
     return f"""SELECT user_key, user_id, sum(nanos)::HUGEINT AS revenue_nanos FROM ({union})
