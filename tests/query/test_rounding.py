@@ -1,13 +1,16 @@
 """query/revenue.py ``rounded_sql``: n / d rounded half to even, exactly, on both of its paths
-(the BIGINT correction of a DOUBLE estimate, and HUGEINT division where that would not fit)."""
+(the BIGINT correction of a DOUBLE estimate, and HUGEINT division where that would not fit);
+``nanos_sql``: the nano-dollars of a DECIMAL(18, 9)."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from user_metrics.query.revenue import rounded_sql
+from user_metrics.query.revenue import nanos_sql, rounded_sql
 
 MAX_D = 2**62
 
@@ -52,3 +55,17 @@ def test_prices_times_micros(terms: list[tuple[int, int, int]]) -> None:
     """The sizes revenue meets (nano-dollars times microseconds over a month or a year)."""
     pairs = [(p * ov, d) for p, ov, d in terms] or [(0, 1)]
     assert rounded(pairs) == [half_even(n, d) for n, d in pairs]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-(10**18) + 1, 10**18 - 1), min_size=1, max_size=20))
+def test_nanos_of_a_decimal(nanos: list[int]) -> None:
+    """``nanos_sql``: the nano-dollars of any DECIMAL(18, 9), both signs, to the last digit."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, d DECIMAL(18, 9))")
+    values = [*nanos, 10**18 - 1, -(10**18) + 1, 0, 1, -1]
+    con.executemany(
+        "INSERT INTO t VALUES (?, ?)", [(i, str(Decimal(n).scaleb(-9))) for i, n in enumerate(values)]
+    )
+    rows = con.execute(f"SELECT i, {nanos_sql('d')} FROM t ORDER BY i").fetchall()
+    assert [int(v) for _, v in rows] == values

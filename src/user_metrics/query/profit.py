@@ -28,8 +28,6 @@ from user_metrics.store.rollups import US_PER_DAY
 
 T = TypeVar("T")
 
-# Nano-dollars of a DECIMAL sum, exactly.
-COST_NANOS_SQL = "(({})::DECIMAL(38, 9) * 1000000000)::HUGEINT"
 # Fields whose value is 0 for a user without requests in the window (so they sort as 0).
 ZERO_FIELDS = frozenset(
     (
@@ -83,7 +81,8 @@ def ranked_sql(
     # Sorting by anything else needs revenue only for the page, and the users listed for it alone.
     cost = "NULL::HUGEINT"
     if field in ("margin_usd", "margin_ratio"):
-        cost = COST_NANOS_SQL.format("CASE WHEN sum(priced_requests) > 0 THEN sum(cost_usd) END")
+        # Summed as nano-dollars per cell (cells keep DECIMAL(18, 9)): exact and cheap.
+        cost = f"CASE WHEN sum(priced_requests) > 0 THEN sum({revenue.nanos_sql('cost_usd')}) END"
     grouped = f"SELECT user_key, {value} AS s, {cost} AS cost FROM ({cells}) GROUP BY user_key"
     known = revenue.has_source(con)
     rev_sql = None

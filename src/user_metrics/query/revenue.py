@@ -34,8 +34,14 @@ from user_metrics.query.window import Filters, Window, from_micros
 from user_metrics.store import dims
 
 NANOS = 10**9
-# Nano-dollars of a DECIMAL(18, 9) column, exactly.
-_NANOS_SQL = "(({col})::DECIMAL(38, 9) * 1000000000)::HUGEINT"
+
+
+def nanos_sql(col: str) -> str:
+    """SQL for the nano-dollars (BIGINT) of a DECIMAL(18, 9) value, exactly: its whole dollars
+    and its fraction apart, in 64-bit arithmetic (a DECIMAL(38, 9) -> HUGEINT cast divides in
+    software, some 50 times slower)."""
+    d = f"({col})::DECIMAL(18, 9)"
+    return f"(trunc({d})::BIGINT * {NANOS} + (({d} - trunc({d})) * {NANOS})::BIGINT)"
 
 
 def half_even_sql(n: str, d: str) -> str:
@@ -92,7 +98,7 @@ def has_records(con: duckdb.DuckDBPyConnection, user_id: str) -> bool:
 # The plan prices, each with an id (pid).
 _PRICES_SQL = f"""SELECT row_number() OVER (ORDER BY lower(property), value, per)::INTEGER AS pid,
                          lower(property) AS property, value, per,
-                         {_NANOS_SQL.format(col="amount_usd")} AS price
+                         {nanos_sql("amount_usd")}::HUGEINT AS price
                   FROM plan_prices"""
 
 
@@ -238,7 +244,7 @@ def revenue_sql(
             " WHERE user_key IN (SELECT unnest($rv_keys::BIGINT[])))"
             " OR user_id IN (SELECT unnest($rv_ids::VARCHAR[])))"
         )
-    records = f"""SELECT user_id, {_NANOS_SQL.format(col="amount_usd")} AS amount, start_us, end_us,
+    records = f"""SELECT user_id, {nanos_sql("amount_usd")}::HUGEINT AS amount, start_us, end_us,
                          least(end_us, $rv_until) - greatest(start_us, $rv_since) AS overlap
                   FROM revenue WHERE {_COUNTING}{only}"""
     # An instant: overlap / length = 1 (as 1 / 1).
