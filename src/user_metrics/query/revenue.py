@@ -221,6 +221,7 @@ def revenue_sql(
     tz: str | None = None,
     keys: Sequence[int] | None = None,
     ids: Sequence[str] = (),
+    total: bool = False,
 ) -> str | None:
     """A relation (user_key BIGINT, user_id VARCHAR, revenue_nanos HUGEINT): every user with a
     revenue term in the window (a plan day, or an imported record counting in it), revenue in
@@ -229,6 +230,7 @@ def revenue_sql(
     added to ``params`` (names starting ``rv``). None when no revenue source exists at all.
 
     ``keys`` (user keys) and ``ids`` (user ids): only these users (``keys`` None: everyone).
+    ``total``: one row (revenue_nanos) instead, the sum over every user (each term rounded alike).
     """
     if not has_source(con):
         return None
@@ -286,7 +288,7 @@ def revenue_sql(
         # among the month's prices, dearest last. Rates are compared as price per micro of the
         # month or year, cross-multiplied so that the comparison is exact; equal rates: the
         # smaller value ranks higher. (A month's days all have the same month and year.)
-        month_prices = """SELECT mo.mi, pp.pid, pp.price,
+        month_prices = """SELECT mo.mi, pp.pid, pp.price, pp.per = 'year' AS yearly,
                                  CASE WHEN pp.per = 'year' THEN mo.y ELSE mo.m END AS period,
                                  CASE WHEN pp.per = 'year' THEN mo.ylen ELSE mo.mlen END AS plen,
                                  row_number() OVER (PARTITION BY mo.mi ORDER BY
@@ -297,7 +299,7 @@ def revenue_sql(
         seen = f"""SELECT p.user_key, c.mi, p.pid, bit_or(1::BIGINT << c.bit) AS mask
                    FROM ({plan_days}) AS p JOIN cal AS c ON c.di = p.di GROUP BY p.user_key, c.mi, p.pid"""
         # The days a dearer price of the user's took, that month.
-        ranked = """SELECT s.user_key, s.mi, s.pid, s.mask, mp.price, mp.period, mp.plen,
+        ranked = """SELECT s.user_key, s.mi, s.pid, s.mask, mp.price, mp.period, mp.plen, mp.yearly,
                            coalesce(bit_or(s.mask) OVER (PARTITION BY s.user_key, s.mi ORDER BY mp.rank DESC
                                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS taken
                     FROM seen AS s JOIN month_prices AS mp ON mp.mi = s.mi AND mp.pid = s.pid"""
@@ -315,21 +317,26 @@ def revenue_sql(
                             AND r.end_us > {span.since_us}{for_keys}"""
         suppressed = f"""SELECT p.user_key, c.mi, bit_or(1::BIGINT << c.bit) AS mask
                          FROM ({period_days}) AS p JOIN cal AS c ON c.di = p.di GROUP BY p.user_key, c.mi"""
-        kept = """SELECT r.user_key, r.pid, r.period, r.price, r.plen, r.mi, mo.whole,
+        kept = """SELECT r.user_key, r.pid, r.period, r.price, r.plen, r.mi, mo.whole, r.yearly,
                          r.mask & ~r.taken & ~coalesce(x.mask, 0) AS days
                   FROM ranked AS r JOIN mo ON mo.mi = r.mi
                   LEFT JOIN suppressed AS x ON x.user_key = r.user_key AND x.mi = r.mi"""
+        # A month's price has one term per month: a row already; a year's sums its months.
+        ov = revenue_days.overlap_sql(cal, "days", "mi", "whole")
         plan_terms = f"""WITH cal AS ({cal_sql}), mo AS ({months_sql}), pp AS ({_PRICES_SQL}),
                               month_prices AS ({month_prices}), seen AS ({seen}), ranked AS ({ranked}),
-                              suppressed AS ({suppressed})
-                         SELECT user_key, any_value(price) AS price, any_value(plen)::HUGEINT AS plen,
-                                sum({revenue_days.overlap_sql(cal, "days", "mi", "whole")})::HUGEINT AS ov
-                         FROM ({kept}) GROUP BY user_key, pid, period"""
+                              suppressed AS ({suppressed}), kept AS MATERIALIZED ({kept})
+                         SELECT user_key, price, plen, {ov} AS ov FROM kept WHERE NOT yearly
+                         UNION ALL
+                         SELECT user_key, any_value(price) AS price, any_value(plen) AS plen, sum({ov}) AS ov
+                         FROM kept WHERE yearly GROUP BY user_key, pid, period"""
         terms.append(
             "SELECT user_key, NULL::VARCHAR AS user_id, nanos "
             f"FROM ({rounded_sql(plan_terms, 'user_key', 'price * ov', 'plen')})"
         )
     union = " UNION ALL ".join(f"({t})" for t in terms)
+    if total:
+        return f"SELECT coalesce(sum(nanos), 0)::HUGEINT AS revenue_nanos FROM ({union})"
     return f"""SELECT user_key, user_id, sum(nanos)::HUGEINT AS revenue_nanos FROM ({union})
                GROUP BY user_key, user_id"""
 

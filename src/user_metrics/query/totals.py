@@ -66,7 +66,7 @@ def _revenue(con: duckdb.DuckDBPyConnection, q: CellSql) -> Decimal | None:
     """Revenue in the window: every user's, or with a filter active only that of the users with a
     matching request (so that it is the sum over ``users()``); None without a revenue source."""
     q.begin()
-    rel = revenue.revenue_sql(con, q.window, q.params)
+    rel = revenue.revenue_sql(con, q.window, q.params, total=not q.filters.active)
     if rel is None:
         return None
     where = ""
