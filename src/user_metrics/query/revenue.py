@@ -317,9 +317,12 @@ def revenue_sql(
                             AND r.end_us > {span.since_us}{for_keys}"""
         suppressed = f"""SELECT p.user_key, c.mi, bit_or(1::BIGINT << c.bit) AS mask
                          FROM ({period_days}) AS p JOIN cal AS c ON c.di = p.di GROUP BY p.user_key, c.mi"""
-        kept = """SELECT r.user_key, r.pid, r.period, r.price, r.plen, r.mi, mo.whole, r.yearly,
+        # Each month's whole days (bit mask) as constants: no join for them.
+        whole = " ".join(f"WHEN {mi} THEN {mask}" for mi, mask in sorted(full.items()))
+        kept = f"""SELECT r.user_key, r.pid, r.period, r.price, r.plen, r.mi, r.yearly,
+                         CASE r.mi {whole} END::BIGINT AS whole,
                          r.mask & ~r.taken & ~coalesce(x.mask, 0) AS days
-                  FROM ranked AS r JOIN mo ON mo.mi = r.mi
+                  FROM ranked AS r
                   LEFT JOIN suppressed AS x ON x.user_key = r.user_key AND x.mi = r.mi"""
         # A month's price has one term per month: a row already; a year's sums its months.
         ov = revenue_days.overlap_sql(cal, "days", "mi", "whole")
