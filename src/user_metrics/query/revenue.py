@@ -11,7 +11,8 @@ Two sources, both optional (README "Revenue and margins" states the rules):
 - Imported records (``revenue``): amount x overlap(period, window) / period length, rounded
   half to even per record; an instant counts whole when it lies in the window.
 
-Everything is integer arithmetic: nano-dollars times microseconds in HUGEINT, never DOUBLE.
+Everything is exact integer arithmetic: nano-dollars times microseconds in HUGEINT; a rounded
+quotient's DOUBLE estimate is only a first guess that integer arithmetic corrects (``rounded_sql``).
 Which days a user was on a plan comes from the rollup cells (their first and last request), not
 from ``requests``: a UTC day or hour touches at most two local days, save the rare UTC days that
 hold a whole short local day (``calendar.crowded_utc_days``), which are read from request rows.
@@ -65,7 +66,7 @@ def rounded_sql(source: str, cols: str, n: str, d: str) -> str:
                                 THEN floor(abs(_n)::DOUBLE / _d::DOUBLE)::BIGINT END AS _q0
               FROM (SELECT {cols}, ({n})::HUGEINT AS _n, ({d})::BIGINT AS _d FROM ({source}))"""
     rem = f"""SELECT {cols}, _n, _d, _q0, abs(_n) - _q0::HUGEINT * _d AS _r0 FROM ({est})"""
-    small = f"_q0 IS NOT NULL AND _r0 > -{_SMALL} AND _r0 < {_SMALL}"
+    small = f"_q0 IS NOT NULL AND _d < {_SMALL} AND _r0 > -{_SMALL} AND _r0 < {_SMALL}"
     fix = f"""SELECT {cols}, _n, _d, _q0, CASE WHEN {small} THEN _r0::BIGINT END AS _r FROM ({rem})"""
     # floor(_r / _d) and the remainder in [0, _d): BIGINT // truncates toward zero.
     floor_q = "(_r // _d - CASE WHEN _r % _d < 0 THEN 1 ELSE 0 END)"
