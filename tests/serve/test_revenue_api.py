@@ -233,3 +233,48 @@ class TestLocalFile:
                 client.import_revenue(GOOD.replace("-5.5", "-6"))
             assert client.revenue_records(user="bob").records[0].amount_usd == Decimal("-5.5")
         assert [r[5] for r in stored(svc.db)] == ["good.csv", "good.csv"]
+
+
+def test_csv_exports_never_hand_a_spreadsheet_a_formula(served: Any) -> None:
+    """User ids come from end users: in the statement CSV (HTTP) and the revenue list CSV (CLI)
+    one that starts like a formula (=, +, -, @) is prefixed with ', so a spreadsheet shows it as
+    text; negative amounts stay numbers."""
+    import csv
+    import io
+    import subprocess
+    import sys
+
+    svc, client = served
+    evil = ['=HYPERLINK("http://example.invalid","x")', "@SUM(A1)", "-cmd", "+1+2"]
+    rows = "".join(
+        f'r{i},"{u.replace(chr(34), chr(34) * 2)}",-5,2026-11-20T00:00:00Z\n' for i, u in enumerate(evil)
+    )
+    client.import_revenue("id,user_id,amount,at\n" + rows)
+    parts = urlsplit(svc.app.api_url)
+    conn = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=30)
+    conn.request("GET", "/api/v1/statements?month=2026-11&format=csv")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "user_metrics",
+            "revenue",
+            "list",
+            "--url",
+            svc.app.api_url,
+            "--format",
+            "csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for body, column in ((text, "user_id"), (listed, "user_id")):
+        table = list(csv.DictReader(io.StringIO(body)))
+        ids = {r[column] for r in table if r[column]}
+        assert ids == {"'" + u for u in evil}
+    amounts = {r["amount_usd"] for r in csv.DictReader(io.StringIO(text)) if r["row"] == "revenue"}
+    assert amounts == {"-5.000000000"}

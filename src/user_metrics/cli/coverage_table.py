@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from user_metrics.query.statement_csv import cell
 
 Table = Callable[[Sequence[str], list[list[Any]]], str]
 SCOPE = ("service_name", "scope_name", "scope_version")
@@ -57,7 +59,7 @@ def coverage_text(data: dict[str, Any], fmt: str, table: Table) -> str:
 
 def _csv(data: dict[str, Any]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = _SafeWriter(csv.writer(out, lineterminator="\n"))
     writer.writerow([*SCOPE, "item", "key", "count"])
     for s in data["scopes"]:
         writer.writerows([[*(s[f] or "" for f in SCOPE), name, "", s[name]] for name in COUNTS])
@@ -76,3 +78,17 @@ def _name(value: str | None) -> str:
 
 def _percent(share: float) -> str:
     return f"{share * 100:.1f} %"
+
+
+class _SafeWriter:
+    """A csv writer whose cells pass through ``cell`` (no formulas for a spreadsheet to run)."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[object]) -> None:
+        self._writer.writerow([cell(v) for v in row])
+
+    def writerows(self, rows: Iterable[Iterable[object]]) -> None:
+        for row in rows:
+            self.writerow(row)

@@ -33,6 +33,7 @@ from user_metrics.query.results import (
     USER_FIELDS,
     to_json,
 )
+from user_metrics.query.statement_csv import cell
 from user_metrics.settings import ENV_PREFIX, load_settings, split_address
 
 if TYPE_CHECKING:
@@ -252,7 +253,7 @@ def render(command: str, data: dict[str, Any], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([[_exact(v) for v in row] for row in rows])
+        writer.writerows([[cell(_exact(v)) for v in row] for row in rows])
         return out.getvalue()
     text_rows = [[_text(v) for v in row] for row in rows]
     return _table(header, text_rows) + (note + "\n" if note else "")

@@ -18,6 +18,7 @@ from typing import Any
 
 from user_metrics.errors import InvalidInput, TooLarge
 from user_metrics.query.results import to_json
+from user_metrics.query.statement_csv import cell
 from user_metrics.settings import load_settings
 
 # As the parser's bound (ingest/revenue_rows.py MAX_FILE_BYTES); read no more than this of a file.
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace, client: Any, table: Callable[[Sequence[str], l
     if args.format == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerows([LIST_FIELDS, *rows])
+        writer.writerows([LIST_FIELDS, *([cell(v) for v in row] for row in rows)])
         sys.stdout.write(out.getvalue())
         return 0
     sys.stdout.write(table(LIST_FIELDS, rows))

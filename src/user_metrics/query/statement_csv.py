@@ -7,12 +7,18 @@ amount), ``cost``, ``revenue``, ``margin`` (a user's; amount_usd holds it, count
 requests on ``cost``), ``total_cost``, ``total_revenue``, ``total_margin`` (every user of the
 month; count holds the users on ``total_cost``). An empty cell is a null (no amount, no revenue
 source, the null user). Money is exact decimal text, never rounded.
+
+Text that comes from spans or imports (user ids, models, keys) may start with what a spreadsheet
+reads as a formula (``=``, ``+``, ``-``, ``@``, a tab or a carriage return); ``cell`` prefixes such
+text with ``'`` (OWASP's advice against CSV injection), leaving numbers as they are. Every CSV
+the service writes passes its cells through it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
@@ -34,12 +40,24 @@ COLUMNS = (
 )
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text starting like a formula gets a leading ``'``
+    (numbers, even negative, stay as they are)."""
+    if isinstance(value, str) and value.startswith(_FORMULA) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
 def _text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
         return decimal_text(value)
-    return str(value)
+    return str(cell(str(value)))
 
 
 def statement_rows(page: Statement, *, totals: bool = True) -> Iterable[Sequence[object]]:
