@@ -172,6 +172,7 @@ class App:
                     max_connections=settings.http_max_connections,
                     metrics=self.metrics,
                     read_tokens=self.read_tokens,
+                    write_tokens=self.ingest_tokens,
                     tls=self.tls,
                     health=self.store.health,
                     coverage=self.coverage,

@@ -107,3 +107,37 @@ def test_a_missing_file_and_a_bad_map(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text(STRIPE)
     done = cli("revenue", "import", str(tmp_path / "a.csv"), "--db", str(db), "--map", "Customer")
     assert done.returncode == 2 and "--map: must be FIELD=COLUMN" in done.stderr
+
+
+def test_import_sends_the_configured_ingest_token_and_list_the_read_token(tmp_path: Path) -> None:
+    """With tokens configured, `revenue import` (a write) authenticates with the first ingest
+    token and `revenue list` with the first read token; a read token given for an import is
+    refused (exit 1, saying an ingest token is needed) and imports nothing."""
+    tokens = {
+        "USER_METRICS_INGEST_TOKENS": "ingest-token-0123456789abcdef",
+        "USER_METRICS_READ_TOKENS": "read-token-0123456789abcdef",
+    }
+    proc, _, url = start_server_with_api(tmp_path / "um.duckdb", env=tokens)
+    try:
+        export = tmp_path / "invoices.csv"
+        export.write_text(STRIPE)
+        refused = cli(
+            "revenue",
+            "import",
+            str(export),
+            "--url",
+            url,
+            *MAPS,
+            "--token",
+            tokens["USER_METRICS_READ_TOKENS"],
+        )
+        assert refused.returncode == 1
+        assert "needs an ingest token" in refused.stderr
+        done = cli("revenue", "import", str(export), "--url", url, *MAPS, env=tokens)
+        assert done.returncode == 0, done.stderr
+        listed = cli("revenue", "list", "--url", url, "--format", "json", env=tokens)
+        assert listed.returncode == 0, listed.stderr
+        assert [r["id"] for r in json.loads(listed.stdout)["records"]] == ["in_1", "in_2"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 import duckdb
 import pytest
-from conftest import READ, Service
+from conftest import INGEST, READ, Service
 
 from user_metrics.client import RemoteClient, connect
 from user_metrics.errors import BadRows, InvalidInput, TooLarge, Unauthenticated
@@ -185,15 +185,22 @@ class TestList:
 
 
 class TestAuth:
-    def test_the_read_tokens_guard_both_routes(self, tmp_path: Path) -> None:
-        svc = Service(tmp_path / "um.duckdb", read_tokens=(READ,))
+    def test_reading_takes_a_read_token_and_importing_an_ingest_token(self, tmp_path: Path) -> None:
+        """Listing records is a read (read_tokens); importing them is a write: it takes one of the
+        ingest_tokens, and a read token is refused (401) with nothing stored."""
+        svc = Service(tmp_path / "um.duckdb", read_tokens=(READ,), ingest_tokens=(INGEST,))
         app = svc.start()
         try:
-            with pytest.raises(Unauthenticated):
-                RemoteClient(app.api_url).import_revenue(GOOD)
+            for token in (None, READ):
+                with pytest.raises(Unauthenticated):
+                    RemoteClient(app.api_url, token=token).import_revenue(GOOD)
             with pytest.raises(Unauthenticated):
                 RemoteClient(app.api_url).revenue_records()
-            assert RemoteClient(app.api_url, token=READ).import_revenue(GOOD) == RevenueImport(2, 0)
+            with pytest.raises(Unauthenticated):
+                RemoteClient(app.api_url, token=INGEST).revenue_records()
+            assert RemoteClient(app.api_url, token=READ).revenue_records().total == 0
+            assert RemoteClient(app.api_url, token=INGEST).import_revenue(GOOD) == RevenueImport(2, 0)
+            assert RemoteClient(app.api_url, token=READ).revenue_records().total == 2
         finally:
             svc.stop()
 

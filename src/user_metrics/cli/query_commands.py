@@ -69,7 +69,8 @@ def add_commands(commands: Any) -> None:
         "--token",
         metavar="TOKEN",
         default=os.environ.get(TOKEN_ENV),
-        help=f"read token for the server (default ${TOKEN_ENV}, else the first configured read_tokens)",
+        help=f"token for the server (default ${TOKEN_ENV}, else the first configured read_tokens; for "
+        "revenue import, the first ingest_tokens)",
     )
     where.add_argument(
         "--ca-file",
@@ -169,7 +170,9 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
     settings = load_settings({"memory_limit_mib": args.memory_limit_mib}, config_file=args.config)
     if args.db:
         return _local(args.db, settings.memory_limit_mib, settings.timezone)
-    token = args.token or next(iter(settings.read_tokens), None)
+    # Importing revenue writes: it takes an ingest token; everything else reads.
+    writes = getattr(args, "revenue_command", None) == "import"
+    token = args.token or next(iter(settings.ingest_tokens if writes else settings.read_tokens), None)
     ca_file = args.ca_file or settings.tls_cert_file or None
     if args.url:
         return RemoteClient(args.url, token=token, ca_file=ca_file)

@@ -151,7 +151,9 @@ class QueryDeadline(DeadlineExceeded):
 class ApiServer(BackgroundServer):
     """Serves the API on its own threads; ``open_reader`` gives one DuckDB cursor per query.
 
-    Everything but ``/healthz`` needs one of ``read_tokens`` when any are configured.
+    Everything but ``/healthz`` needs one of ``read_tokens`` when any are configured, except
+    ``POST /api/v1/revenue``, a write: it needs one of ``write_tokens`` (the ingest tokens: whoever
+    may send data may import it; a read token may not).
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class ApiServer(BackgroundServer):
         max_connections: int,
         metrics: RenderedMetrics | None = None,
         read_tokens: Tokens | None = None,
+        write_tokens: Tokens | None = None,
         tls: ssl.SSLContext | None = None,
         health: Callable[[], str | None] = lambda: None,
         coverage: CoverageCounts | None = None,
@@ -194,6 +197,7 @@ class ApiServer(BackgroundServer):
         self.sql_max_rows = sql_max_rows
         self.sql_max_result_bytes = sql_max_result_bytes
         self.read_tokens = read_tokens or Tokens((), "read")
+        self.write_tokens = write_tokens or Tokens((), "ingest")
         api = self
 
         class ApiHandler(_Handler):
@@ -335,7 +339,9 @@ class _Handler(Handler):
             self.send(HTTPStatus.OK, page[0], page[1], dashboard.HEADERS)
             return
         try:
-            if url.path.rstrip("/") != "/healthz":
+            if method == "POST" and url.path.rstrip("/") == "/api/v1/revenue":
+                self.authenticate(self.server_api.write_tokens)
+            elif url.path.rstrip("/") != "/healthz":
                 self.authenticate(self.server_api.read_tokens)
             if url.path == "/metrics" and method == "GET" and self.server_api.metrics is not None:
                 self.close_connection = self.close_connection or not self.finish_body()
