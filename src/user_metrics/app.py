@@ -172,7 +172,8 @@ class App:
                     max_connections=settings.http_max_connections,
                     metrics=self.metrics,
                     read_tokens=self.read_tokens,
-                    write_tokens=self.ingest_tokens,
+                    # an import writes: the ingest tokens guard it, the read tokens while none is set
+                    write_tokens=self.read_tokens if self.ingest_tokens.open else self.ingest_tokens,
                     tls=self.tls,
                     health=self.store.health,
                     coverage=self.coverage,

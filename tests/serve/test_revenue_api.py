@@ -285,3 +285,15 @@ def test_csv_exports_never_hand_a_spreadsheet_a_formula(served: Any) -> None:
         assert ids == {"'" + u for u in evil}
     amounts = {r["amount_usd"] for r in csv.DictReader(io.StringIO(text)) if r["row"] == "revenue"}
     assert amounts == {"-5.000000000"}
+
+
+def test_without_ingest_tokens_an_import_takes_a_read_token(tmp_path: Path) -> None:
+    """Read tokens alone (ingest open) still guard the import: never less guarded than a read."""
+    svc = Service(tmp_path / "um.duckdb", read_tokens=(READ,))
+    app = svc.start()
+    try:
+        with pytest.raises(Unauthenticated):
+            RemoteClient(app.api_url).import_revenue(GOOD)
+        assert RemoteClient(app.api_url, token=READ).import_revenue(GOOD) == RevenueImport(2, 0)
+    finally:
+        svc.stop()

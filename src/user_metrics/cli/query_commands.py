@@ -172,7 +172,8 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
         return _local(args.db, settings.memory_limit_mib, settings.timezone)
     # Importing revenue writes: it takes an ingest token; everything else reads.
     writes = getattr(args, "revenue_command", None) == "import"
-    token = args.token or next(iter(settings.ingest_tokens if writes else settings.read_tokens), None)
+    tokens = (*settings.ingest_tokens, *settings.read_tokens) if writes else settings.read_tokens
+    token = args.token or next(iter(tokens), None)
     ca_file = args.ca_file or settings.tls_cert_file or None
     if args.url:
         return RemoteClient(args.url, token=token, ca_file=ca_file)

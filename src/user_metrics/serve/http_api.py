@@ -152,8 +152,9 @@ class ApiServer(BackgroundServer):
     """Serves the API on its own threads; ``open_reader`` gives one DuckDB cursor per query.
 
     Everything but ``/healthz`` needs one of ``read_tokens`` when any are configured, except
-    ``POST /api/v1/revenue``, a write: it needs one of ``write_tokens`` (the ingest tokens: whoever
-    may send data may import it; a read token may not).
+    ``POST /api/v1/revenue``, a write: it needs one of ``write_tokens`` (the app passes the ingest
+    tokens: whoever may send data may import it, a read token may not; the read tokens while no
+    ingest token is set, so an import is never less guarded than a read).
     """
 
     def __init__(
