@@ -306,7 +306,7 @@ class TestRevenue:
         quiet = sorted(set(keys) - active)[0]
         (paying, *_) = sorted(u for u in active if u is not None)
         known = {paying: Decimal("20"), quiet: Decimal("-3.5")}
-        monkeypatch.setattr(statements, "_revenue", lambda c, w, *one: dict(known))
+        monkeypatch.setattr(statements, "revenue_by_user_id", lambda c, w, **only: dict(known))
         got = full(con, "2026-09")
         by_id = {u.user_id: u for u in got.users}
         assert set(by_id) == active | {quiet}

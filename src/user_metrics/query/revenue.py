@@ -369,12 +369,18 @@ def revenue_by_user(
 
 
 def revenue_by_user_id(
-    con: duckdb.DuckDBPyConnection, window: Window, *, tz: str | None = None
-) -> dict[str, Decimal] | None:
+    con: duckdb.DuckDBPyConnection,
+    window: Window,
+    *,
+    tz: str | None = None,
+    keys: Sequence[int] | None = None,
+    ids: Sequence[str] = (),
+) -> dict[str | None, Decimal] | None:
     """Revenue (USD, 9 decimals) per user id in the window, users no request named included;
-    None when no revenue source exists. ``tz``: the zone of plan days (default: the window's)."""
+    None when no revenue source exists. ``tz``: the zone of plan days (default: the window's);
+    ``keys`` and ``ids``: only these users (as ``revenue_sql``)."""
     params: dict[str, Any] = {}
-    sql = revenue_sql(con, window, params, tz)
+    sql = revenue_sql(con, window, params, tz, keys=keys, ids=ids)
     if sql is None:
         return None
     rows = con.execute(
@@ -382,4 +388,4 @@ def revenue_by_user_id(
         "LEFT JOIN users AS u ON u.user_key = r.user_key",
         params,
     ).fetchall()
-    return {str(u): to_usd(n) for u, n in rows}
+    return {u: to_usd(n) for u, n in rows}

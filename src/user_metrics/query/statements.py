@@ -21,9 +21,10 @@ one rate (compared exactly, as reduced fractions), else ``average`` (the price c
 month, or costs rounded to the nano-dollar per request made the rates differ). It is shown with at
 most 18 decimals, rounded half to even beyond them.
 
-Revenue comes from ``revenue.revenue_sql``, plan days in the month's zone: without any revenue
-source revenue and margin are null; with one, a user without revenue has 0. Users with revenue
-but no request in the month are listed, without line items, those no request ever named too.
+Revenue comes from ``revenue.revenue_by_user_id``, plan days in the month's zone: without any
+revenue source revenue and margin are null; with one, a user without revenue has 0. Users with
+revenue but no request in the month are listed, without line items, those no request ever named
+too.
 
 Bounds: one page of at most ``MAX_PAGE`` users (``limit``, default 1000), sorted by user id with
 the null user (requests that named none) last; ``totals`` covers every user of the month, so an
@@ -49,7 +50,7 @@ import duckdb
 from user_metrics.errors import InvalidInput, NotFound
 from user_metrics.query import calendar, scope
 from user_metrics.query.results import Statement, StatementLine, StatementTotals, UserStatement
-from user_metrics.query.revenue import has_records, revenue_sql, to_usd
+from user_metrics.query.revenue import has_records, revenue_by_user_id
 from user_metrics.query.scope import MAX_PAGE, fetch_dicts, user_key
 from user_metrics.query.window import Window, from_micros
 
@@ -154,7 +155,11 @@ def _read(
                 params,
             )
         }
-    revenue = _revenue(con, window, user_id, key) if one else _revenue(con, window)
+    if one:  # only this user's (key None: a user known only from revenue)
+        only = [] if key is None else [key]
+        revenue = revenue_by_user_id(con, window, keys=only, ids=[user_id or ""])
+    else:
+        revenue = revenue_by_user_id(con, window)
     ids = sorted({*active, *(revenue or {})} | ({user_id} if one else set()), key=_order)
     page = ids[offset : offset + limit]
     if not one:
@@ -223,27 +228,6 @@ def _order(user_id: str | None) -> tuple[bool, str]:
 
 def _margin(revenue: Decimal | None, cost: Decimal | None) -> Decimal | None:
     return None if revenue is None else revenue - (cost or Decimal(0))
-
-
-def _revenue(
-    con: duckdb.DuckDBPyConnection, window: Window, user_id: str | None = None, key: int | None = -1
-) -> dict[str | None, Decimal] | None:
-    """Revenue per user id in the window (the null user: None), users that no request named
-    included; one user's only when ``key`` is given (None: a user known only from revenue);
-    None when no revenue source exists."""
-    params: dict[str, Any] = {}
-    if key == -1:
-        sql = revenue_sql(con, window, params)
-    else:
-        sql = revenue_sql(con, window, params, keys=[] if key is None else [key], ids=[user_id or ""])
-    if sql is None:
-        return None
-    rows = con.execute(
-        f"SELECT coalesce(r.user_id, u.user_id), r.revenue_nanos FROM ({sql}) AS r "
-        "LEFT JOIN users AS u ON u.user_key = r.user_key",
-        params,
-    ).fetchall()
-    return {uid: to_usd(int(n)) for uid, n in rows}
 
 
 def _lines(
