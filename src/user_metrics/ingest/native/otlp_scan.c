@@ -49,6 +49,7 @@
 typedef struct {
     const uint8_t *data;
     size_t len;
+    uint64_t head, mask; /* its first (up to) 8 bytes, little-endian, and the mask of those bytes */
 } span_str; /* a string owned by the table */
 
 /* Strings grouped by first byte: bucket b holds items[start[b] .. start[b+1]); empty strings are
@@ -93,7 +94,22 @@ static inline uint64_t key_hash(const uint8_t *p, size_t n) {
     return h * 0x9E3779B97F4A7C15ull;
 }
 
-static inline bool is_exact_key(const ots_table *t, const uint8_t *k, size_t n);
+static inline bool is_exact_key(const ots_table *t, const uint8_t *k, size_t n, uint64_t kh);
+
+/* The first (up to) 8 bytes of a string as a little-endian word, zero-padded. */
+static inline uint64_t head_of(const uint8_t *p, size_t n) {
+    uint64_t v;
+    if (n >= 8) {
+        memcpy(&v, p, 8);
+        return v;
+    }
+    return load_le(p, n);
+}
+
+static void set_head(span_str *s) {
+    s->head = head_of(s->data, s->len);
+    s->mask = s->len >= 8 ? ~0ull : ((1ull << (8 * s->len)) - 1);
+}
 
 static bool bucket_build(bucketed *bk, const ots_str *src, size_t n, uint8_t **arena) {
     size_t counts[256] = {0};
@@ -117,6 +133,7 @@ static bool bucket_build(bucketed *bk, const ots_str *src, size_t n, uint8_t **a
         memcpy(*arena, src[i].data, src[i].len);
         s->data = *arena;
         s->len = src[i].len;
+        set_head(s);
         *arena += src[i].len;
     }
     return true;
@@ -142,12 +159,13 @@ ots_table *ots_table_new(const ots_str *keys, size_t nkeys, const ots_str *prefi
     uint8_t *arena = t->arena;
     for (size_t i = 0; i < nkeys; i++) {
         const uint8_t *k = (const uint8_t *)keys[i].data;
-        if (is_exact_key(t, k, keys[i].len)) continue; /* a duplicate */
+        if (is_exact_key(t, k, keys[i].len, head_of(k, keys[i].len))) continue; /* a duplicate */
         size_t j = (size_t)key_hash(k, keys[i].len) & t->mask;
         while (t->keys[j].data) j = (j + 1) & t->mask;
         memcpy(arena, k, keys[i].len);
         t->keys[j].data = arena;
         t->keys[j].len = keys[i].len;
+        set_head(&t->keys[j]);
         arena += keys[i].len;
     }
     if (!bucket_build(&t->prefixes, prefixes, nprefixes, &arena)) goto fail;
@@ -175,24 +193,29 @@ void ots_table_free(ots_table *t) {
     free(t);
 }
 
-static inline bool is_exact_key(const ots_table *t, const uint8_t *k, size_t n) {
+static inline bool is_exact_key(const ots_table *t, const uint8_t *k, size_t n, uint64_t kh) {
     size_t j = (size_t)key_hash(k, n) & t->mask;
     /* the set is at most a quarter full, so a free slot ends every probe sequence */
     while (t->keys[j].data) {
-        if (t->keys[j].len == n && memcmp(t->keys[j].data, k, n) == 0) return true;
+        const span_str *e = &t->keys[j];
+        if (e->len == n && e->head == kh && (n <= 8 || memcmp(e->data + 8, k + 8, n - 8) == 0)) return true;
         j = (j + 1) & t->mask;
     }
     return false;
 }
 
+/* True when `k` (whose head_of is `kh`) starts with `p`: the first 8 bytes compared as one word. */
+static inline bool has_prefix(const span_str *p, const uint8_t *k, size_t n, uint64_t kh) {
+    return p->len <= n && (kh & p->mask) == p->head &&
+           (p->len <= 8 || memcmp(p->data + 8, k + 8, p->len - 8) == 0);
+}
+
 /* True when `k` starts with one of the strings of `bk` (an empty one matches every key). */
-static inline bool starts_with_any(const bucketed *bk, const uint8_t *k, size_t n) {
+static inline bool starts_with_any(const bucketed *bk, const uint8_t *k, size_t n, uint64_t kh) {
     if (bk->empty) return true;
     if (n == 0 || bk->count == 0) return false;
-    for (size_t i = bk->start[k[0]]; i < bk->start[k[0] + 1]; i++) {
-        const span_str *p = &bk->items[i];
-        if (p->len <= n && memcmp(p->data, k, p->len) == 0) return true;
-    }
+    for (size_t i = bk->start[k[0]]; i < bk->start[k[0] + 1]; i++)
+        if (has_prefix(&bk->items[i], k, n, kh)) return true;
     return false;
 }
 
@@ -209,23 +232,23 @@ static bool after_prefix_has_word(const ots_table *t, const uint8_t *k, size_t n
     return false;
 }
 
-static bool is_llm_like(const ots_table *t, const uint8_t *k, size_t n) {
+static bool is_llm_like(const ots_table *t, const uint8_t *k, size_t n, uint64_t kh) {
     const bucketed *bk = &t->like_prefixes;
     if (t->nwords == 0) return false;
     if (bk->empty && after_prefix_has_word(t, k, n, 0)) return true;
     if (n == 0 || bk->count == 0) return false;
     for (size_t i = bk->start[k[0]]; i < bk->start[k[0] + 1]; i++) {
         const span_str *p = &bk->items[i];
-        if (p->len <= n && memcmp(p->data, k, p->len) == 0 && after_prefix_has_word(t, k, n, p->len))
-            return true;
+        if (has_prefix(p, k, n, kh) && after_prefix_has_word(t, k, n, p->len)) return true;
     }
     return false;
 }
 
 int ots_key_hits(const ots_table *t, const uint8_t *k, size_t n) {
-    if (is_exact_key(t, k, n)) return 1;
-    if (t->prefixes.items && starts_with_any(&t->prefixes, k, n)) return 1;
-    if (t->like_prefixes.items && is_llm_like(t, k, n)) return 1;
+    uint64_t kh = head_of(k, n);
+    if (is_exact_key(t, k, n, kh)) return 1;
+    if (starts_with_any(&t->prefixes, k, n, kh)) return 1;
+    if (is_llm_like(t, k, n, kh)) return 1;
     return 0;
 }
 
@@ -384,6 +407,30 @@ static bool skip_value(state *s, const uint8_t **pp, const uint8_t *end, uint32_
     }
 }
 
+/* skip_value with the scalar wire types inline (the common case in the loops below). */
+static inline bool skip_fast(state *s, const uint8_t **pp, const uint8_t *end, uint32_t field, uint32_t wt,
+                             int level) {
+    const uint8_t *p = *pp;
+    if (wt == WT_VARINT) {
+        const uint8_t *limit = end - p > 10 ? p + 10 : end;
+        while (p < limit)
+            if (!(*p++ & 0x80)) {
+                *pp = p;
+                return true;
+            }
+        return fail(s, *pp, "malformed varint");
+    }
+    if (wt == WT_I64 && end - p >= 8) {
+        *pp = p + 8;
+        return true;
+    }
+    if (wt == WT_I32 && end - p >= 4) {
+        *pp = p + 4;
+        return true;
+    }
+    return skip_value(s, pp, end, field, wt, level);
+}
+
 /* An unknown group at `level`: fields until the end-group tag of the same number. As in upb, the
  * fields inside are only checked for wire format (field number 0 is allowed there). */
 static bool skip_group(state *s, const uint8_t **pp, const uint8_t *end, uint32_t field, int level) {
@@ -447,7 +494,20 @@ static bool utf8_valid(const uint8_t *p, size_t n) {
     return true;
 }
 
+/* ASCII is checked inline 8 bytes at a time; the first non-ASCII byte hands over to utf8_valid. */
 static inline bool check_utf8(state *s, const uint8_t *p, size_t n) {
+    uint64_t w, high = 0;
+    if (n >= 8) { /* whole words, the last one overlapping the previous one */
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&w, p + i, 8);
+            high |= w;
+        }
+        memcpy(&w, p + n - 8, 8);
+        high |= w;
+    } else {
+        for (size_t i = 0; i < n; i++) high |= p[i];
+    }
+    if (!(high & 0x8080808080808080ull)) return true;
     return utf8_valid(p, n) || fail(s, p, "invalid UTF-8 in a string field");
 }
 
@@ -499,7 +559,7 @@ static bool walk(state *s, const uint8_t *p, const uint8_t *end, const msgdef *d
         uint32_t field, wt;
         if (!message_tag(s, &p, end, &field, &wt)) return false;
         if (wt != WT_LEN) {
-            if (!skip_value(s, &p, end, field, wt, level)) return false;
+            if (!skip_fast(s, &p, end, field, wt, level)) return false;
             continue;
         }
         size_t n;
@@ -528,6 +588,30 @@ static bool walk(state *s, const uint8_t *p, const uint8_t *end, const msgdef *d
 #define LEVEL_SPAN 3
 #define LEVEL_KEY_VALUE 4
 
+#define LEVEL_VALUE 5
+
+/* A span attribute's AnyValue (level 5): what walk(&ANY_VALUE) does, with the usual fields inline. */
+static inline bool read_value(state *s, const uint8_t *p, const uint8_t *end) {
+    while (p < end) {
+        uint32_t field, wt;
+        if (!message_tag(s, &p, end, &field, &wt)) return false;
+        if (wt != WT_LEN) {
+            if (!skip_fast(s, &p, end, field, wt, LEVEL_VALUE)) return false;
+            continue;
+        }
+        size_t n;
+        if (!read_len(s, &p, end, &n)) return false;
+        const uint8_t *v = p;
+        p += n;
+        if (field == 1) { /* string_value */
+            if (!check_utf8(s, v, n)) return false;
+        } else if (field == 5 || field == 6) { /* array_value, kvlist_value */
+            if (!walk(s, v, v + n, ANY_VALUE.sub[field], LEVEL_VALUE + 1)) return false;
+        }
+    }
+    return true;
+}
+
 /* A span's attribute (KeyValue, level 4): validated, and its key (the last `key` field, as protobuf
  * keeps the last occurrence of a scalar) returned. */
 static bool read_attribute(state *s, const uint8_t *p, const uint8_t *end, const uint8_t **key,
@@ -538,7 +622,7 @@ static bool read_attribute(state *s, const uint8_t *p, const uint8_t *end, const
         uint32_t field, wt;
         if (!message_tag(s, &p, end, &field, &wt)) return false;
         if (wt != WT_LEN) {
-            if (!skip_value(s, &p, end, field, wt, LEVEL_KEY_VALUE)) return false;
+            if (!skip_fast(s, &p, end, field, wt, LEVEL_KEY_VALUE)) return false;
             continue;
         }
         size_t n;
@@ -550,7 +634,7 @@ static bool read_attribute(state *s, const uint8_t *p, const uint8_t *end, const
             *key = v;
             *key_len = n;
         } else if (field == 2) {
-            if (!walk(s, v, v + n, &ANY_VALUE, LEVEL_KEY_VALUE + 1)) return false;
+            if (!read_value(s, v, v + n)) return false;
         }
     }
     return true;
@@ -576,7 +660,7 @@ static bool read_span(state *s, const uint8_t *p, const uint8_t *end, span_view 
         uint32_t field, wt;
         if (!message_tag(s, &p, end, &field, &wt)) return false;
         if (wt != WT_LEN) {
-            if (!skip_value(s, &p, end, field, wt, LEVEL_SPAN)) return false;
+            if (!skip_fast(s, &p, end, field, wt, LEVEL_SPAN)) return false;
             continue;
         }
         size_t n;
@@ -659,7 +743,7 @@ static bool read_scope_spans(state *s, const uint8_t *p, const uint8_t *end) {
         uint32_t field, wt;
         if (!message_tag(s, &p, end, &field, &wt)) return false;
         if (wt != WT_LEN) {
-            if (!skip_value(s, &p, end, field, wt, LEVEL_SCOPE_SPANS)) return false;
+            if (!skip_fast(s, &p, end, field, wt, LEVEL_SCOPE_SPANS)) return false;
             if (!put(s, out, start, (size_t)(p - start))) return false;
             continue;
         }
@@ -697,7 +781,7 @@ static bool read_resource_spans(state *s, const uint8_t *p, const uint8_t *end) 
         uint32_t field, wt;
         if (!message_tag(s, &p, end, &field, &wt)) return false;
         if (wt != WT_LEN) {
-            if (!skip_value(s, &p, end, field, wt, LEVEL_RESOURCE_SPANS)) return false;
+            if (!skip_fast(s, &p, end, field, wt, LEVEL_RESOURCE_SPANS)) return false;
             if (!put(s, out, start, (size_t)(p - start))) return false;
             continue;
         }
@@ -729,7 +813,7 @@ static bool read_request(state *s, const uint8_t *p, const uint8_t *end) {
         uint32_t field, wt;
         if (!message_tag(s, &p, end, &field, &wt)) return false;
         if (wt != WT_LEN) {
-            if (!skip_value(s, &p, end, field, wt, 0)) return false;
+            if (!skip_fast(s, &p, end, field, wt, 0)) return false;
             continue;
         }
         size_t n;
