@@ -44,6 +44,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The readers of the hot loops are small and called from a few places each: inlined. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HOT_INLINE static inline __attribute__((always_inline))
+#else
+#define HOT_INLINE static inline
+#endif
+
 /* ---- the table --------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -342,7 +349,7 @@ static inline bool read_varint(const uint8_t **pp, const uint8_t *end, int max, 
 }
 
 /* A tag: at most 5 bytes and at most UINT32_MAX (upb's _upb_Decoder_DecodeTag). */
-static inline bool read_tag(state *s, const uint8_t **pp, const uint8_t *end, uint32_t *field,
+HOT_INLINE bool read_tag(state *s, const uint8_t **pp, const uint8_t *end, uint32_t *field,
                             uint32_t *wt) {
     const uint8_t *p = *pp;
     if (p < end && *p < 0x80) { /* one-byte tags: fields 1-15 */
@@ -359,7 +366,7 @@ static inline bool read_tag(state *s, const uint8_t **pp, const uint8_t *end, ui
 }
 
 /* A length prefix: at most 5 bytes (as upb reads them) and within the enclosing message. */
-static inline bool read_len(state *s, const uint8_t **pp, const uint8_t *end, size_t *len) {
+HOT_INLINE bool read_len(state *s, const uint8_t **pp, const uint8_t *end, size_t *len) {
     const uint8_t *p = *pp;
     uint64_t v;
     if (p < end && *p < 0x80) {
@@ -408,7 +415,7 @@ static bool skip_value(state *s, const uint8_t **pp, const uint8_t *end, uint32_
 }
 
 /* skip_value with the scalar wire types inline (the common case in the loops below). */
-static inline bool skip_fast(state *s, const uint8_t **pp, const uint8_t *end, uint32_t field, uint32_t wt,
+HOT_INLINE bool skip_fast(state *s, const uint8_t **pp, const uint8_t *end, uint32_t field, uint32_t wt,
                              int level) {
     const uint8_t *p = *pp;
     if (wt == WT_VARINT) {
@@ -448,12 +455,39 @@ static bool skip_group(state *s, const uint8_t **pp, const uint8_t *end, uint32_
 }
 
 /* A tag inside a message: besides read_tag's checks, field 0 and end-group tags are refused. */
-static inline bool message_tag(state *s, const uint8_t **pp, const uint8_t *end, uint32_t *field,
+HOT_INLINE bool message_tag(state *s, const uint8_t **pp, const uint8_t *end, uint32_t *field,
                                uint32_t *wt) {
     const uint8_t *at = *pp;
     if (!read_tag(s, pp, end, field, wt)) return false;
     if (*wt == WT_EGROUP) return fail(s, at, "end-group tag outside a group");
     if (*field == 0) return fail(s, at, "field number 0");
+    return true;
+}
+
+/* One field of a message at `level`, read by next_field. */
+typedef struct {
+    const uint8_t *start; /* its tag */
+    const uint8_t *val;   /* the value of a length-delimited field, `n` bytes */
+    size_t n;
+    uint32_t field;
+    bool delimited;
+} field_view;
+
+/* Reads the next field's tag. A length-delimited field's value is left to the caller (`f->val`,
+ * `f->n`); any other is skipped here and, when `copy` is given, copied there verbatim. */
+HOT_INLINE bool next_field(state *s, const uint8_t **pp, const uint8_t *end, int level, ots_buf *copy,
+                              field_view *f) {
+    uint32_t wt;
+    f->start = *pp;
+    if (!message_tag(s, pp, end, &f->field, &wt)) return false;
+    f->delimited = wt == WT_LEN;
+    if (!f->delimited) {
+        if (!skip_fast(s, pp, end, f->field, wt, level)) return false;
+        return !copy || put(s, copy, f->start, (size_t)(*pp - f->start));
+    }
+    if (!read_len(s, pp, end, &f->n)) return false;
+    f->val = *pp;
+    *pp += f->n;
     return true;
 }
 
@@ -495,7 +529,7 @@ static bool utf8_valid(const uint8_t *p, size_t n) {
 }
 
 /* ASCII is checked inline 8 bytes at a time; the first non-ASCII byte hands over to utf8_valid. */
-static inline bool check_utf8(state *s, const uint8_t *p, size_t n) {
+HOT_INLINE bool check_utf8(state *s, const uint8_t *p, size_t n) {
     uint64_t w, high = 0;
     if (n >= 8) { /* whole words, the last one overlapping the previous one */
         for (size_t i = 0; i + 8 <= n; i += 8) {
@@ -556,16 +590,12 @@ static const msgdef STATUS = {"Status", 3, {[2] = F_STRING}, {0}};
 static bool walk(state *s, const uint8_t *p, const uint8_t *end, const msgdef *d, int level) {
     if (level > OTS_MAX_LEVEL) return fail(s, p, "nesting too deep");
     while (p < end) {
-        uint32_t field, wt;
-        if (!message_tag(s, &p, end, &field, &wt)) return false;
-        if (wt != WT_LEN) {
-            if (!skip_fast(s, &p, end, field, wt, level)) return false;
-            continue;
-        }
-        size_t n;
-        if (!read_len(s, &p, end, &n)) return false;
-        const uint8_t *v = p;
-        p += n;
+        field_view f;
+        if (!next_field(s, &p, end, level, NULL, &f)) return false;
+        if (!f.delimited) continue;
+        const uint8_t *v = f.val;
+        const size_t n = f.n;
+        const uint32_t field = f.field;
         if (field > d->max_field) continue;
         switch (d->kind[field]) {
             case F_STRING:
@@ -593,16 +623,12 @@ static bool walk(state *s, const uint8_t *p, const uint8_t *end, const msgdef *d
 /* A span attribute's AnyValue (level 5): what walk(&ANY_VALUE) does, with the usual fields inline. */
 static inline bool read_value(state *s, const uint8_t *p, const uint8_t *end) {
     while (p < end) {
-        uint32_t field, wt;
-        if (!message_tag(s, &p, end, &field, &wt)) return false;
-        if (wt != WT_LEN) {
-            if (!skip_fast(s, &p, end, field, wt, LEVEL_VALUE)) return false;
-            continue;
-        }
-        size_t n;
-        if (!read_len(s, &p, end, &n)) return false;
-        const uint8_t *v = p;
-        p += n;
+        field_view f;
+        if (!next_field(s, &p, end, LEVEL_VALUE, NULL, &f)) return false;
+        if (!f.delimited) continue;
+        const uint8_t *v = f.val;
+        const size_t n = f.n;
+        const uint32_t field = f.field;
         if (field == 1) { /* string_value */
             if (!check_utf8(s, v, n)) return false;
         } else if (field == 5 || field == 6) { /* array_value, kvlist_value */
@@ -619,16 +645,12 @@ static bool read_attribute(state *s, const uint8_t *p, const uint8_t *end, const
     *key = p;
     *key_len = 0;
     while (p < end) {
-        uint32_t field, wt;
-        if (!message_tag(s, &p, end, &field, &wt)) return false;
-        if (wt != WT_LEN) {
-            if (!skip_fast(s, &p, end, field, wt, LEVEL_KEY_VALUE)) return false;
-            continue;
-        }
-        size_t n;
-        if (!read_len(s, &p, end, &n)) return false;
-        const uint8_t *v = p;
-        p += n;
+        field_view f;
+        if (!next_field(s, &p, end, LEVEL_KEY_VALUE, NULL, &f)) return false;
+        if (!f.delimited) continue;
+        const uint8_t *v = f.val;
+        const size_t n = f.n;
+        const uint32_t field = f.field;
         if (field == 1) {
             if (!check_utf8(s, v, n)) return false;
             *key = v;
@@ -657,16 +679,12 @@ typedef struct {
 static bool read_span(state *s, const uint8_t *p, const uint8_t *end, span_view *v) {
     memset(v, 0, sizeof(*v));
     while (p < end) {
-        uint32_t field, wt;
-        if (!message_tag(s, &p, end, &field, &wt)) return false;
-        if (wt != WT_LEN) {
-            if (!skip_fast(s, &p, end, field, wt, LEVEL_SPAN)) return false;
-            continue;
-        }
-        size_t n;
-        if (!read_len(s, &p, end, &n)) return false;
-        const uint8_t *val = p;
-        p += n;
+        field_view f;
+        if (!next_field(s, &p, end, LEVEL_SPAN, NULL, &f)) return false;
+        if (!f.delimited) continue;
+        const uint8_t *val = f.val;
+        const size_t n = f.n;
+        const uint32_t field = f.field;
         switch (field) {
             case 1: /* trace_id */
                 v->trace_id = val;
@@ -735,40 +753,38 @@ static bool put_plain(state *s, const span_view *v) {
     return true;
 }
 
+/* A field of a ResourceSpans or ScopeSpans (at `level`) other than its children, ending at `after`:
+ * validated (1: the resource or scope, of type `sub`; 3: schema_url) and copied verbatim. */
+static bool copy_header_field(state *s, ots_buf *out, const field_view *f, const uint8_t *after,
+                              const msgdef *sub, int level) {
+    if (f->field == 1) {
+        if (!walk(s, f->val, f->val + f->n, sub, level + 1)) return false;
+    } else if (f->field == 3) {
+        if (!check_utf8(s, f->val, f->n)) return false;
+    }
+    return put(s, out, f->start, (size_t)(after - f->start));
+}
+
 /* One ScopeSpans (level 2): its non-span fields and its candidate spans are copied, in order. */
 static bool read_scope_spans(state *s, const uint8_t *p, const uint8_t *end) {
     ots_buf *out = &s->r->candidates;
     while (p < end) {
-        const uint8_t *start = p;
-        uint32_t field, wt;
-        if (!message_tag(s, &p, end, &field, &wt)) return false;
-        if (wt != WT_LEN) {
-            if (!skip_fast(s, &p, end, field, wt, LEVEL_SCOPE_SPANS)) return false;
-            if (!put(s, out, start, (size_t)(p - start))) return false;
-            continue;
-        }
-        size_t n;
-        if (!read_len(s, &p, end, &n)) return false;
-        const uint8_t *val = p;
-        p += n;
-        if (field == 2) { /* spans */
+        field_view f;
+        if (!next_field(s, &p, end, LEVEL_SCOPE_SPANS, out, &f)) return false;
+        if (!f.delimited) continue;
+        if (f.field == 2) { /* spans */
             span_view v;
-            if (!read_span(s, val, val + n, &v)) return false;
+            if (!read_span(s, f.val, f.val + f.n, &v)) return false;
             if (span_is_plain(&v)) {
                 if (!put_plain(s, &v)) return false;
-            } else if (!put(s, out, start, (size_t)(p - start))) {
+            } else if (!put(s, out, f.start, (size_t)(p - f.start))) {
                 return false;
             }
             s->ordinal++;
             s->r->spans++;
             continue;
         }
-        if (field == 1) { /* scope */
-            if (!walk(s, val, val + n, &SCOPE, LEVEL_SCOPE_SPANS + 1)) return false;
-        } else if (field == 3) { /* schema_url */
-            if (!check_utf8(s, val, n)) return false;
-        }
-        if (!put(s, out, start, (size_t)(p - start))) return false;
+        if (!copy_header_field(s, out, &f, p, &SCOPE, LEVEL_SCOPE_SPANS)) return false;
     }
     return true;
 }
@@ -777,31 +793,17 @@ static bool read_scope_spans(state *s, const uint8_t *p, const uint8_t *end) {
 static bool read_resource_spans(state *s, const uint8_t *p, const uint8_t *end) {
     ots_buf *out = &s->r->candidates;
     while (p < end) {
-        const uint8_t *start = p;
-        uint32_t field, wt;
-        if (!message_tag(s, &p, end, &field, &wt)) return false;
-        if (wt != WT_LEN) {
-            if (!skip_fast(s, &p, end, field, wt, LEVEL_RESOURCE_SPANS)) return false;
-            if (!put(s, out, start, (size_t)(p - start))) return false;
-            continue;
-        }
-        size_t n;
-        if (!read_len(s, &p, end, &n)) return false;
-        const uint8_t *val = p;
-        p += n;
-        if (field == 2) { /* scope_spans */
+        field_view f;
+        if (!next_field(s, &p, end, LEVEL_RESOURCE_SPANS, out, &f)) return false;
+        if (!f.delimited) continue;
+        if (f.field == 2) { /* scope_spans */
             size_t content;
             if (!open_delimited(s, out, 0x12, &content)) return false;
-            if (!read_scope_spans(s, val, val + n)) return false;
+            if (!read_scope_spans(s, f.val, f.val + f.n)) return false;
             close_delimited(out, content);
             continue;
         }
-        if (field == 1) { /* resource */
-            if (!walk(s, val, val + n, &RESOURCE, LEVEL_RESOURCE_SPANS + 1)) return false;
-        } else if (field == 3) { /* schema_url */
-            if (!check_utf8(s, val, n)) return false;
-        }
-        if (!put(s, out, start, (size_t)(p - start))) return false;
+        if (!copy_header_field(s, out, &f, p, &RESOURCE, LEVEL_RESOURCE_SPANS)) return false;
     }
     return true;
 }
@@ -810,20 +812,12 @@ static bool read_resource_spans(state *s, const uint8_t *p, const uint8_t *end) 
 static bool read_request(state *s, const uint8_t *p, const uint8_t *end) {
     ots_buf *out = &s->r->candidates;
     while (p < end) {
-        uint32_t field, wt;
-        if (!message_tag(s, &p, end, &field, &wt)) return false;
-        if (wt != WT_LEN) {
-            if (!skip_fast(s, &p, end, field, wt, 0)) return false;
-            continue;
-        }
-        size_t n;
-        if (!read_len(s, &p, end, &n)) return false;
-        const uint8_t *val = p;
-        p += n;
-        if (field != 1) continue;
+        field_view f;
+        if (!next_field(s, &p, end, 0, NULL, &f)) return false;
+        if (!f.delimited || f.field != 1) continue;
         size_t content;
         if (!open_delimited(s, out, 0x0A, &content)) return false;
-        if (!read_resource_spans(s, val, val + n)) return false;
+        if (!read_resource_spans(s, f.val, f.val + f.n)) return false;
         close_delimited(out, content);
     }
     return true;
