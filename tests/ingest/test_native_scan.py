@@ -257,6 +257,8 @@ def test_buffers_of_every_kind_and_bad_arguments(native):
         native.Table([b"bytes"], [], [], [])
     with pytest.raises(UnicodeEncodeError):
         native.Table(["\ud800"], [], [], [])
+    with pytest.raises(TypeError):
+        native.Table("user.id", [], [], [])
 
 
 def test_threads_share_one_table(native):

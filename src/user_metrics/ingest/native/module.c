@@ -25,6 +25,10 @@ static void table_dealloc(TableObject *self) {
 /* A sequence of str as UTF-8 views; the views point into the str objects, which `seq` keeps alive
  * (the fast sequence holds references). Returns -1 with an exception set. */
 static int utf8_views(PyObject *arg, const char *what, PyObject **seq, ots_str **out, Py_ssize_t *n) {
+    if (PyUnicode_Check(arg) || PyBytes_Check(arg)) { /* a sequence, but of characters */
+        PyErr_Format(PyExc_TypeError, "%s: a sequence of str, not one string", what);
+        return -1;
+    }
     *seq = PySequence_Fast(arg, what);
     if (!*seq) return -1;
     *n = PySequence_Fast_GET_SIZE(*seq);
