@@ -16,8 +16,8 @@
  * bytes), a property prefix or an LLM-like prefix followed by an LLM-like word before any '\n'
  * (prefixes are bucketed by their first byte). Everything else is a candidate.
  *
- * Validity is upb's, measured against protobuf 7 (tests/ingest/test_native_scan.py holds one case
- * per rule): a tag is at most 5 bytes and at most UINT32_MAX; field number 0 is refused in a message
+ * Validity is upb's, measured against protobuf 7 (tests/ingest/test_native_validity.py holds one
+ * case per rule): a tag is at most 5 bytes and at most UINT32_MAX; field number 0 is refused in a message
  * (but skipped inside an unknown group, as upb does); a varint is at most 10 bytes; a length is at
  * most 5 bytes and never past the end of its enclosing message; wire types 6 and 7 are refused; an
  * end-group tag outside the group it closes is refused; a known field with another wire type than
@@ -56,7 +56,7 @@
 typedef struct {
     const uint8_t *data;
     size_t len;
-    uint64_t head, mask; /* its first (up to) 8 bytes, little-endian, and the mask of those bytes */
+    uint64_t head, mask; /* its first (up to) 8 bytes as a word (head_of), and the mask of those */
 } span_str; /* a string owned by the table */
 
 /* Strings grouped by first byte: bucket b holds items[start[b] .. start[b+1]); empty strings are
@@ -103,19 +103,17 @@ static inline uint64_t key_hash(const uint8_t *p, size_t n) {
 
 static inline bool is_exact_key(const ots_table *t, const uint8_t *k, size_t n, uint64_t kh);
 
-/* The first (up to) 8 bytes of a string as a little-endian word, zero-padded. */
+/* The first (up to) 8 bytes of a string as a word (native byte order), zero-padded. */
 static inline uint64_t head_of(const uint8_t *p, size_t n) {
-    uint64_t v;
-    if (n >= 8) {
-        memcpy(&v, p, 8);
-        return v;
-    }
-    return load_le(p, n);
+    uint64_t v = 0;
+    memcpy(&v, p, n < 8 ? n : 8);
+    return v;
 }
 
 static void set_head(span_str *s) {
     s->head = head_of(s->data, s->len);
-    s->mask = s->len >= 8 ? ~0ull : ((1ull << (8 * s->len)) - 1);
+    s->mask = 0;
+    memset(&s->mask, 0xFF, s->len < 8 ? s->len : 8); /* the bytes head_of filled, in the same order */
 }
 
 static bool bucket_build(bucketed *bk, const ots_str *src, size_t n, uint8_t **arena) {
