@@ -3,10 +3,10 @@
 
     .venv/bin/python tests/benchmarks/native_scan.py [--requests 20] [--rounds 7]
 
-Two request shapes of 512 spans: (a) LLM spans exactly as ``ingest.py``'s ``build_request`` makes
+Three request shapes of 512 spans: (a) LLM spans exactly as ``ingest.py``'s ``build_request`` makes
 them (19 attributes each; every span is a candidate, copied verbatim); (b) mixed traffic, 1 LLM span
 in 10 and the rest HTTP server spans (10 attributes) and DB client spans (7), with no user or
-session (plain, unless the table holds ``server.address``: see ``--exclude-key``). Each round times
+session; (c) only such HTTP and DB spans (plain, unless the table holds ``server.address``: see ``--exclude-key``). Each round times
 split and FromString over all requests, interleaved, in CPU time of the thread; the median and the
 best round are printed, with the load average.
 """
@@ -55,8 +55,9 @@ DB = {
 }
 
 
-def build_mixed(rng: random.Random, now_ns: int) -> bytes:
-    """512 spans: every 10th an LLM span as build_request makes it, the rest HTTP and DB spans."""
+def build_mixed(rng: random.Random, now_ns: int, llm_every: int = 10) -> bytes:
+    """512 spans: every ``llm_every``-th an LLM span as build_request makes it (none for 0), the rest
+    HTTP and DB spans."""
     llm = ExportTraceServiceRequest.FromString(bench.build_request(rng, now_ns))
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -69,7 +70,7 @@ def build_mixed(rng: random.Random, now_ns: int) -> bytes:
     db_ss.scope.name, db_ss.scope.version = "opentelemetry.instrumentation.psycopg", "0.50b0"
     source = iter(llm.resource_spans[0].scope_spans[0].spans)
     for i in range(bench.SPANS_PER_REQUEST):
-        if i % 10 == 0:
+        if llm_every and i % llm_every == 0:
             llm_ss.spans.add().CopyFrom(next(source))
             continue
         if i % 2:
@@ -117,7 +118,12 @@ def main() -> None:
     print(
         f"load (1-minute) at the start: {os.getloadavg()[0]:.2f}; keys left out: {args.exclude_key or 'none'}"
     )
-    for shape, build in (("LLM (build_request)", bench.build_request), ("mixed (1 LLM in 10)", build_mixed)):
+    shapes = (
+        ("LLM (build_request)", bench.build_request),
+        ("mixed (1 LLM in 10)", build_mixed),
+        ("HTTP/DB only", lambda rng, now: build_mixed(rng, now, llm_every=0)),
+    )
+    for shape, build in shapes:
         bodies = [build(rng, now) for _ in range(args.requests)]
         spans = sum(_otlp_scan.split(b, table, 1024)[2] for b in bodies)
         plain = sum(len(_otlp_scan.split(b, table, 1024)[1]) // 40 for b in bodies)
