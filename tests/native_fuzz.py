@@ -89,13 +89,13 @@ class FuzzRun:
     crashes: list[Path]
     output: str
 
-    @property
-    def exec_per_s(self) -> float:
-        return self.executions / max(self.seconds, 1)
+    exec_per_s: int
+    peak_rss_mb: int
 
 
 _STATS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+)", re.M)
 _DONE = re.compile(r"^Done (\d+) runs in (\d+) second", re.M)
+_FINAL = re.compile(r"^stat::(\w+):\s+(\d+)", re.M)  # -print_final_stats=1, also when interrupted
 
 
 def run(binary: Path, corpus: Path, artifacts: Path, seconds: int, rss_limit_mb: int = 2048) -> FuzzRun:
@@ -114,11 +114,14 @@ def run(binary: Path, corpus: Path, artifacts: Path, seconds: int, rss_limit_mb:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 600)
     out = done.stdout + done.stderr
     stats = _STATS.findall(out)
+    final = {name: int(value) for name, value in _FINAL.findall(out)}
     finished = _DONE.search(out)
-    executions = int(finished.group(1)) if finished else (int(stats[-1][0]) if stats else 0)
+    executions = final.get("number_of_executed_units", int(stats[-1][0]) if stats else 0)
     elapsed = int(finished.group(2)) if finished else seconds
     cov, ft = (int(stats[-1][1]), int(stats[-1][2])) if stats else (0, 0)
     crashes = sorted(
         p for p in artifacts.iterdir() if p.name.startswith(("crash-", "leak-", "timeout-", "oom-"))
     )
-    return FuzzRun(done.returncode, executions, elapsed, cov, ft, crashes, out)
+    exec_per_s = final.get("average_exec_per_sec", executions // max(elapsed, 1))
+    rss = final.get("peak_rss_mb", 0)
+    return FuzzRun(done.returncode, executions, elapsed, cov, ft, crashes, out, exec_per_s, rss)

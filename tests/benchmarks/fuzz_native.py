@@ -42,7 +42,8 @@ def main() -> int:
             artifacts.rmdir()
         print(f"load (1-minute): {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
         print(f"seeds: {seeds} captured requests; corpus now {len(list(corpus.iterdir()))} inputs")
-        print(f"executions: {result.executions:,} in {result.seconds} s ({result.exec_per_s:,.0f} exec/s)")
+        print(f"executions: {result.executions:,} in {result.seconds} s ({result.exec_per_s:,} exec/s)")
+        print(f"peak RSS: {result.peak_rss_mb} MB")
         print(f"coverage: cov {result.cov} edges, ft {result.ft} features")
         print(f"crashes: {len(result.crashes)} (exit code {result.returncode})")
         for path in result.crashes:
