@@ -159,30 +159,48 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int) 
     """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction).
 
     Values beyond ``max_dimension_values`` per dimension are folded into ``(other)`` (``dims.py``).
+
+    Vectorised, in as few statements as DuckDB allows (each statement returns to Python and has
+    to win the GIL back from busy mapper threads): one execute keys the users, hashes each
+    distinct dims combination once (not each row) and builds ``rollup_input``, one row per
+    request with its user key and dims id; only when a combination is new does ``dims.assign``
+    run. A second execute sums the rows into ``rollup_cells``, one row per (hour, user, dims),
+    appends every rollup from those cells (the latency histograms from the rows), and returns
+    what was touched. Each commit thus appends at most one row per cell of each table.
     """
-    con.execute(
-        f"INSERT INTO users (user_id) SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL "
-        "ON CONFLICT (user_id) DO NOTHING"
-    )
-    contributions = ", ".join(f"{expr} AS {name}" for name, _, expr in METRICS)
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE rollup_input AS
-        SELECT epoch_us(r.start_time) AS us, coalesce(u.user_key, 0) AS user_key, d.dims_id, r.h,
-               {LATENCY_BUCKET_SQL} AS bucket, {DURATION_LE_SQL} AS le, duration_ms, {contributions}
-        FROM (SELECT *, {DIMS_HASH_SQL} AS h FROM {rows}) AS r
-        LEFT JOIN users AS u ON u.user_id = r.user_id
-        LEFT JOIN dims AS d ON d.dims_hash = r.h"""
-    )
-    folded = dims.assign(con, rows, "rollup_input", max_dimension_values)
-    # No DROP on failure: the caller's rollback removes the table, and a statement on an aborted
+    missing, hours, users = con.execute(_input_sql(rows)).fetchone() or (0, [], [])
+    folded = dims.assign(con, rows, "rollup_input", max_dimension_values) if missing else 0
+    # No DROP on failure: the caller's rollback removes the tables, and a statement on an aborted
     # transaction would hide the real error behind "transaction is aborted".
-    for table in ROLLUPS:
-        _insert_aggregated(con, table, "rollup_input")
-    hours, users = con.execute(
-        f"SELECT list(DISTINCT us // {US_PER_HOUR}), list(DISTINCT user_key) FROM rollup_input"
-    ).fetchone() or ([], [])
-    con.execute("DROP TABLE rollup_input")
+    con.execute(_APPEND_SQL)
     return Touched({int(h) for h in hours or ()}, {int(u) for u in users or ()}, folded)
+
+
+_DIMS = (*dims.COLUMNS, "properties")
+
+
+def _input_sql(rows: str) -> str:
+    """Key new users; ``rollup_input``: a row per request of ``rows`` with its user key, dims
+    hash ``h`` and dims id (NULL for a combination not yet in ``dims``); then how many lack one,
+    and the hours and user keys it touches."""
+    contributions = ", ".join(f"{expr} AS {name}" for name, _, expr in METRICS)
+    combination = ", ".join(_DIMS)
+    same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM c.{c}" for c in _DIMS)
+    return f"""
+    INSERT INTO users (user_id) SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL
+        ON CONFLICT (user_id) DO NOTHING;
+    CREATE OR REPLACE TEMP TABLE rollup_input AS
+    WITH combinations AS (
+        SELECT c.*, d.dims_id FROM (
+            SELECT *, {DIMS_HASH_SQL} AS h FROM (SELECT DISTINCT {combination} FROM {rows})) AS c
+        LEFT JOIN dims AS d ON d.dims_hash = c.h)
+    SELECT epoch_us(r.start_time) AS us, coalesce(u.user_key, 0) AS user_key, c.dims_id, c.h,
+           {LATENCY_BUCKET_SQL} AS bucket, {DURATION_LE_SQL} AS le, duration_ms, {contributions}
+    FROM {rows} AS r JOIN combinations AS c ON {same}
+    LEFT JOIN users AS u ON u.user_id = r.user_id;
+    SELECT count(*) FILTER (WHERE dims_id IS NULL), list(DISTINCT us // {US_PER_HOUR}),
+           list(DISTINCT user_key)
+    FROM rollup_input"""
 
 
 @dataclass(frozen=True)
@@ -202,6 +220,19 @@ class _Rollup:
             return "count(*) AS n" if source_rows else "sum(n) AS n"
         return SUMS
 
+    def append(self) -> str:
+        """Append this commit's cells: histograms from ``rollup_input``'s request rows, the rest
+        from ``rollup_cells`` (already one row per hour, user and dims), in time order."""
+        bucket = ""
+        if self.bucket == "day":
+            bucket = f"us // {US_PER_DAY} AS day, " if self.counts else "hour // 24 AS day, "
+        elif self.bucket == "hour":
+            bucket = "hour, "
+        source = "rollup_input WHERE duration_ms IS NOT NULL" if self.counts else "rollup_cells"
+        return f"""INSERT INTO {self.table}
+        SELECT {bucket}{", ".join(self.keys)}, {self.values(self.counts)} FROM {source}
+        GROUP BY ALL ORDER BY 1"""
+
 
 ROLLUPS = (
     _Rollup("rollup_user_day", "day", ("user_key", "dims_id")),
@@ -214,17 +245,19 @@ ROLLUPS = (
 )
 
 
-def _insert_aggregated(con: duckdb.DuckDBPyConnection, rollup: _Rollup, source: str) -> None:
-    """Append one row per cell of the request contributions in ``source``, in time order."""
-    bucket = ""
-    if rollup.bucket:
-        bucket = f"us // {US_PER_DAY if rollup.bucket == 'day' else US_PER_HOUR} AS {rollup.bucket}, "
-    where = "WHERE duration_ms IS NOT NULL" if rollup.counts else ""
-    con.execute(
-        f"""INSERT INTO {rollup.table}
-        SELECT {bucket}{", ".join(rollup.keys)}, {rollup.values(True)} FROM {source} {where}
-        GROUP BY ALL ORDER BY 1"""
+# Sums the rows of rollup_input into one row per (hour, user, dims), appends every rollup from
+# them, and drops both.
+_APPEND_SQL = ";\n".join(
+    (
+        f"""CREATE OR REPLACE TEMP TABLE rollup_cells AS
+        SELECT us // {US_PER_HOUR} AS hour, user_key, dims_id,
+               {", ".join(f"{aggregate(name)} AS {name}" for name in METRIC_NAMES)}
+        FROM rollup_input GROUP BY ALL""",
+        *(rollup.append() for rollup in ROLLUPS),
+        "DROP TABLE rollup_input",
+        "DROP TABLE rollup_cells",
     )
+)
 
 
 def compact(con: duckdb.DuckDBPyConnection, touched: Touched) -> int:
