@@ -285,8 +285,13 @@ class Store:
         self._rows_since_compaction = 0
         self._last_compaction = time.monotonic()
         started = time.perf_counter()
+
+        def once() -> int:  # registered in with_memory: registering may need memory
+            with registered(self._con, rollups.touched_keys(touched)):
+                return self._db.transaction(lambda con: rollups.compact(con, touched))
+
         try:
-            removed = self._db.in_transaction(lambda con: rollups.compact(con, touched))
+            removed = self._db.with_memory(once)
         except duckdb.Error:
             log.exception("compacting the rollups failed; they stay correct, only larger")
             self._dirty |= touched
@@ -340,13 +345,8 @@ class Store:
         )
         for pending in group:
             pending.future.set_result(pending.table.num_rows)
-        traces = {
-            t
-            for p in group
-            for part in (p.waiting, p.facts)
-            if part is not None
-            for t in part["trace_id"].to_pylist()
-        }
+        parts = [part for p in group for part in (p.waiting, p.facts) if part is not None]
+        traces = {t for part in parts for t in part["trace_id"].to_pylist()}
         if traces and self._has_pending:
             self._resolve_pending(traces)
 
