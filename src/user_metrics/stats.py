@@ -17,6 +17,7 @@ class Stats:
     spans_rejected: Counter[str] = field(default_factory=Counter)  # by reason
     spans_stored: int = 0
     spans_duplicate: int = 0
+    spans_past_horizon: int = 0  # started before span_keys holds keys: checked against requests
     spans_attributed: int = 0  # stored after waiting, with a user id from a later request
     spans_cache_added_to_input: int = 0  # input counted without cache: cache added to it
     limit_cuts: Counter[str] = field(default_factory=Counter)  # by the setting that cut

@@ -25,7 +25,7 @@ def test_facts_are_purged_by_age_even_when_no_span_waits(
 ) -> None:
     """Spans that are not LLM calls leave facts; nothing waits for attribution; once older than
     twice the attribution window they are dropped all the same."""
-    monkeypatch.setattr(store, "PURGE_FACTS_EVERY_S", 0.2)
+    monkeypatch.setattr(store, "PURGE_EVERY_S", 0.2)
     svc = Service(tmp_path / "um.duckdb", attribution_window_seconds=0.5)
     svc.start()
     try:

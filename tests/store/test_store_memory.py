@@ -32,8 +32,8 @@ from user_metrics.stats import Stats
 from user_metrics.store import inserts, rollups, writer_connection
 from user_metrics.store import writer as store_module
 from user_metrics.store.batches import to_arrow
+from user_metrics.store.dedupe import KEY_ROW_SQL
 from user_metrics.store.records import RequestRecord
-from user_metrics.store.schema import SPAN_KEY_SQL
 from user_metrics.store.writer import Store
 from user_metrics.store.writer_connection import WriterConnection
 
@@ -192,7 +192,7 @@ class TestWriterRecovery:
 
             def insert_all(con: duckdb.DuckDBPyConnection, *args: Any) -> Any:
                 if out_of_memory.is_set():
-                    con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")  # half done
+                    con.execute(f"INSERT INTO span_keys SELECT {KEY_ROW_SQL} FROM batch")  # half done
                     raise duckdb.OutOfMemoryException("Out of Memory Error: injected")
                 return real_insert_all(con, *args)
 
@@ -235,7 +235,9 @@ class TestWriterRecovery:
             failures = {"left": 1}
 
             def transaction(self: WriterConnection, work: Any) -> Any:
-                if failures["left"] and "_insert_once" in work.__qualname__:
+                if failures["left"] and getattr(work, "__qualname__", "").startswith(
+                    "insert."
+                ):  # inserts.insert
                     failures["left"] -= 1
                     self.con.execute("BEGIN")
                     work(self.con)

@@ -116,3 +116,9 @@ def _resolutions(steps: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         if complete or expired:
             out.append((trace_id, span_id, user, session, list(props.items())))
     return out
+
+
+def purge_facts(con: duckdb.DuckDBPyConnection, before_us: int) -> int:
+    """Drop the span facts seen before ``before_us`` (in the caller's transaction); returns how many."""
+    ((dropped,),) = con.execute("DELETE FROM span_facts WHERE seen_us < $cut", {"cut": before_us}).fetchall()
+    return int(dropped)

@@ -30,9 +30,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from user_metrics.store.schema import SPAN_KEY_SQL
+from user_metrics.store.dedupe import keys_of
 from user_metrics.store.writer_connection import registered
 
+_ABSORBED = "(trace_id, span_id) IN (SELECT (trace_id, span_id) FROM absorbed)"
 _KEYS = pa.schema([("trace_id", pa.string()), ("span_id", pa.string()), ("absorbed_by", pa.string())])
 
 
@@ -69,10 +70,8 @@ def settle(con: duckdb.DuckDBPyConnection, traces: set[str] | None) -> int:
     if absorbed:
         table = pa.table([list(col) for col in zip(*absorbed, strict=True)], schema=_KEYS)
         with registered(con, {"absorbed": table}):
-            con.execute(
-                "DELETE FROM pending WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) FROM absorbed)"
-            )
-            con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM absorbed ON CONFLICT DO NOTHING")
+            con.execute(f"""INSERT INTO span_keys {keys_of("pending", _ABSORBED)} ON CONFLICT DO NOTHING""")
+            con.execute(f"DELETE FROM pending WHERE {_ABSORBED}")
             con.execute(
                 """UPDATE span_facts SET absorbed_by = a.absorbed_by FROM absorbed AS a
                    WHERE span_facts.trace_id = a.trace_id AND span_facts.span_id = a.span_id"""

@@ -1,7 +1,7 @@
 """The database's tables: what the store creates, and how an older file is brought up to date.
 
 ``requests`` is the public contract (README lists its columns). The rest is the store's own:
-``span_keys`` (each stored span once), ``meta`` (the schema version), ``pending`` and
+``span_keys`` (each stored span once, ``dedupe.py``), ``meta`` (the schema version), ``pending`` and
 ``span_facts`` (attribution across requests), and the rollups (``rollups.py``).
 """
 
@@ -12,7 +12,7 @@ import logging
 import duckdb
 
 from user_metrics.errors import Unavailable
-from user_metrics.store import rollups
+from user_metrics.store import dedupe, rollups
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 # 7 requests.cache_added_to_input and requests.price_provider, 8 dims with request and response
 # model and bounded values (dim_values), 9 requests.scope_name and requests.scope_version,
 # 10 pending.counterpart and pending.conversation, span_facts.llm, .model and .absorbed_by,
-# 11 revenue and plan_prices (billing), requests.<bucket>_cost_usd (the cost per bucket)
-SCHEMA_VERSION = "11"
+# 11 revenue and plan_prices (billing), requests.<bucket>_cost_usd (the cost per bucket),
+# 12 span_keys.start_us, keys kept for the dedupe horizon only (dedupe.py)
+SCHEMA_VERSION = "12"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -95,7 +96,7 @@ PENDING_COLUMNS = {
 # not a call of its own, the span id of the call that records it.
 FACT_COLUMNS_10 = (("llm", "VARCHAR"), ("model", "VARCHAR"), ("absorbed_by", "VARCHAR"))
 OTHER_DDL = (
-    "CREATE TABLE IF NOT EXISTS span_keys (k HUGEINT PRIMARY KEY)",
+    dedupe.DDL,
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
     # LLM spans without a user id whose ancestors may still arrive: the rows, what they wait for
     # (the first ancestor missing from their request) and until when.
@@ -122,8 +123,6 @@ OTHER_DDL = (
     per VARCHAR NOT NULL
 )""",
 )
-# 32 + 16 hex characters, so the concatenation is unambiguous; >> 1 makes md5's 128 bits fit HUGEINT.
-SPAN_KEY_SQL = "(md5_number(trace_id || span_id) >> 1)::HUGEINT"
 
 
 def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_values: int) -> None:
@@ -135,10 +134,13 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_v
         con.execute(ddl)
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = row[0] if row else None
-    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", SCHEMA_VERSION):
+    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", SCHEMA_VERSION):
         con.execute("ROLLBACK")
         raise Unavailable(f"{path} has schema version {version}, this build needs {SCHEMA_VERSION}")
     _match_pending_columns(con)
+    if "start_us" not in dict(_columns(con, "span_keys")):
+        log.info("upgrading %s to schema %s: span keys for the dedupe horizon only", path, SCHEMA_VERSION)
+        dedupe.upgrade(con)
     if version in ("1", "2", "3", "4", "5", "6", "7"):
         log.info("upgrading %s to schema %s: building rollups from requests", path, SCHEMA_VERSION)
         rollups.rebuild(con, max_dimension_values)

@@ -5,13 +5,13 @@ the transaction holding those rows has committed (DuckDB syncs its WAL on commit
 thread takes everything queued while the previous commit ran and commits it together, so many
 small exports share one disk sync.
 
-Each (trace_id, span_id) is stored once: ``span_keys`` holds a 127-bit hash of the pair under a
-primary key, and ``inserts.py`` writes the keys, the rows and their rollups (``rollups.py``) in
-one transaction, so the aggregates are exactly the sum of the stored rows. ``groups.py`` picks the
-writes of each commit: small ones before big ones queued earlier, and compaction and checkpoints
-wait while writes do (within bounds), so a one-span export never waits for a big one. By the
-clock the writer also drops old attribution facts and, while writes fail, probes whether it can
-commit.
+Each (trace_id, span_id) is stored once (``dedupe.py``: a key per span of the last two days,
+``requests`` itself beyond), and ``inserts.py`` writes the keys, the rows and their rollups
+(``rollups.py``) in one transaction, so the aggregates are exactly the sum of the stored rows.
+``groups.py`` picks the writes of each commit: small ones before big ones queued earlier, and
+compaction and checkpoints wait while writes do (within bounds), so a one-span export never
+waits for a big one. By the clock the writer also drops old attribution facts and span keys and,
+while writes fail, probes whether it can commit.
 
 Around it: ``schema.py`` creates and upgrades the tables; ``writer_connection.py`` owns the
 connection (transactions that always end, the readers' memory kept from the writer's, reopening
@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from user_metrics.errors import InvalidInput, Overloaded, Unavailable
 from user_metrics.stats import Stats
-from user_metrics.store import attribution, counterparts, dims, groups, inserts, rollups
+from user_metrics.store import attribution, counterparts, dedupe, dims, groups, inserts, rollups
 from user_metrics.store.groups import Pending
 from user_metrics.store.writer_connection import (
     CHECKPOINT_WAL_BYTES,
@@ -56,9 +56,10 @@ log = logging.getLogger(__name__)
 # Errors caused by the rows themselves (a value DuckDB cannot hold), not by the database.
 DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
 
-# How often the writer drops attribution facts older than twice the attribution window, and how
-# often, while a write is failing, it tries a small write to learn whether it can commit again.
-PURGE_FACTS_EVERY_S = 60.0
+# How often the writer drops attribution facts older than twice the attribution window and span
+# keys past the dedupe horizon, and how often, while a write is failing, it tries a small write
+# to learn whether it can commit again.
+PURGE_EVERY_S = 60.0
 PROBE_EVERY_S = 2.0
 
 
@@ -104,7 +105,7 @@ class Store:
             on_reopen=self._reopened,
         )
         self._window_us = int(attribution_window_seconds * 1e6)
-        self._has_pending = self._count_pending()
+        self._reopened()  # _has_pending, and _keys_from: span_keys has the keys of spans since then
         self._last_purge = time.monotonic()
         self._last_probe = 0.0
         self._reader_lock = threading.Lock()
@@ -252,17 +253,18 @@ class Store:
         )
 
     def _housekeeping(self) -> None:
-        """What the writer does by the clock: drop old attribution facts, probe a failing store."""
+        """What the writer does by the clock: drop old attribution facts and span keys, probe a
+        failing store."""
         now = time.monotonic()
-        if now - self._last_purge >= PURGE_FACTS_EVERY_S:
+        if now - self._last_purge >= PURGE_EVERY_S:
             self._last_purge = now
             cut = time.time_ns() // 1000 - 2 * self._window_us
-            try:
-                self._db.in_transaction(
-                    lambda con: con.execute("DELETE FROM span_facts WHERE seen_us < $cut", {"cut": cut})
+            try:  # keys_from only once committed (a reopen reads it from the database)
+                _, self._keys_from = self._db.in_transaction(
+                    lambda con: (attribution.purge_facts(con, cut), dedupe.purge(con))
                 )
             except duckdb.Error:
-                log.exception("dropping old attribution facts failed; tried again in a minute")
+                log.exception("dropping old attribution facts and span keys failed; tried again in a minute")
         if self._db.failure is not None and now - self._last_probe >= PROBE_EVERY_S:
             self._last_probe = now
             try:
@@ -366,16 +368,11 @@ class Store:
         return self._db.with_memory(lambda: self._insert_once(batch, side))
 
     def _insert_once(self, batch: pa.Table, side: dict[str, pa.Table | None]) -> int:
-        db = self._db
         with registered(self._con, {"batch": batch, **side}):  # may need memory: in with_memory
-            try:
-                stored, touched = db.transaction(
-                    lambda con: inserts.insert_all(con, batch.num_rows, side, self._max_dimension_values)
-                )
-            except duckdb.ConstraintException:  # a span stored before: store only the new ones
-                stored, touched = db.transaction(
-                    lambda con: inserts.insert_new_only(con, side, self._max_dimension_values)
-                )
+            stored, touched = inserts.insert(
+                self._db.transaction, batch, side, self._max_dimension_values, self._keys_from
+            )
+        self._stats.add(spans_past_horizon=dedupe.past(batch, self._keys_from))
         # Only once committed: a rolled-back try must not count (nor leave cells to compact).
         self._dirty |= touched
         self._rows_since_compaction += stored
@@ -387,7 +384,7 @@ class Store:
         return self._db.con
 
     def _reopened(self) -> None:
-        self._has_pending = self._count_pending()
+        self._has_pending, self._keys_from = self._count_pending(), dedupe.keys_from(self._con)
 
     def _count_pending(self) -> bool:
         # fetchall: a result not read to its end keeps its transaction open, stopping checkpoints.
