@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from user_metrics.app import App
 from user_metrics.settings import Settings
+from user_metrics.store.batches import to_arrow
+from user_metrics.store.records import RequestRecord
 
 # The query tests' fixtures: `served`, a service holding query_data's spans, and `con`, a reader of
 # it. A module that defines its own `served` or `con` uses its own.
@@ -202,3 +206,35 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def cuts(api_url: str, token: str | None = None) -> dict[str, float]:
     """user_metrics_limit_cuts_total by limit, as scraped (with the read token, if given)."""
     return counters(api_url, "user_metrics_limit_cuts", "limit", token)
+
+
+def one_row_table(span_letter: str, start_ns: int | None = None) -> pa.Table:
+    """The Arrow rows of one priced LLM call whose span id is 16 times ``span_letter`` (trace
+    'a' * 32, user 'u'), started at ``start_ns`` (default: now)."""
+    record = RequestRecord(
+        trace_id="a" * 32,
+        span_id=span_letter * 16,
+        parent_span_id=None,
+        start_time_unix_nano=time.time_ns() if start_ns is None else start_ns,
+        duration_ms=250.0,
+        user_id="u",
+        session_id=None,
+        service_name="svc",
+        environment=None,
+        operation="chat",
+        provider="openai",
+        request_model="gpt-4o-mini",
+        response_model=None,
+        input_tokens=10,
+        output_tokens=5,
+        cache_read_tokens=None,
+        cache_write_tokens=None,
+        reasoning_tokens=None,
+        cost_usd=None,
+        cost_source=None,
+        status="ok",
+        error_type=None,
+        streaming=None,
+        properties={},
+    )
+    return to_arrow([record], [1000], ["computed"])

@@ -9,49 +9,19 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from conftest import one_row_table
 
 from user_metrics.stats import Stats
 from user_metrics.store import dedupe
 from user_metrics.store import writer as store_module
-from user_metrics.store.batches import to_arrow
-from user_metrics.store.records import RequestRecord
 from user_metrics.store.writer import Store
 
 DAY_NS = 86_400 * 10**9
 
 
 def rows(*spans: tuple[str, int]) -> pa.Table:
-    """One priced LLM call per (span letter, start in ns) of trace 'a'*32, user 'u'."""
-    records = [
-        RequestRecord(
-            trace_id="a" * 32,
-            span_id=letter * 16,
-            parent_span_id=None,
-            start_time_unix_nano=start,
-            duration_ms=250.0,
-            user_id="u",
-            session_id=None,
-            service_name="svc",
-            environment=None,
-            operation="chat",
-            provider="openai",
-            request_model="gpt-4o-mini",
-            response_model=None,
-            input_tokens=10,
-            output_tokens=5,
-            cache_read_tokens=None,
-            cache_write_tokens=None,
-            reasoning_tokens=None,
-            cost_usd=None,
-            cost_source=None,
-            status="ok",
-            error_type=None,
-            streaming=None,
-            properties={},
-        )
-        for letter, start in spans
-    ]
-    return to_arrow(records, [1000] * len(records), ["computed"] * len(records))
+    """One priced LLM call per (span letter, start in ns) (``conftest.one_row_table``)."""
+    return pa.concat_tables([one_row_table(letter, start) for letter, start in spans])
 
 
 def stored(db: Path) -> tuple[list[str], int, int]:

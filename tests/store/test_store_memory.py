@@ -20,7 +20,7 @@ import duckdb
 import grpc
 import pyarrow as pa
 import pytest
-from conftest import Service, counter_total
+from conftest import Service, counter_total, one_row_table
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -31,9 +31,7 @@ from user_metrics.errors import Unavailable
 from user_metrics.stats import Stats
 from user_metrics.store import inserts, rollups, writer_connection
 from user_metrics.store import writer as store_module
-from user_metrics.store.batches import to_arrow
 from user_metrics.store.dedupe import KEY_ROW_SQL
-from user_metrics.store.records import RequestRecord
 from user_metrics.store.writer import Store
 from user_metrics.store.writer_connection import WriterConnection
 
@@ -63,37 +61,6 @@ def llm_spans(batch: int, count: int) -> list[Any]:
             pass
     provider.shutdown()
     return list(memory.get_finished_spans())
-
-
-def one_row_table(span_letter: str) -> pa.Table:
-    """The Arrow rows of one priced LLM call whose span id is 16 times ``span_letter``."""
-    record = RequestRecord(
-        trace_id="a" * 32,
-        span_id=span_letter * 16,
-        parent_span_id=None,
-        start_time_unix_nano=time.time_ns(),
-        duration_ms=250.0,
-        user_id="u",
-        session_id=None,
-        service_name="svc",
-        environment=None,
-        operation="chat",
-        provider="openai",
-        request_model="gpt-4o-mini",
-        response_model=None,
-        input_tokens=10,
-        output_tokens=5,
-        cache_read_tokens=None,
-        cache_write_tokens=None,
-        reasoning_tokens=None,
-        cost_usd=None,
-        cost_source=None,
-        status="ok",
-        error_type=None,
-        streaming=None,
-        properties={},
-    )
-    return to_arrow([record], [1000], ["computed"])
 
 
 def get(url: str) -> tuple[int, dict[str, Any]]:
