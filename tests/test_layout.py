@@ -134,6 +134,7 @@ PURE = (
     "ingest/record_bounds.py",
     "ingest/framework_spans.py",
     "ingest/coverage_scan.py",
+    "ingest/plain_spans.py",
 )
 DOES_IO = {"duckdb", "pyarrow", "grpc", "socket", "ssl", "http", "urllib", "threading", "subprocess", "os"}
 RECEIVERS = ("ingest/otlp_grpc.py", "ingest/otlp_http.py")

@@ -206,6 +206,11 @@ class App:
             duckdb.__version__,
             _url(self.api, settings.api_listen, browsable=True),
         )
+        split = self.ingestor.split
+        if split.native:
+            log.info("ingest path: %s (binary OTLP bodies are split before mapping)", split.path)
+        else:
+            log.info("ingest path: python (%s)", split.reason)
         for tokens, what in ((self.ingest_tokens, "sending spans"), (self.read_tokens, "reading")):
             if tokens.open:
                 log.info("no %s_tokens set: %s needs no token", tokens.purpose, what)

@@ -1,4 +1,10 @@
-"""The ingest core, shared by every receiver: decode -> map -> price -> store (durable)."""
+"""The ingest core, shared by every receiver: decode -> map -> price -> store (durable).
+
+Binary bodies go through ``export_body``: where the native scanner is built, it splits the body
+first (``span_split.py``, the GIL released) and only the candidate spans are decoded and mapped in
+Python, the plain ones riding along as id records (``plain_spans.py``); otherwise, or with
+``USER_METRICS_INGEST_PATH=python``, the whole body is decoded and mapped (the Python path).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.errors import InvalidInput, Overloaded
+from user_metrics.ingest import plain_spans, span_split
 from user_metrics.ingest.attributes import Conventions
 from user_metrics.ingest.fair_slots import FairSlots
 from user_metrics.ingest.inheritance import Wait
@@ -28,8 +35,8 @@ from user_metrics.ingest.mapping import INTERNAL_ERROR, PAUSE_EVERY, Rejection, 
 from user_metrics.ingest.pricing import Pricer, Prices
 from user_metrics.ingest.property_keys import PropertyKeyBudget
 from user_metrics.stats import Stats
-from user_metrics.store.batches import facts_table, to_arrow
-from user_metrics.store.records import RequestRecord
+from user_metrics.store.batches import facts_table, plain_facts_table, to_arrow
+from user_metrics.store.records import RequestRecord, SpanFact
 from user_metrics.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -172,8 +179,11 @@ class Ingestor:
         max_property_keys: int = 1000,
         attribution_window_seconds: float = 30.0,
         coverage: CoverageCounts | None = None,
+        split: span_split.SpanSplit | None = None,
     ) -> None:
-        """``coverage``: the coverage report's live counters, given each request's tally."""
+        """``coverage``: the coverage report's live counters, given each request's tally.
+        ``split``: the split of binary bodies (default: ``span_split.load``, native when built)."""
+        self.split = split if split is not None else span_split.load(conventions)
         self._conventions = conventions
         self._coverage = coverage
         self._pricer = pricer
@@ -192,15 +202,39 @@ class Ingestor:
         """The attributes read of one span or resource (decoders may apply it first)."""
         return self._conventions.max_span_attributes
 
+    def export_body(self, body: bytes | bytearray) -> ExportResult:
+        """``export`` of a binary ExportTraceServiceRequest; InvalidInput when it is not one."""
+        if not self.split.native:
+            return self.export(decode_protobuf(body))
+        try:  # native: no GIL held, so not in a mapping slot
+            split = self.split.split(body)
+        except ValueError as exc:
+            raise InvalidInput(f"the body is not an OTLP ExportTraceServiceRequest: {exc}") from None
+        plain = plain_spans.PlainSpans(split.plain, split.plain_dropped_attributes)
+        return self._export(decode_protobuf(split.candidates), split.spans, plain, 0)
+
     def export(self, request: ExportTraceServiceRequest, *, dropped_attributes: int = 0) -> ExportResult:
         """Store the request's LLM spans; raises Unavailable when they could not be committed.
 
         ``dropped_attributes``: attributes a decoder already left out (max_span_attributes).
         """
-        small = _span_count(request) <= PAUSE_EVERY  # mapped faster than a big export's part
+        return self._export(request, _span_count(request), None, dropped_attributes)
+
+    def _export(
+        self,
+        request: ExportTraceServiceRequest,
+        spans: int,
+        plain: plain_spans.PlainSpans | None,
+        dropped_attributes: int,
+    ) -> ExportResult:
+        small = spans <= PAUSE_EVERY  # mapped faster than a big export's part
         with self._mapping_slots.held(small):
             mapped = map_request(
-                request, self._conventions, now_unix_nano=self._clock(), pause=self._mapping_slots.turn
+                request,
+                self._conventions,
+                now_unix_nano=self._clock(),
+                pause=self._mapping_slots.turn,
+                plain=plain,
             )
         received = len(mapped.records) + len(mapped.rejected) + mapped.skipped
         self._stats.add(
@@ -217,13 +251,14 @@ class Ingestor:
         self._stats.cut("max_span_attributes", mapped.dropped_attributes + dropped_attributes)
         rejected = list(mapped.rejected)
         parts = None
-        if mapped.records or mapped.facts:
+        plain_facts = mapped.plain if mapped.plain is not None and mapped.plain.records else None
+        if mapped.records or mapped.facts or plain_facts:
             records, dropped = self._property_keys.admit(mapped.records)
             self._stats.cut("max_property_keys", dropped)
             now_us = self._clock() // 1000
             with self._mapping_slots.held(small):
                 tables = self._prepare(records, mapped.waits, rejected, now_us)
-                parts = (*tables, facts_table(mapped.facts, now_us) if mapped.facts else None)
+                parts = (*tables, _facts(mapped.facts, plain_facts, now_us))
         for rejection in rejected:  # counted with what was received, before the wait for the store
             self._stats.reject(rejection.reason.split(":")[0])
         internal = [r for r in rejected if r.internal]
@@ -329,6 +364,14 @@ class Ingestor:
         except Overloaded:
             self._stats.refuse("queue_full")
             raise
+
+
+def _facts(facts: list[SpanFact], plain: plain_spans.PlainFacts | None, now_us: int) -> pa.Table | None:
+    """The ``span_facts`` rows of the mapped spans and of the plain ones."""
+    tables = [facts_table(facts, now_us)] if facts else []
+    if plain is not None:
+        tables.append(plain_facts_table(plain.records, plain.llm, now_us))
+    return pa.concat_tables(tables) if len(tables) > 1 else (tables[0] if tables else None)
 
 
 def _span_count(request: ExportTraceServiceRequest) -> int:

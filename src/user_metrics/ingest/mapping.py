@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from user_metrics.ingest import conventions as c
-from user_metrics.ingest import coverage_scan, dialects, record_bounds
+from user_metrics.ingest import coverage_scan, dialects, plain_spans, record_bounds
 from user_metrics.ingest.attributes import (
     MAX_TOKENS,
     Conventions,
@@ -68,6 +68,7 @@ class MappedRequest:
     waits: list[Wait | None] = field(default_factory=list)
     facts: list[SpanFact] = field(default_factory=list)  # every span's own identity, for later requests
     coverage: coverage_scan.Tally = field(default_factory=coverage_scan.Tally)  # the coverage report's
+    plain: plain_spans.PlainFacts | None = None  # the plain spans' facts (``batches.plain_facts_table``)
 
 
 # ---- what a span is -----------------------------------------------------------------------------
@@ -145,17 +146,24 @@ def map_request(
     *,
     now_unix_nano: int,
     pause: Callable[[], None] | None = None,
+    plain: plain_spans.PlainSpans | None = None,
 ) -> MappedRequest:
     """Map every LLM span of one Export request to a record (or a rejection).
 
     ``now_unix_nano`` bounds start times: a span that starts more than a day after it is rejected.
     ``pause``, when given, is called every ``PAUSE_EVERY`` spans (the caller may let others run).
+    ``plain``: the spans the split took out of ``request`` (``span_split.py``); the result is the
+    whole request's, theirs included (``plain_spans.py``).
     """
     steps = 0
     out = MappedRequest()
     future_limit = now_unix_nano + 86_400 * 10**9
     # (trace_id, span_id) -> identity facts of every span, for inheritance within the request.
     identities: dict[tuple[bytes, bytes], Identity] = {}
+    if plain is not None:  # the plain spans' identities are looked up among their records
+        identities = plain_spans.Identities(plain, request)
+    if plain is not None:
+        out.skipped, out.dropped_attributes = plain.size, plain.dropped_attributes
     pending: list[tuple[Any, Scan, str | None, Identity, Identity, str | None, str | None]] = []
     sdk_spans: set[tuple[bytes, bytes]] = set()  # LLM spans a provider SDK made of its own
     framework: set[tuple[bytes, bytes]] = set()  # LLM spans of a framework (LangChain) around a call
@@ -266,9 +274,15 @@ def map_request(
         llm[key] = ("sdk" if sdk else "call", dialects.model_key(scan), None)
     limit = conv.max_value_length
     for key, (kind, model, by) in llm.items():
+        if isinstance(identities, plain_spans.Identities) and identities.llm_on_plain(
+            key, (kind, model[:limit], by)
+        ):
+            continue  # the key's last span is a plain one: its fact says it
         if key in fact_at:
             at = fact_at[key]
             out.facts[at] = out.facts[at]._replace(llm=kind, model=model[:limit], absorbed_by=by)
+    if isinstance(identities, plain_spans.Identities):
+        out.plain = identities.facts()
     return out
 
 

@@ -14,7 +14,7 @@ import grpc
 import grpc.aio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from user_metrics.ingest.ingestor import Ingestor, decode_protobuf
+from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.net.grpc_server import Rpcs
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -25,7 +25,7 @@ def trace_service_handler(ingestor: Ingestor, rpcs: Rpcs) -> grpc.GenericRpcHand
 
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> ExportTraceServiceResponse:
         # Decoding a request of up to max_message_mib is work too: it runs on a worker thread.
-        return await rpcs.run(context, lambda: ingestor.export(decode_protobuf(body)).to_response())
+        return await rpcs.run(context, lambda: ingestor.export_body(body).to_response())
 
     return grpc.method_handlers_generic_handler(
         SERVICE,

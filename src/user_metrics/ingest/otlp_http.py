@@ -184,7 +184,7 @@ class _OtlpHandler(Handler):
             if self._content_type() == JSON:
                 request, dropped = decode_json_bounded(data, receiver.ingestor.max_span_attributes)
                 return receiver.ingestor.export(request, dropped_attributes=dropped)
-            return receiver.ingestor.export(decode_protobuf(data))
+            return receiver.ingestor.export_body(data)
         finally:
             receiver.slots.release()
 
