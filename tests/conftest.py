@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import time
@@ -177,6 +178,30 @@ class Service:
 def service(tmp_path: Path) -> Iterator[Service]:
     svc = Service(tmp_path / "user_metrics.duckdb")
     svc.start()
+    yield svc
+    svc.stop()
+
+
+def _split_path() -> str:
+    """The split path to test: the native scanner where it is built, else the split in Python."""
+    try:
+        importlib.import_module("user_metrics.ingest._otlp_scan")
+    except ImportError:
+        return "reference"
+    return "native"
+
+
+# The two ingest paths of binary bodies (span_split.py): the whole request mapped, and the split.
+INGEST_PATHS = ("python", _split_path())
+
+
+@pytest.fixture(params=INGEST_PATHS)
+def service_on_each_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """``service``, once on each ingest path (the ``ingest_path`` setting)."""
+    path = "auto" if request.param == "native" else request.param
+    svc = Service(tmp_path / "user_metrics.duckdb", ingest_path=path)
+    svc.start()
+    assert svc.app is not None and svc.app.ingestor.split.path == request.param
     yield svc
     svc.stop()
 

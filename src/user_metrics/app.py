@@ -13,6 +13,7 @@ import grpc
 
 from user_metrics import __version__
 from user_metrics.coverage_counts import CoverageCounts
+from user_metrics.ingest import span_split
 from user_metrics.ingest.attributes import compile_conventions
 from user_metrics.ingest.ingestor import Ingestor
 from user_metrics.ingest.otlp_grpc import trace_service_handler
@@ -61,6 +62,7 @@ class App:
             session_id_keys=settings.session_id_keys,
             property_prefixes=settings.property_prefixes,
         )
+        self.split = span_split.load(self.conventions, settings.ingest_path)  # before the store opens
         # A database this start creates is removed again if the service cannot start listening.
         self._new_files = [p for p in _database_files(settings.db) if not p.exists()]
         self.store = Store(
@@ -84,6 +86,7 @@ class App:
             max_property_keys=settings.max_property_keys,
             attribution_window_seconds=settings.attribution_window_seconds,
             coverage=self.coverage,
+            split=self.split,
         )
         self.max_message_bytes = settings.max_message_mib * 1024 * 1024
         rpcs = Rpcs(settings.grpc_workers, settings.receive_timeout_seconds, self.stats)
@@ -206,8 +209,8 @@ class App:
             duckdb.__version__,
             _url(self.api, settings.api_listen, browsable=True),
         )
-        split = self.ingestor.split
-        if split.native:
+        split = self.split
+        if split.splits:
             log.info("ingest path: %s (binary OTLP bodies are split before mapping)", split.path)
         else:
             log.info("ingest path: python (%s)", split.reason)

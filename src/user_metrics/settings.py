@@ -247,6 +247,7 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("timezone", str, "UTC", "IANA zone of calendar periods and buckets when a query has no tz"),
     SettingSpec("log_level", str, "info", "debug, info, warning or error"),
+    SettingSpec("ingest_path", str, "auto", "auto (native split where built), python or reference (tests)"),
 )
 
 
@@ -345,6 +346,7 @@ class Settings:
     sql_max_result_mib: int = 16
     timezone: str = "UTC"
     log_level: str = "info"
+    ingest_path: str = "auto"
 
     def __post_init__(self) -> None:
         split_address(self.grpc_listen, "grpc_listen")

@@ -15,6 +15,12 @@ from otlp import chat, request, span
 from senders import CALLS, START, raw_export, send_with_sdk
 
 
+@pytest.fixture
+def service(service_on_each_path: Service) -> Service:
+    """Every test of this file that takes ``service`` runs on both ingest paths (conftest.INGEST_PATHS)."""
+    return service_on_each_path
+
+
 def expected_cost(call: dict[str, Any], start_ns: int) -> Decimal | None:
     """The price straight from genai-prices' calc_price, rounded to the nano-dollar."""
     try:

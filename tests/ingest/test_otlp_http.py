@@ -77,6 +77,12 @@ SPEC_EXAMPLE = """{
 }"""
 
 
+@pytest.fixture
+def service(service_on_each_path: Service) -> Service:
+    """Every test of this file that takes ``service`` runs on both ingest paths (conftest.INGEST_PATHS)."""
+    return service_on_each_path
+
+
 def llm_example() -> dict[str, Any]:
     """The spec's example made an LLM call: 64-bit integers as strings and as numbers, unknown fields."""
     doc = json.loads(SPEC_EXAMPLE)

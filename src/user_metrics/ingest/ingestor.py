@@ -204,7 +204,7 @@ class Ingestor:
 
     def export_body(self, body: bytes | bytearray) -> ExportResult:
         """``export`` of a binary ExportTraceServiceRequest; InvalidInput when it is not one."""
-        if not self.split.native:
+        if not self.split.splits:
             return self.export(decode_protobuf(body))
         try:  # native: no GIL held, so not in a mapping slot
             split = self.split.split(body)

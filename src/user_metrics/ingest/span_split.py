@@ -7,30 +7,31 @@ which the mapper could read nothing, are reduced to 40-byte id records (``plain_
 others, the *candidates*, are copied into a smaller request that the mapper maps as before. The
 keys it looks for come from the compiled conventions (``scan_table``), the single source of truth.
 
-Where the module was not built, or when ``USER_METRICS_INGEST_PATH=python`` forces it (a fallback
-to the reference path, and for comparing the two), the service decodes and maps the whole request
-in Python: ``SpanSplit.native`` is False then, and ``path``/``reason`` say which path runs and why.
-``USER_METRICS_INGEST_PATH=reference`` splits with ``split_reference`` (the split in Python, slow:
-for tests of the split path where the native module is not built).
+Where the module was not built, or when the ``ingest_path`` setting is ``python``
+(``USER_METRICS_INGEST_PATH=python``: a fallback to the reference path, and for comparing the two),
+the service decodes and maps the whole request in Python: ``SpanSplit.splits`` is False then, and
+``path``/``reason`` say which path runs and why. ``reference`` splits with ``split_reference`` (the
+split in Python, slow: for tests of the split path where the native module is not built).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from user_metrics.errors import SettingsError
 from user_metrics.ingest import conventions as c
 from user_metrics.ingest.attributes import Conventions
-
-PATH_ENV = "USER_METRICS_INGEST_PATH"
 
 
 def scan_table(conv: Conventions, module: Any) -> Any:
     """The module's ``Table`` of what the mapper reads, from the compiled conventions."""
     keys = sorted({*conv.by_key, *conv.bare_property_keys, *conv.property_json_keys})
     return module.Table(keys, list(conv.property_prefixes), list(c.LLM_LIKE_PREFIXES), list(c.LLM_LIKE_WORDS))
+
+
+PATHS = ("auto", "python", "reference")  # the ingest_path setting's values
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class SpanSplit:
         self._limit = conv.max_span_attributes
 
     @property
-    def native(self) -> bool:
+    def splits(self) -> bool:
         return self._module is not None
 
     def split(self, body: bytes | bytearray | memoryview) -> Split:
@@ -63,14 +64,18 @@ class SpanSplit:
         return Split(*self._module.split(body, self._table, self._limit))
 
 
-def load(conv: Conventions, environ: dict[str, str] | None = None) -> SpanSplit:
-    """The native split when the module is built and not forced off, else the Python path."""
-    env = os.environ if environ is None else environ
-    forced = env.get(PATH_ENV, "").strip().lower()
-    if forced == "python":
-        return SpanSplit(conv, None, "python", f"forced by {PATH_ENV}=python")
-    if forced == "reference":
-        return SpanSplit(conv, importlib.import_module("user_metrics.ingest.split_reference"), "reference", "")
+def load(conv: Conventions, ingest_path: str = "auto") -> SpanSplit:
+    """The native split when the module is built and not forced off, else the Python path.
+
+    ``ingest_path``: the setting, ``auto``, ``python`` or ``reference`` (else SettingsError)."""
+    if ingest_path not in PATHS:
+        raise SettingsError(f"ingest_path must be one of {', '.join(PATHS)}, got {ingest_path!r}")
+    if ingest_path == "python":
+        return SpanSplit(conv, None, "python", "ingest_path = python")
+    if ingest_path == "reference":
+        return SpanSplit(
+            conv, importlib.import_module("user_metrics.ingest.split_reference"), "reference", ""
+        )
     try:
         module = importlib.import_module("user_metrics.ingest._otlp_scan")
     except ImportError as exc:
