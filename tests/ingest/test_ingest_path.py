@@ -47,6 +47,7 @@ def test_the_table_holds_every_key_the_conventions_read() -> None:
     assert {"gen_ai.request.model", "user.id", "tier", "metadata"} <= table.keys
     assert "acme." in table.prefixes and "property." in table.prefixes
     assert table.reads("ai.usage.whatever") and not table.reads("http.route")
+    assert "server.address" not in table.keys  # read on LLM records only: no candidate for it
 
 
 @pytest.mark.parametrize("path", INGEST_PATHS)

@@ -165,7 +165,13 @@ VALUES: dict[str, list[Any]] = {
 SCOPES = ["opentelemetry.instrumentation.fastapi", "com.anthropic.sdk.python"]
 SCOPES += ["openinference.instrumentation.langchain", "opentelemetry.instrumentation.openai_v2", ""]
 
-_keys = st.sampled_from(PLAIN_KEYS + IDENTITY_KEYS + LLM_KEYS + LIKE_KEYS) | st.text(max_size=12)
+# Every key the conventions know (the split reads only some: span_split.scan_table), and others.
+ALL_KEYS = sorted(compile_conventions(["tier"]).by_key)
+_keys = (
+    st.sampled_from(PLAIN_KEYS + IDENTITY_KEYS + LLM_KEYS + LIKE_KEYS)
+    | st.sampled_from(ALL_KEYS)
+    | st.text(max_size=12)
+)
 
 
 @st.composite
@@ -195,7 +201,7 @@ def _span(draw: st.DrawFn, spans: Any) -> None:
     span.status.code = draw(st.integers(0, 2))
     kind = draw(st.sampled_from(["plain", "plain", "llm", "identity", "any"]))
     if kind == "plain":  # an HTTP or DB span, sometimes with more attributes than are read
-        keys = st.sampled_from(PLAIN_KEYS)
+        keys = st.sampled_from(PLAIN_KEYS + ["server.address", "error.type", "gen_ai.system"])
         span.attributes.extend(
             KeyValue(key=k, value=any_value("x")) for k in draw(st.lists(keys, max_size=6))
         )

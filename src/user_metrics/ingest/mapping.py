@@ -123,6 +123,15 @@ class _Call(NamedTuple):
     declared: str | None  # the declared operation, lower-cased
 
 
+# The fields the mapper reads of a span that is no LLM call: its identity, whether it is a call
+# (``_call``), whether it looks like one (``coverage_scan.looks_like_llm``). A span whose keys give
+# none of them maps as a plain span (``span_split.scan_table``): the rest is read on records only.
+DECIDING_FIELDS = frozenset(
+    {"user_id", "session_id", "conversation_id", "operation", "ai_sdk_operation", "request_model"}
+    | {"response_model", *c.LLM_KIND_VALUES, *c.TOKEN_FIELDS, *c.LLM_LIKE_FIELDS}
+)
+
+
 def _call(scan: Scan) -> _Call:
     """Whether a span is a model call, and its operation: a library's own verdict, else the rules."""
     declared = _declared_operation(scan)

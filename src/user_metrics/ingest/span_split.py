@@ -23,11 +23,18 @@ from typing import Any
 from user_metrics.errors import SettingsError
 from user_metrics.ingest import conventions as c
 from user_metrics.ingest.attributes import Conventions
+from user_metrics.ingest.mapping import DECIDING_FIELDS
 
 
 def scan_table(conv: Conventions, module: Any) -> Any:
-    """The module's ``Table`` of what the mapper reads, from the compiled conventions."""
-    keys = sorted({*conv.by_key, *conv.bare_property_keys, *conv.property_json_keys})
+    """The module's ``Table`` of what the mapper reads, from the compiled conventions.
+
+    The keys are those of a field the mapper reads on every span (``mapping.DECIDING_FIELDS``:
+    identity, call or not, LLM-looking), not those read on records only: ``server.address`` (on
+    most HTTP and database spans) or ``error.type`` do not make a span a candidate.
+    """
+    deciding = [k for k, targets in conv.by_key.items() if any(t.field in DECIDING_FIELDS for t in targets)]
+    keys = sorted({*deciding, *conv.bare_property_keys, *conv.property_json_keys})
     return module.Table(keys, list(conv.property_prefixes), list(c.LLM_LIKE_PREFIXES), list(c.LLM_LIKE_WORDS))
 
 
