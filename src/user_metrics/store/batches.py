@@ -3,7 +3,8 @@ the spans' identity facts as rows of ``span_facts``.
 
 Plain spans (``ingest/plain_spans.py``: spans the native split reduced to 40-byte id records)
 leave rows with their ids alone, built by ``plain_facts_table`` without a Python loop: trace, span
-and parent id as lower-case hex through a 256-entry lookup table, no user, session or property,
+and parent id as lower-case hex (one ``bytes.hex`` of all records, cut into columns by numpy), no
+user, session or property,
 and LLM facts only where an LLM span's duplicate id made the plain span its key's last span. Same
 schema and values as ``facts_table``, so the two tables concatenate."""
 
@@ -167,33 +168,30 @@ def facts_table(facts: list[SpanFact], seen_us: int) -> pa.Table:
 # ---- plain spans' facts: ids alone, from the split's 40-byte records (ingest/plain_spans.py) ----
 
 PLAIN_RECORD_SIZE = 40  # trace_id[16] span_id[8] parent[8] ordinal:u32le count:u32le
-# Two lower-case hex digits per byte value.
-_HEX = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.uint8).reshape(256, 2)
 
 LlmFacts = dict[int, tuple[str, str, "str | None"]]  # record index -> llm, model, absorbed_by
 
 
-def _hex_strings(ids: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    """Lower-case hex strings of the rows of a uint8 matrix (nulls where ``valid`` is False)."""
-    n, width = ids.shape
-    data = np.ascontiguousarray(_HEX[ids]).reshape(-1)
-    offsets = np.arange(0, (n + 1) * width * 2, width * 2, dtype=np.int32)
+def _hex_strings(hexed: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """Arrow strings of the rows of a matrix of hex digits (nulls where ``valid`` is False)."""
+    n, width = hexed.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
     nulls = 0 if valid is None else int(n - np.count_nonzero(valid))
-    return pa.Array.from_buffers(pa.string(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)], nulls)
+    data = pa.py_buffer(np.ascontiguousarray(hexed).tobytes())
+    return pa.Array.from_buffers(pa.string(), n, [bitmap, pa.py_buffer(offsets), data], nulls)
 
 
 def plain_facts_table(records: bytes, llm: LlmFacts, seen_us: int) -> pa.Table:
     """The plain spans' rows of ``span_facts``; ``llm``: the LLM facts of some, by record index."""
-    rows = np.frombuffer(records, dtype=np.uint8).reshape(-1, PLAIN_RECORD_SIZE)
-    n = len(rows)
-    parent = rows[:, 24:32]
-    props = FACTS_SCHEMA.field("properties").type
+    n = len(records) // PLAIN_RECORD_SIZE
+    hexed = np.frombuffer(records.hex().encode("ascii"), dtype=np.uint8).reshape(n, 2 * PLAIN_RECORD_SIZE)
+    parent = np.frombuffer(records, dtype=np.uint64).reshape(n, PLAIN_RECORD_SIZE // 8)[:, 3]
     empty = pa.MapArray.from_arrays(
         pa.array(np.zeros(n + 1, dtype=np.int32)),
         pa.array([], pa.string()),
         pa.array([], pa.string()),
-        type=props,
+        type=FACTS_SCHEMA.field("properties").type,
     )
     last = [pa.nulls(n, pa.string()) for _ in range(3)]  # llm, model, absorbed_by
     if llm:
@@ -204,9 +202,9 @@ def plain_facts_table(records: bytes, llm: LlmFacts, seen_us: int) -> pa.Table:
         last = [pa.array(column, pa.string()) for column in values]
     return pa.table(
         [
-            _hex_strings(rows[:, :16]),
-            _hex_strings(rows[:, 16:24]),
-            _hex_strings(parent, np.asarray(parent.any(axis=1))),
+            _hex_strings(hexed[:, :32]),
+            _hex_strings(hexed[:, 32:48]),
+            _hex_strings(hexed[:, 48:64], parent != 0),
             pa.nulls(n, pa.string()),
             pa.nulls(n, pa.string()),
             empty,
