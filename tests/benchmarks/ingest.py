@@ -1,6 +1,7 @@
 """Ingest benchmark: durable spans/s over loopback gRPC and OTLP/HTTP, against the parse-only ceiling.
 
-    python tests/benchmarks/ingest.py [--requests 400] [--threads 1,4] [--http]
+    python tests/benchmarks/ingest.py [--requests 400] [--threads 1,4] [--http] [--mixed]
+                                      [--ingest-path auto|python]
 
 For each client thread count, a separate client process pre-builds N Export requests of 512
 realistic LLM spans (unique ids, 1,000 users, 3 models, semconv attributes as the contrib and
@@ -9,6 +10,8 @@ It runs twice: against the real service on a fresh DuckDB file (every answer mea
 and against a servicer that only parses the same requests (the ceiling). With ``--http`` it also
 sends the same requests as ``application/x-protobuf`` to the OTLP/HTTP receiver (one keep-alive
 connection per thread). Prints spans/s and the ratio. Bounded: N requests per run, loopback only.
+``--mixed`` sends mixed traffic instead (``build_mixed``: 1 LLM span in 10, the rest HTTP server
+and DB client spans without identity); ``--ingest-path`` sets the service's ``ingest_path``.
 """
 
 from __future__ import annotations
@@ -105,6 +108,58 @@ def build_request(rng: random.Random, now_ns: int) -> bytes:
     return req.SerializeToString()
 
 
+def build_mixed(rng: random.Random, now_ns: int) -> bytes:
+    """512 spans: every 10th an LLM span exactly as build_request makes them, the rest HTTP/DB."""
+    llm = ExportTraceServiceRequest.FromString(build_request(rng, now_ns))
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.CopyFrom(llm.resource_spans[0].resource)
+    llm_scope = rs.scope_spans.add()
+    llm_scope.scope.CopyFrom(llm.resource_spans[0].scope_spans[0].scope)
+    http_scope = rs.scope_spans.add()
+    http_scope.scope.name, http_scope.scope.version = "opentelemetry.instrumentation.fastapi", "0.50b0"
+    db_scope = rs.scope_spans.add()
+    db_scope.scope.name, db_scope.scope.version = "opentelemetry.instrumentation.psycopg", "0.50b0"
+    source = iter(llm.resource_spans[0].scope_spans[0].spans)
+    for i in range(SPANS_PER_REQUEST):
+        if i % 10 == 0:
+            llm_scope.spans.add().CopyFrom(next(source))
+            continue
+        start = now_ns - rng.randint(0, 60_000_000_000)
+        if i % 2:
+            span = http_scope.spans.add()
+            span.kind, span.name = 2, "GET /api/items/{id}"
+            values: dict[str, Any] = {
+                "http.request.method": "GET",
+                "http.route": "/api/items/{id}",
+                "url.path": f"/api/items/{rng.randint(1, 99999)}",
+                "url.scheme": "https",
+                "http.response.status_code": 200,
+                "server.address": "chat.example.com",
+                "server.port": 443,
+                "client.address": "10.0.0.7",
+                "user_agent.original": "Mozilla/5.0 (X11; Linux x86_64)",
+                "network.protocol.version": "1.1",
+            }
+        else:
+            span = db_scope.spans.add()
+            span.kind, span.name = 3, "SELECT items"
+            values = {
+                "db.system.name": "postgresql",
+                "db.namespace": "app",
+                "db.operation.name": "SELECT",
+                "db.collection.name": "items",
+                "db.query.text": "SELECT id, name, price FROM items WHERE id = %s",
+                "server.address": "db.internal",
+                "server.port": 5432,
+            }
+        span.trace_id, span.span_id, span.parent_span_id = os.urandom(16), os.urandom(8), os.urandom(8)
+        span.start_time_unix_nano = start
+        span.end_time_unix_nano = start + rng.randint(1_000_000, 90_000_000)
+        span.attributes.extend(attributes(values))
+    return req.SerializeToString()
+
+
 def http_sender(url: str) -> Callable[[bytes], ExportTraceServiceResponse]:
     """POST /v1/traces over one keep-alive connection per thread."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -124,11 +179,12 @@ def http_sender(url: str) -> Callable[[bytes], ExportTraceServiceResponse]:
     return export
 
 
-def client_main(target: str, n: int, threads: int, seed: int) -> None:
+def client_main(target: str, n: int, threads: int, seed: int, mixed: bool) -> None:
     """Build n requests, send them from `threads` threads, print JSON timings."""
     rng = random.Random(seed)
     now = time.time_ns()
-    bodies = [build_request(rng, now) for _ in range(n)]
+    build = build_mixed if mixed else build_request
+    bodies = [build(rng, now) for _ in range(n)]
     if target.startswith("http://"):
         send_http = http_sender(target)
         send_timed(lambda body, timeout: send_http(body, timeout), bodies, n, threads)
@@ -161,9 +217,10 @@ def send_timed(
     print(json.dumps({"spans": (n - 1) * SPANS_PER_REQUEST, "seconds": elapsed, "rejected": rejected}))
 
 
-def run_client(target: str, n: int, threads: int) -> dict[str, float]:
+def run_client(target: str, n: int, threads: int, mixed: bool) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--client", target, "--requests", str(n), "--threads", str(threads)],
+        [sys.executable, __file__, "--client", target, "--requests", str(n), "--threads", str(threads)]
+        + (["--mixed"] if mixed else []),
         capture_output=True,
         text=True,
         timeout=900,
@@ -204,15 +261,23 @@ def main() -> None:
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="write a pyinstrument HTML profile of the service run here")
     parser.add_argument("--http", action="store_true", help="also measure the OTLP/HTTP receiver")
+    parser.add_argument(
+        "--mixed", action="store_true", help="mixed traffic: 1 LLM span in 10, the rest HTTP/DB spans"
+    )
+    parser.add_argument("--ingest-path", default="auto", help="the service's ingest_path: auto, python")
     args = parser.parse_args()
     if args.client:
-        client_main(args.client, args.requests, int(args.threads), seed=os.getpid())
+        client_main(args.client, args.requests, int(args.threads), os.getpid(), args.mixed)
         return
 
-    print(f"{args.requests} requests x {SPANS_PER_REQUEST} spans per run; {os.cpu_count()} cores")
+    shape = "mixed (1 LLM span in 10)" if args.mixed else "LLM"
+    print(
+        f"{args.requests} requests x {SPANS_PER_REQUEST} {shape} spans per run; {os.cpu_count()} cores; "
+        f"ingest_path {args.ingest_path}; load {os.getloadavg()[0]:.2f}"
+    )
     for threads in [int(t) for t in args.threads.split(",")]:
         server, target = parse_only_server()
-        ceiling = run_client(target, args.requests, threads)
+        ceiling = run_client(target, args.requests, threads, args.mixed)
         server.stop(0).wait()
 
         durable, stats, size = run_service(args, threads, "grpc")
@@ -244,6 +309,7 @@ def run_service(args: argparse.Namespace, threads: int, protocol: str) -> tuple[
                 grpc_listen="127.0.0.1:0",
                 api_listen="127.0.0.1:0",
                 http_listen="127.0.0.1:0",
+                ingest_path=args.ingest_path,
             )
         )
         app.start()
@@ -254,7 +320,7 @@ def run_service(args: argparse.Namespace, threads: int, protocol: str) -> tuple[
             profiler = Profiler(async_mode="disabled")
             profiler.start()
         target = app.grpc_address if protocol == "grpc" else app.otlp_http_url
-        durable = run_client(target, args.requests, threads)
+        durable = run_client(target, args.requests, threads, args.mixed)
         if profiler is not None:
             profiler.stop()
             Path(args.profile).write_text(profiler.output_html())

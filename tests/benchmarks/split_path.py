@@ -34,65 +34,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import SPANS_PER_REQUEST, build_request  # noqa: E402
-from otlp import attributes  # noqa: E402
+from ingest import SPANS_PER_REQUEST, build_mixed, build_request  # noqa: E402
 
 from user_metrics.ingest import plain_spans, span_split, split_reference  # noqa: E402
 from user_metrics.ingest.attributes import Conventions, compile_conventions  # noqa: E402
 from user_metrics.ingest.mapping import map_request  # noqa: E402
 from user_metrics.store.batches import facts_table, plain_facts_table  # noqa: E402
-
-
-def build_mixed(rng: random.Random, now_ns: int) -> bytes:
-    """512 spans: every 10th an LLM span exactly as build_request makes them, the rest HTTP/DB."""
-    llm = ExportTraceServiceRequest.FromString(build_request(rng, now_ns))
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    rs.resource.CopyFrom(llm.resource_spans[0].resource)
-    llm_scope = rs.scope_spans.add()
-    llm_scope.scope.CopyFrom(llm.resource_spans[0].scope_spans[0].scope)
-    http_scope = rs.scope_spans.add()
-    http_scope.scope.name, http_scope.scope.version = "opentelemetry.instrumentation.fastapi", "0.50b0"
-    db_scope = rs.scope_spans.add()
-    db_scope.scope.name, db_scope.scope.version = "opentelemetry.instrumentation.psycopg", "0.50b0"
-    source = iter(llm.resource_spans[0].scope_spans[0].spans)
-    for i in range(SPANS_PER_REQUEST):
-        if i % 10 == 0:
-            llm_scope.spans.add().CopyFrom(next(source))
-            continue
-        start = now_ns - rng.randint(0, 60_000_000_000)
-        if i % 2:
-            span = http_scope.spans.add()
-            span.kind, span.name = 2, "GET /api/items/{id}"
-            values: dict[str, Any] = {
-                "http.request.method": "GET",
-                "http.route": "/api/items/{id}",
-                "url.path": f"/api/items/{rng.randint(1, 99999)}",
-                "url.scheme": "https",
-                "http.response.status_code": 200,
-                "server.address": "chat.example.com",
-                "server.port": 443,
-                "client.address": "10.0.0.7",
-                "user_agent.original": "Mozilla/5.0 (X11; Linux x86_64)",
-                "network.protocol.version": "1.1",
-            }
-        else:
-            span = db_scope.spans.add()
-            span.kind, span.name = 3, "SELECT items"
-            values = {
-                "db.system.name": "postgresql",
-                "db.namespace": "app",
-                "db.operation.name": "SELECT",
-                "db.collection.name": "items",
-                "db.query.text": "SELECT id, name, price FROM items WHERE id = %s",
-                "server.address": "db.internal",
-                "server.port": 5432,
-            }
-        span.trace_id, span.span_id, span.parent_span_id = os.urandom(16), os.urandom(8), os.urandom(8)
-        span.start_time_unix_nano = start
-        span.end_time_unix_nano = start + rng.randint(1_000_000, 90_000_000)
-        span.attributes.extend(attributes(values))
-    return req.SerializeToString()
 
 
 def map_python(body: bytes, conv: Conventions, _module: Any) -> int:
