@@ -245,3 +245,21 @@ CONVENTIONS = compile_conventions(["tier"], max_span_attributes=4, max_value_len
 def test_made_requests_map_the_same_on_both_paths(body: bytes, module: ModuleType) -> None:
     whole, split, _plain = both_paths(body, CONVENTIONS, module)
     assert_same(whole, split)
+
+
+NATIVE = _modules()[1:]
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native scanner is not built")
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(body=requests())
+def test_the_native_split_gives_what_the_reference_gives(body: bytes) -> None:
+    """Same plain records, counts, and candidates (as messages: their bytes may be laid out otherwise)."""
+    native = NATIVE[0]
+    ours = split_reference.split(
+        body, scan_table(CONVENTIONS, split_reference), CONVENTIONS.max_span_attributes
+    )
+    theirs = native.split(body, scan_table(CONVENTIONS, native), CONVENTIONS.max_span_attributes)
+    assert theirs[1:] == ours[1:]
+    parse = ExportTraceServiceRequest.FromString
+    assert parse(theirs[0]) == parse(ours[0])

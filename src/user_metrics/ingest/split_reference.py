@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -166,6 +166,17 @@ def _span_ids(span: bytes, table: Table, limit: int) -> tuple[bytes, bytes, byte
     return trace_id, span_id, parent or bytes(8), max(0, count - limit)
 
 
+def _rebuilt(data: bytes, kept: tuple[int, ...], child: int, rebuild: Callable[[bytes], bytes]) -> bytes:
+    """A message's ``kept`` fields as they are, and each ``child`` field as ``rebuild`` makes it."""
+    out = bytearray()
+    for number, wire, start, end in _fields(data):
+        if wire == _LEN and number in kept:
+            out += _field_bytes(data, start, end, number)
+        elif wire == _LEN and number == child:
+            out += rebuild(data[start:end])
+    return bytes(out)
+
+
 def split(
     body: bytes | bytearray | memoryview, table: Table, max_span_attributes: int
 ) -> tuple[bytes, bytes, int, int]:
@@ -175,35 +186,25 @@ def split(
         ExportTraceServiceRequest.FromString(data)
     except DecodeError as exc:
         raise ValueError(str(exc)) from None
-    candidates = bytearray()
     plain = bytearray()
-    ordinal = dropped = 0
-    for number, wire, start, end in _fields(data):
-        if number != _REQUEST_RESOURCE_SPANS or wire != _LEN:
-            continue
-        resource_spans = data[start:end]
-        kept = bytearray()
-        for r_number, r_wire, r_start, r_end in _fields(resource_spans):
-            if r_wire != _LEN:
-                continue
-            if r_number in (_RESOURCE, _SCHEMA_URL):
-                kept += _field_bytes(resource_spans, r_start, r_end, r_number)
-            elif r_number == _SCOPE_SPANS:
-                scope_spans = resource_spans[r_start:r_end]
-                scope = bytearray()
-                for s_number, s_wire, s_start, s_end in _fields(scope_spans):
-                    if s_wire != _LEN:
-                        continue
-                    if s_number in (_SCOPE, _SCHEMA_URL):
-                        scope += _field_bytes(scope_spans, s_start, s_end, s_number)
-                    elif s_number == _SPANS:
-                        ids = _span_ids(scope_spans[s_start:s_end], table, max_span_attributes)
-                        if ids is None:
-                            scope += _field_bytes(scope_spans, s_start, s_end, s_number)
-                        else:
-                            plain += RECORD.pack(*ids[:3], ordinal, 0)
-                            dropped += ids[3]
-                        ordinal += 1
-                kept += _message(_SCOPE_SPANS, bytes(scope))
-        candidates += _message(_REQUEST_RESOURCE_SPANS, bytes(kept))
-    return bytes(candidates), bytes(plain), ordinal, dropped
+    counts = [0, 0]  # spans, plain spans' dropped attributes
+
+    def span(span_bytes: bytes) -> bytes:
+        """The span as it is (a candidate), or b"" and its record in ``plain``."""
+        ids = _span_ids(span_bytes, table, max_span_attributes)
+        counts[0] += 1
+        if ids is None:
+            return _message(_SPANS, span_bytes)
+        plain.extend(RECORD.pack(*ids[:3], counts[0] - 1, 0))
+        counts[1] += ids[3]
+        return b""
+
+    def scope_spans(data: bytes) -> bytes:
+        return _message(_SCOPE_SPANS, _rebuilt(data, (_SCOPE, _SCHEMA_URL), _SPANS, span))
+
+    def resource_spans(data: bytes) -> bytes:
+        kept = _rebuilt(data, (_RESOURCE, _SCHEMA_URL), _SCOPE_SPANS, scope_spans)
+        return _message(_REQUEST_RESOURCE_SPANS, kept)
+
+    candidates = _rebuilt(data, (), _REQUEST_RESOURCE_SPANS, resource_spans)
+    return candidates, bytes(plain), counts[0], counts[1]
