@@ -12,7 +12,8 @@ tables), then maps the same 512-span LLM requests (``ingest.build_request``) and
 - ``freeze+threshold``: that, and gen-0 collections every ``THRESHOLD`` allocations (app.py);
 - ``off``: no cyclic GC at all (the floor).
 
-Prints µs per span (median of the rounds) and the ratio to ``default``.
+Prints µs per span (median of the rounds), the ratio to ``default``, and the time spent in GC
+collections (``gc.callbacks``; less disturbed by the machine's load than the wall time), per span.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ from user_metrics.ingest.mapping import map_request  # noqa: E402
 from user_metrics.ingest.pricing import Pricer  # noqa: E402
 
 DEFAULT = gc.get_threshold()
+_in_gc = [0.0, 0.0]  # seconds in collections; when the current one started
+
+
+def _timed(phase: str, _info: dict[str, int]) -> None:
+    if phase == "start":
+        _in_gc[1] = time.perf_counter()
+    else:
+        _in_gc[0] += time.perf_counter() - _in_gc[1]
 
 
 def setting(name: str) -> None:
@@ -64,27 +73,35 @@ def main() -> None:
     pricer = Pricer([])  # the price tables: most of a start's long-lived objects
     rng, now = random.Random(7), time.time_ns()
     print(
-        f"{args.requests} requests x {SPANS_PER_REQUEST} spans; load {os.getloadavg()[0]:.2f}; gc objects {len(gc.get_objects())}"
+        f"{args.requests} requests x {SPANS_PER_REQUEST} spans; load {os.getloadavg()[0]:.2f}; "
+        f"gc objects {len(gc.get_objects())}"
     )
     names = ("default", "freeze", "freeze+threshold", "off")
     for shape, build in (("llm-only", build_request), ("mixed", build_mixed)):
         requests = [ExportTraceServiceRequest.FromString(build(rng, now)) for _ in range(args.requests)]
         spent: dict[str, list[float]] = {name: [] for name in names}
+        in_gc: dict[str, list[float]] = {name: [] for name in names}
+        gc.callbacks.append(_timed)
         for _ in range(args.rounds):
             for name in names:
                 setting(name)
+                _in_gc[0] = 0.0
                 started = time.perf_counter()
                 for request in requests:
                     mapped = map_request(request, conv, now_unix_nano=now)
                     pricer.price(mapped.records)
                 spent[name].append(time.perf_counter() - started)
+                in_gc[name].append(_in_gc[0])
+        gc.callbacks.remove(_timed)
         setting("default")
         spans = args.requests * SPANS_PER_REQUEST
         base = statistics.median(spent["default"])
         for name in names:
             median = statistics.median(spent[name])
+            collecting = 1e6 * statistics.median(in_gc[name]) / spans
             print(
-                f"{shape:9} {name:17}: {1e6 * median / spans:7.2f} µs/span (x{base / median:.2f} vs default)"
+                f"{shape:9} {name:17}: {1e6 * median / spans:7.2f} µs/span (x{base / median:.2f} vs default), "
+                f"of which GC {collecting:.2f} µs/span"
             )
     print(f"load {os.getloadavg()[0]:.2f}")
 
