@@ -274,6 +274,8 @@ class Scan:
         return None
 
     def text(self, field_name: str) -> str | None:
+        if field_name not in self.hits:  # most fields of most spans: no call deeper
+            return None
         return self.first(field_name, as_text)  # type: ignore[no-any-return]
 
     def count(self, field_name: str) -> int | None:
