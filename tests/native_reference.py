@@ -84,7 +84,7 @@ def is_plain(span: Span, table: Lists, limit: int) -> bool:
         return False
     if len(span.span_id) != 8 or not any(span.span_id):
         return False
-    if len(span.parent_span_id) not in (0, 8):
+    if len(span.parent_span_id) not in (0, 8) or span.parent_span_id == bytes(8):
         return False
     return not any(hits(table, kv.key) for kv in span.attributes[:limit])
 

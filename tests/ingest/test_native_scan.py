@@ -143,7 +143,7 @@ def one_span(native, fields: bytes, limit: int = 1024) -> tuple[bool, int]:
     [
         (IDS, True),
         (IDS + ld(4, b"\x03" * 8), True),
-        (IDS + ld(4, b"\x00" * 8), True),  # an all-zero parent is allowed
+        (IDS + ld(4, b"\x00" * 8), False),  # an all-zero parent would read as none: a candidate
         (IDS + ld(4, b"\x03" * 7), False),
         (IDS + ld(4, b"\x03" * 16), False),
         (ld(1, b"\x01" * 15) + ld(2, b"\x02" * 8), False),

@@ -13,9 +13,8 @@ that cheap, without a Python object per plain span:
   ``store/plain_facts.py`` builds with numpy and Arrow, and the LLM facts of a key whose last span
   is a plain one (a duplicate id), which land on that plain row as they would.
 
-The record's parent is 8 zero bytes both when the span had none and when it had 8 zero bytes;
-they differ only when a candidate span of the same trace has the all-zero span id (not a valid
-id), and then the plain span is read as having no parent.
+The record's parent is 8 zero bytes when the span has none. A span whose parent is 8 zero bytes
+is never plain (the splitter leaves it a candidate), so the two cannot be confused.
 """
 
 from __future__ import annotations

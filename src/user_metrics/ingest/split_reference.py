@@ -4,9 +4,9 @@ This is the specification the native scanner (``_otlp_scan``, written in C) is t
 the same interface: ``Table(keys, prefixes, like_prefixes, like_words)`` and
 ``split(body, table, max_span_attributes) -> (candidates, plain, spans, plain_dropped_attributes)``.
 A span is *plain* when the mapper could read nothing on it: valid ids (16 and 8 bytes, not all zero;
-a parent empty or of 8 bytes) and, among its first ``max_span_attributes`` attributes, no key that
-the conventions read (an exact key or a property prefix) and none that looks like an LLM key to the
-coverage report. Plain spans become 40-byte records
+a parent empty or of 8 bytes not all zero) and, among its first ``max_span_attributes``
+attributes, no key that the conventions read (an exact key or a property prefix) and none that
+looks like an LLM key to the coverage report. Plain spans become 40-byte records
 ``trace_id[16] span_id[8] parent[8] ordinal:u32le count:u32le`` (parent zero when empty, ordinal
 the span's place among all spans of the request, count 0); the other spans are copied verbatim into
 ``candidates``, a smaller request keeping every resource and scope (``span_split.py`` wires it in).
@@ -161,7 +161,7 @@ def _span_ids(span: bytes, table: Table, limit: int) -> tuple[bytes, bytes, byte
                 reads = table.reads(key.decode("utf-8"))
     if reads or len(trace_id) != 16 or not any(trace_id) or len(span_id) != 8 or not any(span_id):
         return None
-    if len(parent) not in (0, 8):
+    if len(parent) not in (0, 8) or parent == bytes(8):  # an all-zero parent would read as none
         return None
     return trace_id, span_id, parent or bytes(8), max(0, count - limit)
 

@@ -11,7 +11,7 @@
  * allocated per span; outputs go to two growable buffers.
  *
  * A span is plain when its ids are well formed (trace_id 16 bytes not all zero, span_id 8 bytes not
- * all zero, parent_span_id empty or 8 bytes) and none of its first `max_attributes` attribute keys
+ * all zero, parent_span_id empty or 8 bytes not all zero) and none of its first `max_attributes` attribute keys
  * hits the table: an exact key (open-addressing hash set, hashed on length + first and last 8
  * bytes), a property prefix or an LLM-like prefix followed by an LLM-like word before any '\n'
  * (prefixes are bucketed by their first byte). Everything else is a candidate.
@@ -730,7 +730,8 @@ static bool read_span(state *s, const uint8_t *p, const uint8_t *end, span_view 
 
 static bool span_is_plain(const span_view *v) {
     return !v->hit && v->trace_len == 16 && !all_zero(v->trace_id, 16) && v->span_len == 8 &&
-           !all_zero(v->span_id, 8) && (v->parent_len == 0 || v->parent_len == 8);
+           !all_zero(v->span_id, 8) &&
+           (v->parent_len == 0 || (v->parent_len == 8 && !all_zero(v->parent, 8)));
 }
 
 static bool put_plain(state *s, const span_view *v) {
