@@ -17,6 +17,7 @@ Where rollup cells cannot answer exactly (a filter or a breakdown meets values f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -25,6 +26,7 @@ from typing import Any
 import duckdb
 
 from user_metrics.query import calendar
+from user_metrics.query import whole_days as cache
 from user_metrics.query.window import Filters, Window, from_micros
 from user_metrics.store import dims
 from user_metrics.store.rollups import (
@@ -103,7 +105,18 @@ class CellSql:
         self.offsets = calendar.offsets(window.tz, since, until)
         # UTC days holding a whole local day (and so touching three): served from hour cells.
         self.crowded = () if self.utc else tuple(calendar.crowded_utc_days(since, until, window.tz))
+        self.whole: cache.Ref | None = None
         self.begin()
+
+    def use_whole_days(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Let ``cells(whole_days=True)`` read the window's whole UTC days from the per-user sums
+        cached for them (``whole_days.py``), when ``con`` carries a cache and the window qualifies."""
+        found = cache.cache_of(con)
+        if found is None or self.rows_only or not self.utc:
+            return
+        first, last = -(-self.window.since_us // US_PER_DAY), self.window.until_us // US_PER_DAY
+        if cache.MIN_DAYS <= last - first <= cache.MAX_DAYS:
+            self.whole = found.ref(con, first, last)
 
     @property
     def utc(self) -> bool:
@@ -117,8 +130,10 @@ class CellSql:
         crosses at most one local midnight, so its requests touched exactly the local days of
         its first and its last request.
         """
-        if self.utc:
-            return "count(DISTINCT t)"  # cells of unit US_PER_DAY: t is the UTC (= local) day
+        if self.utc:  # cells of unit US_PER_DAY: t is the UTC (= local) day
+            if self.whole is not None:  # cached whole days carry a mask of their days instead
+                return "(count(DISTINCT t) + coalesce(bit_count(bit_or(mask)), 0))"
+            return "count(DISTINCT t)"
         lo = self.offsets.local(self.window.since_us) // US_PER_DAY
         hi = self.offsets.local(self.window.until_us - 1) // US_PER_DAY
         first, last = self.offsets.local_day_sql("first_us"), self.offsets.local_day_sql("last_us")
@@ -132,9 +147,11 @@ class CellSql:
         self.predicate = self.filters.predicate(self.params)
         return self
 
-    def _rollup(self, level: Level, first: int, last: int, users: Sequence[int] | None) -> str:
-        """The WHERE clause of one rollup range."""
-        where = [f"c.{level.time_column} >= {first}", f"c.{level.time_column} < {last}"]
+    def _rollup(self, level: Level | None, first: int, last: int, users: Sequence[int] | None) -> str:
+        """The WHERE clause of one rollup range (level None: cached whole days, any time)."""
+        where = ["TRUE"]
+        if level is not None:
+            where = [f"c.{level.time_column} >= {first}", f"c.{level.time_column} < {last}"]
         if users is not None:
             one = len(users) == 1
             where.append(f"c.user_key = {int(users[0])}" if one else f"c.user_key IN ({_ints(users)})")
@@ -184,37 +201,37 @@ class CellSql:
         extra: dict[str, tuple[str, str]] | None = None,
         by_user: bool = True,
         rows_only: bool = False,
+        whole_days: bool = False,
     ) -> str:
         """Rows (user_key, t, extra..., metrics), t in ``unit_us`` buckets; their sums are exact.
 
         ``extra`` names more columns as (expression over the rollup alias c or ``dims`` alias d,
         expression over a request row), e.g. the model or a property's value. ``by_user`` False
         leaves user_key NULL, which spares the raw pieces a lookup in ``users``. ``rows_only``
-        reads request rows for the whole window (for a breakdown by folded values).
+        reads request rows for the whole window (for a breakdown by folded values). ``whole_days``:
+        every row also has ``mask`` (``active_days_sql``), and the whole UTC days come from the
+        cache when ``use_whole_days`` found an entry (t is NULL on its rows).
         """
         extra = extra or {}
-        with_dims = any("d." in rollup_expr for rollup_expr, _ in extra.values())
         if rows_only or self.rows_only:
             levels = ()
+        whole = self.whole if whole_days and levels and unit_us == US_PER_DAY else None
+        mask = ", NULL::BIGINT AS mask" if whole_days else ""
         parts = []
         pieces = decompose(self.window.since_us, self.window.until_us, levels, self.crowded)
         for level, first, last in pieces:
             if level is not None:
-                where = self._rollup(level, first, last, users)
-                cols = "".join(f"{rollup_expr} AS {name}, " for name, (rollup_expr, _) in extra.items())
-                if with_dims:
-                    join, where = " JOIN dims AS d USING (dims_id)", f"{where} AND {self.predicate}"
-                else:
-                    join = ""
-                    if self.filters.active:
-                        where += f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
-                user_col = "c.user_key" if level.per_user and by_user else "NULL::BIGINT"
-                t = f"c.{level.time_column} // {unit_us // level.unit_us}"
-                metrics = ", ".join(f"c.{m}" for m in METRIC_NAMES)
-                parts.append(
-                    f"SELECT {user_col} AS user_key, {t} AS t, {cols}{metrics} "
-                    f"FROM {level.table} AS c{join} WHERE {where}"
+                part = functools.partial(
+                    self._level_part, users=users, extra=extra, by_user=by_user, unit=unit_us
                 )
+                if whole is not None and level == USER_DAY and (first, last) == (whole.first, whole.last):
+                    # Exactly one of the two branches has rows, decided in this statement's snapshot.
+                    self.params["wd_fp"] = whole.fingerprint
+                    same = f"{cache.fingerprint_sql(first, last)} = $wd_fp"
+                    parts.append(part(None, whole.name, same, first, last, ", c.mask"))
+                    parts.append(part(level, level.table, f"NOT ({same})", first, last, mask))
+                else:
+                    parts.append(part(level, level.table, "TRUE", first, last, mask))
             else:
                 # Aggregate the rows first, then look up the few user keys the groups need.
                 inner_cols = "".join(f"{raw_expr} AS {name}, " for name, (_, raw_expr) in extra.items())
@@ -226,11 +243,41 @@ class CellSql:
                 hour = self._crowded_in(first, last) and unit_us > US_PER_HOUR
                 inner_cols += f"epoch_us(start_time) // {US_PER_HOUR} AS hour_of_row, " if hour else ""
                 parts.append(
-                    f"SELECT {user_col} AS user_key, r.t, {outer} FROM ("
+                    f"SELECT {user_col} AS user_key, r.t, {outer}{mask} FROM ("
                     f"SELECT user_id, epoch_us(start_time) // {unit_us} AS t, {inner_cols}{sums} "
                     f"FROM {self._raw(first, last, users)} GROUP BY ALL) AS r{join}"
                 )
         return " UNION ALL ".join(f"({p})" for p in parts)
+
+    def _level_part(
+        self,
+        level: Level | None,
+        table: str,
+        condition: str,
+        first: int,
+        last: int,
+        mask: str,
+        *,
+        users: Sequence[int] | None,
+        extra: dict[str, tuple[str, str]],
+        by_user: bool,
+        unit: int,
+    ) -> str:
+        """One part of ``cells``: the rollup cells of ``level`` in [first, last) that pass
+        ``condition`` and the filters (level None: the cached whole days in ``table``, t NULL)."""
+        where = f"{self._rollup(level, first, last, users)} AND {condition}"
+        cols = "".join(f"{rollup_expr} AS {name}, " for name, (rollup_expr, _) in extra.items())
+        if any("d." in rollup_expr for rollup_expr, _ in extra.values()):
+            join, where = " JOIN dims AS d USING (dims_id)", f"{where} AND {self.predicate}"
+        else:
+            join = ""
+            if self.filters.active:
+                where += f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
+        user_col = "c.user_key" if (level is None or level.per_user) and by_user else "NULL::BIGINT"
+        t = "NULL::BIGINT" if level is None else f"c.{level.time_column} // {unit // level.unit_us}"
+        metrics = ", ".join(f"c.{m}" for m in METRIC_NAMES)
+        select = f"SELECT {user_col} AS user_key, {t} AS t, {cols}{metrics}{mask}"
+        return f"{select} FROM {table} AS c{join} WHERE {where}"
 
     def _crowded_in(self, since_us: int, until_us: int) -> bool:
         return any(since_us < (d + 1) * US_PER_DAY and d * US_PER_DAY < until_us for d in self.crowded)

@@ -75,7 +75,7 @@ def ranked_sql(
     user_key is NULL for a user with revenue whom no request ever named (user_id is then theirs);
     other rows have user_id only ``with_ids`` (else NULL). Call after ``q.begin``.
     """
-    cells = q.cells(PER_USER, US_PER_DAY)
+    cells = q.cells(PER_USER, US_PER_DAY, whole_days=True)
     value = value_sql or "NULL"
     by_profit = field in PROFIT_FIELDS
     # Sorting by anything else needs revenue only for the page, and the users listed for it alone.

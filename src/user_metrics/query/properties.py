@@ -52,20 +52,21 @@ def by_property(
         raise InvalidInput("key: name a property, e.g. plan")
     if not 1 <= limit <= MAX_VALUES:
         raise InvalidInput(f"limit: must be between 1 and {MAX_VALUES}, got {limit}")
-    q = statement(con, since, until, now, properties, model, service, environment, tz)
+    q = statement(con, since, until, now, properties, model, service, environment, tz, whole_days=True)
     window = q.window
     q.params["pkey"] = key
     # Values folded into (other) must be named: then the breakdown reads the request rows.
     rows_only = folded(con, [dims.property_dimension(key)])
     # Rollup cells carry dims_id, request rows their value; both meet after a first aggregation.
     extra = {"dims_id": ("c.dims_id", "NULL::INTEGER"), "pvalue": ("NULL::VARCHAR", "properties[$pkey]")}
+    cells = q.cells(PER_USER, US_PER_DAY, None, extra, rows_only=rows_only, whole_days=True)
     per_user = f"""
         SELECT coalesce(c.pvalue, d.properties[$pkey]) AS pvalue, c.user_key,
                sum(c.requests) AS requests, sum(c.cost_usd) AS cost_usd,
                sum(c.unpriced_requests) AS unpriced_requests
         FROM (SELECT dims_id, pvalue, user_key, sum(requests) AS requests, sum(cost_usd) AS cost_usd,
                      sum(unpriced_requests) AS unpriced_requests
-              FROM ({q.cells(PER_USER, US_PER_DAY, None, extra, rows_only=rows_only)}) GROUP BY ALL) AS c
+              FROM ({cells}) GROUP BY ALL) AS c
         LEFT JOIN dims AS d USING (dims_id) GROUP BY ALL"""
     rel = revenue.revenue_sql(con, window, q.params)
     # Ties between users go to the lower user key, so the answer is the same every time.

@@ -44,13 +44,18 @@ def statement(
     service: str | None,
     environment: str | None,
     tz: str | None = None,
+    whole_days: bool = False,
 ) -> CellSql:
     """The window (in the zone ``tz``, None: UTC) and filters every query function takes, parsed
     and checked once; request rows for the whole window when a filter names a value whose
-    requests rollups may have folded."""
+    requests rollups may have folded. ``whole_days``: the statements may read the window's whole
+    UTC days from the database's cache of them (``CellSql.use_whole_days``)."""
     window = Window.parse(since, until, now(), tz)
     filters = Filters.of(properties, model, service, environment)
-    return CellSql(window, filters, rows_only=not served_by_rollups(con, filters))
+    q = CellSql(window, filters, rows_only=not served_by_rollups(con, filters))
+    if whole_days:
+        q.use_whole_days(con)
+    return q
 
 
 def user_key(con: duckdb.DuckDBPyConnection, user_id: str | None) -> int:

@@ -30,7 +30,7 @@ def totals(
     now: Callable[[], datetime] = scope.now,
 ) -> Totals:
     """The whole application in the window."""
-    q = statement(con, since, until, now, properties, model, service, environment, tz)
+    q = statement(con, since, until, now, properties, model, service, environment, tz, whole_days=True)
     window = q.window
     sums = ", ".join(
         f"coalesce(sum({m}), 0) AS {m}" for m in METRIC_NAMES if m not in ("first_us", "last_us")
@@ -44,7 +44,7 @@ def totals(
         con,
         f"""SELECT count(DISTINCT user_key) FILTER (user_key <> 0) AS users,
                    coalesce(sum(requests) FILTER (user_key = 0), 0) AS anonymous_requests
-            FROM ({q.cells(PER_USER, US_PER_DAY)})""",
+            FROM ({q.cells(PER_USER, US_PER_DAY, whole_days=True)})""",
         q.params,
     )
     row |= who
@@ -71,6 +71,8 @@ def _revenue(con: duckdb.DuckDBPyConnection, q: CellSql) -> Decimal | None:
         return None
     where = ""
     if q.filters.active:
-        where = f" WHERE user_key IN (SELECT user_key FROM ({q.cells(PER_USER, US_PER_DAY)}))"
+        where = (
+            f" WHERE user_key IN (SELECT user_key FROM ({q.cells(PER_USER, US_PER_DAY, whole_days=True)}))"
+        )
     (row,) = fetch_dicts(con, f"SELECT coalesce(sum(revenue_nanos), 0) AS n FROM ({rel}){where}", q.params)
     return revenue.to_usd(row["n"])

@@ -119,7 +119,7 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
         con,
         f"""SELECT u.user_id, a.* FROM (
                 SELECT user_key, provider, model, GROUPING(provider, model) AS whole_user, {fields}
-                FROM ({q.cells(PER_USER, US_PER_DAY, keys, by_model, rows_only=rows_only)})
+                FROM ({q.cells(PER_USER, US_PER_DAY, keys, by_model, rows_only=rows_only, whole_days=True)})
                 GROUP BY GROUPING SETS ((user_key), (user_key, provider, model))) AS a
             JOIN users AS u USING (user_key)
             ORDER BY cost_usd DESC NULLS LAST, requests DESC, provider, model""",
@@ -179,7 +179,7 @@ def users(
         raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
     if not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput(f"offset: must be from 0 to {MAX_OFFSET}, got {offset}")
-    q = statement(con, since, until, now, properties, model, service, environment, tz)
+    q = statement(con, since, until, now, properties, model, service, environment, tz, whole_days=True)
     window = q.window
     if search is not None and not search.strip():
         search = None
@@ -250,7 +250,9 @@ def _rank_by_latency(
     Ident = tuple[int | None, str | None]
     values: dict[Ident, float | None] = {(k, None): p[field] for k, p in _percentiles(con, q, None).items()}
     q.begin()
-    everyone = fetch_dicts(con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY)})", q.params)
+    everyone = fetch_dicts(
+        con, f"SELECT DISTINCT user_key FROM ({q.cells(PER_USER, US_PER_DAY, whole_days=True)})", q.params
+    )
     for row in everyone:  # users whose requests carry no duration sort last
         values.setdefault((row["user_key"], None), None)
     params: dict[str, Any] = {}

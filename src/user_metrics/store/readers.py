@@ -15,6 +15,9 @@ or even to roll back. Three mechanisms keep the writer's share:
   commit that ran out of memory, a rollback), the writer takes ``exclusive()``: new readers wait,
   open ones get a moment to finish, then are interrupted.
 - **Shutdown.** ``close()`` refuses new readers.
+
+Readers of one database also share ``shared``, a dict where the query layer keeps what it
+caches about the database (``query/whole_days.py``); it is emptied when the database is reopened.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ class Reader:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
 
+    @property
+    def shared(self) -> dict[str, Any]:
+        """What readers of this database share (see the module's docstring)."""
+        return self._readers.shared
+
     def interrupt(self, reason: str | None = None) -> None:
         """Stop the query running on this cursor, if any (``reason`` for ``stopped_for``)."""
         if reason is not None:
@@ -115,6 +123,7 @@ class Readers:
         self._guard: threading.Thread | None = None
         self._guard_cursor = root.cursor()
         self._guard_lock = threading.Lock()  # the guard's cursor is used by the guard and the writer
+        self.shared: dict[str, Any] = {}
 
     @property
     def open_count(self) -> int:
@@ -144,6 +153,7 @@ class Readers:
             self._guard_cursor = root.cursor()
         with self._changed:
             self._root = root
+            self.shared.clear()
 
     def open(self) -> Reader:
         """A new reader; waits while the writer holds an exclusive section (Unavailable if closed)."""
