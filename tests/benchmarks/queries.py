@@ -13,6 +13,9 @@
    the data's end) and the naive GROUP BYs over ``requests`` the issue quotes: one warm-up, then
    best and median of RUNS runs, against the targets (users 100 ms, user 10 ms, timeseries
    10 ms, by_property 100 ms). For queries that miss, the time of each SQL statement they run.
+   The connection carries a whole-days cache as the server's readers do (``query/whole_days.py``);
+   each query-layer case is also timed, interleaved, on the plain connection ("no cache": how it
+   ran before that cache), and the ratio printed.
    Then the calendar-period queries (``this_month``, month buckets) in UTC and in Asia/Kolkata
    side by side: users() and by_property within 1.5x of UTC, users() <= 250 ms (``--zones-only``:
    only these; a day series in Asia/Kolkata reads request rows at every local midnight).
@@ -605,6 +608,9 @@ class Recorder:
         self.con = con
         self.statements: list[tuple[float, str, Any]] = []
 
+    def __getattr__(self, name: str) -> Any:  # register, shared: as the connection it stands for
+        return getattr(self.con, name)
+
     def execute(self, sql: str, params: Any = None) -> Any:
         started = time.perf_counter()
         cur = self.con.execute(sql, params)
@@ -641,7 +647,22 @@ def statement_breakdown(con: Any, case: Case, explain_dir: str | None, index: in
     return lines
 
 
+class Cached:
+    """A connection with the per-database cache the store's readers share (``Reader.shared``), so
+    that the query functions read cached whole days (``query/whole_days.py``) as in the server."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+        self.shared: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.con, name)
+
+
 def run_queries(con: Any, runs: int, explain_dir: str | None) -> None:
+    """Times every case through ``Cached(con)`` and, interleaved, the query-layer cases on the plain
+    ``con`` too (no cache: how they ran before ``whole_days.py``)."""
+    plain, con = con, Cached(con)
     s = subjects(con)
     print(
         f"\nsubjects: median user {s.median_user} ({s.median_requests:,} requests in all), "
@@ -650,9 +671,15 @@ def run_queries(con: Any, runs: int, explain_dir: str | None) -> None:
     all_cases = cases(s)
     load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     timings = {}
+    uncached = {}
     for case in all_cases:
+        if case.kind != "naive":
+            uncached[case.label] = time_case(plain, case, runs)
         timings[case.label] = time_case(con, case, runs)
-    header = f"{'query':<38} {'first ms':>9} {'best ms':>9} {'median ms':>9} {'target':>7}  vs naive (median)"
+    header = (
+        f"{'query':<38} {'first ms':>9} {'best ms':>9} {'median ms':>9} {'target':>7}  "
+        f"{'no cache':>9} {'ratio':>6}  vs naive (median)"
+    )
     load_after = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nquery timings: warm-up (first) then best/median of {runs}; now = {END.isoformat()}")
     print(f"(load average of this shared machine: {load_before} before, {load_after} after)")
@@ -670,9 +697,11 @@ def run_queries(con: Any, runs: int, explain_dir: str | None) -> None:
         if case.baseline:
             b = timings[case.baseline]
             speedup = f"{b.median / t.median:6.1f}x  ({case.baseline}: {b.median * 1000:,.0f} ms)"
+        before = uncached.get(case.label)
+        was = f"{before.median * 1000:9.1f} {before.median / t.median:5.2f}x" if before else " " * 16
         print(
             f"{case.label:<38} {t.first * 1000:9.1f} {t.best * 1000:9.1f} {t.median * 1000:9.1f} "
-            f"{str(target or ''):>7}{flag:5} {speedup}"
+            f"{str(target or ''):>7}{flag:5}{was}  {speedup}"
         )
     if missed:
         print("\nstatements of the queries over target (one run each):")
@@ -1051,8 +1080,15 @@ def main() -> None:
             run_zone_cases(con, args.runs)
             return
         run_queries(con, args.runs, args.explain)
-        run_zone_cases(con, args.runs)
-        check_exactness(con)
+        cached = Cached(con)
+        run_zone_cases(cached, args.runs)
+        check_exactness(cached)
+        entries = cached.shared.get("whole_days")
+        if entries is not None:
+            print(
+                f"  whole-days cache: {entries.builds} builds, {entries.hits} hits, {entries.evictions} "
+                f"evictions, {mib(entries.bytes)} held (bound {mib(entries.max_bytes)})"
+            )
         after = memory()
     finally:
         con.close()
