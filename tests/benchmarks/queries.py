@@ -15,7 +15,8 @@
    10 ms, by_property 100 ms). For queries that miss, the time of each SQL statement they run.
    The connection carries a whole-days cache as the server's readers do (``query/whole_days.py``);
    each query-layer case is also timed, interleaved, on the plain connection ("no cache": how it
-   ran before that cache), and the ratio printed.
+   ran before that cache), and the ratios printed, of wall time and of this process's CPU time
+   (all DuckDB threads; steadier than wall time when the machine is shared).
    Then the calendar-period queries (``this_month``, month buckets) in UTC and in Asia/Kolkata
    side by side: users() and by_property within 1.5x of UTC, users() <= 250 ms (``--zones-only``:
    only these; a day series in Asia/Kolkata reads request rows at every local midnight).
@@ -590,15 +591,17 @@ class Timing:
     first: float
     best: float
     median: float
+    cpu: float = 0.0  # median CPU seconds of this process (every DuckDB thread): steadier under load
 
 
 def time_case(con: Any, case: Case, runs: int) -> Timing:
-    times = []
+    times, cpu = [], []
     for _ in range(runs + 1):  # the first is the warm-up
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         case.run(con)
         times.append(time.perf_counter() - started)
-    return Timing(times[0], min(times[1:]), statistics.median(times[1:]))
+        cpu.append(time.process_time() - used)
+    return Timing(times[0], min(times[1:]), statistics.median(times[1:]), statistics.median(cpu[1:]))
 
 
 class Recorder:
@@ -678,7 +681,7 @@ def run_queries(con: Any, runs: int, explain_dir: str | None) -> None:
         timings[case.label] = time_case(con, case, runs)
     header = (
         f"{'query':<38} {'first ms':>9} {'best ms':>9} {'median ms':>9} {'target':>7}  "
-        f"{'no cache':>9} {'ratio':>6}  vs naive (median)"
+        f"{'no cache':>9} {'ratio':>6} {'cpu ms':>7} {'no cache':>8} {'ratio':>6}  vs naive (median)"
     )
     load_after = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nquery timings: warm-up (first) then best/median of {runs}; now = {END.isoformat()}")
@@ -698,7 +701,12 @@ def run_queries(con: Any, runs: int, explain_dir: str | None) -> None:
             b = timings[case.baseline]
             speedup = f"{b.median / t.median:6.1f}x  ({case.baseline}: {b.median * 1000:,.0f} ms)"
         before = uncached.get(case.label)
-        was = f"{before.median * 1000:9.1f} {before.median / t.median:5.2f}x" if before else " " * 16
+        was = " " * 40
+        if before:
+            was = (
+                f"{before.median * 1000:9.1f} {before.median / t.median:5.2f}x "
+                f"{t.cpu * 1000:7.1f} {before.cpu * 1000:8.1f} {before.cpu / max(t.cpu, 1e-6):5.2f}x"
+            )
         print(
             f"{case.label:<38} {t.first * 1000:9.1f} {t.best * 1000:9.1f} {t.median * 1000:9.1f} "
             f"{str(target or ''):>7}{flag:5}{was}  {speedup}"
