@@ -12,13 +12,13 @@ series on its own, so that no cell straddles two buckets.
 
 Where rollup cells cannot answer exactly (a filter or a breakdown meets values folded into
 ``(other)``, see ``dims.py``), the whole window is read from ``requests`` rows instead:
-``served_by_rollups`` and ``folded`` say when.
+``folding.py`` says when.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -28,7 +28,6 @@ import duckdb
 from user_metrics.query import calendar
 from user_metrics.query import whole_days as cache
 from user_metrics.query.window import Filters, Window, from_micros
-from user_metrics.store import dims
 from user_metrics.store.rollups import (
     LATENCY_BUCKET_SQL,
     METRIC_NAMES,
@@ -316,12 +315,13 @@ class CellSql:
                     spans.append([first, last])
         metrics = ", ".join(f"c.{m}" for m in METRIC_NAMES)
         parts = []
-        for level, cuts in ranges.items():
-            where = self._rollup(level, cuts[0][0], cuts[-1][1], users)
+        # A scan per run of contiguous cuts: a day series reads the hours of its partial days only.
+        for level, run in ((level, run) for level, cuts in ranges.items() for run in _runs(cuts)):
+            where = self._rollup(level, run[0][0], run[-1][1], users)
             if self.filters.active:
                 where += f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
             user_col = "c.user_key" if level.per_user and by_user else "NULL::BIGINT"
-            values = ", ".join(f"({a}, {b}, {k})" for a, b, k in cuts)
+            values = ", ".join(f"({a}, {b}, {k})" for a, b, k in run)
             time = f"c.{level.time_column}"
             parts.append(
                 f"SELECT {user_col} AS user_key, b.k AS t, {metrics} "
@@ -379,42 +379,12 @@ def _cast(name: str, expr: str) -> str:
     return f"({expr})::{kind}"
 
 
-def served_by_rollups(con: duckdb.DuckDBPyConnection, filters: Filters) -> bool:
-    """Whether rollup cells hold exactly the requests the filters match.
-
-    They do unless a filter names a value that is not admitted in a dimension that has folded
-    values: its requests may hide in an ``(other)`` cell. A model filter looks at both model
-    dimensions (it matches either model, ignoring case).
-    """
-    wanted: list[tuple[str, str, bool]] = []  # dimension, value, caseless
-    for column, value in (("service_name", filters.service), ("environment", filters.environment)):
-        if value is not None:
-            wanted.append((column, value, False))
-    if filters.model is not None:
-        wanted += [(column, filters.model, True) for column in dims.CASELESS]
-    wanted += [(dims.property_dimension(key), value, False) for key, value in filters.properties]
-    if not wanted:
-        return True
-    params: dict[str, object] = {}
-    rows = []
-    for i, (dim, value, caseless) in enumerate(wanted):
-        params[f"d{i}"], params[f"v{i}"] = dim, value
-        rows.append(f"($d{i}, {f'lower($v{i})' if caseless else f'$v{i}'})")
-    (ok,) = con.execute(
-        f"""SELECT bool_and(EXISTS (SELECT 1 FROM dim_values AS a WHERE a.dim = w.dim AND a.value = w.value)
-                            OR NOT EXISTS (SELECT 1 FROM dim_values AS a
-                                           WHERE a.dim = w.dim AND a.value IS NULL))
-            FROM (VALUES {", ".join(rows)}) AS w(dim, value)""",
-        params,
-    ).fetchone() or (True,)
-    return bool(ok)
-
-
-def folded(con: duckdb.DuckDBPyConnection, dimensions: Iterable[str]) -> bool:
-    """Whether any of these dimensions has folded values into ``(other)``."""
-    names = list(dimensions)
-    (found,) = con.execute(
-        "SELECT count(*) FROM dim_values WHERE value IS NULL AND dim IN (SELECT unnest($names::VARCHAR[]))",
-        {"names": names},
-    ).fetchone() or (0,)
-    return bool(found)
+def _runs(cuts: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Cuts (first, last, bucket) in order, grouped into runs of contiguous ones."""
+    runs: list[list[tuple[int, int, int]]] = []
+    for cut in cuts:
+        if runs and runs[-1][-1][1] == cut[0]:
+            runs[-1].append(cut)
+        else:
+            runs.append([cut])
+    return runs

@@ -11,7 +11,8 @@ import duckdb
 
 from user_metrics.errors import InvalidInput
 from user_metrics.query import profit, revenue, scope
-from user_metrics.query.cells import PER_USER, folded
+from user_metrics.query.cells import PER_USER
+from user_metrics.query.folding import folded
 from user_metrics.query.results import (
     DEFAULT_VALUES,
     MAX_VALUES,

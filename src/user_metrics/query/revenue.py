@@ -30,7 +30,8 @@ import duckdb
 
 from user_metrics.query import calendar, revenue_days
 from user_metrics.query.calendar import US_PER_DAY
-from user_metrics.query.cells import PER_USER, CellSql, folded
+from user_metrics.query.cells import PER_USER, CellSql
+from user_metrics.query.folding import folded
 from user_metrics.query.window import Filters, Window, from_micros
 from user_metrics.store import dims
 

@@ -14,7 +14,8 @@ from typing import Any
 import duckdb
 
 from user_metrics.errors import InvalidInput, NotFound
-from user_metrics.query.cells import CellSql, served_by_rollups
+from user_metrics.query.cells import CellSql
+from user_metrics.query.folding import served_by_rollups
 from user_metrics.query.window import Filters, Instant, Window
 
 MAX_PAGE = 10_000

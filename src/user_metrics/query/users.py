@@ -17,7 +17,8 @@ import duckdb
 
 from user_metrics.errors import InvalidInput, NotFound
 from user_metrics.query import profit, revenue, scope
-from user_metrics.query.cells import PER_USER, CellSql, folded
+from user_metrics.query.cells import PER_USER, CellSql
+from user_metrics.query.folding import folded
 from user_metrics.query.results import (
     PROFIT_FIELDS,
     SORTABLE_USER_FIELDS,
