@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from conftest import Service
 from query_data import DAY0, Truth, build, in_window, per_user, requests_for
 from query_service import check_user
@@ -27,19 +25,19 @@ SINCE, UNTIL = DAY0 + timedelta(hours=5, minutes=7), DAY0 + timedelta(days=3, ho
 FIRST_DAY = int(DAY0.timestamp()) // 86400 + 1
 
 
-@pytest.fixture
-def svc(tmp_path: Any) -> Iterator[Service]:
-    svc = Service(tmp_path / "um.duckdb")
-    svc.start()
-    yield svc
-    svc.stop()
-
-
-def export(svc: Service, truths: list[Truth]) -> None:
-    assert svc.app is not None
+def export(service: Service, truths: list[Truth]) -> None:
+    assert service.app is not None
     for req in requests_for(truths):
-        result = svc.app.ingestor.export(req)
+        result = service.app.ingestor.export(req)
         assert result.rejected_spans == 0, result.error_message
+
+
+def stored(service: Service, seed: int, count: int) -> tuple[list[Truth], Any]:
+    """Store ``count`` spans of ``seed``; their truths and a reader of the store."""
+    truths = build(seed=seed, count=count)
+    export(service, truths)
+    assert service.app is not None
+    return truths, service.app.store.reader()
 
 
 def late(seed: int, count: int = 30) -> list[Truth]:
@@ -59,23 +57,19 @@ def check_page(con: Any, truths: list[Truth]) -> None:
 
 
 class TestExact:
-    def test_cached_whole_days_give_every_field_of_every_user(self, svc: Service) -> None:
+    def test_cached_whole_days_give_every_field_of_every_user(self, service: Service) -> None:
         """The second read takes the cached days; both are the truth."""
-        truths = build(seed=3, count=300)
-        export(svc, truths)
-        assert svc.app is not None
-        with svc.app.store.reader() as con:
+        truths, reader = stored(service, 3, 300)
+        with reader as con:
             check_page(con, truths)
             check_page(con, truths)
             cache = cache_of(con)
             assert cache is not None and cache.builds == 1 and cache.hits >= 1
 
-    def test_by_property_and_totals_match_the_truth_from_cached_days(self, svc: Service) -> None:
-        truths = build(seed=4, count=300)
-        export(svc, truths)
-        assert svc.app is not None
+    def test_by_property_and_totals_match_the_truth_from_cached_days(self, service: Service) -> None:
+        truths, reader = stored(service, 4, 300)
         inside = in_window(truths, SINCE, UNTIL)
-        with svc.app.store.reader() as con:
+        with reader as con:
             for _ in range(2):
                 got = {v.value: (v.requests, v.users) for v in by_property(con, "plan", SINCE, UNTIL).values}
                 want: dict[str | None, tuple[int, int]] = {}
@@ -87,49 +81,45 @@ class TestExact:
                 assert t.requests == len(inside)
                 assert t.users == len({x.user for x in inside if x.user is not None})
 
-    def test_a_late_span_on_a_cached_day_counts_in_the_next_read(self, svc: Service) -> None:
+    def test_a_late_span_on_a_cached_day_counts_in_the_next_read(self, service: Service) -> None:
         """A commit on a cached day changes the day's fingerprint: the entry is built again."""
-        truths = build(seed=5, count=200)
-        export(svc, truths)
-        assert svc.app is not None
-        with svc.app.store.reader() as con:
+        truths, reader = stored(service, 5, 200)
+        with reader as con:
             check_page(con, truths)
             more = late(seed=6)
-            export(svc, more)
+            export(service, more)
             check_page(con, truths + more)
             cache = cache_of(con)
             assert cache is not None and cache.builds == 2
 
-    def test_a_stale_entry_is_not_read_by_a_statement_that_sees_the_commit(self, svc: Service) -> None:
+    def test_a_stale_entry_is_not_read_by_a_statement_that_sees_the_commit(self, service: Service) -> None:
         """A statement built on the entry before the commit reads the day cells instead."""
-        truths = build(seed=7, count=200)
-        export(svc, truths)
-        assert svc.app is not None
-        with svc.app.store.reader() as con:
+        truths, reader = stored(service, 7, 200)
+        with reader as con:
             q = scope.statement(con, SINCE, UNTIL, scope.now, None, None, None, None, whole_days=True)
             assert q.whole is not None
             more = late(seed=8)
-            export(svc, more)
+            export(service, more)
             sql = f"SELECT sum(requests) AS n FROM ({q.cells(PER_USER, US_PER_DAY, whole_days=True)})"
             (row,) = scope.fetch_dicts(con, sql, q.params)
             assert row["n"] == len(in_window(truths + more, SINCE, UNTIL))
 
-    def test_reads_during_commits_of_late_spans_are_those_of_their_snapshot(self, svc: Service) -> None:
+    def test_reads_during_commits_of_late_spans_are_those_of_their_snapshot(self, service: Service) -> None:
         """Every read equals the stored rows of its own snapshot, while late spans keep coming."""
-        export(svc, build(seed=9, count=200))
-        assert svc.app is not None
+        export(service, build(seed=9, count=200))
+        assert service.app is not None
         stop = threading.Event()
 
         def write() -> None:
             seed = 100
             while not stop.is_set():
-                export(svc, late(seed, count=5))
+                export(service, late(seed, count=5))
                 seed += 1
 
         writer = threading.Thread(target=write)
         writer.start()
         try:
-            with svc.app.store.reader() as con:
+            with service.app.store.reader() as con:
                 for _ in range(15):
                     q = scope.statement(con, SINCE, UNTIL, scope.now, None, None, None, None, whole_days=True)
                     q.params |= {"since": SINCE, "until": UNTIL}
@@ -148,18 +138,16 @@ class TestExact:
 
 
 class TestBounds:
-    def test_an_entry_over_the_bound_is_not_kept_and_queries_stay_exact(self, svc: Service) -> None:
-        export(svc, build(seed=10, count=100))
-        assert svc.app is not None
-        with svc.app.store.reader() as con:
+    def test_an_entry_over_the_bound_is_not_kept_and_queries_stay_exact(self, service: Service) -> None:
+        _, reader = stored(service, 10, 100)
+        with reader as con:
             cache = WholeDays(max_bytes=1)
             assert cache.ref(con, FIRST_DAY, FIRST_DAY + 2) is None
             assert cache.too_big == 1 and cache.bytes == 0
 
-    def test_the_least_recently_used_entry_is_evicted_and_counted(self, svc: Service) -> None:
-        export(svc, build(seed=12, count=200))
-        assert svc.app is not None
-        with svc.app.store.reader() as con:
+    def test_the_least_recently_used_entry_is_evicted_and_counted(self, service: Service) -> None:
+        _, reader = stored(service, 12, 200)
+        with reader as con:
             probe = WholeDays()
             probe.ref(con, FIRST_DAY - 1, FIRST_DAY + 1)
             probe.ref(con, FIRST_DAY, FIRST_DAY + 2)
@@ -170,7 +158,7 @@ class TestBounds:
             cache.ref(con, FIRST_DAY, FIRST_DAY + 2)
             assert cache.hits == 1 and cache.builds == 2
 
-    def test_a_plain_connection_has_no_cache(self, svc: Service) -> None:
+    def test_a_plain_connection_has_no_cache(self, service: Service) -> None:
         import duckdb
 
         assert cache_of(duckdb.connect()) is None
