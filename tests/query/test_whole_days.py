@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from conftest import Service
 from query_data import DAY0, Truth, build, in_window, per_user, requests_for
 from query_service import check_user
@@ -92,17 +93,42 @@ class TestExact:
             cache = cache_of(con)
             assert cache is not None and cache.builds == 2
 
-    def test_a_stale_entry_is_not_read_by_a_statement_that_sees_the_commit(self, service: Service) -> None:
-        """A statement built on the entry before the commit reads the day cells instead."""
+    @pytest.mark.parametrize("relation", ["cells", "latency"])
+    def test_a_stale_entry_is_not_read_by_a_statement_that_sees_the_commit(
+        self, service: Service, relation: str
+    ) -> None:
+        """A statement built on the entry before the commit reads the day cells (or the day
+        latency cells) instead."""
         truths, reader = stored(service, 7, 200)
         with reader as con:
             q = scope.statement(con, SINCE, UNTIL, scope.now, None, None, None, None, whole_days=True)
             assert q.whole is not None
             more = late(seed=8)
             export(service, more)
-            sql = f"SELECT sum(requests) AS n FROM ({q.cells(PER_USER, US_PER_DAY, whole_days=True)})"
+            if relation == "cells":
+                sql = f"SELECT sum(requests) AS n FROM ({q.cells(PER_USER, US_PER_DAY, whole_days=True)})"
+            else:
+                sql = f"SELECT sum(n) AS n FROM ({q.latency_cells(None)})"
             (row,) = scope.fetch_dicts(con, sql, q.params)
             assert row["n"] == len(in_window(truths + more, SINCE, UNTIL))
+
+    def test_narrowing_keeps_exactly_the_rows_of_the_users_named(self, service: Service) -> None:
+        """The per-user index: binary search finds each user's rows, and only theirs."""
+        _, reader = stored(service, 15, 300)
+        with reader as con:
+            q = scope.statement(con, SINCE, UNTIL, scope.now, None, None, None, None, whole_days=True)
+            assert q.whole is not None
+            everyone = [k for (k,) in con.execute(f"SELECT DISTINCT user_key FROM {q.whole.name}").fetchall()]
+            some = sorted(everyone)[1::2] + [10**9]  # every other user, and one with no rows
+            narrow = q.whole.narrow(con, some)
+            for table, full in ((narrow.name, q.whole.name), (narrow.latency, q.whole.latency)):
+                got = sorted(con.execute(f"SELECT * FROM {table}").fetchall())
+                want = sorted(
+                    con.execute(
+                        f"SELECT * FROM {full} WHERE user_key IN ({', '.join(map(str, some))})"
+                    ).fetchall()
+                )
+                assert got == want and got
 
     def test_reads_during_commits_of_late_spans_are_those_of_their_snapshot(self, service: Service) -> None:
         """Every read equals the stored rows of its own snapshot, while late spans keep coming."""

@@ -17,8 +17,9 @@ Where rollup cells cannot answer exactly (a filter or a breakdown meets values f
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -116,6 +117,17 @@ class CellSql:
         first, last = -(-self.window.since_us // US_PER_DAY), self.window.until_us // US_PER_DAY
         if cache.MIN_DAYS <= last - first <= cache.MAX_DAYS:
             self.whole = found.ref(con, first, last)
+
+    @contextlib.contextmanager
+    def narrowed(self, con: duckdb.DuckDBPyConnection, users: Sequence[int]) -> Iterator[None]:
+        """Within the block, the cached whole days hold only these users (``Ref.narrow``)."""
+        whole = self.whole
+        if whole is not None:
+            self.whole = whole.narrow(con, users)
+        try:
+            yield
+        finally:
+            self.whole = whole
 
     @property
     def utc(self) -> bool:
@@ -347,11 +359,18 @@ class CellSql:
         """Rows (user_key, bucket, n): request counts per logarithmic latency bucket."""
         parts = []
         levels = () if self.rows_only else (LATENCY_DAY,)
+        whole = None if self.filters.active else self.whole  # cached per user, not per dims
         for level, first, last in decompose(self.window.since_us, self.window.until_us, levels):
             if level is not None:
                 where = self._rollup(level, first, last, users)
                 if self.filters.active:
                     where += f" AND c.dims_id IN (SELECT dims_id FROM dims WHERE {self.predicate})"
+                if whole is not None and (first, last) == (whole.first, whole.last):
+                    self.params["wd_fp"] = whole.fingerprint  # as in cells: one branch has rows
+                    same = f"{cache.fingerprint_sql(first, last)} = $wd_fp"
+                    cached = f"{self._rollup(None, first, last, users)} AND {same}"
+                    parts.append(f"SELECT c.user_key, c.bucket, c.n FROM {whole.latency} AS c WHERE {cached}")
+                    where += f" AND NOT ({same})"
                 parts.append(f"SELECT c.user_key, c.bucket, c.n FROM rollup_latency_day AS c WHERE {where}")
             else:
                 user_col, join = self._user_key(users, True)

@@ -109,23 +109,25 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
     if not keys:
         return {}
     fields = ", ".join(f"{_field_sql(q, name)} AS {name}" for name in _FIELD_SQL)
-    q.begin()
     by_model = {
         "provider": ("d.provider", "provider"),
         "model": ("coalesce(d.request_model, d.response_model)", MODEL_SQL),
     }
     # A model folded into (other) must be named: then the breakdown reads the request rows.
     rows_only = folded(con, dims.MODEL_DIMENSIONS)
-    rows = fetch_dicts(
-        con,
-        f"""SELECT u.user_id, a.* FROM (
-                SELECT user_key, provider, model, GROUPING(provider, model) AS whole_user, {fields}
-                FROM ({q.cells(PER_USER, US_PER_DAY, keys, by_model, rows_only=rows_only, whole_days=True)})
-                GROUP BY GROUPING SETS ((user_key), (user_key, provider, model))) AS a
-            JOIN users AS u USING (user_key)
-            ORDER BY cost_usd DESC NULLS LAST, requests DESC, provider, model""",
-        q.params,
-    )
+    with q.narrowed(con, keys):  # cached whole days: these users' rows only
+        cells = q.begin().cells(PER_USER, US_PER_DAY, keys, by_model, rows_only=rows_only, whole_days=True)
+        rows = fetch_dicts(
+            con,
+            f"""SELECT u.user_id, a.* FROM (
+                    SELECT user_key, provider, model, GROUPING(provider, model) AS whole_user, {fields}
+                    FROM ({cells})
+                    GROUP BY GROUPING SETS ((user_key), (user_key, provider, model))) AS a
+                JOIN users AS u USING (user_key)
+                ORDER BY cost_usd DESC NULLS LAST, requests DESC, provider, model""",
+            q.params,
+        )
+        latency = _percentiles(con, q, keys)
     models: dict[int, list[ModelUsage]] = {}
     totals: dict[int, dict[str, Any]] = {}
     for row in rows:
@@ -134,7 +136,6 @@ def _user_stats(con: duckdb.DuckDBPyConnection, q: CellSql, keys: Sequence[int])
             totals[row["user_key"]] = row
         else:
             models.setdefault(row["user_key"], []).append(ModelUsage(**{f: row[f] for f in _MODEL_FIELDS}))
-    latency = _percentiles(con, q, keys)
     out = {}
     for key, row in totals.items():
         fields_of = {name: row[name] for name in _FIELD_SQL}
@@ -296,7 +297,7 @@ def user(
     now: Callable[[], datetime] = scope.now,
 ) -> UserStats:
     """The per-user fields of one user (``None``: requests without a user id); NotFound if unknown."""
-    q = statement(con, since, until, now, properties, model, service, environment, tz)
+    q = statement(con, since, until, now, properties, model, service, environment, tz, whole_days=True)
     try:
         key: int | None = user_key(con, user_id)
     except NotFound:
