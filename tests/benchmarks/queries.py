@@ -617,21 +617,34 @@ class Recorder:
     def execute(self, sql: str, params: Any = None) -> Any:
         started = time.perf_counter()
         cur = self.con.execute(sql, params)
-        rows = cur.fetchall()
-        self.statements.append((time.perf_counter() - started, sql, params))
-        return _Fetched(cur.description, rows)
+
+        def done() -> None:
+            self.statements.append((time.perf_counter() - started, sql, params))
+
+        return _Fetched(cur, done)
 
 
 class _Fetched:
-    def __init__(self, description: Any, rows: list[Any]) -> None:
-        self.description = description
-        self._rows = rows
+    """A result whose statement is timed up to its fetch (rows, or Arrow for the whole-days cache)."""
+
+    def __init__(self, cur: Any, done: Callable[[], None]) -> None:
+        self.description = cur.description
+        self._cur = cur
+        self._done = done
+
+    def _fetched(self, fetch: Callable[[], Any]) -> Any:
+        out = fetch()
+        self._done()
+        return out
 
     def fetchall(self) -> list[Any]:
-        return self._rows
+        return self._fetched(self._cur.fetchall)  # type: ignore[no-any-return]
 
     def fetchone(self) -> Any:
-        return self._rows[0] if self._rows else None
+        return self._fetched(self._cur.fetchone)
+
+    def to_arrow_table(self) -> Any:
+        return self._fetched(self._cur.to_arrow_table)
 
 
 def statement_breakdown(con: Any, case: Case, explain_dir: str | None, index: int) -> list[str]:
