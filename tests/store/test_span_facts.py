@@ -1,4 +1,5 @@
-"""span_facts, the attribution memory, stays bounded: purged by age and as small as records are."""
+"""span_facts and span_links, the attribution memory, stay bounded: purged by age and as small as
+records are."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from user_metrics.store import writer as store
 def facts(svc: Service) -> list[tuple[str, dict[str, str]]]:
     assert svc.app is not None
     with svc.app.store.reader() as con:
-        rows = con.execute("SELECT span_id, properties FROM span_facts ORDER BY span_id").fetchall()
+        rows = con.execute(
+            "SELECT span_id, properties FROM span_facts UNION ALL "
+            "SELECT printf('%016x', span), NULL FROM span_links ORDER BY 1"
+        ).fetchall()
     return [(span_id, dict(props or {})) for span_id, props in rows]
 
 

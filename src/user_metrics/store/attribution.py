@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from user_metrics.store import links
 from user_metrics.store.schema import PENDING_COLUMNS
 from user_metrics.store.writer_connection import registered
 
@@ -44,8 +45,8 @@ def resolved_rows(
                                 session_id IS NOT NULL AND conversation IS NOT TRUE AS has_session,
                                 coalesce(cardinality(properties), 0) > 0 AS has_properties
                          FROM pending WHERE counterpart IS NOT TRUE AND ({scope})),
-                facts AS (SELECT DISTINCT ON (trace_id, span_id) * FROM span_facts
-                          WHERE trace_id IN (SELECT trace_id FROM cand)),
+                facts AS (SELECT DISTINCT ON (trace_id, span_id) *
+                          FROM ({links.facts_sql("SELECT trace_id FROM cand")})),
                 walk(trace_id, span_id, anc, depth) AS (
                     SELECT trace_id, span_id, waiting_for, 1 FROM cand
                     UNION
@@ -119,6 +120,10 @@ def _resolutions(steps: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def purge_facts(con: duckdb.DuckDBPyConnection, before_us: int) -> int:
-    """Drop the span facts seen before ``before_us`` (in the caller's transaction); returns how many."""
-    ((dropped,),) = con.execute("DELETE FROM span_facts WHERE seen_us < $cut", {"cut": before_us}).fetchall()
-    return int(dropped)
+    """Drop the span facts and parent links seen before ``before_us`` (in the caller's
+    transaction); returns how many."""
+    dropped = 0
+    for table in ("span_facts", "span_links"):
+        ((count,),) = con.execute(f"DELETE FROM {table} WHERE seen_us < $cut", {"cut": before_us}).fetchall()
+        dropped += int(count)
+    return dropped

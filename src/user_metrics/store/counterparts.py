@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from user_metrics.store import links
 from user_metrics.store.dedupe import keys_of
 from user_metrics.store.writer_connection import registered
 
@@ -58,11 +59,10 @@ def settle(con: duckdb.DuckDBPyConnection, traces: set[str] | None) -> int:
     )
     with registered(con, {"candidates": candidates}):
         facts = con.execute(
-            """SELECT trace_id, span_id, any_value(parent_span_id), max(llm), max(model), max(absorbed_by),
+            f"""SELECT trace_id, span_id, any_value(parent_span_id), max(llm), max(model), max(absorbed_by),
                       min(seen_us)
-               FROM span_facts
-               WHERE trace_id IN (SELECT trace_id FROM candidates)
-                 AND (llm IS NOT NULL OR (trace_id, span_id) IN
+               FROM ({links.facts_sql("SELECT trace_id FROM candidates")})
+               WHERE (llm IS NOT NULL OR (trace_id, span_id) IN
                       (SELECT (trace_id, parent_span_id) FROM candidates))
                GROUP BY trace_id, span_id"""
         ).fetchall()

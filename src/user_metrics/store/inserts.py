@@ -19,7 +19,7 @@ from collections.abc import Callable
 import duckdb
 import pyarrow as pa
 
-from user_metrics.store import dedupe, rollups
+from user_metrics.store import dedupe, links, rollups
 from user_metrics.store.dedupe import KEY_ROW_SQL, SPAN_KEY_SQL, keys_of
 from user_metrics.store.writer_connection import registered
 
@@ -62,7 +62,14 @@ def insert_side(con: duckdb.DuckDBPyConnection, side: Side) -> None:
     if side["waiting"] is not None:
         con.execute("INSERT INTO pending BY NAME SELECT * FROM waiting")
     if side["facts"] is not None:
-        con.execute("INSERT INTO span_facts BY NAME SELECT * FROM facts")
+        rest, plain = links.split(side["facts"])  # identity-less spans: parent links only
+        if plain is None:
+            con.execute("INSERT INTO span_facts BY NAME SELECT * FROM facts")
+        else:
+            with registered(con, {"rest_facts": rest, "links": plain}):
+                if rest is not None:
+                    con.execute("INSERT INTO span_facts BY NAME SELECT * FROM rest_facts")
+                con.execute("INSERT INTO span_links SELECT * FROM links")
     if side["finalised"] is not None:
         con.execute(
             "DELETE FROM pending WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) FROM finalised)"

@@ -1,8 +1,8 @@
 """The database's tables: what the store creates, and how an older file is brought up to date.
 
 ``requests`` is the public contract (README lists its columns). The rest is the store's own:
-``span_keys`` (each stored span once, ``dedupe.py``), ``meta`` (the schema version), ``pending`` and
-``span_facts`` (attribution across requests), and the rollups (``rollups.py``).
+``span_keys`` (each stored span once, ``dedupe.py``), ``meta`` (the schema version), ``pending``,
+``span_facts`` and ``span_links`` (attribution across requests), and the rollups (``rollups.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import duckdb
 
 from user_metrics.errors import Unavailable
-from user_metrics.store import dedupe, rollups
+from user_metrics.store import dedupe, links, rollups
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 # model and bounded values (dim_values), 9 requests.scope_name and requests.scope_version,
 # 10 pending.counterpart and pending.conversation, span_facts.llm, .model and .absorbed_by,
 # 11 revenue and plan_prices (billing), requests.<bucket>_cost_usd (the cost per bucket),
-# 12 span_keys.start_us, keys kept for the dedupe horizon only (dedupe.py)
-SCHEMA_VERSION = "12"
+# 12 span_keys.start_us, keys kept for the dedupe horizon only (dedupe.py),
+# 13 span_links, the facts of spans without identity as integers (links.py)
+SCHEMA_VERSION = "13"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -109,6 +110,8 @@ OTHER_DDL = (
     user_id VARCHAR, session_id VARCHAR, properties MAP(VARCHAR, VARCHAR), seen_us BIGINT NOT NULL
 )""",
     *(f"ALTER TABLE span_facts ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in FACT_COLUMNS_10),
+    # The facts of spans with nothing to inherit but their parent (links.py).
+    links.DDL,
     # Imported revenue records (``revenue import``, ``POST /api/v1/revenue``): one row per record
     # id, so a re-import changes nothing. A service period is [start_us, end_us); an instant
     # (a one-off payment) has end_us = start_us. Epoch microseconds, UTC.
@@ -134,7 +137,7 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_v
         con.execute(ddl)
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = row[0] if row else None
-    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", SCHEMA_VERSION):
+    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", SCHEMA_VERSION):
         con.execute("ROLLBACK")
         raise Unavailable(f"{path} has schema version {version}, this build needs {SCHEMA_VERSION}")
     _match_pending_columns(con)
