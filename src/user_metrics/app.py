@@ -27,7 +27,7 @@ from user_metrics.net.http_server import BackgroundServer, tls_context
 from user_metrics.serve.activity import INTERVAL_SECONDS, ActivityLog, count_users
 from user_metrics.serve.grpc_api import user_metrics_service_handler
 from user_metrics.serve.http_api import ApiServer
-from user_metrics.serve.metrics import RenderedMetrics, UsageCollector, registry
+from user_metrics.serve.metrics import RenderedMetrics, UsageCollector
 from user_metrics.settings import SPECS, Settings, SettingsError, split_address
 from user_metrics.stats import Stats
 from user_metrics.store.revenue import write_plan_prices
@@ -138,7 +138,7 @@ class App:
             coverage=self.coverage,
         )
         self.metrics = RenderedMetrics(
-            registry(collector),
+            collector,
             lambda: (self.stats.exports, self.stats.commits, self.stats.compactions),
             settings.metrics_refresh_seconds,
         )

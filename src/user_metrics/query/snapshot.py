@@ -28,6 +28,17 @@ _FAST_SUMS = ", ".join(
     for name in METRIC_NAMES
 )
 
+# The $n most recently active users' totals (user_id, user_key, then _FAST_SUMS), the latest
+# first, ties the older user_key first. The users are chosen on one aggregate, then only theirs
+# are summed. /metrics formats the same rows in SQL (serve/user_samples.py).
+USERS_SQL = f"""WITH chosen AS (
+        SELECT user_key FROM user_totals WHERE user_key <> 0 GROUP BY user_key
+        ORDER BY max(last_us) DESC, user_key LIMIT $n)
+    SELECT u.user_id, t.* FROM (
+        SELECT user_key, {_FAST_SUMS} FROM user_totals
+        WHERE user_key IN (SELECT user_key FROM chosen) GROUP BY user_key) AS t
+    JOIN users AS u USING (user_key) ORDER BY t.last_us DESC, user_key"""
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -119,17 +130,7 @@ def snapshot(
     given properties (``max_values`` pairs or values each, the rest under ``(other)``)."""
     users: list[UserTotals] = []
     if max_users > 0:
-        # Choose the users on one aggregate, then sum only theirs; fetch columns, not row objects.
-        columns = con.execute(
-            f"""WITH chosen AS (
-                    SELECT user_key FROM user_totals WHERE user_key <> 0 GROUP BY user_key
-                    ORDER BY max(last_us) DESC, user_key LIMIT $n)
-                SELECT u.user_id, t.* FROM (
-                    SELECT user_key, {_FAST_SUMS} FROM user_totals
-                    WHERE user_key IN (SELECT user_key FROM chosen) GROUP BY user_key) AS t
-                JOIN users AS u USING (user_key) ORDER BY t.last_us DESC, user_key""",
-            {"n": max_users},
-        ).fetchnumpy()
+        columns = con.execute(USERS_SQL, {"n": max_users}).fetchnumpy()
         names = [n for n in columns if n not in ("user_id", "user_key")]
         for i, user_id in enumerate(columns["user_id"].tolist()):
             users.append(UserTotals(user_id, _usage({n: columns[n][i] for n in names})))

@@ -1,9 +1,11 @@
-"""``/metrics``: a prometheus_client collector over the store's all-time totals.
+"""``/metrics``: the store's all-time totals and the service's own counters, as exposition text.
 
-The collector reads ``snapshot`` on every scrape (maintained totals: no scan of ``requests``)
-and the service's own counters; prometheus_client writes the text format or OpenMetrics, as the
-scraper's Accept header asks. Counters are exact all-time totals, so they never go backwards,
-across restarts too.
+Each rendering reads ``snapshot`` (maintained totals: no scan of ``requests``) and the
+service's own counters on one reader connection; prometheus_client writes the text format or
+OpenMetrics, as the scraper's Accept header asks. The per-user families are the exception:
+their thousands of samples are written by DuckDB, without the GIL (``user_samples.py``), and
+only their HELP and TYPE lines come from prometheus_client. Counters are exact all-time totals,
+so they never go backwards, across restarts too.
 
 Per-user families hold at most ``metrics_max_users`` users: the most recently active ones (ties:
 the user seen first). ``user_metrics_users_left_out`` says how many were not exposed. Per-model
@@ -18,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,13 +39,12 @@ from user_metrics.coverage_counts import CoverageCounts
 from user_metrics.query import scope
 from user_metrics.query.anomalies import anomalies
 from user_metrics.query.results import Anomaly
-from user_metrics.query.snapshot import Usage, snapshot
+from user_metrics.query.snapshot import Snapshot, Usage, snapshot
 from user_metrics.serve.coverage_metrics import CoverageFamilies
+from user_metrics.serve.user_samples import TOKEN_TYPES, families, user_samples
 from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
 
 log = logging.getLogger(__name__)
-
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
 
 
 def _tokens(usage: Usage) -> Iterable[tuple[str, int]]:
@@ -75,8 +77,38 @@ MODEL_FAMILIES = (
 PROPERTY_FAMILIES = ("llm_property_requests_total", "llm_property_cost_usd_total")
 
 
+Encoder = Callable[[Collector], bytes]  # prometheus_client's generate_latest, of either format
+
+
+class _Families(Collector):
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """One rendering's families, read on one connection, ready for either format."""
+
+    users: tuple[tuple[Metric, bytes], ...]  # each per-user family and its sample lines
+    families: tuple[Metric, ...]  # the rest, built by prometheus_client
+
+    def encode(self, encoder: Encoder) -> bytes:
+        parts = []
+        for family, lines in self.users:  # the header as the format writes it, then the lines
+            parts += [encoder(_Families([family])).removesuffix(b"# EOF\n"), lines]
+        parts.append(encoder(_Families(self.families)))  # (ends in # EOF in OpenMetrics)
+        return b"".join(parts)
+
+
 class UsageCollector(Collector):
-    """The per-user, per-model, per-property and self families, built fresh on each scrape."""
+    """The per-user, per-model, per-property and self families, built fresh on each rendering.
+
+    ``gather`` reads everything a rendering needs; ``collect`` (a prometheus_client collector)
+    yields every family but the per-user ones.
+    """
 
     def __init__(
         self,
@@ -105,14 +137,27 @@ class UsageCollector(Collector):
         return []  # registering must not query the database
 
     def collect(self) -> Iterable[Metric]:
+        return self.gather().families
+
+    def gather(self) -> Gathered:
         con = self._open_reader()
         try:
-            snap = snapshot(con, self._max_users, self._property_keys, self._max_values)
+            users, exposed = self._user_families(con)
+            snap = snapshot(con, 0, self._property_keys, self._max_values)
             findings = self._anomalies(con)
             coverage = list(self._coverage.collect(con))
         finally:
             con.close()
-        yield from self._users(snap.users)
+        return Gathered(users, tuple(self._families(snap, findings, coverage, exposed)))
+
+    def _user_families(self, con: duckdb.DuckDBPyConnection) -> tuple[tuple[tuple[Metric, bytes], ...], int]:
+        """Each per-user family with its sample lines, and how many users they expose."""
+        exposed, lines = user_samples(con, self._max_users)
+        return tuple(zip(families(), lines, strict=True)), exposed
+
+    def _families(
+        self, snap: Snapshot, findings: Sequence[Anomaly], coverage: list[Metric], exposed: int
+    ) -> Iterable[Metric]:
         flagged = GaugeMetricFamily(
             "llm_user_anomaly_score",
             "Users flagged in the last hour (GET /api/v1/anomalies): the finding's score",
@@ -125,7 +170,7 @@ class UsageCollector(Collector):
             "user_metrics_users_left_out",
             "Users with requests who are not in the per-user families (metrics_max_users)",
         )
-        left_out.add_metric([], snap.users_total - len(snap.users))
+        left_out.add_metric([], snap.users_total - exposed)
         yield left_out
         yield from self._models(snap.models, snap.duration_bounds)
         requests = CounterMetricFamily(
@@ -170,27 +215,6 @@ class UsageCollector(Collector):
             self._findings = anomalies(con, now=self._now).findings
             self._findings_at = at
         return self._findings
-
-    def _users(self, users: Sequence[Any]) -> Iterable[Metric]:
-        requests = CounterMetricFamily(
-            "llm_user_requests", "LLM requests per user", labels=["user_id", "status"]
-        )
-        tokens = CounterMetricFamily("llm_user_tokens", "Tokens per user", labels=["user_id", "type"])
-        cost = CounterMetricFamily(
-            "llm_user_cost_usd", "Cost in USD per user (priced requests)", labels=["user_id"]
-        )
-        last = GaugeMetricFamily(
-            "llm_user_last_active_timestamp_seconds", "Start of the user's latest request", labels=["user_id"]
-        )
-        for user in users:
-            u = user.usage
-            requests.add_metric([user.user_id, "ok"], u.requests - u.errors)
-            requests.add_metric([user.user_id, "error"], u.errors)
-            for kind, count in _tokens(u):
-                tokens.add_metric([user.user_id, kind], count)
-            cost.add_metric([user.user_id], float(u.cost_usd))
-            last.add_metric([user.user_id], u.last_active_us / 1e6)
-        yield from (requests, tokens, cost, last)
 
     def _models(self, models: Sequence[Any], duration_bounds: Sequence[float]) -> Iterable[Metric]:
         labels = ["provider", "model"]
@@ -312,19 +336,21 @@ class UsageCollector(Collector):
 class RenderedMetrics:
     """The exposition, rendered in the background so that a scrape only sends bytes.
 
-    prometheus_client formats each sample in Python: about 1 s for 10,000 users (90,000 samples)
-    on this hardware. So a thread renders every format a scraper has asked for, again whenever
+    A rendering reads the store (for 100,000 users the per-user lines are tens of MiB), so a
+    thread renders every format a scraper has asked for, from one ``gather``, again whenever
     the service has taken an export or committed since, at most every ``refresh_seconds``; a
     scrape answers the latest rendering, at most ``refresh_seconds`` plus one rendering old.
     ``refresh_seconds`` 0 renders on every scrape instead.
     """
 
-    def __init__(self, reg: CollectorRegistry, version: Callable[[], object], refresh_seconds: float) -> None:
-        self._registry = reg
+    def __init__(
+        self, collector: UsageCollector, version: Callable[[], object], refresh_seconds: float
+    ) -> None:
+        self._collector = collector
         self._version = version
         self._refresh = refresh_seconds
         self._lock = threading.Lock()
-        self._encoders: dict[str, Callable[[CollectorRegistry], bytes]] = {}  # content type -> encoder
+        self._encoders: dict[str, Encoder] = {}  # content type -> encoder
         self._bodies: dict[str, bytes] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-render", daemon=True)
@@ -342,12 +368,12 @@ class RenderedMetrics:
         """(body, content type) for a scraper's Accept header."""
         encoder, content_type = choose_encoder(accept)
         if self._refresh <= 0:
-            return encoder(self._registry), content_type
+            return self._collector.gather().encode(encoder), content_type
         with self._lock:
             self._encoders[content_type] = encoder
             body = self._bodies.get(content_type)
         if body is None:  # the first scrape in this format renders now
-            body = encoder(self._registry)
+            body = self._collector.gather().encode(encoder)
             with self._lock:
                 self._bodies.setdefault(content_type, body)
         return body, content_type
@@ -361,7 +387,8 @@ class RenderedMetrics:
             with self._lock:
                 encoders = dict(self._encoders)
             try:
-                bodies = {content_type: encode(self._registry) for content_type, encode in encoders.items()}
+                gathered = self._collector.gather()
+                bodies = {content_type: gathered.encode(encode) for content_type, encode in encoders.items()}
             except Exception:  # noqa: BLE001 - keep serving the last rendering; try again next round
                 log.exception("rendering /metrics failed")
                 continue
