@@ -1,23 +1,42 @@
-"""Scrape benchmark: /metrics time and body size with 100k users in the store.
+"""Scrape benchmark: /metrics time and body size with 100k users in the store, and what a
+rendering costs ingest.
 
     python tests/benchmarks/scrape.py [--users 100000] [--scrapes 20] [--db /tmp/bench/scrape.duckdb]
+    python tests/benchmarks/scrape.py --compare [--max-users 10000,100000] [--renderers before,after]
+        [--scrapes 5] [--seconds 8] [--no-gil]
 
 Builds a store with USERS users (3 requests each, over 30 days, 3 models, a plan property)
 through ``Store.write``. Then, for metrics_max_users = 1,000 and 10,000, it starts the real
 service on loopback and times SCRAPES scrapes of ``/metrics`` over HTTP, with the default
 background rendering (metrics_refresh_seconds 5) and with rendering on every scrape (0). Each is
-timed first on an idle service, then while a client thread exports 512-span requests as fast as
-the service takes them. It prints the median and worst scrape time and the body size. Target: <= 50 ms per
-scrape at 10,000 exposed users while ingest runs. Bounded: a fixed number of scrapes; the ingest
-thread stops with them.
+timed first on an idle service, then while a thread in the service's process exports 512-span
+requests (for the stored users) as fast as the service takes them. It prints the median and
+worst scrape time and the body size. Target: <= 50 ms per scrape at 10,000 exposed users while
+ingest runs.
+
+``--compare`` measures the per-user families rendered "before" (prometheus_client builds and
+formats every sample in Python: ``tests/metrics_reference.py``) against "after" (DuckDB writes
+the lines: ``serve/user_samples.py``), in one run, with metrics_refresh_seconds 0 so that each
+scrape is one rendering. Per max_users and renderer: the median scrape on an idle service, the
+body size, the median scrape while the feeding thread runs, the GIL-held seconds per rendering
+(py-spy --gil --nonblocking on this process, 100 Hz: samples inside ``UsageCollector.gather``
+or ``Gathered.encode``), and the spans stored per second by the feeding thread alone (SECONDS)
+and while SCRAPES scrapes run back to back, with their ratio, and "lost s": the feeding
+thread's seconds of ingest lost per rendering, (1 - ratio) x the scraping time / SCRAPES.
+
+Bounded: a fixed number of scrapes; the ingest thread stops with them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -28,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from metrics_reference import ReferenceCollector  # noqa: E402
 from otlp import chat, request, span  # noqa: E402
 
 from user_metrics.app import App  # noqa: E402
@@ -36,6 +56,7 @@ from user_metrics.stats import Stats  # noqa: E402
 from user_metrics.store.batches import REQUESTS_ARROW_SCHEMA, nanos_to_decimal_array  # noqa: E402
 from user_metrics.store.writer import Store  # noqa: E402
 
+PY_SPY = Path(sys.executable).parent / "py-spy"
 MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5")]
 
 
@@ -95,18 +116,117 @@ def scrape_times(url: str, scrapes: int) -> tuple[list[float], int]:
     times, size = [], 0
     for _ in range(scrapes):
         started = time.perf_counter()
-        with urllib.request.urlopen(url + "/metrics", timeout=60) as response:
+        with urllib.request.urlopen(url + "/metrics", timeout=600) as response:
             size = len(response.read())
         times.append((time.perf_counter() - started) * 1000)
     return times, size
 
 
-def feed(app: App, stop: threading.Event) -> None:
-    """Export 512-span requests for new users until told to stop."""
+def feed(app: App, stop: threading.Event, users: int) -> None:
+    """Export 512-span requests for the stored users, round robin, until told to stop (the number
+    of users stays the same, so every run renders the same store)."""
     k = 0
     while not stop.is_set():
-        app.ingestor.export(request([span(chat(f"live-{k % 5000}-{i}")) for i in range(512)]))
+        app.ingestor.export(request([span(chat(f"user-{(k * 512 + i) % users}")) for i in range(512)]))
         k += 1
+
+
+class GilProfile:
+    """py-spy --gil on this process: seconds the GIL was held inside a /metrics rendering."""
+
+    RATE = 100
+
+    def __init__(self, enabled: bool) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._out = Path(tempfile.mkstemp(suffix=".txt")[1])
+        if enabled and PY_SPY.exists():
+            self._proc = subprocess.Popen(
+                [str(PY_SPY), "record", "--gil", "--nonblocking", "-r", str(self.RATE), "-f", "raw"]
+                + ["-o", str(self._out), "--pid", str(os.getpid())],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)  # attached
+
+    def stop(self) -> float | None:
+        """GIL-held seconds in Gathered.encode or UsageCollector.gather (None without py-spy)."""
+        if self._proc is None:
+            return None
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(timeout=60)
+        held = 0
+        for line in self._out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if re.search(r"\b(gather|encode) \([^)]*serve/metrics\.py", stack):
+                held += int(count)
+        self._out.unlink()
+        return held / self.RATE
+
+
+def ingest_rate(
+    app: App, users: int, scrapes: int, gil: bool, seconds: float
+) -> tuple[float, float, list[float], float | None]:
+    """Spans stored per second while a thread feeds the service: for ``seconds`` without scrapes
+    (``scrapes`` 0), else while ``scrapes`` scrapes run back to back. Also the scrape times and
+    the GIL-held seconds of the renderings (py-spy), and how long it took."""
+    stop = threading.Event()
+    feeder = threading.Thread(target=feed, args=(app, stop, users), daemon=True)
+    feeder.start()
+    time.sleep(1)  # under way
+    profile = GilProfile(gil)
+    stored, started = app.stats.spans_stored, time.perf_counter()
+    times: list[float] = []
+    if scrapes:
+        times, _ = scrape_times(app.api_url, scrapes)
+    else:
+        time.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    rate = (app.stats.spans_stored - stored) / elapsed
+    held = profile.stop()
+    stop.set()
+    feeder.join(timeout=120)
+    return rate, elapsed, times, held
+
+
+def use_reference(app: App, max_users: int, property_keys: tuple[str, ...]) -> None:
+    """The service renders the per-user families with prometheus_client, as before user_samples.py."""
+    app.metrics._collector = ReferenceCollector(  # noqa: SLF001 - the benchmark's swap
+        app.store.reader,
+        app.stats,
+        lambda: app.store.queue,
+        max_users=max_users,
+        property_keys=property_keys,
+        coverage=app.coverage,
+    )
+
+
+def compare(args: argparse.Namespace, base: Settings) -> None:
+    """Before (prometheus_client builds the per-user samples) against after (DuckDB writes them)."""
+    print(
+        f"\n{'max_users':>10} {'renderer':>9} {'idle ms':>9} {'body MiB':>9} {'ingest ms':>10} "
+        f"{'GIL s/scrape':>12} {'spans/s alone':>13} {'with scrapes':>12} {'ratio':>6} {'lost s':>7}  load"
+    )
+    for max_users in args.max_users:
+        for renderer in args.renderers:
+            app = App(replace(base, metrics_max_users=max_users, metrics_refresh_seconds=0))
+            app.start()
+            try:
+                if renderer == "before":
+                    use_reference(app, max_users, base.metrics_properties)
+                scrape_times(app.api_url, 1)  # warm up
+                idle, size = scrape_times(app.api_url, args.scrapes)
+                alone, _, _, _ = ingest_rate(app, args.users, 0, False, args.seconds)
+                during, elapsed, busy, held = ingest_rate(app, args.users, args.scrapes, args.gil, 0)
+                gil = "n/a" if held is None else f"{held / args.scrapes:.3f}"
+                lost = (1 - during / alone) * elapsed / args.scrapes  # ingest seconds lost per rendering
+                print(
+                    f"{max_users:>10,} {renderer:>9} {statistics.median(idle):>9.0f} {size / 2**20:>9.1f} "
+                    f"{statistics.median(busy):>10.0f} {gil:>12} {alone:>13,.0f} {during:>12,.0f} "
+                    f"{during / alone:>6.2f} {lost:>7.2f}  {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+            finally:
+                app.stop()
 
 
 def main() -> None:
@@ -116,6 +236,15 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--db", default="/tmp/bench/scrape.duckdb")
+    parser.add_argument(
+        "--compare", action="store_true", help="before/after renderers, ingest during scrapes"
+    )
+    parser.add_argument(
+        "--max-users", type=lambda v: [int(x) for x in v.split(",")], default=[10_000, 100_000]
+    )
+    parser.add_argument("--renderers", type=lambda v: v.split(","), default=["before", "after"])
+    parser.add_argument("--seconds", type=float, default=8.0, help="--compare: ingest alone for this long")
+    parser.add_argument("--no-gil", dest="gil", action="store_false", help="--compare: without py-spy --gil")
     args = parser.parse_args()
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     if not Path(args.db).exists():
@@ -123,16 +252,19 @@ def main() -> None:
         build(args.db, args.users)
         print(f"built {args.users:,} users x 3 requests in {time.perf_counter() - started:.1f} s")
     print(f"{os.cpu_count()} cores; load {os.getloadavg()}")
-    print(
-        f"{'max_users':>10} {'refresh s':>9} {'ingest':>7} {'median ms':>10} {'worst ms':>9} {'body KiB':>9}"
-        "  spans stored meanwhile"
-    )
     base = Settings(
         db=args.db,
         grpc_listen="127.0.0.1:0",
         api_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
         metrics_properties=("plan",),
+    )
+    if args.compare:
+        compare(args, base)
+        return
+    print(
+        f"{'max_users':>10} {'refresh s':>9} {'ingest':>7} {'median ms':>10} {'worst ms':>9} {'body KiB':>9}"
+        "  spans stored meanwhile"
     )
     for max_users in (1_000, 10_000):
         for refresh in (5.0, 0.0):
@@ -143,7 +275,7 @@ def main() -> None:
                 for ingest in (False, True):
                     stop = threading.Event()
                     stored_before = app.stats.spans_stored
-                    feeder = threading.Thread(target=feed, args=(app, stop), daemon=True)
+                    feeder = threading.Thread(target=feed, args=(app, stop, args.users), daemon=True)
                     if ingest:
                         feeder.start()
                         time.sleep(1)

@@ -22,7 +22,7 @@ from prometheus_client.utils import floatToGoString
 from test_metrics import PROMTOOL, _wait_for, needs_prometheus, needs_promtool, prometheus, samples, scrape
 
 from user_metrics.serve.metrics import UsageCollector
-from user_metrics.serve.user_samples import GO_FLOAT
+from user_metrics.serve.user_samples import go_float, go_int
 
 # Ids that break a hand-written exposition: escapes, an attempt to close the labels early,
 # UTF-8 of several widths, combining marks, separators Python's splitlines() splits on.
@@ -91,23 +91,40 @@ def test_the_sql_lines_equal_prometheus_client_byte_for_byte(odd: Service, fmt: 
     assert samples(body.decode(), "user_metrics_users_left_out") == {(): len(ODD_IDS) + 300 - exposed}
 
 
-def test_the_sql_float_text_is_float_to_go_string() -> None:
-    """GO_FLOAT spells every double as floatToGoString does: integers around each exponent
-    switch, timestamps, random bit patterns, tiny and huge values, infinities and NaN."""
+def test_the_sql_number_text_is_float_to_go_string() -> None:
+    """go_float spells every double, go_int every BIGINT, as floatToGoString does: around each
+    exponent switch, timestamps, random bit patterns, tiny and huge values, infinities, NaN,
+    integers beyond 2**53 (where float(n) is not n) and negative ones."""
     rng = random.Random(17)
-    values = [0.0, -0.0, 1.0, math.inf, -math.inf, math.nan, 5e-324, 1.7976931348623157e308, 0.1 + 0.2]
+    doubles = [0.0, -0.0, 1.0, math.inf, -math.inf, math.nan, 5e-324, 1.7976931348623157e308, 0.1 + 0.2]
+    ints = [
+        0,
+        1,
+        -1,
+        999_999,
+        1_000_000,
+        2**53 - 1,
+        2**53,
+        2**53 + 1,
+        -(2**53),
+        -(2**53) - 1,
+        2**63 - 1,
+        -(2**63),
+    ]
     for digits in range(1, 19):
-        values += [10.0 ** (digits - 1), 10.0**digits - 1, 1.5 * 10 ** (digits - 1), -(10.0**digits)]
-    values += [rng.randint(1, 10 ** rng.randint(1, 18)) for _ in range(5000)]
-    values += [rng.randint(1_600_000_000_000_000, 1_900_000_000_000_000) / 1e6 for _ in range(5000)]
-    values += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(5000)]
-    values += [rng.random() * 10 ** rng.randint(-9, 20) for _ in range(5000)]
-    floats = pa.table({"v": pa.array([float(v) for v in values], pa.float64())})  # noqa: F841 - DuckDB reads it
-    got = duckdb.sql(
-        f"SELECT {GO_FLOAT} FROM (SELECT v, CAST(v AS VARCHAR) AS s, strpos(CAST(v AS VARCHAR), '.') AS p "
-        "FROM floats)"
-    ).fetchall()
-    assert [text for (text,) in got] == [floatToGoString(v) for v in values]
+        doubles += [10.0 ** (digits - 1), 10.0**digits - 1, 1.5 * 10 ** (digits - 1), -(10.0**digits)]
+        ints += [10 ** (digits - 1), 10**digits - 1, 15 * 10 ** (digits - 1) // 10, -(10**digits)]
+    ints += [rng.randint(-(2**63), 2**63 - 1) >> rng.randint(0, 63) for _ in range(5000)]
+    doubles += [rng.randint(1_600_000_000_000_000, 1_900_000_000_000_000) / 1e6 for _ in range(5000)]
+    doubles += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(5000)]
+    doubles += [rng.random() * 10 ** rng.randint(-9, 20) for _ in range(5000)]
+    floats = pa.table({"v": pa.array(doubles, pa.float64())})  # noqa: F841 - DuckDB reads it
+    integers = pa.table({"n": pa.array(ints, pa.int64())})  # noqa: F841 - DuckDB reads it
+    text, point = "CAST(v AS VARCHAR)", "strpos(CAST(v AS VARCHAR), '.')"
+    as_float = duckdb.sql(f"SELECT {go_float('v', text, point)} FROM floats")
+    assert [text for (text,) in as_float.fetchall()] == [floatToGoString(v) for v in doubles]
+    as_int = duckdb.sql(f"SELECT {go_int('n', 'CAST(n AS VARCHAR)')} FROM integers")
+    assert [text for (text,) in as_int.fetchall()] == [floatToGoString(float(n)) for n in ints]
 
 
 @needs_promtool
