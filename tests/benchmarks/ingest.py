@@ -1,7 +1,7 @@
 """Ingest benchmark: durable spans/s over loopback gRPC and OTLP/HTTP, against the parse-only ceiling.
 
     python tests/benchmarks/ingest.py [--requests 400] [--threads 1,4] [--http] [--mixed]
-                                      [--ingest-path auto|python]
+        [--paths native,python]
 
 For each client thread count, a separate client process pre-builds N Export requests of 512
 realistic LLM spans (unique ids, 1,000 users, 3 models, semconv attributes as the contrib and
@@ -10,8 +10,18 @@ It runs twice: against the real service on a fresh DuckDB file (every answer mea
 and against a servicer that only parses the same requests (the ceiling). With ``--http`` it also
 sends the same requests as ``application/x-protobuf`` to the OTLP/HTTP receiver (one keep-alive
 connection per thread). Prints spans/s and the ratio. Bounded: N requests per run, loopback only.
-``--mixed`` sends mixed traffic instead (``build_mixed``: 1 LLM span in 10, the rest HTTP server
-and DB client spans without identity); ``--ingest-path`` sets the service's ``ingest_path``.
+
+``--mixed``: the issue's mixed traffic instead. Of the 512 spans of a request, every 10th is an
+LLM span exactly as above (52 per request); the others are half HTTP server spans (10
+attributes, scope opentelemetry.instrumentation.fastapi) and half DB client spans (7
+attributes, psycopg), with no user or session. It prints every span accepted per second (each
+answer means the request's LLM spans are committed) and the LLM spans per second.
+
+Each run prints which ingest path the service ran (native or python: what
+``user_metrics.ingest.native_scan`` says, and the service's log line about it, if any).
+``--paths native,python`` runs the whole benchmark once per path, each in a process of its own,
+the python one with USER_METRICS_INGEST_PATH=python (the service falls back to the Python
+mapper), so that one command compares both on the same machine at the same time.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import logging
 import os
 import random
 import subprocess
@@ -109,27 +120,27 @@ def build_request(rng: random.Random, now_ns: int) -> bytes:
 
 
 def build_mixed(rng: random.Random, now_ns: int) -> bytes:
-    """512 spans: every 10th an LLM span exactly as build_request makes them, the rest HTTP/DB."""
+    """512 spans: every 10th an LLM span exactly as ``build_request`` makes them, the others HTTP
+    server and DB client spans with no user or session (as an instrumented web app exports)."""
     llm = ExportTraceServiceRequest.FromString(build_request(rng, now_ns))
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     rs.resource.CopyFrom(llm.resource_spans[0].resource)
     llm_scope = rs.scope_spans.add()
     llm_scope.scope.CopyFrom(llm.resource_spans[0].scope_spans[0].scope)
-    http_scope = rs.scope_spans.add()
+    http_scope, db_scope = rs.scope_spans.add(), rs.scope_spans.add()
     http_scope.scope.name, http_scope.scope.version = "opentelemetry.instrumentation.fastapi", "0.50b0"
-    db_scope = rs.scope_spans.add()
     db_scope.scope.name, db_scope.scope.version = "opentelemetry.instrumentation.psycopg", "0.50b0"
-    source = iter(llm.resource_spans[0].scope_spans[0].spans)
+    llm_spans = iter(llm.resource_spans[0].scope_spans[0].spans)
     for i in range(SPANS_PER_REQUEST):
         if i % 10 == 0:
-            llm_scope.spans.add().CopyFrom(next(source))
+            llm_scope.spans.add().CopyFrom(next(llm_spans))
             continue
         start = now_ns - rng.randint(0, 60_000_000_000)
         if i % 2:
             span = http_scope.spans.add()
-            span.kind, span.name = 2, "GET /api/items/{id}"
-            values: dict[str, Any] = {
+            span.kind, span.name = 2, "GET /api/items/{id}"  # SERVER
+            attrs: dict[str, Any] = {
                 "http.request.method": "GET",
                 "http.route": "/api/items/{id}",
                 "url.path": f"/api/items/{rng.randint(1, 99999)}",
@@ -143,8 +154,8 @@ def build_mixed(rng: random.Random, now_ns: int) -> bytes:
             }
         else:
             span = db_scope.spans.add()
-            span.kind, span.name = 3, "SELECT items"
-            values = {
+            span.kind, span.name = 3, "SELECT items"  # CLIENT
+            attrs = {
                 "db.system.name": "postgresql",
                 "db.namespace": "app",
                 "db.operation.name": "SELECT",
@@ -156,8 +167,11 @@ def build_mixed(rng: random.Random, now_ns: int) -> bytes:
         span.trace_id, span.span_id, span.parent_span_id = os.urandom(16), os.urandom(8), os.urandom(8)
         span.start_time_unix_nano = start
         span.end_time_unix_nano = start + rng.randint(1_000_000, 90_000_000)
-        span.attributes.extend(attributes(values))
+        span.attributes.extend(attributes(attrs))
     return req.SerializeToString()
+
+
+LLM_PER_MIXED_REQUEST = len(range(0, SPANS_PER_REQUEST, 10))
 
 
 def http_sender(url: str) -> Callable[[bytes], ExportTraceServiceResponse]:
@@ -183,8 +197,7 @@ def client_main(target: str, n: int, threads: int, seed: int, mixed: bool) -> No
     """Build n requests, send them from `threads` threads, print JSON timings."""
     rng = random.Random(seed)
     now = time.time_ns()
-    build = build_mixed if mixed else build_request
-    bodies = [build(rng, now) for _ in range(n)]
+    bodies = [(build_mixed if mixed else build_request)(rng, now) for _ in range(n)]
     if target.startswith("http://"):
         send_http = http_sender(target)
         send_timed(lambda body, timeout: send_http(body, timeout), bodies, n, threads)
@@ -261,44 +274,104 @@ def main() -> None:
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="write a pyinstrument HTML profile of the service run here")
     parser.add_argument("--http", action="store_true", help="also measure the OTLP/HTTP receiver")
-    parser.add_argument(
-        "--mixed", action="store_true", help="mixed traffic: 1 LLM span in 10, the rest HTTP/DB spans"
-    )
-    parser.add_argument("--ingest-path", default="auto", help="the service's ingest_path: auto, python")
+    parser.add_argument("--mixed", action="store_true", help="1 LLM span in 10, the rest HTTP and DB spans")
+    parser.add_argument("--paths", help="native,python: one run per ingest path, python forced by env")
     args = parser.parse_args()
     if args.client:
-        client_main(args.client, args.requests, int(args.threads), os.getpid(), args.mixed)
+        client_main(args.client, args.requests, int(args.threads), seed=os.getpid(), mixed=args.mixed)
+        return
+    if args.paths:
+        run_paths(args.paths.split(","))
         return
 
-    shape = "mixed (1 LLM span in 10)" if args.mixed else "LLM"
+    traffic = "mixed (1 LLM span in 10)" if args.mixed else "LLM spans only"
     print(
-        f"{args.requests} requests x {SPANS_PER_REQUEST} {shape} spans per run; {os.cpu_count()} cores; "
-        f"ingest_path {args.ingest_path}; load {os.getloadavg()[0]:.2f}"
+        f"{args.requests} requests x {SPANS_PER_REQUEST} spans per run, {traffic}; {os.cpu_count()} cores; "
+        f"load {os.getloadavg()[0]:.2f}"
     )
     for threads in [int(t) for t in args.threads.split(",")]:
         server, target = parse_only_server()
         ceiling = run_client(target, args.requests, threads, args.mixed)
         server.stop(0).wait()
 
-        durable, stats, size = run_service(args, threads, "grpc")
+        durable, stats, size, path = run_service(args, threads, "grpc")
         c_rate = ceiling["spans"] / ceiling["seconds"]
         d_rate = durable["spans"] / durable["seconds"]
+        llm = (
+            f" ({d_rate * LLM_PER_MIXED_REQUEST / SPANS_PER_REQUEST:,.0f} LLM spans/s durable)"
+            if args.mixed
+            else ""
+        )
         print(
-            f"threads={threads}: parse-only ceiling {c_rate:,.0f} spans/s | durable {d_rate:,.0f} spans/s "
-            f"| ratio {d_rate / c_rate:.2f} | {stats.commits} commits for {stats.exports} exports "
-            f"(avg {stats.spans_stored / max(stats.commits, 1):,.0f} spans/commit, "
-            f"{1000 * stats.commit_seconds / max(stats.commits, 1):.1f} ms/commit) | db {size / 1e6:.0f} MB"
+            f"threads={threads}: parse-only ceiling {c_rate:,.0f} spans/s | "
+            f"{'accepted' if args.mixed else 'durable'} {d_rate:,.0f} spans/s{llm} "
+            f"| ratio {d_rate / c_rate:.3f} | {stats.commits} commits for {stats.exports} exports "
+            f"(avg {stats.spans_stored / max(stats.commits, 1):,.0f} LLM spans/commit, "
+            f"{1000 * stats.commit_seconds / max(stats.commits, 1):.1f} ms/commit) | db {size / 1e6:.0f} MB "
+            f"| ingest path: {path} | load {os.getloadavg()[0]:.2f}",
+            flush=True,
         )
         if args.http:
-            over_http, _, _ = run_service(args, threads, "http")
+            over_http, _, _, _ = run_service(args, threads, "http")
             h_rate = over_http["spans"] / over_http["seconds"]
             print(
-                f"threads={threads}: OTLP/HTTP durable {h_rate:,.0f} spans/s | ratio to gRPC {h_rate / d_rate:.2f}"
+                f"threads={threads}: OTLP/HTTP {'accepted' if args.mixed else 'durable'} {h_rate:,.0f} spans/s "
+                f"| ratio to gRPC {h_rate / d_rate:.2f}",
+                flush=True,
             )
 
 
-def run_service(args: argparse.Namespace, threads: int, protocol: str) -> tuple[dict[str, float], Any, int]:
-    """One client run against the real service on a fresh file: (timings, stats, file bytes)."""
+def run_paths(paths: list[str]) -> None:
+    """This benchmark once per ingest path, each in a fresh process; python is forced by env."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # the same arguments but --paths
+        if skip or arg.startswith("--paths="):
+            skip = False
+            continue
+        skip = arg == "--paths"
+        if not skip:
+            argv.append(arg)
+    for path in paths:
+        env = {k: v for k, v in os.environ.items() if k != "USER_METRICS_INGEST_PATH"}
+        if path == "python":
+            env["USER_METRICS_INGEST_PATH"] = "python"
+        elif path != "native":
+            raise SystemExit(f"--paths: native or python, not {path!r}")
+        print(f"--- ingest path asked for: {path}", flush=True)
+        subprocess.run([sys.executable, __file__, *argv], env=env, check=True)
+
+
+class LogLines(logging.Handler):
+    """The service's log lines while it starts (one of them names its ingest path)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def ingest_path(lines: list[str]) -> str:
+    """native or python, as far as this process can tell, with the service's own words."""
+    said = [line for line in lines if "native" in line.lower() or "ingest path" in line.lower()]
+    try:
+        import user_metrics.ingest.native_scan  # noqa: F401 - is the native path there at all
+    except ImportError:
+        return "python (no user_metrics.ingest.native_scan)"
+    forced = (
+        " (USER_METRICS_INGEST_PATH=python)" if os.environ.get("USER_METRICS_INGEST_PATH") == "python" else ""
+    )
+    if not said:
+        return f"{'python' if forced else 'unknown: the service logged no ingest path'}{forced}"
+    verdict = "python" if forced or "python" in said[0].lower() else "native"
+    return f"{verdict}{forced}, the service said: {said[0]!r}"
+
+
+def run_service(
+    args: argparse.Namespace, threads: int, protocol: str
+) -> tuple[dict[str, float], Any, int, str]:
+    """One client run against the real service on a fresh file: (timings, stats, file bytes, path)."""
     from user_metrics.app import App
     from user_metrics.settings import Settings
 
@@ -309,10 +382,17 @@ def run_service(args: argparse.Namespace, threads: int, protocol: str) -> tuple[
                 grpc_listen="127.0.0.1:0",
                 api_listen="127.0.0.1:0",
                 http_listen="127.0.0.1:0",
-                ingest_path=args.ingest_path,
             )
         )
-        app.start()
+        logs, logger = LogLines(), logging.getLogger("user_metrics")
+        level = logger.level
+        logger.addHandler(logs)
+        logger.setLevel(logging.INFO)
+        try:
+            app.start()
+        finally:
+            logger.removeHandler(logs)
+            logger.setLevel(level)
         profiler = None
         if args.profile and protocol == "grpc":
             from pyinstrument import Profiler
@@ -328,7 +408,7 @@ def run_service(args: argparse.Namespace, threads: int, protocol: str) -> tuple[
         app.stop()
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())
     assert durable["rejected"] == 0
-    return durable, stats, size
+    return durable, stats, size, ingest_path(logs.lines)
 
 
 if __name__ == "__main__":

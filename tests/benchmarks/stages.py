@@ -1,0 +1,305 @@
+"""Stage table of the ingest path: microseconds per span of each stage, in one thread, on the
+ingest benchmark's own requests (LLM-only and mixed), printed as a Markdown table.
+
+    python tests/benchmarks/stages.py [--requests 40] [--traffic llm,mixed] [--no-end-to-end]
+
+The requests are ``ingest.py``'s: ``build_request`` (512 LLM spans, 1,000 users) and
+``build_mixed`` (1 LLM span in 10, the rest HTTP and DB spans with no user). The same requests
+go through each stage in turn, one commit per request, on a fresh DuckDB file, one thread:
+
+- decode: ``ExportTraceServiceRequest.FromString``; map: ``map_request``; price: ``Pricer.price``;
+  Arrow: ``to_arrow``, and ``facts_table`` for the span facts;
+- the store, on a ``WriterConnection``, with the tables registered as the writer does: dedupe
+  (the span_keys insert), insert (requests), rollups (``rollups.apply``), span_facts, commit —
+  the statements of ``inserts.insert_all``. When the store's code no longer has that shape (the
+  statements moved), the whole of ``inserts.insert_all`` is timed as one stage instead, and
+  failing that ``Store.write(...).result()``; the table says which.
+
+A first request warms up and is not counted. The end-to-end rows (unless --no-end-to-end) time
+the real service in-process, one sender thread, each export answered once committed: ``export``
+of the decoded request (the Python path), and ``export_body`` of the bytes where the ingestor
+has it (the native path, unless USER_METRICS_INGEST_PATH=python), with the path the service
+says it runs. Bounded: N requests per traffic, no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ingest as bench  # noqa: E402
+
+from user_metrics.ingest.attributes import compile_conventions  # noqa: E402
+from user_metrics.ingest.mapping import map_request  # noqa: E402
+from user_metrics.ingest.pricing import Pricer  # noqa: E402
+from user_metrics.stats import Stats  # noqa: E402
+from user_metrics.store import inserts, rollups  # noqa: E402
+from user_metrics.store.batches import facts_table, to_arrow  # noqa: E402
+from user_metrics.store.writer_connection import WriterConnection, registered  # noqa: E402
+
+MAX_DIMENSION_VALUES = 1000
+STAGES = {
+    "decode": "decode (protobuf parse)",
+    "map": "map (`map_request`)",
+    "price": "price (`Pricer.price`)",
+    "arrow": "Arrow (`to_arrow`)",
+    "facts_arrow": "Arrow of span facts (`facts_table`)",
+    "register": "register the tables",
+    "dedupe": "dedupe (INSERT span_keys)",
+    "insert": "insert (INSERT requests)",
+    "rollups": "rollups (`rollups.apply`)",
+    "facts_insert": "insert span_facts",
+    "store": "store, whole (`inserts.insert_all`)",
+    "store_write": "store, whole (`Store.write`, its thread)",
+    "commit": "commit",
+}
+Timer = Callable[[], float]
+P: Timer = time.perf_counter
+
+
+def statements(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
+    """The statements of inserts.insert_all, each timed (the shape the store had in issue 17)."""
+    from user_metrics.store.schema import SPAN_KEY_SQL
+
+    s = P()
+    with registered(con, tables):
+        c["register"] = P() - s
+        con.execute("BEGIN")
+        try:
+            s = P()
+            con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
+            c["dedupe"] = P() - s
+            s = P()
+            con.execute("INSERT INTO requests SELECT * FROM batch")
+            c["insert"] = P() - s
+            s = P()
+            rollups.apply(con, "batch", MAX_DIMENSION_VALUES)
+            c["rollups"] = P() - s
+            s = P()
+            if tables.get("facts") is not None:
+                con.execute("INSERT INTO span_facts BY NAME SELECT * FROM facts")
+            c["facts_insert"] = P() - s
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        s = P()
+        con.execute("COMMIT")
+        c["commit"] = P() - s
+
+
+def insert_all(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
+    """inserts.insert_all as one stage, its arguments matched by name."""
+    side = {"waiting": None, "facts": tables.get("facts"), "finalised": None}
+    known = {"con": con, "rows": rows, "side": side, "max_dimension_values": MAX_DIMENSION_VALUES}
+    params = inspect.signature(inserts.insert_all).parameters
+    kwargs = {name: known[name] for name in params if name in known}
+    s = P()
+    with registered(con, {name: t for name, t in tables.items() if name in ("batch", "facts")}):
+        c["register"] = P() - s
+        con.execute("BEGIN")
+        try:
+            s = P()
+            inserts.insert_all(**kwargs)
+            c["store"] = P() - s
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        s = P()
+        con.execute("COMMIT")
+        c["commit"] = P() - s
+
+
+class StoreWrite:
+    """Store.write(...).result() as one stage: the public way in, on a file of its own."""
+
+    def __init__(self, db: str) -> None:
+        self._db = db
+        self._store: Any = None
+
+    def __call__(self, con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
+        from user_metrics.store.writer import Store
+
+        if self._store is None:
+            self._store = Store(self._db, Stats())
+        s = P()
+        self._store.write(tables["batch"], facts=tables.get("facts")).result()
+        c["store_write"] = P() - s
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def run_stages(bodies: list[bytes], db: str, first: str) -> tuple[dict[str, float], int, int, str]:
+    """Seconds per stage over every request but the first, spans, LLM records, store shape."""
+    conventions, pricer = compile_conventions(), Pricer([])
+    writer = WriterConnection(db, Stats(), memory_limit_mib=0, max_dimension_values=MAX_DIMENSION_VALUES)
+    store_write = StoreWrite(f"{db}.store")
+    store_ways: list[tuple[str, Callable[..., None]]] = [
+        ("statements", statements),
+        ("insert_all", insert_all),
+        ("Store.write", store_write),
+    ]
+    while store_ways[0][0] != first:
+        store_ways.pop(0)
+    totals: dict[str, float] = {}
+    spans = records = 0
+    try:
+        for i, body in enumerate(bodies):
+            c: dict[str, float] = {}
+            s = P()
+            req = ExportTraceServiceRequest.FromString(body)
+            c["decode"] = P() - s
+            s = P()
+            mapped = map_request(req, conventions, now_unix_nano=time.time_ns())
+            c["map"] = P() - s
+            s = P()
+            prices = pricer.price(mapped.records)
+            c["price"] = P() - s
+            s = P()
+            table = to_arrow(mapped.records, *prices)
+            c["arrow"] = P() - s
+            s = P()
+            facts = facts_table(mapped.facts, time.time_ns() // 1000) if mapped.facts else None
+            c["facts_arrow"] = P() - s
+            tables = {"batch": table, "facts": facts}
+            while True:  # the first store shape that works on the warm-up request is kept
+                try:
+                    store_ways[0][1](writer.con, tables, table.num_rows, c)
+                    break
+                except Exception as exc:  # noqa: BLE001 - the store's code changed shape
+                    if i or len(store_ways) == 1:
+                        raise
+                    print(f"(store: {store_ways[0][0]} failed: {str(exc).splitlines()[0][:120]})")
+                    store_ways.pop(0)
+            if i == 0:
+                continue
+            for k, v in c.items():
+                totals[k] = totals.get(k, 0.0) + v
+            spans += sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+            records += len(mapped.records)
+    finally:
+        writer.close()
+        store_write.close()
+    return totals, spans, records, store_ways[0][0]
+
+
+def end_to_end(bodies: list[bytes], tmp: str, name: str) -> dict[str, tuple[float, str]]:
+    """µs per span through the real service in-process, one sender: export and export_body."""
+    from user_metrics.app import App
+    from user_metrics.settings import Settings
+
+    out = {}
+    for way in ("export", "export_body"):
+        app = App(
+            Settings(
+                db=f"{tmp}/{name}-{way}.duckdb",
+                grpc_listen="127.0.0.1:0",
+                api_listen="127.0.0.1:0",
+                http_listen="127.0.0.1:0",
+            )
+        )
+        if way == "export_body" and not hasattr(app.ingestor, way):
+            continue
+        logs, logger = bench.LogLines(), logging.getLogger("user_metrics")
+        logger.addHandler(logs)
+        logger.setLevel(logging.INFO)
+        try:
+            app.start()
+        finally:
+            logger.removeHandler(logs)
+            logger.setLevel(logging.NOTSET)
+        try:
+            send = getattr(app.ingestor, way)
+            path = "python" if way == "export" else bench.ingest_path(logs.lines)
+            decode = ExportTraceServiceRequest.FromString if way == "export" else bytes
+            send(decode(bodies[0]))
+            started = P()
+            for body in bodies[1:]:
+                send(decode(body))
+            elapsed = P() - started
+        finally:
+            app.stop()
+        out[way] = (1e6 * elapsed / ((len(bodies) - 1) * bench.SPANS_PER_REQUEST), path)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=40, help="requests of 512 spans per traffic")
+    parser.add_argument("--traffic", default="llm,mixed", help="llm, mixed or both")
+    parser.add_argument("--no-end-to-end", dest="end_to_end", action="store_false")
+    parser.add_argument(
+        "--store",
+        choices=("statements", "insert_all", "Store.write"),
+        default="statements",
+        help="the finest store split to try first (the next is tried when it fails)",
+    )
+    args = parser.parse_args()
+    columns: list[tuple[str, dict[str, float], int, int, str, dict[str, tuple[float, str]], float]] = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/tmp")) as tmp:
+        for traffic in args.traffic.split(","):
+            build = bench.build_mixed if traffic == "mixed" else bench.build_request
+            rng, now = random.Random(7), time.time_ns()
+            bodies = [build(rng, now) for _ in range(args.requests + 1)]
+            load = os.getloadavg()[0]
+            totals, spans, records, way = run_stages(bodies, f"{tmp}/{traffic}.duckdb", args.store)
+            e2e = end_to_end(bodies, tmp, traffic) if args.end_to_end else {}
+            columns.append((traffic, totals, spans, records, way, e2e, load))
+    print(
+        f"{args.requests} requests x {bench.SPANS_PER_REQUEST} spans per traffic, one thread, one commit each"
+    )
+    header = "| stage |"
+    rule = "|---|"
+    for traffic, _, _, _, _, _, load in columns:
+        if traffic == "mixed":
+            header += f" mixed: µs/span of all spans (load {load:.2f}) | mixed: µs/LLM record |"
+            rule += "---:|---:|"
+        else:
+            header += f" LLM-only: µs/span (load {load:.2f}) |"
+            rule += "---:|"
+    print(header)
+    print(rule)
+    present = [k for k in STAGES if any(k in col[1] for col in columns)]
+    for key in [*present, "total"]:
+        row = f"| {'**total**' if key == 'total' else STAGES[key]} |"
+        for traffic, totals, spans, records, _, _, _ in columns:
+            seconds = sum(totals.values()) if key == "total" else totals.get(key, 0.0)
+            cell = f"{1e6 * seconds / spans:.1f}"
+            if key == "total":
+                cell = f"**{cell}** ({spans / seconds:,.0f} spans/s)"
+            row += f" {cell} |"
+            if traffic == "mixed":
+                row += f" {1e6 * seconds / max(records, 1):.1f} |"
+        print(row)
+    for way in ("export", "export_body"):
+        if not any(way in col[5] for col in columns):
+            continue
+        row = f"| end to end: `Ingestor.{way}`, one sender |"
+        for traffic, _, spans, records, _, e2e, _ in columns:
+            us, path = e2e.get(way, (float("nan"), ""))
+            row += f" {us:.1f} ({path}) |"
+            if traffic == "mixed":
+                row += f" {us * spans / max(records, 1):.1f} |"
+        print(row)
+    for traffic, _, spans, records, way, _, _ in columns:
+        print(f"{traffic}: {spans:,} spans, {records:,} LLM records; store timed as: {way}")
+
+
+if __name__ == "__main__":
+    main()
