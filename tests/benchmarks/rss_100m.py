@@ -145,9 +145,13 @@ def store_chunk(con: duckdb.DuckDBPyConnection, a: int, b: int, total: int) -> N
     con.execute("CHECKPOINT")
 
 
-def build(path: str, rows: int, chunk: int, budget_s: float, fallback: int, per_chunk: bool) -> int:
+def build(args: argparse.Namespace) -> int:
     """Stores up to ``rows`` rows (``fallback`` when the budget would not do); returns the rows stored."""
-    writer = WriterConnection(path, Stats(), memory_limit_mib=0, max_dimension_values=MAX_DIMENSION_VALUES)
+    path, rows, chunk, fallback = args.db, args.rows, args.chunk, args.fallback_rows
+    budget_s, per_chunk = args.max_build_minutes * 60, args.rollups_per_chunk
+    writer = WriterConnection(
+        path, Stats(), memory_limit_mib=args.build_memory_mib, max_dimension_values=MAX_DIMENSION_VALUES
+    )
     con = writer.con
     apply = rollups.apply
     deferred = not per_chunk and hasattr(rollups, "rebuild")
@@ -298,6 +302,9 @@ def main() -> None:
         action="store_true",
         help="rollups.apply in each chunk's commit (slow), not one rollups.rebuild at the end",
     )
+    parser.add_argument(
+        "--build-memory-mib", type=int, default=4096, help="DuckDB's memory limit for the build"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the file even when it is 10 GB or more")
     args = parser.parse_args()
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
@@ -305,14 +312,7 @@ def main() -> None:
         f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; building up to {args.rows:,} rows in {args.db}"
     )
     started = time.perf_counter()
-    stored = build(
-        args.db,
-        args.rows,
-        args.chunk,
-        args.max_build_minutes * 60,
-        args.fallback_rows,
-        args.rollups_per_chunk,
-    )
+    stored = build(args)
     files = [p for p in Path(args.db).parent.iterdir() if p.name.startswith(Path(args.db).name)]
     size = sum(p.stat().st_size for p in files)
     print(f"{stored:,} rows stored ({time.perf_counter() - started:.0f} s); file {size / 1e9:.1f} GB")

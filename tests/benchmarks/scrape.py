@@ -3,7 +3,7 @@ rendering costs ingest.
 
     python tests/benchmarks/scrape.py [--users 100000] [--scrapes 20] [--db /tmp/bench/scrape.duckdb]
     python tests/benchmarks/scrape.py --compare [--max-users 10000,100000] [--renderers before,after]
-        [--scrapes 5] [--seconds 8] [--no-gil]
+        [--rounds 3] [--scrapes 2] [--seconds 5] [--no-gil]
 
 Builds a store with USERS users (3 requests each, over 30 days, 3 models, a plan property)
 through ``Store.write``. Then, for metrics_max_users = 1,000 and 10,000, it starts the real
@@ -20,10 +20,10 @@ the lines: ``serve/user_samples.py``), in one run, with metrics_refresh_seconds 
 scrape is one rendering. Per max_users and renderer: the median scrape on an idle service, the
 body size, the median scrape while the feeding thread runs, the GIL-held seconds per rendering
 (py-spy --gil --nonblocking on this process, 100 Hz: samples inside ``UsageCollector.gather``
-or ``Gathered.encode``), and the spans stored per second by the feeding thread alone (SECONDS)
-and while SCRAPES scrapes run back to back, with their ratio, and "lost s": the feeding
-thread's seconds of ingest lost per rendering, (1 - ratio) x the scraping time / SCRAPES. The
-store's compaction (seconds, every 100,000 rows) is off in these runs: it would drown the figures.
+or ``Gathered.encode``), and the spans stored per second by the feeding thread in ROUNDS pairs
+of windows, interleaved: SECONDS without scrapes, then SCRAPES scrapes back to back; their
+ratio, and "lost s": the feeding thread's seconds of ingest lost per rendering, (1 - ratio) x
+the scraping time / (ROUNDS x SCRAPES). The store's compaction (seconds, every 100,000 rows) is off in these runs: it would drown the figures.
 
 Bounded: a fixed number of scrapes; the ingest thread stops with them.
 """
@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,29 +164,39 @@ class GilProfile:
         return held / self.RATE
 
 
-def ingest_rate(
-    app: App, users: int, scrapes: int, gil: bool, seconds: float
-) -> tuple[float, float, list[float], float | None]:
-    """Spans stored per second while a thread feeds the service: for ``seconds`` without scrapes
-    (``scrapes`` 0), else while ``scrapes`` scrapes run back to back. Also the scrape times and
-    the GIL-held seconds of the renderings (py-spy), and how long it took."""
+@dataclass
+class Rates:
+    alone: float  # spans stored per second in the windows without scrapes
+    during: float  # ... and in the windows with scrapes
+    scraping_s: float  # how long the windows with scrapes took
+    times: list[float]  # each scrape's milliseconds
+    held: float | None  # GIL-held seconds inside renderings (py-spy), None without it
+
+
+def ingest_rates(app: App, users: int, rounds: int, scrapes: int, seconds: float, gil: bool) -> Rates:
+    """Spans stored per second while a thread feeds the service, in ROUNDS pairs of windows:
+    ``seconds`` without scrapes, then ``scrapes`` scrapes back to back (interleaved, so that the
+    load of the machine drifts the same for both)."""
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(app, stop, users), daemon=True)
     feeder.start()
     time.sleep(1)  # under way
     profile = GilProfile(gil)
-    stored, started = app.stats.spans_stored, time.perf_counter()
+    spans, took = [0, 0], [0.0, 0.0]  # [quiet, scraping]
     times: list[float] = []
-    if scrapes:
-        times, _ = scrape_times(app.api_url, scrapes)
-    else:
-        time.sleep(seconds)
-    elapsed = time.perf_counter() - started
-    rate = (app.stats.spans_stored - stored) / elapsed
+    for _ in range(rounds):
+        for window in (0, 1):
+            stored, started = app.stats.spans_stored, time.perf_counter()
+            if window:
+                times += scrape_times(app.api_url, scrapes)[0]
+            else:
+                time.sleep(seconds)
+            spans[window] += app.stats.spans_stored - stored
+            took[window] += time.perf_counter() - started
     held = profile.stop()
     stop.set()
     feeder.join(timeout=120)
-    return rate, elapsed, times, held
+    return Rates(spans[0] / took[0], spans[1] / took[1], took[1], times, held)
 
 
 def use_reference(app: App, max_users: int, property_keys: tuple[str, ...]) -> None:
@@ -218,14 +228,16 @@ def compare(args: argparse.Namespace, base: Settings) -> None:
                     use_reference(app, max_users, base.metrics_properties)
                 scrape_times(app.api_url, 1)  # warm up
                 idle, size = scrape_times(app.api_url, args.scrapes)
-                alone, _, _, _ = ingest_rate(app, args.users, 0, False, args.seconds)
-                during, elapsed, busy, held = ingest_rate(app, args.users, args.scrapes, args.gil, 0)
-                gil = "n/a" if held is None else f"{held / args.scrapes:.3f}"
-                lost = (1 - during / alone) * elapsed / args.scrapes  # ingest seconds lost per rendering
+                r = ingest_rates(app, args.users, args.rounds, args.scrapes, args.seconds, args.gil)
+                renderings = args.rounds * args.scrapes
+                gil = "n/a" if r.held is None else f"{r.held / renderings:.3f}"
+                lost = (
+                    (1 - r.during / r.alone) * r.scraping_s / renderings
+                )  # ingest seconds lost per rendering
                 print(
                     f"{max_users:>10,} {renderer:>9} {statistics.median(idle):>9.0f} {size / 2**20:>9.1f} "
-                    f"{statistics.median(busy):>10.0f} {gil:>12} {alone:>13,.0f} {during:>12,.0f} "
-                    f"{during / alone:>6.2f} {lost:>7.2f}  {os.getloadavg()[0]:.2f}",
+                    f"{statistics.median(r.times):>10.0f} {gil:>12} {r.alone:>13,.0f} {r.during:>12,.0f} "
+                    f"{r.during / r.alone:>6.2f} {lost:>7.2f}  {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
             finally:
@@ -246,7 +258,8 @@ def main() -> None:
         "--max-users", type=lambda v: [int(x) for x in v.split(",")], default=[10_000, 100_000]
     )
     parser.add_argument("--renderers", type=lambda v: v.split(","), default=["before", "after"])
-    parser.add_argument("--seconds", type=float, default=8.0, help="--compare: ingest alone for this long")
+    parser.add_argument("--seconds", type=float, default=5.0, help="--compare: each window without scrapes")
+    parser.add_argument("--rounds", type=int, default=3, help="--compare: pairs of windows, without and with")
     parser.add_argument("--no-gil", dest="gil", action="store_false", help="--compare: without py-spy --gil")
     args = parser.parse_args()
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
