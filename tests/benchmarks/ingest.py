@@ -352,6 +352,20 @@ class LogLines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def start_logged(app: Any) -> list[str]:
+    """Start the service; the log lines it wrote meanwhile."""
+    logs, logger = LogLines(), logging.getLogger("user_metrics")
+    level = logger.level
+    logger.addHandler(logs)
+    logger.setLevel(logging.INFO)
+    try:
+        app.start()
+    finally:
+        logger.removeHandler(logs)
+        logger.setLevel(level)
+    return logs.lines
+
+
 def ingest_path(lines: list[str]) -> str:
     """native or python, as far as this process can tell, with the service's own words."""
     said = [line for line in lines if "native" in line.lower() or "ingest path" in line.lower()]
@@ -384,15 +398,7 @@ def run_service(
                 http_listen="127.0.0.1:0",
             )
         )
-        logs, logger = LogLines(), logging.getLogger("user_metrics")
-        level = logger.level
-        logger.addHandler(logs)
-        logger.setLevel(logging.INFO)
-        try:
-            app.start()
-        finally:
-            logger.removeHandler(logs)
-            logger.setLevel(level)
+        said = start_logged(app)
         profiler = None
         if args.profile and protocol == "grpc":
             from pyinstrument import Profiler
@@ -408,7 +414,7 @@ def run_service(
         app.stop()
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())
     assert durable["rejected"] == 0
-    return durable, stats, size, ingest_path(logs.lines)
+    return durable, stats, size, ingest_path(said)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,14 @@ says it runs. Bounded: N requests per traffic, no network.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
-import logging
 import os
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,34 +70,41 @@ Timer = Callable[[], float]
 P: Timer = time.perf_counter
 
 
-def statements(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
-    """The statements of inserts.insert_all, each timed (the shape the store had in issue 17)."""
-    from user_metrics.store.schema import SPAN_KEY_SQL
-
+@contextlib.contextmanager
+def transaction(con: Any, tables: dict[str, Any], c: dict[str, float]) -> Iterator[None]:
+    """The tables registered (timed as "register"), a transaction, its COMMIT timed as "commit"."""
     s = P()
     with registered(con, tables):
         c["register"] = P() - s
         con.execute("BEGIN")
         try:
-            s = P()
-            con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
-            c["dedupe"] = P() - s
-            s = P()
-            con.execute("INSERT INTO requests SELECT * FROM batch")
-            c["insert"] = P() - s
-            s = P()
-            rollups.apply(con, "batch", MAX_DIMENSION_VALUES)
-            c["rollups"] = P() - s
-            s = P()
-            if tables.get("facts") is not None:
-                con.execute("INSERT INTO span_facts BY NAME SELECT * FROM facts")
-            c["facts_insert"] = P() - s
+            yield
         except BaseException:
             con.execute("ROLLBACK")
             raise
         s = P()
         con.execute("COMMIT")
         c["commit"] = P() - s
+
+
+def statements(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
+    """The statements of inserts.insert_all, each timed (the shape the store had in issue 17)."""
+    from user_metrics.store.schema import SPAN_KEY_SQL
+
+    with transaction(con, tables, c):
+        s = P()
+        con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
+        c["dedupe"] = P() - s
+        s = P()
+        con.execute("INSERT INTO requests SELECT * FROM batch")
+        c["insert"] = P() - s
+        s = P()
+        rollups.apply(con, "batch", MAX_DIMENSION_VALUES)
+        c["rollups"] = P() - s
+        s = P()
+        if tables.get("facts") is not None:
+            con.execute("INSERT INTO span_facts BY NAME SELECT * FROM facts")
+        c["facts_insert"] = P() - s
 
 
 def insert_all(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
@@ -106,20 +113,10 @@ def insert_all(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float])
     known = {"con": con, "rows": rows, "side": side, "max_dimension_values": MAX_DIMENSION_VALUES}
     params = inspect.signature(inserts.insert_all).parameters
     kwargs = {name: known[name] for name in params if name in known}
-    s = P()
-    with registered(con, {name: t for name, t in tables.items() if name in ("batch", "facts")}):
-        c["register"] = P() - s
-        con.execute("BEGIN")
-        try:
-            s = P()
-            inserts.insert_all(**kwargs)
-            c["store"] = P() - s
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    with transaction(con, tables, c):
         s = P()
-        con.execute("COMMIT")
-        c["commit"] = P() - s
+        inserts.insert_all(**kwargs)
+        c["store"] = P() - s
 
 
 class StoreWrite:
@@ -214,17 +211,10 @@ def end_to_end(bodies: list[bytes], tmp: str, name: str) -> dict[str, tuple[floa
         )
         if way == "export_body" and not hasattr(app.ingestor, way):
             continue
-        logs, logger = bench.LogLines(), logging.getLogger("user_metrics")
-        logger.addHandler(logs)
-        logger.setLevel(logging.INFO)
-        try:
-            app.start()
-        finally:
-            logger.removeHandler(logs)
-            logger.setLevel(logging.NOTSET)
+        said = bench.start_logged(app)
         try:
             send = getattr(app.ingestor, way)
-            path = "python" if way == "export" else bench.ingest_path(logs.lines)
+            path = "python" if way == "export" else bench.ingest_path(said)
             decode = ExportTraceServiceRequest.FromString if way == "export" else bytes
             send(decode(bodies[0]))
             started = P()

@@ -66,15 +66,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc.stop()
 
 
-@needs_promtool
-def test_promtool_finds_nothing_to_complain_about(served: Service) -> None:
-    """`promtool check metrics` on a real scrape prints nothing and exits 0."""
-    _, text = scrape(served)
+def promtool_check(text: str) -> tuple[int, str, str]:
+    """`promtool check metrics` of an exposition: (exit code, stdout, stderr)."""
     assert PROMTOOL is not None
     done = subprocess.run(
         [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    return done.returncode, done.stdout, done.stderr
+
+
+@needs_promtool
+def test_promtool_finds_nothing_to_complain_about(served: Service) -> None:
+    """`promtool check metrics` on a real scrape prints nothing and exits 0."""
+    _, text = scrape(served)
+    assert promtool_check(text) == (0, "", "")
 
 
 def test_openmetrics_when_the_scraper_asks(served: Service) -> None:
@@ -246,14 +251,21 @@ def _wait_for(
     raise AssertionError(f"Prometheus never answered {expr} as expected: {result}")
 
 
+@contextlib.contextmanager
+def prometheus_scraping(svc: Service, tmp_path: Path, job: str) -> Iterator[str]:
+    """A real Prometheus scraping the service every second as ``job``; yields its base URL."""
+    assert svc.app is not None
+    target = svc.app.api_url.removeprefix("http://")
+    with prometheus(
+        tmp_path, f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+    ) as base:
+        yield base
+
+
 @needs_prometheus
 def test_a_real_prometheus_scrapes_per_user_values(served: Service, tmp_path: Path) -> None:
     """Prometheus, scraping every second, holds the per-user values the test sent."""
-    assert served.app is not None
-    target = served.app.api_url.removeprefix("http://")
-    with prometheus(
-        tmp_path, f"  - job_name: um\n    static_configs:\n      - targets: ['{target}']\n"
-    ) as base:
+    with prometheus_scraping(served, tmp_path, "um") as base:
         _wait_for(base, 'llm_user_requests_total{job="um"}', bool)
         got: dict[str, float] = {}
         for series in _prometheus_query(base, 'sum by (user_id) (llm_user_requests_total{job="um"})'):

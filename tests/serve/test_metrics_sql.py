@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import random
 import struct
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,15 @@ from metrics_reference import ReferenceCollector
 from otlp import T0, chat, request, span
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
-from test_metrics import PROMTOOL, _wait_for, needs_prometheus, needs_promtool, prometheus, samples, scrape
+from test_metrics import (
+    _wait_for,
+    needs_prometheus,
+    needs_promtool,
+    prometheus_scraping,
+    promtool_check,
+    samples,
+    scrape,
+)
 
 from user_metrics.serve.metrics import UsageCollector
 from user_metrics.serve.user_samples import go_float, go_int
@@ -131,11 +138,7 @@ def test_the_sql_number_text_is_float_to_go_string() -> None:
 def test_promtool_accepts_the_odd_ids(odd: Service) -> None:
     """promtool check metrics finds nothing wrong with the text format holding every odd id."""
     _, text = scrape(odd)
-    assert PROMTOOL is not None
-    done = subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
-    )
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert promtool_check(text) == (0, "", "")
     parsed = {dict(k)["user_id"] for k in samples(text, "llm_user_last_active_timestamp_seconds")}
     assert set(ODD_IDS) <= parsed
 
@@ -143,11 +146,7 @@ def test_promtool_accepts_the_odd_ids(odd: Service) -> None:
 @needs_prometheus
 def test_a_real_prometheus_reads_every_odd_id_back(odd: Service, tmp_path: Path) -> None:
     """Prometheus (which asks for OpenMetrics) stores each odd id exactly, with its request count."""
-    assert odd.app is not None
-    target = odd.app.api_url.removeprefix("http://")
-    with prometheus(
-        tmp_path, f"  - job_name: odd\n    static_configs:\n      - targets: ['{target}']\n"
-    ) as base:
+    with prometheus_scraping(odd, tmp_path, "odd") as base:
         result = _wait_for(
             base, 'sum by (user_id) (llm_user_requests_total{job="odd"})', lambda r: len(r) > 300
         )
