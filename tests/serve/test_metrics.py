@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from query_data import build, requests_for
 
 from user_metrics.query.users import user as query_user
+from user_metrics.serve.metrics import Gathered, RenderedMetrics
 
 TRUTHS = build(seed=3, count=150)
 ODD_IDS = ['quote"d', "back\\slash", "new\nline", "zoë 🙂", "trailing\\"]
@@ -336,6 +338,63 @@ class TestRendering:
                 assert self._total(svc) == n
         finally:
             svc.stop()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Collector:
+    """Gathers nothing, taking ``seconds`` of the fake clock each time."""
+
+    def __init__(self, clock: _Clock, seconds: float) -> None:
+        self.clock, self.seconds, self.gathers = clock, seconds, 0
+
+    def gather(self) -> Gathered:
+        self.clock.now += self.seconds
+        self.gathers += 1
+        return Gathered((), ())
+
+
+class _Stop:
+    """Stands in for the renderer's stop event: records each wait, stops after ``rounds``."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds, self.waits = rounds, list[float]()
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return len(self.waits) > self.rounds
+
+
+class TestSpacing:
+    def _run(self, seconds: float, versions: Callable[[], object]) -> tuple[list[float], int]:
+        """The background renderer's waits with renderings of ``seconds`` each (5 s refresh)."""
+        clock = _Clock()
+        collector = _Collector(clock, seconds)
+        rendered = RenderedMetrics(collector, versions, 5.0, clock=clock)  # type: ignore[arg-type]
+        rendered.render("")  # a scrape asks for the text format: rendered now, then in the background
+        stop = _Stop(4)
+        rendered._stop = stop  # type: ignore[assignment]
+        rendered._run()
+        return stop.waits, collector.gathers
+
+    def test_a_slow_rendering_waits_nine_times_its_length_before_the_next(self) -> None:
+        """Renderings of 2 s with new data all the time: 18 s apart, not 5 (a tenth of the time)."""
+        versions = itertools.count()
+        assert self._run(2.0, lambda: next(versions)) == ([5.0, 18.0, 18.0, 18.0, 18.0], 5)
+
+    def test_a_quick_rendering_keeps_the_refresh_interval(self) -> None:
+        versions = itertools.count()
+        assert self._run(0.1, lambda: next(versions)) == ([5.0] * 5, 5)
+
+    def test_no_new_data_no_rendering(self) -> None:
+        """The same version: one rendering in the background, then none; the refresh interval again."""
+        assert self._run(2.0, lambda: "same") == ([5.0, 18.0, 5.0, 5.0, 5.0], 2)
 
 
 class TestValueBound:

@@ -338,17 +338,26 @@ class RenderedMetrics:
 
     A rendering reads the store (for 100,000 users the per-user lines are tens of MiB), so a
     thread renders every format a scraper has asked for, from one ``gather``, again whenever
-    the service has taken an export or committed since, at most every ``refresh_seconds``; a
-    scrape answers the latest rendering, at most ``refresh_seconds`` plus one rendering old.
-    ``refresh_seconds`` 0 renders on every scrape instead.
+    the service has taken an export or committed since, at most every ``refresh_seconds``, and
+    after a rendering that took ``d`` seconds not before ``SPACING * d`` more: renderings take
+    at most a tenth of the time (of DuckDB's threads and the cores ingest needs), however many
+    users are exposed. A scrape answers the latest rendering, at most the wait plus one
+    rendering old. ``refresh_seconds`` 0 renders on every scrape instead.
     """
 
+    SPACING = 9.0
+
     def __init__(
-        self, collector: UsageCollector, version: Callable[[], object], refresh_seconds: float
+        self,
+        collector: UsageCollector,
+        version: Callable[[], object],
+        refresh_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._collector = collector
         self._version = version
         self._refresh = refresh_seconds
+        self._clock = clock
         self._lock = threading.Lock()
         self._encoders: dict[str, Encoder] = {}  # content type -> encoder
         self._bodies: dict[str, bytes] = {}
@@ -380,18 +389,23 @@ class RenderedMetrics:
 
     def _run(self) -> None:
         rendered: object = None
-        while not self._stop.wait(self._refresh):
+        wait = self._refresh
+        while not self._stop.wait(wait):
+            wait = self._refresh
             version = self._version()
-            if version == rendered:
-                continue
             with self._lock:
                 encoders = dict(self._encoders)
+            if version == rendered or not encoders:
+                continue
+            started = self._clock()
             try:
                 gathered = self._collector.gather()
                 bodies = {content_type: gathered.encode(encode) for content_type, encode in encoders.items()}
             except Exception:  # noqa: BLE001 - keep serving the last rendering; try again next round
                 log.exception("rendering /metrics failed")
                 continue
+            finally:
+                wait = max(self._refresh, self.SPACING * (self._clock() - started))
             with self._lock:
                 self._bodies.update(bodies)
             rendered = version
