@@ -16,7 +16,8 @@
    MAX_BUILD_MINUTES, it stops at FALLBACK_ROWS instead and says so: the RSS is then that of
    the smaller store. An existing file is reused as it is (rows are counted, not rebuilt).
 2. Starts the real service on it (``python -m user_metrics serve``, loopback ports) in a child
-   process, and waits for /healthz.
+   process, waits for /healthz, and sends it 3 OTLP/HTTP exports of 512 LLM spans (ingest.py's
+   requests), each answered once committed: the writer's dedupe works against every stored key.
 3. Runs every query kind once over the HTTP API (30 days): users, one user, their time series,
    their requests, the global time series, the property keys, by property, totals, anomalies,
    a statement, coverage, and /metrics; prints VmRSS and VmHWM of the service process after
@@ -32,6 +33,7 @@ import argparse
 import inspect
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import ingest as bench  # tests/benchmarks/ingest.py: its requests
 
 from user_metrics.stats import Stats
 from user_metrics.store import inserts, rollups
@@ -50,6 +53,7 @@ from user_metrics.store.writer_connection import WriterConnection
 USERS = 100_000
 DAYS = 90
 MAX_DIMENSION_VALUES = 1000
+EXPORTS = 3  # OTLP/HTTP exports of 512 LLM spans before the queries
 GIB = 2**30
 END_US = (int(time.time()) // 3600 * 3600 - 3600) * 1_000_000  # an hour ago, on the hour
 START_US = END_US - DAYS * 86_400_000_000
@@ -240,6 +244,18 @@ def serve_and_query(path: str) -> None:
                 time.sleep(0.5)
         print(f"service (pid {child.pid}) up in {time.perf_counter() - started:.1f} s")
         report("started", memory(child.pid), 0, 0.0)
+        rng = random.Random(1)
+        for _ in range(EXPORTS):  # the writer's first commits: span_keys (dedupe) at work on the file
+            started = time.perf_counter()
+            body = bench.build_request(rng, time.time_ns())
+            post = urllib.request.Request(
+                f"http://127.0.0.1:{http_port}/v1/traces",
+                data=body,
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            with urllib.request.urlopen(post, timeout=900) as response:
+                response.read()
+            report("export of 512 spans", memory(child.pid), len(body), time.perf_counter() - started)
         users = json.loads(
             urllib.request.urlopen(base + "/api/v1/users?since=30d&limit=1", timeout=900).read()
         )
