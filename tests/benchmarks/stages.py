@@ -12,8 +12,9 @@ go through each stage in turn, one commit per request, on a fresh DuckDB file, o
 - the store, on a ``WriterConnection``, with the tables registered as the writer does: dedupe
   (the span_keys insert), insert (requests), rollups (``rollups.apply``), span_facts, commit —
   the statements of ``inserts.insert_all``. When the store's code no longer has that shape (the
-  statements moved), the whole of ``inserts.insert_all`` is timed as one stage instead, and
-  failing that ``Store.write(...).result()``; the table says which.
+  statements moved), ``inserts.insert_all`` itself runs, with a connection that times each of
+  its statements by the table it names and ``rollups.apply`` as a whole; failing that
+  ``Store.write(...).result()``, as one stage. The table says which.
 
 A first request warms up and is not counted. The end-to-end rows (unless --no-end-to-end) time
 the real service in-process, one sender thread, each export answered once committed: ``export``
@@ -62,7 +63,7 @@ STAGES = {
     "insert": "insert (INSERT requests)",
     "rollups": "rollups (`rollups.apply`)",
     "facts_insert": "insert span_facts",
-    "store": "store, whole (`inserts.insert_all`)",
+    "store": "store, the rest of `inserts.insert_all`",
     "store_write": "store, whole (`Store.write`, its thread)",
     "commit": "commit",
 }
@@ -107,16 +108,53 @@ def statements(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float])
         c["facts_insert"] = P() - s
 
 
+class TimedCon:
+    """The connection insert_all is given: each statement's time goes to the stage its SQL names
+    (span_keys: dedupe, requests: insert, span_facts), the rest to "store"; ``rollups.apply`` is
+    timed as a whole, as "rollups", whatever statements it runs."""
+
+    STAGES = (("span_keys", "dedupe"), ("into requests", "insert"), ("span_facts", "facts_insert"))
+
+    def __init__(self, con: Any, c: dict[str, float]) -> None:
+        self._con, self._c, self.in_rollups = con, c, False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        s = P()
+        try:
+            return self._con.execute(sql, *args)
+        finally:
+            if not self.in_rollups:
+                text = " ".join(sql.lower().split())
+                stage = next((name for key, name in self.STAGES if key in text), "store")
+                self._c[stage] = self._c.get(stage, 0.0) + P() - s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
 def insert_all(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
-    """inserts.insert_all as one stage, its arguments matched by name."""
+    """inserts.insert_all, its arguments matched by name, its statements timed by TimedCon."""
+    timed = TimedCon(con, c)
     side = {"waiting": None, "facts": tables.get("facts"), "finalised": None}
-    known = {"con": con, "rows": rows, "side": side, "max_dimension_values": MAX_DIMENSION_VALUES}
+    known = {"con": timed, "rows": rows, "side": side, "max_dimension_values": MAX_DIMENSION_VALUES}
     params = inspect.signature(inserts.insert_all).parameters
     kwargs = {name: known[name] for name in params if name in known}
-    with transaction(con, tables, c):
-        s = P()
-        inserts.insert_all(**kwargs)
-        c["store"] = P() - s
+    apply = rollups.apply
+
+    def timed_apply(*args: Any, **kw: Any) -> Any:
+        s, timed.in_rollups = P(), True
+        try:
+            return apply(*args, **kw)
+        finally:
+            timed.in_rollups = False
+            c["rollups"] = c.get("rollups", 0.0) + P() - s
+
+    rollups.apply = timed_apply  # type: ignore[assignment]
+    try:
+        with transaction(con, tables, c):
+            inserts.insert_all(**kwargs)
+    finally:
+        rollups.apply = apply
 
 
 class StoreWrite:
