@@ -352,6 +352,18 @@ class LogLines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def service_settings(db: str) -> Any:
+    """The service's settings on loopback ports; USER_METRICS_INGEST_PATH passed on where the
+    settings have ``ingest_path`` (Settings built here do not read the environment)."""
+    from user_metrics.settings import Settings
+
+    path = os.environ.get("USER_METRICS_INGEST_PATH")
+    forced = {"ingest_path": path} if path and "ingest_path" in Settings.__dataclass_fields__ else {}
+    return Settings(
+        db=db, grpc_listen="127.0.0.1:0", api_listen="127.0.0.1:0", http_listen="127.0.0.1:0", **forced
+    )
+
+
 def start_logged(app: Any) -> list[str]:
     """Start the service; the log lines it wrote meanwhile."""
     logs, logger = LogLines(), logging.getLogger("user_metrics")
@@ -367,19 +379,15 @@ def start_logged(app: Any) -> list[str]:
 
 
 def ingest_path(lines: list[str]) -> str:
-    """native or python, as far as this process can tell, with the service's own words."""
-    said = [line for line in lines if "native" in line.lower() or "ingest path" in line.lower()]
-    try:
-        import user_metrics.ingest.native_scan  # noqa: F401 - is the native path there at all
-    except ImportError:
-        return "python (no user_metrics.ingest.native_scan)"
+    """native or python, in the service's own words (its "ingest path: ..." log line)."""
+    said = [line for line in lines if "ingest path" in line.lower()]
     forced = (
         " (USER_METRICS_INGEST_PATH=python)" if os.environ.get("USER_METRICS_INGEST_PATH") == "python" else ""
     )
-    if not said:
-        return f"{'python' if forced else 'unknown: the service logged no ingest path'}{forced}"
-    verdict = "python" if forced or "python" in said[0].lower() else "native"
-    return f"{verdict}{forced}, the service said: {said[0]!r}"
+    if said:
+        verdict = "python" if "python" in said[0].lower().partition("ingest path")[2][:12] else "native"
+        return f"{verdict}{forced}, the service said: {said[0]!r}"
+    return f"python{forced} (the service logged no ingest path: the code before the native path)"
 
 
 def run_service(
@@ -387,17 +395,9 @@ def run_service(
 ) -> tuple[dict[str, float], Any, int, str]:
     """One client run against the real service on a fresh file: (timings, stats, file bytes, path)."""
     from user_metrics.app import App
-    from user_metrics.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        app = App(
-            Settings(
-                db=f"{tmp}/bench.duckdb",
-                grpc_listen="127.0.0.1:0",
-                api_listen="127.0.0.1:0",
-                http_listen="127.0.0.1:0",
-            )
-        )
+        app = App(service_settings(f"{tmp}/bench.duckdb"))
         said = start_logged(app)
         profiler = None
         if args.profile and protocol == "grpc":

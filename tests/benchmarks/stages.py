@@ -235,18 +235,10 @@ def run_stages(bodies: list[bytes], db: str, first: str) -> tuple[dict[str, floa
 def end_to_end(bodies: list[bytes], tmp: str, name: str) -> dict[str, tuple[float, str]]:
     """µs per span through the real service in-process, one sender: export and export_body."""
     from user_metrics.app import App
-    from user_metrics.settings import Settings
 
     out = {}
     for way in ("export", "export_body"):
-        app = App(
-            Settings(
-                db=f"{tmp}/{name}-{way}.duckdb",
-                grpc_listen="127.0.0.1:0",
-                api_listen="127.0.0.1:0",
-                http_listen="127.0.0.1:0",
-            )
-        )
+        app = App(bench.service_settings(f"{tmp}/{name}-{way}.duckdb"))
         if way == "export_body" and not hasattr(app.ingestor, way):
             continue
         said = bench.start_logged(app)
