@@ -245,19 +245,17 @@ class UsageCollector(Collector):
 
     def _self(self) -> Iterable[Metric]:
         s = self._stats
-        received = CounterMetricFamily("user_metrics_spans_received", "Spans received in OTLP exports")
-        received.add_metric([], s.spans_received)
-        stored = CounterMetricFamily("user_metrics_spans_stored", "LLM spans stored as request records")
-        stored.add_metric([], s.spans_stored)
-        duplicate = CounterMetricFamily("user_metrics_spans_duplicate", "LLM spans already stored (re-sent)")
-        duplicate.add_metric([], s.spans_duplicate)
-        skipped = CounterMetricFamily("user_metrics_spans_skipped", "Spans that are not LLM calls")
-        skipped.add_metric([], s.spans_skipped)
-        cache_added = CounterMetricFamily(
-            "user_metrics_spans_cache_added_to_input",
-            "LLM spans whose input count excluded cache, so cache read and write were added to it",
-        )
-        cache_added.add_metric([], s.spans_cache_added_to_input)
+        spans = [
+            _counter(name, text, getattr(s, f"spans_{name}"))
+            for name, text in (
+                ("received", "Spans received in OTLP exports"),
+                ("stored", "LLM spans stored as request records"),
+                ("duplicate", "LLM spans already stored (re-sent)"),
+                ("past_horizon", "LLM spans older than the dedupe horizon (48 h), checked against requests"),
+                ("skipped", "Spans that are not LLM calls"),
+                ("cache_added_to_input", "LLM spans whose input excluded cache: cache read and write added"),
+            )
+        ]
         rejected = CounterMetricFamily("user_metrics_spans_rejected", "LLM spans rejected", labels=["reason"])
         for reason, count in sorted(s.spans_rejected.items()):
             rejected.add_metric([reason], count)
@@ -314,11 +312,7 @@ class UsageCollector(Collector):
         queued = GaugeMetricFamily("user_metrics_write_queue_rows", "Rows waiting for the store's writer")
         queued.add_metric([], rows)
         yield from (
-            received,
-            stored,
-            duplicate,
-            skipped,
-            cache_added,
+            *spans,
             rejected,
             cuts,
             refused,
@@ -416,3 +410,9 @@ def registry(collector: UsageCollector) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
     return reg
+
+
+def _counter(name: str, text: str, value: int) -> CounterMetricFamily:
+    family = CounterMetricFamily(f"user_metrics_spans_{name}", text)
+    family.add_metric([], value)
+    return family
