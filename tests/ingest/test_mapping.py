@@ -276,6 +276,21 @@ class TestRejections:
         assert mapped.records == []
         assert message in mapped.rejected[0].reason
 
+    def test_a_wrapper_over_a_call_with_invalid_ids_stays_the_call(self) -> None:
+        """A token-less call over a call of its operation is a wrapper, skipped for its child; but a
+        child with invalid ids is rejected, so the wrapper is the only record of the call."""
+        trace = os.urandom(16)
+        wrapper = span({"gen_ai.operation.name": "chat"}, trace_id=trace, span_id=b"\x00" * 7 + b"\x01")
+        child = span(
+            {"gen_ai.operation.name": "chat"}, trace_id=trace, span_id=b"\x00" * 8, parent=wrapper.span_id
+        )
+        mapped = map_request(request([child, wrapper]), compile_conventions(), now_unix_nano=NOW)
+        assert [r.span_id for r in mapped.records] == [wrapper.span_id.hex()]
+        assert [r.span_id for r in mapped.rejected] == [child.span_id.hex()]
+        valid = span({"gen_ai.operation.name": "chat"}, trace_id=trace, parent=wrapper.span_id)
+        mapped = map_request(request([valid, wrapper]), compile_conventions(), now_unix_nano=NOW)
+        assert ([r.span_id for r in mapped.records], mapped.skipped) == ([valid.span_id.hex()], 1)
+
     def test_duplicate_span_in_one_request_is_one_record(self) -> None:
         """The same (trace_id, span_id) twice in a request maps to one record."""
         s = span(chat())

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from user_metrics.ingest import conventions as c
 from user_metrics.ingest.attributes import MAX_TOKENS, MappingError, Scan, as_bool
+from user_metrics.ingest.inheritance import valid_ids
 from user_metrics.store.records import RequestRecord
 
 STATUS_CODE_ERROR = 2
@@ -294,12 +295,16 @@ class Call(NamedTuple):
 
 
 def wrappers(calls: Iterable[Call]) -> set[tuple[bytes, bytes]]:
-    """(trace id, span id) of the token-less calls that are the parent of a call of their operation."""
+    """(trace id, span id) of the token-less calls that are the parent of a call of their operation.
+
+    Only a call with valid ids can stand for its parent: one without is rejected, and the wrapper
+    is then the call's only record.
+    """
     calls = list(calls)
     parents: set[tuple[bytes, bytes, Any]] = {
         (call.trace_id, call.parent, call.operation)
         for call in calls
-        if call.parent and call.parent != call.span_id
+        if call.parent and call.parent != call.span_id and valid_ids(call.trace_id, call.span_id)
     }
     return {
         (call.trace_id, call.span_id)
