@@ -119,9 +119,10 @@ def build_request(rng: random.Random, now_ns: int) -> bytes:
     return req.SerializeToString()
 
 
-def build_mixed(rng: random.Random, now_ns: int) -> bytes:
-    """512 spans: every 10th an LLM span exactly as ``build_request`` makes them, the others HTTP
-    server and DB client spans with no user or session (as an instrumented web app exports)."""
+def build_mixed(rng: random.Random, now_ns: int, llm_every: int = 10) -> bytes:
+    """512 spans: every ``llm_every``-th an LLM span exactly as ``build_request`` makes them (none
+    for 0), the others HTTP server and DB client spans with no user or session (as an
+    instrumented web app exports)."""
     llm = ExportTraceServiceRequest.FromString(build_request(rng, now_ns))
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -133,7 +134,7 @@ def build_mixed(rng: random.Random, now_ns: int) -> bytes:
     db_scope.scope.name, db_scope.scope.version = "opentelemetry.instrumentation.psycopg", "0.50b0"
     llm_spans = iter(llm.resource_spans[0].scope_spans[0].spans)
     for i in range(SPANS_PER_REQUEST):
-        if i % 10 == 0:
+        if llm_every and i % llm_every == 0:
             llm_scope.spans.add().CopyFrom(next(llm_spans))
             continue
         start = now_ns - rng.randint(0, 60_000_000_000)

@@ -6,7 +6,9 @@
 Three request shapes of 512 spans: (a) LLM spans exactly as ``ingest.py``'s ``build_request`` makes
 them (19 attributes each; every span is a candidate, copied verbatim); (b) mixed traffic, 1 LLM span
 in 10 and the rest HTTP server spans (10 attributes) and DB client spans (7), with no user or
-session; (c) only such HTTP and DB spans (plain, unless the table holds ``server.address``: see ``--exclude-key``). Each round times
+session; (c) only such HTTP and DB spans. The table is the service's (``span_split.scan_table``:
+the keys of the fields the mapper reads on every span); ``--all-keys`` uses every key the
+conventions know instead (then ``server.address`` makes every HTTP/DB span a candidate). Each round times
 split and FromString over all requests, interleaved, in CPU time of the thread; the median and the
 best round are printed, with the load average.
 """
@@ -27,64 +29,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ingest as bench  # noqa: E402
-from otlp import attributes  # noqa: E402
 
-from user_metrics.ingest import _otlp_scan  # noqa: E402
+from user_metrics.ingest import (
+    _otlp_scan,  # noqa: E402
+    span_split,  # noqa: E402
+)
 from user_metrics.ingest import conventions as c  # noqa: E402
 from user_metrics.ingest.attributes import compile_conventions  # noqa: E402
-
-HTTP = {
-    "http.request.method": "GET",
-    "http.route": "/api/items/{id}",
-    "url.scheme": "https",
-    "http.response.status_code": 200,
-    "server.address": "chat.example.com",
-    "server.port": 443,
-    "client.address": "10.0.0.7",
-    "user_agent.original": "Mozilla/5.0 (X11; Linux x86_64)",
-    "network.protocol.version": "1.1",
-}
-DB = {
-    "db.system.name": "postgresql",
-    "db.namespace": "app",
-    "db.operation.name": "SELECT",
-    "db.collection.name": "items",
-    "db.query.text": "SELECT id, name, price FROM items WHERE id = %s",
-    "server.address": "db.internal",
-    "server.port": 5432,
-}
-
-
-def build_mixed(rng: random.Random, now_ns: int, llm_every: int = 10) -> bytes:
-    """512 spans: every ``llm_every``-th an LLM span as build_request makes it (none for 0), the rest
-    HTTP and DB spans."""
-    llm = ExportTraceServiceRequest.FromString(bench.build_request(rng, now_ns))
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    rs.resource.CopyFrom(llm.resource_spans[0].resource)
-    llm_ss = rs.scope_spans.add()
-    llm_ss.scope.CopyFrom(llm.resource_spans[0].scope_spans[0].scope)
-    http_ss = rs.scope_spans.add()
-    http_ss.scope.name, http_ss.scope.version = "opentelemetry.instrumentation.fastapi", "0.50b0"
-    db_ss = rs.scope_spans.add()
-    db_ss.scope.name, db_ss.scope.version = "opentelemetry.instrumentation.psycopg", "0.50b0"
-    source = iter(llm.resource_spans[0].scope_spans[0].spans)
-    for i in range(bench.SPANS_PER_REQUEST):
-        if llm_every and i % llm_every == 0:
-            llm_ss.spans.add().CopyFrom(next(source))
-            continue
-        if i % 2:
-            span = http_ss.spans.add(kind=2, name="GET /api/items/{id}")
-            attrs = {**HTTP, "url.path": f"/api/items/{rng.randint(1, 99999)}"}
-        else:
-            span = db_ss.spans.add(kind=3, name="SELECT items")
-            attrs = DB
-        start = now_ns - rng.randint(0, 60_000_000_000)
-        span.trace_id, span.span_id, span.parent_span_id = os.urandom(16), os.urandom(8), os.urandom(8)
-        span.start_time_unix_nano = start
-        span.end_time_unix_nano = start + rng.randint(1_000_000, 90_000_000)
-        span.attributes.extend(attributes(attrs))
-    return req.SerializeToString()
 
 
 def timed(fn: Callable[[bytes], object], bodies: list[bytes]) -> float:
@@ -103,25 +54,24 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
-        "--exclude-key",
-        action="append",
-        default=[],
-        help="leave this exact key out of the table (e.g. server.address, which every HTTP/DB span has)",
+        "--all-keys", action="store_true", help="every key of the conventions in the table, not the service's"
     )
     args = parser.parse_args()
     conv = compile_conventions()
-    keys = sorted({*conv.by_key, *conv.bare_property_keys, *conv.property_json_keys} - set(args.exclude_key))
-    table = _otlp_scan.Table(
-        keys, list(conv.property_prefixes), list(c.LLM_LIKE_PREFIXES), list(c.LLM_LIKE_WORDS)
-    )
+    if args.all_keys:
+        keys = sorted({*conv.by_key, *conv.bare_property_keys, *conv.property_json_keys})
+        table = _otlp_scan.Table(
+            keys, list(conv.property_prefixes), list(c.LLM_LIKE_PREFIXES), list(c.LLM_LIKE_WORDS)
+        )
+    else:
+        table = span_split.scan_table(conv, _otlp_scan)
     rng, now = random.Random(7), time.time_ns()
-    print(
-        f"load (1-minute) at the start: {os.getloadavg()[0]:.2f}; keys left out: {args.exclude_key or 'none'}"
-    )
+    which = "every key" if args.all_keys else "the service's"
+    print(f"load (1-minute) at the start: {os.getloadavg()[0]:.2f}; table: {which}")
     shapes = (
         ("LLM (build_request)", bench.build_request),
-        ("mixed (1 LLM in 10)", build_mixed),
-        ("HTTP/DB only", lambda rng, now: build_mixed(rng, now, llm_every=0)),
+        ("mixed (1 LLM in 10)", bench.build_mixed),
+        ("HTTP/DB only", lambda rng, now: bench.build_mixed(rng, now, llm_every=0)),
     )
     for shape, build in shapes:
         bodies = [build(rng, now) for _ in range(args.requests)]

@@ -9,12 +9,11 @@ go through each stage in turn, one commit per request, on a fresh DuckDB file, o
 
 - decode: ``ExportTraceServiceRequest.FromString``; map: ``map_request``; price: ``Pricer.price``;
   Arrow: ``to_arrow``, and ``facts_table`` for the span facts;
-- the store, on a ``WriterConnection``, with the tables registered as the writer does: dedupe
-  (the span_keys insert), insert (requests), rollups (``rollups.apply``), span_facts, commit —
-  the statements of ``inserts.insert_all``. When the store's code no longer has that shape (the
-  statements moved), ``inserts.insert_all`` itself runs, with a connection that times each of
-  its statements by the table it names and ``rollups.apply`` as a whole; failing that
-  ``Store.write(...).result()``, as one stage. The table says which.
+- the store, on a ``WriterConnection``, with the tables registered as the writer does:
+  ``inserts.insert_all`` runs with a connection that times each of its statements by the table
+  it names — dedupe (span_keys), insert (requests), span_facts and span_links — and
+  ``rollups.apply`` as a whole, then the commit; failing that ``Store.write(...).result()``, as
+  one stage. The table says which.
 
 A first request warms up and is not counted. The end-to-end rows (unless --no-end-to-end) time
 the real service in-process, one sender thread, each export answered once committed: ``export``
@@ -62,7 +61,7 @@ STAGES = {
     "dedupe": "dedupe (INSERT span_keys)",
     "insert": "insert (INSERT requests)",
     "rollups": "rollups (`rollups.apply`)",
-    "facts_insert": "insert span_facts",
+    "facts_insert": "insert span_facts and span_links",
     "store": "store, the rest of `inserts.insert_all`",
     "store_write": "store, whole (`Store.write`, its thread)",
     "commit": "commit",
@@ -88,32 +87,17 @@ def transaction(con: Any, tables: dict[str, Any], c: dict[str, float]) -> Iterat
         c["commit"] = P() - s
 
 
-def statements(con: Any, tables: dict[str, Any], rows: int, c: dict[str, float]) -> None:
-    """The statements of inserts.insert_all, each timed (the shape the store had in issue 17)."""
-    from user_metrics.store.schema import SPAN_KEY_SQL
-
-    with transaction(con, tables, c):
-        s = P()
-        con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM batch")
-        c["dedupe"] = P() - s
-        s = P()
-        con.execute("INSERT INTO requests SELECT * FROM batch")
-        c["insert"] = P() - s
-        s = P()
-        rollups.apply(con, "batch", MAX_DIMENSION_VALUES)
-        c["rollups"] = P() - s
-        s = P()
-        if tables.get("facts") is not None:
-            con.execute("INSERT INTO span_facts BY NAME SELECT * FROM facts")
-        c["facts_insert"] = P() - s
-
-
 class TimedCon:
     """The connection insert_all is given: each statement's time goes to the stage its SQL names
     (span_keys: dedupe, requests: insert, span_facts), the rest to "store"; ``rollups.apply`` is
     timed as a whole, as "rollups", whatever statements it runs."""
 
-    STAGES = (("span_keys", "dedupe"), ("into requests", "insert"), ("span_facts", "facts_insert"))
+    STAGES = (
+        ("span_keys", "dedupe"),
+        ("into requests", "insert"),
+        ("span_facts", "facts_insert"),
+        ("span_links", "facts_insert"),
+    )
 
     def __init__(self, con: Any, c: dict[str, float]) -> None:
         self._con, self._c, self.in_rollups = con, c, False
@@ -184,7 +168,6 @@ def run_stages(bodies: list[bytes], db: str, first: str) -> tuple[dict[str, floa
     writer = WriterConnection(db, Stats(), memory_limit_mib=0, max_dimension_values=MAX_DIMENSION_VALUES)
     store_write = StoreWrite(f"{db}.store")
     store_ways: list[tuple[str, Callable[..., None]]] = [
-        ("statements", statements),
         ("insert_all", insert_all),
         ("Store.write", store_write),
     ]
@@ -266,8 +249,8 @@ def main() -> None:
     parser.add_argument("--no-end-to-end", dest="end_to_end", action="store_false")
     parser.add_argument(
         "--store",
-        choices=("statements", "insert_all", "Store.write"),
-        default="statements",
+        choices=("insert_all", "Store.write"),
+        default="insert_all",
         help="the finest store split to try first (the next is tried when it fails)",
     )
     args = parser.parse_args()
