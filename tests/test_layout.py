@@ -132,6 +132,7 @@ PURE = (
     "ingest/dialects.py",
     "ingest/mapping.py",
     "ingest/record_bounds.py",
+    "ingest/call_values.py",
     "ingest/framework_spans.py",
     "ingest/coverage_scan.py",
     "ingest/plain_spans.py",

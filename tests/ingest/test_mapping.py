@@ -276,20 +276,36 @@ class TestRejections:
         assert mapped.records == []
         assert message in mapped.rejected[0].reason
 
-    def test_a_wrapper_over_a_call_with_invalid_ids_stays_the_call(self) -> None:
+    @pytest.mark.parametrize(
+        "kw, attrs",
+        [
+            ({"span_id": b"\x00" * 8}, {}),  # invalid ids
+            ({"start": 0}, {}),  # no start time
+            ({}, {"gen_ai.usage.input_tokens": -3}),  # unreadable tokens
+        ],
+    )
+    def test_a_wrapper_over_a_rejected_call_stays_the_call(self, kw: dict, attrs: dict) -> None:
         """A token-less call over a call of its operation is a wrapper, skipped for its child; but a
-        child with invalid ids is rejected, so the wrapper is the only record of the call."""
+        child that is rejected stands for nothing, so the wrapper is the only record of the call."""
         trace = os.urandom(16)
-        wrapper = span({"gen_ai.operation.name": "chat"}, trace_id=trace, span_id=b"\x00" * 7 + b"\x01")
-        child = span(
-            {"gen_ai.operation.name": "chat"}, trace_id=trace, span_id=b"\x00" * 8, parent=wrapper.span_id
-        )
+        wrapper = span({"gen_ai.operation.name": "chat"}, trace_id=trace)
+        child = span({"gen_ai.operation.name": "chat", **attrs}, trace_id=trace, parent=wrapper.span_id, **kw)
         mapped = map_request(request([child, wrapper]), compile_conventions(), now_unix_nano=NOW)
         assert [r.span_id for r in mapped.records] == [wrapper.span_id.hex()]
         assert [r.span_id for r in mapped.rejected] == [child.span_id.hex()]
         valid = span({"gen_ai.operation.name": "chat"}, trace_id=trace, parent=wrapper.span_id)
         mapped = map_request(request([valid, wrapper]), compile_conventions(), now_unix_nano=NOW)
         assert ([r.span_id for r in mapped.records], mapped.skipped) == ([valid.span_id.hex()], 1)
+
+    def test_an_all_zero_parent_names_no_wrapper(self) -> None:
+        """A call whose parent id is all zero has no parent: a call with the all-zero span id (not a
+        valid id: rejected) is not its wrapper."""
+        trace = os.urandom(16)
+        child = span({"gen_ai.operation.name": "chat"}, trace_id=trace, parent=b"\x00" * 8)
+        zero = span({"gen_ai.operation.name": "chat"}, trace_id=trace, span_id=b"\x00" * 8)
+        mapped = map_request(request([child, zero]), compile_conventions(), now_unix_nano=NOW)
+        assert [r.span_id for r in mapped.records] == [child.span_id.hex()]
+        assert [r.span_id for r in mapped.rejected] == [zero.span_id.hex()]
 
     def test_duplicate_span_in_one_request_is_one_record(self) -> None:
         """The same (trace_id, span_id) twice in a request maps to one record."""

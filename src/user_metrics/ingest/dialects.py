@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from user_metrics.ingest import conventions as c
 from user_metrics.ingest.attributes import MAX_TOKENS, MappingError, Scan, as_bool
-from user_metrics.ingest.inheritance import valid_ids
+from user_metrics.ingest.inheritance import parent_hex, valid_ids
 from user_metrics.store.records import RequestRecord
 
 STATUS_CODE_ERROR = 2
@@ -292,19 +292,21 @@ class Call(NamedTuple):
     parent: bytes
     operation: str | None
     has_tokens: bool
+    counted: bool = True  # it maps to a record (a call that is rejected stands for no wrapper)
 
 
 def wrappers(calls: Iterable[Call]) -> set[tuple[bytes, bytes]]:
     """(trace id, span id) of the token-less calls that are the parent of a call of their operation.
 
-    Only a call with valid ids can stand for its parent: one without is rejected, and the wrapper
-    is then the call's only record.
+    Only a call that is counted (it maps to a record) stands for its parent: when the child is
+    rejected (invalid ids, unreadable tokens, a bad time), the wrapper is the call's only record.
+    Parent and wrapper are spans with valid ids: an all-zero parent id names no span.
     """
-    calls = list(calls)
+    calls = [call for call in calls if valid_ids(call.trace_id, call.span_id)]
     parents: set[tuple[bytes, bytes, Any]] = {
         (call.trace_id, call.parent, call.operation)
         for call in calls
-        if call.parent and call.parent != call.span_id and valid_ids(call.trace_id, call.span_id)
+        if call.counted and parent_hex(call.parent) is not None and call.parent != call.span_id
     }
     return {
         (call.trace_id, call.span_id)

@@ -20,7 +20,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from user_metrics.ingest import conventions as c
 from user_metrics.ingest import coverage_scan, dialects, plain_spans, record_bounds
 from user_metrics.ingest.attributes import (
-    MAX_TOKENS,
     Conventions,
     MappingError,
     Scan,
@@ -29,6 +28,7 @@ from user_metrics.ingest.attributes import (
     as_text,
     scan_attributes,
 )
+from user_metrics.ingest.call_values import check_time, input_with_cache
 from user_metrics.ingest.framework_spans import framework_duplicates
 from user_metrics.ingest.inheritance import Identity, Wait, fact, inherit, parent_hex, valid_ids, wait
 from user_metrics.store.records import RequestRecord, SpanFact
@@ -224,9 +224,8 @@ def map_request(
                 else:
                     out.skipped += 1
 
-    # A provider SDK's own span of a call an instrumentation records first, a framework's span around
-    # a client instrumentation's span of the call (framework_spans.py), then the wrappers
-    # among the rest: the instrumentation's span is the call, even one without tokens (a failure).
+    # A provider SDK's own span of a call an instrumentation records first, and a framework's span
+    # around a client instrumentation's span of the call (framework_spans.py): not calls of their own.
     absorbed = dialects.provider_sdk_duplicates([(p[0], p[1]) for p in pending], sdk_spans)
     seen = set(absorbed)
     paired = framework_duplicates(
@@ -234,12 +233,7 @@ def map_request(
     )
     seen |= paired.spans
     out.framework_cut += paired.cut
-    seen |= dialects.wrappers(
-        dialects.Call(p[0].trace_id, p[0].span_id, p[0].parent_span_id, p[2], dialects.has_tokens(p[1]))
-        for p in pending
-        if (p[0].trace_id, p[0].span_id) not in seen
-    )
-    out.skipped += len(seen)  # wrappers and SDK spans of a call in this request: the call is counted
+    out.skipped += len(seen)  # SDK and framework spans of a call in this request: the call is counted
     sdk_records = {}  # the call's span -> its SDK span's record, whose counts win (dialects.py)
     for span, scan, operation, *_ in (p for p in pending if (p[0].trace_id, p[0].span_id) in absorbed):
         with suppress(MappingError):
@@ -247,37 +241,35 @@ def map_request(
                 span, scan, operation, None, None, {}, None, None
             )
     llm: dict[tuple[bytes, bytes], tuple[str, str, str | None]] = {}  # the LLM facts of the spans
-    for span, scan, operation, identity, resource_identity, service_name, environment in pending:
-        key = (span.trace_id, span.span_id)
+    built: dict[tuple[bytes, bytes], tuple[Any, ...]] = {}  # each call once, in request order
+    for p in pending:
+        key = (p[0].trace_id, p[0].span_id)
         if key in absorbed:
-            llm[key] = ("sdk", dialects.model_key(scan), absorbed[key].hex())
-        if key in seen:  # the same span twice in one request is one call
+            llm[key] = ("sdk", dialects.model_key(p[1]), absorbed[key].hex())
+        if key in seen or key in built:  # the same span twice in one request is one call
             continue
-        seen.add(key)
         steps += 1
         if pause is not None and steps % PAUSE_EVERY == 0:
             pause()
-        try:
-            found = inherit(span, identity, resource_identity, identities)
-            user_id, session_id = found.user_id, found.session_id
-            record = _record(
-                span, scan, operation, user_id, session_id, found.properties, service_name, environment
-            )
-            record = dialects.with_provider_sdk_counts(
-                dialects.adjust(record, span, scan), sdk_records.get(key)
-            )
-            _check_time(span, future_limit)
-            record = _bounded(record, conv, out)
-            sdk = key in sdk_spans or key in framework  # the store pairs a framework span as an SDK span
-            counterpart = sdk and dialects.sdk_span_waits(
-                span, record.streaming, (span.trace_id, span.parent_span_id) in identities
-            )
-        except MappingError as exc:
-            out.rejected.append(Rejection(span.trace_id.hex(), span.span_id.hex(), span.name[:128], str(exc)))
+        built[key] = (p, _built(p, identities, sdk_records, future_limit, sdk_spans, framework))
+    # The wrappers among the calls: the instrumentation's span is the call, even one without
+    # tokens (a failure), unless that span is rejected.
+    wrappers = dialects.wrappers(
+        dialects.Call(
+            *key, p[0].parent_span_id, p[2], dialects.has_tokens(p[1]), not isinstance(r, Rejection)
+        )
+        for key, (p, r) in built.items()
+    )
+    out.skipped += len(wrappers)
+    for key, (p, result) in built.items():
+        if key in wrappers:
             continue
-        except Exception as exc:  # noqa: BLE001 - a bug rejects this span, not the request
-            out.rejected.append(_internal(span, exc, "the span"))
+        if isinstance(result, Rejection):
+            out.rejected.append(result)
             continue
+        record, found, counterpart, sdk = result
+        span, scan = p[0], p[1]
+        record = _bounded(record, conv, out)
         out.records.append(out.coverage.stored(record, span, scan))  # the scope, for the coverage report
         out.waits.append(wait(record, found, counterpart))
         llm[key] = ("sdk" if sdk else "call", dialects.model_key(scan), None)
@@ -293,6 +285,43 @@ def map_request(
     if isinstance(identities, plain_spans.Identities):
         out.plain = identities.facts()
     return out
+
+
+def _built(
+    pending: tuple[Any, ...],
+    identities: Any,
+    sdk_records: dict[Any, RequestRecord],
+    future_limit: int,
+    sdk_spans: set[tuple[bytes, bytes]],
+    framework: set[tuple[bytes, bytes]],
+) -> tuple[RequestRecord, Any, bool, bool] | Rejection:
+    """One call's record (before its bounds), inherited identity, whether it waits for its
+    counterpart, and whether it is an SDK's span; or its rejection."""
+    span, scan, operation, identity, resource_identity, service_name, environment = pending
+    key = (span.trace_id, span.span_id)
+    try:
+        found = inherit(span, identity, resource_identity, identities)
+        record = _record(
+            span,
+            scan,
+            operation,
+            found.user_id,
+            found.session_id,
+            found.properties,
+            service_name,
+            environment,
+        )
+        record = dialects.with_provider_sdk_counts(dialects.adjust(record, span, scan), sdk_records.get(key))
+        check_time(span, future_limit)
+        sdk = key in sdk_spans or key in framework  # the store pairs a framework span as an SDK span
+        counterpart = sdk and dialects.sdk_span_waits(
+            span, record.streaming, (span.trace_id, span.parent_span_id) in identities
+        )
+    except MappingError as exc:
+        return Rejection(span.trace_id.hex(), span.span_id.hex(), span.name[:128], str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug rejects this span, not the request
+        return _internal(span, exc, "the span")
+    return record, found, counterpart, sdk
 
 
 def _internal(span: Any, exc: Exception, where: str) -> Rejection:
@@ -355,7 +384,7 @@ def _record(
     parent = span.parent_span_id
     cache_read = scan.count("cache_read_tokens")
     cache_write = scan.count("cache_write_tokens")
-    input_tokens, cache_added = _input_with_cache(scan.count("input_tokens"), cache_read, cache_write)
+    input_tokens, cache_added = input_with_cache(scan.count("input_tokens"), cache_read, cache_write)
     return RequestRecord(
         trace_id=span.trace_id.hex(),
         span_id=span.span_id.hex(),
@@ -384,31 +413,3 @@ def _record(
         cache_added_to_input=cache_added,
         server_address=scan.text("server_address"),
     )
-
-
-def _input_with_cache(
-    inp: int | None, cache_read: int | None, cache_write: int | None
-) -> tuple[int | None, bool]:
-    """Input tokens including cache (the stored convention), and whether cache had to be added.
-
-    Anthropic's API counts input without cache, and several instrumentations pass that on. When
-    the cache counts exceed the input count, or come without one, the input cannot have included
-    them. (Exclusive input larger than its cache counts cannot be told apart, and is kept.)
-    """
-    cache = (cache_read or 0) + (cache_write or 0)
-    if not cache or (inp is not None and cache <= inp):
-        return inp, False
-    total = (inp or 0) + cache
-    if total > MAX_TOKENS:
-        raise MappingError(f"input tokens plus cache tokens are too many for one request: {total}")
-    return total, True
-
-
-def _check_time(span: Any, future_limit: int) -> None:
-    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    if start == 0:
-        raise MappingError("span has no start time")
-    if end < start:
-        raise MappingError(f"span ends before it starts (start {start}, end {end} ns)")
-    if start > future_limit:
-        raise MappingError(f"span starts more than a day in the future (start {start} ns)")
