@@ -171,7 +171,6 @@ def map_request(
     identities: dict[tuple[bytes, bytes], Identity] = {}
     if plain is not None:  # the plain spans' identities are looked up among their records
         identities = plain_spans.Identities(plain, request)
-    if plain is not None:
         out.skipped, out.dropped_attributes = plain.size, plain.dropped_attributes
     pending: list[tuple[Any, Scan, str | None, Identity, Identity, str | None, str | None]] = []
     sdk_spans: set[tuple[bytes, bytes]] = set()  # LLM spans a provider SDK made of its own

@@ -10,7 +10,7 @@ that cheap, without a Python object per plain span:
   of ids -> record) is built at the first lookup only, and a key present among candidates and
   plain spans resolves to the later span of the request (``ordinal``), as the dict would.
 - ``PlainFacts`` is what they leave in ``span_facts``: the records, whose rows
-  ``store/plain_facts.py`` builds with numpy and Arrow, and the LLM facts of a key whose last span
+  ``store/batches.plain_facts_table`` builds with numpy and Arrow, and the LLM facts of a key whose last span
   is a plain one (a duplicate id), which land on that plain row as they would.
 
 The record's parent is 8 zero bytes when the span has none. A span whose parent is 8 zero bytes

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import duckdb
 import pyarrow as pa
 
-from user_metrics.store import dedupe, links, rollups
+from user_metrics.store import links, rollups
 from user_metrics.store.dedupe import KEY_ROW_SQL, SPAN_KEY_SQL, keys_of
 from user_metrics.store.writer_connection import registered
 
@@ -33,15 +33,17 @@ def insert(
     side: Side,
     max_dimension_values: int,
     keys_from: int,
+    past: int,
 ) -> Stored:
     """Store ``batch`` (registered as ``batch``) in ``transaction`` (the writer's, which rolls
     back on failure): ``insert_all``, or ``insert_new_only`` when that fails on a key stored
-    before or when some rows started before ``keys_from``. Returns (rows stored, touched)."""
+    before or when some rows (``past``: ``dedupe.past``) started before ``keys_from``. Returns
+    (rows stored, touched)."""
     new_only = functools.partial(
         insert_new_only, side=side, max_dimension_values=max_dimension_values, keys_from=keys_from
     )
     try:
-        if dedupe.past(batch, keys_from):
+        if past:
             return transaction(new_only)
         return transaction(lambda con: insert_all(con, batch.num_rows, side, max_dimension_values))
     except duckdb.ConstraintException:  # a span stored before: store only the new ones

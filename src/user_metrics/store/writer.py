@@ -369,10 +369,11 @@ class Store:
 
     def _insert_once(self, batch: pa.Table, side: dict[str, pa.Table | None]) -> int:
         with registered(self._con, {"batch": batch, **side}):  # may need memory: in with_memory
+            past = dedupe.past(batch, self._keys_from)
             stored, touched = inserts.insert(
-                self._db.transaction, batch, side, self._max_dimension_values, self._keys_from
+                self._db.transaction, batch, side, self._max_dimension_values, self._keys_from, past
             )
-        self._stats.add(spans_past_horizon=dedupe.past(batch, self._keys_from))
+        self._stats.add(spans_past_horizon=past)
         # Only once committed: a rolled-back try must not count (nor leave cells to compact).
         self._dirty |= touched
         self._rows_since_compaction += stored
