@@ -132,3 +132,38 @@ def test_reads_and_turns_work_again_after_postgresql_restarts(lake: Lake, lake_c
     with lake.reader() as con:
         assert con.execute("SELECT count(*) FROM meta WHERE key IN ('before', 'after')").fetchall() == [(2,)]
     assert lake.health() is None
+
+
+def test_nodes_starting_together_on_a_new_lake_all_attach(lake_catalog: LakeCatalog) -> None:
+    """They race to create DuckLake's catalog tables and then the lake's own: the losers retry."""
+    made: list[Lake] = []
+    errors: list[BaseException] = []
+
+    def attach() -> None:
+        try:
+            made.append(
+                Lake(
+                    lake_catalog.catalog,
+                    lake_catalog.data_path,
+                    Stats(),
+                    memory_limit_mib=256,
+                    max_dimension_values=1000,
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attach) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert not errors and len(made) == 3
+        with made[0].reader() as con:
+            assert con.execute("SELECT count(*) FROM lake_turn").fetchall() == [(1,)]
+            assert con.execute("SELECT count(*) FROM users").fetchall() == [(1,)]
+            assert con.execute("SELECT count(*) FROM meta").fetchall() == [(1,)]
+    finally:
+        for node in made:
+            node.close()

@@ -63,6 +63,8 @@ TURN_MAX_PAUSE_S = 1.0
 # Times a transaction whose catalog connection failed is retried (pausing 0.2 s, doubling; from
 # the second on after opening the connection again), before the caller is told Unavailable.
 REATTACH_ATTEMPTS = 4
+# ATTACHes tried while another node creates a new lake's catalog tables (pausing 0.1-0.3 s, doubling).
+INIT_ATTEMPTS = 5
 # How often ``health`` asks the catalog itself (in between, it answers what it last learned).
 HEALTH_PROBE_S = 5.0
 # A lost or failing catalog connection (PostgreSQL down or restarting: IOException "Unable to
@@ -98,6 +100,10 @@ def extension_paths() -> tuple[str, str]:
             raise Unavailable(f"{binary} is missing: {package} must match duckdb {duckdb.__version__}")
         found.append(str(binary))
     return found[0], found[1]
+
+
+class _Initializing(Exception):
+    """Another node is creating DuckLake's catalog tables right now (its ATTACH on a new lake)."""
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -160,7 +166,19 @@ class Lake:
     # ---- connections --------------------------------------------------------------------------
 
     def _open(self, data_path: str | None) -> duckdb.DuckDBPyConnection:
-        """A new in-memory DuckDB with the lake attached and used (not locked down yet)."""
+        """A new in-memory DuckDB with the lake attached and used (not locked down yet).
+
+        Nodes that start together on a new lake race to create DuckLake's own catalog tables;
+        the losers' ATTACH fails ("Failed to initialize DuckLake", a duplicate table) and is
+        tried again (``INIT_ATTEMPTS``), by which time the catalog exists."""
+        for attempt in range(INIT_ATTEMPTS):
+            try:
+                return self._open_once(data_path)
+            except _Initializing:
+                time.sleep(random.uniform(0.1, 0.3) * 2**attempt)
+        return self._open_once(data_path)
+
+    def _open_once(self, data_path: str | None) -> duckdb.DuckDBPyConnection:
         config: dict[str, str | bool | int | float | list[str]] = {
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
@@ -180,6 +198,8 @@ class Lake:
             con.execute("USE lake")
         except duckdb.Error as exc:
             con.close()
+            if "Failed to initialize DuckLake" in str(exc):
+                raise _Initializing(str(exc)) from exc
             message = redact(first_line(exc).replace(self.catalog, redact(self.catalog)))
             raise Unavailable(f"the lake at {redact(self.catalog)} cannot be attached: {message}") from exc
         return con
