@@ -47,6 +47,8 @@ from user_metrics.store.schema import lock_down
 
 log = logging.getLogger(__name__)
 
+# Errors caused by the rows themselves (a value DuckDB cannot hold), not by the database.
+DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
 CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024
 FORCE_CHECKPOINT_WAL_BYTES = 256 * 1024 * 1024
 # Pauses between the writer's retries after running out of memory, readers held back (about 6 s).
@@ -217,6 +219,22 @@ class WriterConnection:
             self.readers.replace_root(self._reader_root.cursor())
         self._on_reopen()
         log.info("database reopened")
+
+    def probe(self) -> None:
+        """A small write, to learn whether the store can commit again (clears ``failure`` if so)."""
+        try:
+            self.in_transaction(
+                lambda con: con.execute(
+                    "INSERT INTO meta VALUES ('last_probe', $t) "
+                    "ON CONFLICT DO UPDATE SET value = excluded.value",
+                    {"t": str(time.time_ns())},
+                )
+            )
+        except duckdb.Error as exc:
+            log.warning("the store still cannot commit: %s", first_line(exc))
+        else:
+            log.info("the store can commit again")
+            self.failure = None
 
     def maybe_checkpoint(self, at_bytes: int) -> None:
         """Checkpoint once the WAL has ``at_bytes``, while no reader holds memory, or once it has
