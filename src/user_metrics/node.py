@@ -134,11 +134,11 @@ class Node:
         s = self._stats
         shipper = self.shipper
         return LakeFigures(
-            shipped_rows=getattr(s, "lake_shipped_rows", 0),
-            duplicate_rows=getattr(s, "lake_duplicate_rows", 0),
-            commits=getattr(s, "lake_commits", 0),
-            conflicts=getattr(s, "lake_conflicts", 0),
-            failures=getattr(s, "lake_ship_failures", 0),
+            shipped_rows=s.lake_shipped_rows,
+            duplicate_rows=s.lake_duplicate_rows,
+            commits=s.lake_commits,
+            conflicts=s.lake_conflicts,
+            failures=s.lake_ship_failures,
             outbox_rows=shipper.outbox_rows() if shipper is not None else 0,
             lag_seconds=shipper.lag_seconds() if shipper is not None else 0.0,
         )
