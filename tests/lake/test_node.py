@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import scrape, spawn
-from otlp import chat, request, span
+from otlp import T0, chat, request, span
 from pg import LakeCatalog
 from senders import raw_export
 from servers import PROCESS_TIMEOUT, call, cli
@@ -134,3 +134,62 @@ def test_a_reader_only_node_serves_the_lake_and_refuses_spans(
     finally:
         stopped = stop(proc)
     assert PASSWORD not in stopped
+
+
+def test_a_receivers_acknowledged_spans_reach_the_reader(lake_catalog: LakeCatalog, tmp_path: Path) -> None:
+    """A receiver in lake mode acknowledges from its own file and ships to the lake; every reader
+    (the reader-only node, the receiver's own API, the CLI) then answers the same totals. The
+    store's /metrics families come from the reader only (lake_store_metrics auto), the receiver
+    renders its shipping figures."""
+    catalog = lake_catalog.catalog
+    reader, (_, reader_api), _ = serve(
+        tmp_path, READER, "--no-ingest", "--lake", catalog, "--lake-data", lake_catalog.data_path
+    )
+    receiver, listening, lake_line = serve(
+        tmp_path,
+        RECEIVER,
+        "--db",
+        str(tmp_path / "r.duckdb"),
+        "--lake",
+        catalog,
+        "--lake-ship-interval",
+        "0.2",
+        "--metrics-refresh-seconds",
+        "0",
+    )
+    target, _, receiver_api = listening.groups()
+    try:
+        assert "ingest on" in lake_line and "leaves out" in lake_line
+        users = ["u1", "u2", "u3", "u1", "u2"]
+        raw_export(
+            target,
+            request([span(chat(user), start=T0 + i) for i, user in enumerate(users)]).SerializeToString(),
+        )
+        window = "?since=2026-11-01T00:00:00Z&until=2026-12-01T00:00:00Z"
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            _, totals, _ = call(reader_api, "GET", "/api/v1/totals" + window)
+            if totals["requests"] == len(users) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert (totals["requests"], totals["users"]) == (5, 3), totals
+        assert call(receiver_api, "GET", "/api/v1/totals" + window)[1] == totals  # it reads the lake too
+        done = cli(
+            "totals", "--lake", catalog, "--since", "2026-11-01", "--until", "2026-12-01", "--format", "json"
+        )
+        assert json.loads(done.stdout)["requests"] == 5, done.stderr
+
+        on_reader = families(reader_api)
+        assert value(on_reader, "llm_requests") == 5
+        while True:  # the outbox is emptied just after the lake's commit
+            on_receiver = families(receiver_api)
+            if value(on_receiver, "user_metrics_lake_outbox_rows") == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert not [name for name in on_receiver if name.startswith("llm_")]
+        assert value(on_receiver, "user_metrics_lake_outbox_rows") == 0
+        assert value(on_receiver, "user_metrics_lake_shipped_rows") == 5
+        assert value(on_receiver, "user_metrics_spans_stored") == 5
+    finally:
+        stop(receiver)
+        stop(reader)
