@@ -160,13 +160,12 @@ class Node:
             self.shipper.start()
 
     def describe(self) -> str:
-        """Where the data is, for the start-up log line (the catalog redacted)."""
+        """The lake, for the start-up log line (the catalog redacted); '' without one."""
         if self.lake is None:
-            return f"database {Path(self.settings.db).resolve()}"
+            return ""
         from user_metrics.store.lake import redact
 
-        local = f"database {Path(self.settings.db).resolve()}; " if self.store is not None else ""
-        return f"{local}lake mode: catalog {redact(self.settings.lake)}, data {self.lake.data_path}"
+        return f"lake mode: catalog {redact(self.settings.lake)}, data {self.lake.data_path}"
 
     def close(self, grace: float = 10.0, *, remove_new: bool = False) -> None:
         """Stop shipping (shipping what is left, within ``grace``), close the store and the lake;
