@@ -86,7 +86,7 @@ class Node:
                     max_queue_rows=settings.write_queue_rows,
                     attribution_window_seconds=settings.attribution_window_seconds,
                     max_dimension_values=settings.max_dimension_values,
-                    **({"outbox": True} if self.lake is not None else {}),
+                    outbox=self.lake is not None,
                 )
             except BaseException:
                 if self.lake is not None:

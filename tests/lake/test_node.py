@@ -142,7 +142,7 @@ def test_a_receivers_acknowledged_spans_reach_the_reader(lake_catalog: LakeCatal
     store's /metrics families come from the reader only (lake_store_metrics auto), the receiver
     renders its shipping figures."""
     catalog = lake_catalog.catalog
-    reader, (_, reader_api), _ = serve(
+    reader, reader_listening, _ = serve(
         tmp_path, READER, "--no-ingest", "--lake", catalog, "--lake-data", lake_catalog.data_path
     )
     receiver, listening, lake_line = serve(
@@ -158,6 +158,7 @@ def test_a_receivers_acknowledged_spans_reach_the_reader(lake_catalog: LakeCatal
         "0",
     )
     target, _, receiver_api = listening.groups()
+    reader_api = reader_listening.group(2)
     try:
         assert "ingest on" in lake_line and "leaves out" in lake_line
         users = ["u1", "u2", "u3", "u1", "u2"]
