@@ -21,6 +21,10 @@ from pg import LakeCatalog
 from senders import raw_export
 from servers import PROCESS_TIMEOUT, call, cli
 
+from user_metrics.app import App
+from user_metrics.settings import Settings
+from user_metrics.stats import Stats
+from user_metrics.store.lake import Lake
 from user_metrics.v1 import user_metrics_pb2 as pb
 from user_metrics.v1.user_metrics_pb2_grpc import UserMetricsServiceStub
 
@@ -194,3 +198,34 @@ def test_a_receivers_acknowledged_spans_reach_the_reader(lake_catalog: LakeCatal
     finally:
         stop(receiver)
         stop(reader)
+
+
+def test_stopping_a_receiver_ships_what_is_left(lake_catalog: LakeCatalog, tmp_path: Path) -> None:
+    """With an hour between ships, what an App acknowledged reaches the lake when it stops."""
+    settings = Settings(
+        db=str(tmp_path / "r.duckdb"),
+        lake=lake_catalog.catalog,
+        lake_data=lake_catalog.data_path,
+        lake_ship_interval=3600,
+        lake_max_lag=7200,
+        grpc_listen="127.0.0.1:0",
+        api_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+    )
+    app = App(settings)
+    app.start()
+    try:
+        raw_export(
+            app.grpc_address,
+            request([span(chat(f"u{i}"), start=T0 + i) for i in range(7)]).SerializeToString(),
+        )
+    finally:
+        app.stop()
+    lake = Lake(lake_catalog.catalog, None, Stats(), memory_limit_mib=256, max_dimension_values=1000)
+    try:
+        with lake.reader() as con:
+            assert con.execute("SELECT count(*), count(DISTINCT user_id) FROM requests").fetchall() == [
+                (7, 7)
+            ]
+    finally:
+        lake.close()
