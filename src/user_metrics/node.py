@@ -122,6 +122,11 @@ class Node:
             problems.append(f"store: {problem}" if self.lake is not None else problem)
         if self.lake is not None and (problem := self.lake.health()):
             problems.append(f"lake: {problem}")
+        if self.shipper is not None and (lag := self.shipper.lag_seconds()) > self.settings.lake_max_lag:
+            problems.append(
+                f"lake: shipping is {lag:.0f} s behind (lake_max_lag {self.settings.lake_max_lag:g} s); "
+                "exports are refused until it catches up"
+            )
         return "; ".join(problems) or None
 
     @property

@@ -201,7 +201,8 @@ def test_a_receivers_acknowledged_spans_reach_the_reader(lake_catalog: LakeCatal
 
 
 def test_stopping_a_receiver_ships_what_is_left(lake_catalog: LakeCatalog, tmp_path: Path) -> None:
-    """With an hour between ships, what an App acknowledged reaches the lake when it stops."""
+    """With an hour between ships, what an App acknowledged reaches the lake when it stops; while
+    shipping lags past lake_max_lag, /healthz's health says so."""
     settings = Settings(
         db=str(tmp_path / "r.duckdb"),
         lake=lake_catalog.catalog,
@@ -215,6 +216,12 @@ def test_stopping_a_receiver_ships_what_is_left(lake_catalog: LakeCatalog, tmp_p
     app = App(settings)
     app.start()
     try:
+        assert app.node.health() is None and app.node.shipper is not None
+        behind = app.node.shipper
+        lag = behind.lag_seconds
+        behind.lag_seconds = lambda: 7201.0  # type: ignore[method-assign]  # as if PostgreSQL were down
+        assert "shipping is 7201 s behind (lake_max_lag 7200 s)" in str(app.node.health())
+        behind.lag_seconds = lag  # type: ignore[method-assign]
         raw_export(
             app.grpc_address,
             request([span(chat(f"u{i}"), start=T0 + i) for i in range(7)]).SerializeToString(),
