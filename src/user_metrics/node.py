@@ -77,8 +77,8 @@ class Node:
                 memory_limit_mib=settings.memory_limit_mib,
                 max_dimension_values=settings.max_dimension_values,
             )
-        if settings.ingest:
-            try:
+        try:
+            if settings.ingest:
                 self.store = Store(
                     settings.db,
                     stats,
@@ -88,13 +88,12 @@ class Node:
                     max_dimension_values=settings.max_dimension_values,
                     outbox=self.lake is not None,
                 )
-            except BaseException:
-                if self.lake is not None:
-                    self.lake.close()
-                raise
-        # The plan prices of the settings replace those of the last start, before anyone reads.
-        prices = [(p.value, p.amount, p.per) for p in settings.prices()]
-        self.run(lambda con: write_plan_prices(con, settings.plan_property.strip(), prices)).result()
+            # The plan prices of the settings replace those of the last start, before anyone reads.
+            prices = [(p.value, p.amount, p.per) for p in settings.prices()]
+            self.run(lambda con: write_plan_prices(con, settings.plan_property.strip(), prices)).result()
+        except BaseException:
+            self.close(remove_new=True)
+            raise
 
     @property
     def writes(self) -> Store | LakeWrites:
