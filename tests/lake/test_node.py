@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import grpc
 import pytest
 from conftest import scrape, spawn
 from otlp import T0, chat, request, span
-from pg import LakeCatalog
+from pg import LakeCatalog, free_port
 from senders import raw_export
 from servers import PROCESS_TIMEOUT, call, cli
 
@@ -86,9 +87,12 @@ def test_a_reader_only_node_serves_the_lake_and_refuses_spans(
     """No file, no OTLP; the HTTP API, gRPC queries, SQL (nothing outside the lake) and the store's
     /metrics families over the lake; plan prices and revenue imports (CLI --lake) written to it."""
     catalog = f"{lake_catalog.catalog} password={PASSWORD}"
+    http_port = free_port()
     proc, listening, lake_line = serve(
         tmp_path,
         READER,
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
         "--no-ingest",
         "--lake",
         catalog,
@@ -103,6 +107,8 @@ def test_a_reader_only_node_serves_the_lake_and_refuses_spans(
     try:
         assert PASSWORD not in lake_line and "password=***" in lake_line and "ingest off" in lake_line
         assert not list(tmp_path.glob("*.duckdb*"))  # no local database file at all
+        with pytest.raises(ConnectionRefusedError):  # no OTLP/HTTP listener
+            socket.create_connection(("127.0.0.1", http_port), timeout=10).close()
         status, health, _ = call(api_url, "GET", "/healthz")
         assert (status, health["status"], health["plan_property"]) == (200, "ok", "plan")
 
