@@ -12,7 +12,10 @@ DuckDB sends is counted from the server log) and a fresh lake on a local data pa
    10-row batches back to back for ``--seconds``: commits per second in total, and conflicts
    (retried) per commit. All lake writes are serialized by the turn, so this ceiling divided by
    the ship rate of one node (1 per ``lake_ship_interval``, default 1 s) is how many nodes one
-   catalog can serve.
+   catalog can serve;
+3. the visibility delay: a node (a store with an outbox and its shipper, the default 1 s
+   interval) takes ``--visibility`` writes of 10 rows, one at a time at random moments; each is
+   timed from its acknowledgement until a lake reader counts its rows (p50, p99, max).
 
 An acknowledged Export costs the catalog nothing: it is acknowledged on the node's local commit;
 its rows reach the lake in the next ship, with all the others of that interval.
@@ -21,6 +24,7 @@ its rows reach the lake in the next ship, with all the others of that interval.
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import statistics
 import sys
@@ -37,7 +41,8 @@ from pg import PgCluster  # noqa: E402
 
 from user_metrics.stats import Stats  # noqa: E402
 from user_metrics.store.lake import Lake  # noqa: E402
-from user_metrics.store.shipper import append  # noqa: E402
+from user_metrics.store.shipper import Shipper, append  # noqa: E402
+from user_metrics.store.writer import Store  # noqa: E402
 
 _STATEMENT = re.compile(r"LOG:  (statement|execute)")
 
@@ -124,11 +129,45 @@ def ceiling(cluster: PgCluster, nodes: int, seconds: float) -> None:
         lake.close()
 
 
+def visibility(cluster: PgCluster, samples: int, interval_s: float) -> None:
+    """A node (store with an outbox, shipper every ``interval_s``) takes one 10-row write at a
+    time; how long from its acknowledgement until a lake reader counts its rows."""
+    catalog = cluster.new_database("bench_visibility")
+    stats = Stats()
+    with tempfile.TemporaryDirectory(prefix="lake-bench-") as tmp:
+        store = Store(Path(tmp) / "node.duckdb", stats, outbox=True)
+        lake = Lake(catalog, str(Path(tmp) / "data"), stats, memory_limit_mib=512, max_dimension_values=1000)
+        shipper = Shipper(store, lake, stats, interval_s=interval_s, max_lag_s=60.0, node="bench")
+        shipper.start()
+        delays = []
+        try:
+            reader = lake.reader()
+            for i in range(samples):
+                time.sleep(random.uniform(0, interval_s))  # writes come at any moment of an interval
+                store.write(rows(10_000 + i, 10)).result()
+                acked = time.perf_counter()
+                want = 10 * (i + 1)
+                while reader.execute("SELECT count(*) FROM requests").fetchall()[0][0] < want:
+                    time.sleep(0.005)
+                delays.append(time.perf_counter() - acked)
+            reader.close()
+        finally:
+            shipper.stop()
+            store.close()
+            lake.close()
+    delays.sort()
+    p50, p99 = delays[len(delays) // 2], delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+    print(
+        f"| {interval_s:g} s | {samples} | {p50 * 1000:.0f} | {p99 * 1000:.0f} | {max(delays) * 1000:.0f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ships", type=int, default=20)
     parser.add_argument("--sizes", default="1,100,1000,10000")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--visibility", type=int, default=50, help="writes timed until visible")
     args = parser.parse_args()
     cluster = PgCluster(settings={"log_statement": "all"})
     try:
@@ -140,6 +179,10 @@ def main() -> None:
         print("|---:|---:|---:|---|")
         for nodes in (1, 2, 4):
             ceiling(cluster, nodes, args.seconds)
+        print()
+        print("| lake_ship_interval | writes | visible after, p50 ms | p99 ms | max ms |")
+        print("|---:|---:|---:|---:|---:|")
+        visibility(cluster, args.visibility, 1.0)
     finally:
         cluster.cleanup()
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 import duckdb
-import pyarrow as pa
 import pytest
 from conftest import Service
 from pg import PgCluster
@@ -44,9 +43,13 @@ TestPlanPrices = _revenue_tests.TestPlanPrices  # with this module's `db`: a rea
 TestImportedRecords = _revenue_tests.TestImportedRecords
 
 
-def _lake_of(table: pa.Table, cluster: PgCluster, data: Path) -> Lake:
-    """A new lake holding the request rows ``table``, shipped in two transactions (so that rollup
-    cells are split over two rows, as ships leave them)."""
+def _lake_of(local: duckdb.DuckDBPyConnection, cluster: PgCluster, data: Path) -> Lake:
+    """A new lake holding the request rows of ``local`` (closed here), shipped in two
+    transactions (so that rollup cells are split over two rows, as ships leave them)."""
+    try:
+        table = local.execute("SELECT * FROM requests").to_arrow_table()
+    finally:
+        local.close()
     lake = Lake(cluster.new_database(), str(data), Stats(), memory_limit_mib=512, max_dimension_values=1000)
     half = table.num_rows // 2
     for part in (table.slice(0, half), table.slice(half)):
@@ -54,21 +57,12 @@ def _lake_of(table: pa.Table, cluster: PgCluster, data: Path) -> Lake:
     return lake
 
 
-def _requests_of(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    return con.execute("SELECT * FROM requests").to_arrow_table()
-
-
 @pytest.fixture(scope="module")
 def query_lake(
     served: Service, pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Lake]:
     assert served.app is not None
-    local = served.app.store.reader()
-    try:
-        table = _requests_of(local)
-    finally:
-        local.close()
-    lake = _lake_of(table, pg_cluster, tmp_path_factory.mktemp("query-lake"))
+    lake = _lake_of(served.app.store.reader(), pg_cluster, tmp_path_factory.mktemp("query-lake"))
     yield lake
     lake.close()
 
@@ -86,12 +80,9 @@ def revenue_lake(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
     """test_revenue's requests in a lake (each test sets its prices and records through ``db``)."""
     local_db = tmp_path_factory.mktemp("revenue") / "um.duckdb"
     write_requests(local_db, _revenue_tests.REVENUE_REQUESTS)
-    local = duckdb.connect(str(local_db), read_only=True)
-    try:
-        table = _requests_of(local)
-    finally:
-        local.close()
-    lake = _lake_of(table, pg_cluster, tmp_path_factory.mktemp("revenue-lake"))
+    lake = _lake_of(
+        duckdb.connect(str(local_db), read_only=True), pg_cluster, tmp_path_factory.mktemp("revenue-lake")
+    )
     yield lake
     lake.close()
 

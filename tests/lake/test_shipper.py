@@ -313,3 +313,12 @@ def test_a_schema_13_file_gets_an_empty_outbox(tmp_path: Path) -> None:
             reader.close()
     finally:
         store.close()
+
+
+def test_stopping_ships_what_is_left(nodes: Callable[..., Node], lake: Lake) -> None:
+    a = nodes("a", interval_s=3600.0)  # no ship before the stop but the final one
+    a.write(rows(50, 30))
+    a.shipper.start()
+    a.shipper.stop(grace=30.0)
+    assert a.outbox() == 0 and a.stats.lake_shipped_rows == 30
+    lake_check(lake, 30)

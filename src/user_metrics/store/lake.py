@@ -299,8 +299,7 @@ class Lake:
 
     def _once(self, work: Callable[[duckdb.DuckDBPyConnection], T], turn: bool) -> T:
         con = self._con
-        if turn:
-            con.execute("USE memory")  # the lock first: see _wait_for_turn
+        con.execute("USE memory" if turn else "USE lake")  # with the turn, the lock first: _wait_for_turn
         con.execute("BEGIN")
         try:
             if turn:
