@@ -157,7 +157,7 @@ class Lake:
         self._private = tempfile.mkdtemp(prefix="um-lake-ext-")
         os.symlink(self._extensions[1], os.path.join(self._private, "postgres_scanner.duckdb_extension"))
         self._turn_lock = threading.Lock()
-        self._turn_lock_works = True  # until PostgreSQL's advisory lock fails (_wait_for_turn)
+        self._turn_lock_works = True  # until PostgreSQL's lock fails (_wait_for_turn)
         self._health_lock = threading.Lock()
         self._last_probe = 0.0
         self.failure: str | None = None
@@ -171,6 +171,8 @@ class Lake:
             readers_root = self._open(None)
             self._lock_down(readers_root)
         except BaseException:
+            with contextlib.suppress(duckdb.Error, AttributeError):
+                self._con.close()
             shutil.rmtree(self._private, ignore_errors=True)
             raise
         self._readers_root = readers_root
