@@ -10,10 +10,12 @@ import pytest
 from pg import LakeCatalog
 
 from user_metrics.errors import Unavailable
+from user_metrics.query import sql_bounds
 from user_metrics.query.users import users
 from user_metrics.stats import Stats
 from user_metrics.store import lake_schema, schema
 from user_metrics.store.lake import Lake, redact
+from user_metrics.store.lake_catalog import with_passfile, without_password
 from user_metrics.store.writer import Store
 
 
@@ -90,6 +92,39 @@ def test_an_unreachable_catalog_is_unavailable_without_its_password(pg_cluster, 
     with pytest.raises(Unavailable) as caught:
         Lake(catalog, str(tmp_path), Stats(), memory_limit_mib=256, max_dimension_values=1000)
     assert "hunter2" not in str(caught.value) and "nosuchdb" in str(caught.value)
+
+
+def test_the_password_is_taken_out_of_both_spellings(tmp_path) -> None:
+    assert without_password("host=h password=s3cret user=u") == ("host=h user=u", "s3cret")
+    assert without_password("host=h password='a \\'b' user=u") == ("host=h user=u", "a 'b")
+    assert without_password("postgresql://u:s%40t@h:5433/db") == ("postgresql://u@h:5433/db", "s@t")
+    assert without_password("host=h user=u") == ("host=h user=u", None)
+    attach = with_passfile("host=h password=a:b\\c dbname=x", str(tmp_path))
+    assert "a:b" not in attach and attach.startswith("host=h dbname=x passfile=")
+    assert (tmp_path / "pgpass").read_text() == "*:*:*:*:a\\:b\\\\c\n"
+    assert (tmp_path / "pgpass").stat().st_mode & 0o077 == 0
+
+
+def test_the_sql_endpoint_sees_neither_the_password_nor_the_catalog(lake_catalog: LakeCatalog) -> None:
+    """DuckDB shows ATTACH strings to SQL (duckdb_databases(), the allowed_paths setting), and the
+    catalog database is attached beside the lake: found by reading them through /api/v1/sql."""
+    catalog = lake_catalog.catalog + " password=hunter2"  # trust authentication: not checked
+    lake = Lake(catalog, lake_catalog.data_path, Stats(), memory_limit_mib=256, max_dimension_values=1000)
+    try:
+        with lake.reader() as con:
+            for sql in ("SELECT * FROM duckdb_databases()", "SELECT * FROM duckdb_settings()"):
+                sql_bounds.check(con, sql)
+                assert "hunter2" not in str(con.execute(sql).fetchall())
+            for sql in (
+                "SELECT * FROM __ducklake_metadata_lake.ducklake_data_file",
+                "SELECT * FROM __ducklake_metadata_lake.pg_catalog.pg_settings",
+                'SELECT * FROM "__DuckLake_Metadata_lake".public.ducklake_snapshot',
+            ):
+                assert con.execute(sql.replace('"__DuckLake_Metadata_lake"', "__ducklake_metadata_lake"))
+                with pytest.raises(sql_bounds.ReadsFiles, match="catalog"):
+                    sql_bounds.check(con, sql)
+    finally:
+        lake.close()
 
 
 def test_redact_hides_passwords_of_both_spellings() -> None:

@@ -87,6 +87,9 @@ class QueryTooComplex(QueryRefused):
     limit = "sql_complexity"
 
 
+_LAKE_CATALOG = "__ducklake_metadata"
+
+
 class ReadsFiles(QueryRefused):
     """The statement would read a file (the database's own files included) or run other SQL."""
 
@@ -118,6 +121,10 @@ def check(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise ReadsFiles(
                 f"sql: {node['table_name']!r} is not a table of this database (file access is disabled)"
             )
+        if kind == "BASE_TABLE" and _internal(node):
+            raise ReadsFiles(
+                f"sql: {node['table_name']!r} is not a table of this database (the lake's catalog)"
+            )
         if kind == "TABLE_FUNCTION":
             function = node.get("function") or {}
             _check_table_function(function)
@@ -127,6 +134,14 @@ def check(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     for name, bound in BOUNDS.items():
         if counts[name] > bound:
             raise QueryTooComplex(f"sql: too complex: {counts[name]} {name}, at most {bound}")
+
+
+def _internal(table: dict[str, Any]) -> bool:
+    """Whether a table reference names a lake's catalog database (DuckLake attaches its PostgreSQL
+    catalog as ``__ducklake_metadata_<lake>``, whose every table and view, PostgreSQL's own
+    included, a reader could otherwise read)."""
+    names = (table.get("catalog_name"), table.get("schema_name"))
+    return any(str(name or "").lower().startswith(_LAKE_CATALOG) for name in names)
 
 
 def _nodes(tree: Any) -> Iterator[dict[str, Any]]:

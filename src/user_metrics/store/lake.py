@@ -40,7 +40,6 @@ import importlib.util
 import logging
 import os
 import random
-import re
 import shutil
 import tempfile
 import threading
@@ -54,6 +53,7 @@ import duckdb
 from user_metrics.errors import Unavailable
 from user_metrics.stats import Stats
 from user_metrics.store import lake_schema
+from user_metrics.store.lake_catalog import redact, with_passfile
 from user_metrics.store.readers import Reader, Readers
 from user_metrics.store.writer_connection import first_line
 
@@ -88,12 +88,6 @@ _CONNECTION_ERRORS = (
     duckdb.ConnectionException,
     duckdb.FatalException,
 )
-_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)|(://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
-
-
-def redact(catalog: str) -> str:
-    """The catalog string with any password hidden, for logs and messages."""
-    return _PASSWORD.sub(lambda m: f"{m[1]}***" if m[1] else f"{m[3]}***{m[5]}", catalog)
 
 
 def extension_paths() -> tuple[str, str]:
@@ -173,6 +167,8 @@ class Lake:
         self._extensions = extension_paths()
         self._private = tempfile.mkdtemp(prefix="um-lake-ext-")
         os.symlink(self._extensions[1], os.path.join(self._private, "postgres_scanner.duckdb_extension"))
+        # What DuckDB is given: no password in it (SQL can read ATTACH strings: lake_catalog.py).
+        self._attach = with_passfile(catalog, self._private)
         self._turn_lock = threading.Lock()
         self._turn_lock_works = True  # until PostgreSQL's lock fails (_wait_for_turn)
         self._health_lock = threading.Lock()
@@ -228,14 +224,14 @@ class Lake:
         options = f" (DATA_PATH '{_quoted(data_path)}')" if data_path else ""
         try:
             if writer:  # the catalog database itself, for the turn's lock (_wait_for_turn)
-                con.execute(f"ATTACH '{_quoted(self.catalog)}' AS turn_lock (TYPE postgres)")
-            con.execute(f"ATTACH '{_quoted('ducklake:postgres:' + self.catalog)}' AS lake{options}")
+                con.execute(f"ATTACH '{_quoted(self._attach)}' AS turn_lock (TYPE postgres)")
+            con.execute(f"ATTACH '{_quoted('ducklake:postgres:' + self._attach)}' AS lake{options}")
             con.execute("USE lake")
         except duckdb.Error as exc:
             con.close()
             if "Failed to initialize DuckLake" in str(exc):
                 raise _Initializing(str(exc)) from exc
-            message = redact(first_line(exc).replace(self.catalog, redact(self.catalog)))
+            message = redact(first_line(exc).replace(self._attach, redact(self.catalog)))
             raise Unavailable(f"the lake at {redact(self.catalog)} cannot be attached: {message}") from exc
         return con
 
