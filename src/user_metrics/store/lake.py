@@ -36,7 +36,6 @@ deduplicated against the lake's ``requests``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import random
@@ -45,7 +44,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar, cast
 
 import duckdb
@@ -54,6 +52,7 @@ from user_metrics.errors import Unavailable
 from user_metrics.stats import Stats
 from user_metrics.store import lake_schema
 from user_metrics.store.lake_catalog import redact, with_passfile
+from user_metrics.store.lake_duckdb import dispose, extension_paths
 from user_metrics.store.readers import Reader, Readers
 from user_metrics.store.writer_connection import first_line
 
@@ -71,7 +70,12 @@ REATTACH_ATTEMPTS = 4
 # How long a lake writer queues for the turn in PostgreSQL before its transaction is retried.
 TURN_WAIT_S = 30
 # What lake writers queue on in PostgreSQL: see _wait_for_turn.
+# The lock is held by a PostgreSQL transaction that waits, idle, while the lake transaction
+# works: PostgreSQL ends it after TURN_IDLE_S idle, so that a process that died or abandoned its
+# connection (dispose) holding it does not hold it for good.
+TURN_IDLE_S = 60
 _TURN_LOCK_SQL = (
+    f"SET LOCAL idle_in_transaction_session_timeout = '{TURN_IDLE_S}s'",
     f"SET LOCAL lock_timeout = '{TURN_WAIT_S}s'",
     "LOCK TABLE ducklake_metadata IN SHARE UPDATE EXCLUSIVE MODE",
 )
@@ -88,24 +92,6 @@ _CONNECTION_ERRORS = (
     duckdb.ConnectionException,
     duckdb.FatalException,
 )
-
-
-def extension_paths() -> tuple[str, str]:
-    """The DuckLake and PostgreSQL extension binaries of the installed wheels for this DuckDB."""
-    found = []
-    for package, name in (
-        ("duckdb_extension_ducklake", "ducklake"),
-        ("duckdb_extension_postgres", "postgres"),
-    ):
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise Unavailable(f"lake mode needs the {package.replace('_', '-')} package (pip install it)")
-        path = Path(list(spec.submodule_search_locations)[0]) / "extensions" / f"v{duckdb.__version__}"
-        binary = path / f"{name}.duckdb_extension"
-        if not binary.exists():
-            raise Unavailable(f"{binary} is missing: {package} must match duckdb {duckdb.__version__}")
-        found.append(str(binary))
-    return found[0], found[1]
 
 
 class _Initializing(Exception):
@@ -265,8 +251,7 @@ class Lake:
         self._con, self._readers_root = con, readers_root
         self.readers.replace_root(readers_root.cursor())
         for stale in old:
-            with contextlib.suppress(duckdb.Error):
-                stale.close()
+            dispose(stale)
 
     def _reopen_readers(self) -> None:
         """Open the readers' instance again (the old one was invalidated); its cursors fail."""
@@ -277,8 +262,7 @@ class Lake:
             self._lock_down(root)
             old, self._readers_root = self._readers_root, root
             self.readers.replace_root(root.cursor())
-            with contextlib.suppress(duckdb.Error):
-                old.close()
+            dispose(old)
 
     # ---- the API ------------------------------------------------------------------------------
 
@@ -360,8 +344,10 @@ class Lake:
             for statement in _TURN_LOCK_SQL:
                 con.execute(f"CALL postgres_execute('turn_lock', '{_quoted(statement)}')")
         except duckdb.IOException:
-            raise  # the catalog is unreachable, or the wait timed out: retried by transaction()
+            raise  # the catalog is unreachable: retried by transaction()
         except duckdb.Error as exc:
+            if "lock timeout" in str(exc):  # the transaction is aborted: retried by transaction()
+                raise duckdb.IOException(f"waited {TURN_WAIT_S} s for the lake's turn") from exc
             self._turn_lock_works = False
             log.warning("cannot queue for the lake's turn in PostgreSQL (%s); relying on conflicts", exc)
 
@@ -387,8 +373,7 @@ class Lake:
             self.readers.close()
         finally:
             for con in (self._readers_root, self._con):
-                with contextlib.suppress(duckdb.Error):
-                    con.close()
+                dispose(con)
             shutil.rmtree(self._private, ignore_errors=True)
 
 
