@@ -25,7 +25,7 @@ from user_metrics.store.records import RequestRecord
 
 # The query tests' fixtures: `served`, a service holding query_data's spans, and `con`, a reader of
 # it. A module that defines its own `served` or `con` uses its own.
-pytest_plugins = ["query_service"]
+pytest_plugins = ["query_service", "pg"]  # pg: `pg_cluster`, `lake_catalog` (a throwaway PostgreSQL)
 
 CAPTURES = Path(__file__).parent / "captures"
 CAPTURE_NAMES = sorted(p.name for p in CAPTURES.iterdir() if p.is_dir())

@@ -172,3 +172,62 @@ def test_serve_help_says_where_the_conventions_go(capsys: pytest.CaptureFixture[
     text = " ".join(capsys.readouterr().out.split())
     assert "--user-id-keys KEY" in text and "in [conventions] of the config file" in text
     assert 'listed before a "*", which marks where the built-in ones go' in text
+
+
+LAKE = "host=/tmp port=5432 dbname=lake user=um password=secret"
+
+
+def test_the_lake_table_and_ingest_reach_the_settings(tmp_path: Path) -> None:
+    """[lake] in the TOML file holds the catalog, data path and shipping; ingest is top level; a
+    flag (--no-ingest spells ingest off) and the environment beat the file."""
+    from user_metrics.cli.main import _parser
+
+    config = tmp_path / "um.toml"
+    config.write_text(
+        f'ingest = true\n[lake]\nlake = "{LAKE}"\nlake_data = "/srv/lake"\nlake_ship_interval = 0.5\n'
+        'lake_max_lag = 30\nlake_store_metrics = "on"\n'
+    )
+    s = load_settings({}, environ={}, config_file=str(config))
+    assert (s.ingest, s.lake, s.lake_data, s.lake_ship_interval, s.lake_max_lag) == (
+        True,
+        LAKE,
+        "/srv/lake",
+        0.5,
+        30.0,
+    )
+    assert s.store_metrics and "secret" not in repr(s)
+    args = _parser().parse_args(["serve", "--no-ingest"])
+    flags = {spec.name: getattr(args, spec.name) for spec in SPECS}
+    env = {"USER_METRICS_LAKE_STORE_METRICS": "auto"}
+    reader = load_settings(flags, environ=env, config_file=str(config))
+    assert (reader.ingest, reader.store_metrics) == (False, True)
+    receiver = load_settings({}, environ={**env, "USER_METRICS_INGEST": "true"}, config_file=str(config))
+    assert (receiver.ingest, receiver.store_metrics) == (True, False)
+    assert load_settings({}, environ={}).store_metrics  # the single file renders them always
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"USER_METRICS_INGEST": "false"}, "reader-only node, which reads a lake: set lake"),
+        ({"USER_METRICS_LAKE_DATA": "/srv/lake"}, "lake_data is a setting of lake mode"),
+        ({"USER_METRICS_LAKE_STORE_METRICS": "on"}, "lake_store_metrics is a setting of lake mode"),
+        ({"USER_METRICS_LAKE": LAKE, "USER_METRICS_LAKE_STORE_METRICS": "yes"}, "on, off or auto"),
+        ({"USER_METRICS_LAKE": LAKE, "USER_METRICS_LAKE_SHIP_INTERVAL": "0"}, "lake_ship_interval must"),
+        ({"USER_METRICS_LAKE": LAKE, "USER_METRICS_LAKE_MAX_LAG": "-1"}, "lake_max_lag must be above 0"),
+        (
+            {
+                "USER_METRICS_LAKE": LAKE,
+                "USER_METRICS_LAKE_SHIP_INTERVAL": "5",
+                "USER_METRICS_LAKE_MAX_LAG": "5",
+            },
+            "must be longer than lake_ship_interval",
+        ),
+        ({"USER_METRICS_LAKE": LAKE, "USER_METRICS_INGEST": "perhaps"}, "ingest .* must be true or false"),
+    ],
+)
+def test_lake_settings_that_cannot_work_are_refused(environ: dict[str, str], message: str) -> None:
+    """The lake settings go together, and the error says what to set; it never shows the catalog."""
+    with pytest.raises(SettingsError, match=message) as caught:
+        load_settings({}, environ=environ)
+    assert "secret" not in str(caught.value)

@@ -1,10 +1,13 @@
-"""The app factory: builds the store, the pipeline and the servers from Settings."""
+"""The app factory: builds the store (or the lake: ``node.py``), the pipeline and the servers from
+Settings. A reader-only node (``ingest`` off) has no pipeline: no OTLP receivers, the gRPC server
+serves only the query service."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -24,14 +27,14 @@ from user_metrics.ingest.revenue_import import import_revenue
 from user_metrics.net.auth import BearerInterceptor, Tokens, check_exposure
 from user_metrics.net.grpc_server import GrpcServer, Rpcs
 from user_metrics.net.http_server import BackgroundServer, tls_context
+from user_metrics.node import Node
 from user_metrics.serve.activity import INTERVAL_SECONDS, ActivityLog, count_users
 from user_metrics.serve.grpc_api import user_metrics_service_handler
 from user_metrics.serve.http_api import ApiServer
+from user_metrics.serve.lake_metrics import lake_families
 from user_metrics.serve.metrics import RenderedMetrics, UsageCollector
 from user_metrics.settings import SPECS, Settings, SettingsError, split_address
 from user_metrics.stats import Stats
-from user_metrics.store.revenue import write_plan_prices
-from user_metrics.store.writer import Store
 
 log = logging.getLogger("user_metrics")
 
@@ -78,39 +81,33 @@ class App:
             property_prefixes=settings.property_prefixes,
         )
         self.split = span_split.load(self.conventions, settings.ingest_path)  # before the store opens
-        # A database this start creates is removed again if the service cannot start listening.
-        self._new_files = [p for p in _database_files(settings.db) if not p.exists()]
-        self.store = Store(
-            settings.db,
-            self.stats,
-            memory_limit_mib=settings.memory_limit_mib,
-            max_queue_rows=settings.write_queue_rows,
-            attribution_window_seconds=settings.attribution_window_seconds,
-            max_dimension_values=settings.max_dimension_values,
-        )
-        # The plan prices of the settings replace those of the last start, before anyone reads.
-        prices = [(p.value, p.amount, p.per) for p in settings.prices()]
-        self.store.run(lambda con: write_plan_prices(con, settings.plan_property.strip(), prices)).result()
+        # The store, the lake, or both; the plan prices of the settings written where readers read.
+        self.node = Node(settings, self.stats)
+        self.store = self.node.store  # None on a reader-only node
         # The coverage report's live part: as many (service, scope) entries as /metrics has values.
         self.coverage = CoverageCounts(self.stats, settings.metrics_max_values)
-        self.ingestor = Ingestor(
-            self.conventions,
-            self.pricer,
-            self.store,
-            self.stats,
-            max_property_keys=settings.max_property_keys,
-            attribution_window_seconds=settings.attribution_window_seconds,
-            coverage=self.coverage,
-            split=self.split,
-        )
         self.max_message_bytes = settings.max_message_mib * 1024 * 1024
         rpcs = Rpcs(settings.grpc_workers, settings.receive_timeout_seconds, self.stats)
+        receivers = []
+        self.ingestor: Ingestor | None = None
+        if self.store is not None:
+            self.ingestor = Ingestor(
+                self.conventions,
+                self.pricer,
+                self.store,
+                self.stats,
+                max_property_keys=settings.max_property_keys,
+                attribution_window_seconds=settings.attribution_window_seconds,
+                coverage=self.coverage,
+                split=self.split,
+            )
+            receivers.append(trace_service_handler(self.ingestor, rpcs))
         self.grpc_server = GrpcServer(
             rpcs,
             handlers=[
-                trace_service_handler(self.ingestor, rpcs),
+                *receivers,  # none on a reader-only node: an OTLP Export is answered UNIMPLEMENTED
                 user_metrics_service_handler(
-                    self.store.reader,
+                    self.node.reader,
                     rpcs,
                     query_timeout=settings.query_timeout_seconds,
                     stats=self.stats,
@@ -129,20 +126,18 @@ class App:
         )
         self.grpc_address = ""
         collector = UsageCollector(
-            self.store.reader,
+            self.node.reader,
             self.stats,
-            lambda: self.store.queue,
+            lambda: self.node.queue,
             max_users=settings.metrics_max_users,
             property_keys=settings.metrics_properties,
             max_values=settings.metrics_max_values,
             coverage=self.coverage,
+            store_families=settings.store_metrics,
+            more=(lambda: lake_families(self.node.figures())) if settings.lake else tuple,
         )
-        self.metrics = RenderedMetrics(
-            collector,
-            lambda: (self.stats.exports, self.stats.commits, self.stats.compactions),
-            settings.metrics_refresh_seconds,
-        )
-        self.activity = ActivityLog(self.stats, lambda: count_users(self.store.reader), activity_interval)
+        self.metrics = RenderedMetrics(collector, self._metrics_version, settings.metrics_refresh_seconds)
+        self.activity = ActivityLog(self.stats, lambda: count_users(self.node.reader), activity_interval)
         self.otlp_http: OtlpHttpServer | None = None
         self.otlp_http_url = ""
         self.api: ApiServer | None = None
@@ -161,25 +156,27 @@ class App:
             raise _cannot_listen("grpc_listen", settings.grpc_listen, exc) from exc
         self.grpc_address = _join(host, port)
         try:
-            self.otlp_http = self._bind(
-                "http_listen",
-                lambda address: OtlpHttpServer(
-                    address,
-                    self.ingestor,
-                    self.stats,
-                    max_body_bytes=self.max_message_bytes,
-                    workers=settings.http_workers,
-                    receive_timeout=settings.receive_timeout_seconds,
-                    max_connections=settings.http_max_connections,
-                    ingest_tokens=self.ingest_tokens,
-                    tls=self.tls,
-                ),
-            )
+            ingestor = self.ingestor
+            if ingestor is not None:  # no OTLP/HTTP listener on a reader-only node
+                self.otlp_http = self._bind(
+                    "http_listen",
+                    lambda address: OtlpHttpServer(
+                        address,
+                        ingestor,
+                        self.stats,
+                        max_body_bytes=self.max_message_bytes,
+                        workers=settings.http_workers,
+                        receive_timeout=settings.receive_timeout_seconds,
+                        max_connections=settings.http_max_connections,
+                        ingest_tokens=self.ingest_tokens,
+                        tls=self.tls,
+                    ),
+                )
             self.api = self._bind(
                 "api_listen",
                 lambda address: ApiServer(
                     address,
-                    self.store.reader,
+                    self.node.reader,
                     stats=self.stats,
                     query_timeout=settings.query_timeout_seconds,
                     sql_timeout=settings.sql_timeout_seconds,
@@ -193,7 +190,7 @@ class App:
                     # an import writes: the ingest tokens guard it, the read tokens while none is set
                     write_tokens=self.read_tokens if self.ingest_tokens.open else self.ingest_tokens,
                     tls=self.tls,
-                    health=self.store.health,
+                    health=self.node.health,
                     coverage=self.coverage,
                     import_revenue=self.import_revenue,
                     timezone=settings.timezone,
@@ -206,26 +203,54 @@ class App:
             self.grpc_server.stop(0)
             self._close_unstarted()
             raise
-        self.otlp_http_url = _url(self.otlp_http, settings.http_listen)
         self.api_url = _url(self.api, settings.api_listen)
+        self.node.start(port)  # shipping to the lake, on a receiver in lake mode
         self.grpc_server.start()
-        self.otlp_http.start()
+        if self.otlp_http is not None:
+            self.otlp_http_url = _url(self.otlp_http, settings.http_listen)
+            self.otlp_http.start()
         self.api.start()
         self.metrics.start()
         self.activity.start()
-        log.info(
-            "user-metrics %s listening: OTLP gRPC and queries on %s; OTLP/HTTP on %s; HTTP API on %s; "
-            "database %s (DuckDB %s); dashboard at %s/",
-            __version__,
-            self.grpc_address,
-            self.otlp_http_url,
-            self.api_url,
-            Path(settings.db).resolve(),
-            duckdb.__version__,
-            _url(self.api, settings.api_listen, browsable=True),
-        )
+        self._log_start()
+
+    def _log_start(self) -> None:
+        settings = self.settings
+        dashboard = _url(self.api, settings.api_listen, browsable=True) if self.api is not None else ""
+        if self.store is not None:
+            log.info(
+                "user-metrics %s listening: OTLP gRPC and queries on %s; OTLP/HTTP on %s; HTTP API on %s; "
+                "database %s (DuckDB %s); dashboard at %s/",
+                __version__,
+                self.grpc_address,
+                self.otlp_http_url,
+                self.api_url,
+                Path(settings.db).resolve(),
+                duckdb.__version__,
+                dashboard,
+            )
+        else:
+            log.info(
+                "user-metrics %s listening: gRPC queries on %s; HTTP API on %s; reader-only node (ingest "
+                "off: no OTLP receivers, no database file) (DuckDB %s); dashboard at %s/",
+                __version__,
+                self.grpc_address,
+                self.api_url,
+                duckdb.__version__,
+                dashboard,
+            )
+        if self.node.lake is not None:
+            log.info(
+                "%s; ingest %s; /metrics %s the store's families (lake_store_metrics %s)",
+                self.node.describe(),
+                "on" if settings.ingest else "off",
+                "renders" if settings.store_metrics else "leaves out",
+                settings.lake_store_metrics,
+            )
         split = self.split
-        if split.splits:
+        if self.store is None:
+            pass  # no ingest path: nothing is received
+        elif split.splits:
             log.info("ingest path: %s (binary OTLP bodies are split before mapping)", split.path)
         else:
             log.info("ingest path: python (%s)", split.reason)
@@ -237,9 +262,19 @@ class App:
     def import_revenue(
         self, data: bytes, fmt: str | None, mapping: Mapping[str, str], tz: str | None, source: str
     ) -> tuple[int, int]:
-        """Import revenue records into the store: (new, unchanged); ``tz`` None: the timezone setting."""
+        """Import revenue records where the readers read (the store, or the lake): (new, unchanged);
+        ``tz`` None: the timezone setting."""
         tz = tz or getattr(self.settings, "timezone", None) or None
-        return import_revenue(self.store, data, fmt, mapping, tz, source)
+        return import_revenue(self.node.writes, data, fmt, mapping, tz, source)  # type: ignore[arg-type]
+
+    def _metrics_version(self) -> object:
+        """What changes when /metrics should be rendered again: this node's exports and commits,
+        and in lake mode the clock too (other nodes change the lake)."""
+        s = self.stats
+        tick = (
+            int(time.monotonic() / max(self.settings.metrics_refresh_seconds, 0.001)) if self.node.lake else 0
+        )
+        return (s.exports, s.commits, s.compactions, tick)
 
     def _bind(self, name: str, make: Callable[[tuple[str, int]], S]) -> S:
         address = getattr(self.settings, name)
@@ -250,9 +285,7 @@ class App:
 
     def _close_unstarted(self) -> None:
         """Close the store of a start that failed, and remove the database files it created."""
-        self.store.close()
-        for path in self._new_files:
-            path.unlink(missing_ok=True)
+        self.node.close(remove_new=True)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, finish the ones in flight, commit and close the database."""
@@ -263,7 +296,7 @@ class App:
         if self.otlp_http is not None:
             self.otlp_http.stop()
         self.grpc_server.stop(grace)
-        self.store.close()
+        self.node.close(grace)  # every acknowledged row committed, and shipped to the lake
         log.info(
             "user-metrics stopped: %d spans stored, %d duplicates ignored, %d rejected",
             self.stats.spans_stored,
@@ -287,11 +320,6 @@ def _grpc_credentials(settings: Settings) -> grpc.ServerCredentials:
     key = Path(settings.tls_key_file).read_bytes()
     chain = Path(settings.tls_cert_file).read_bytes()
     return grpc.ssl_server_credentials([(key, chain)])
-
-
-def _database_files(db: str) -> list[Path]:
-    """The files DuckDB makes for a database: the file and its write-ahead log."""
-    return [Path(db), Path(db + ".wal")]
 
 
 def _cannot_listen(name: str, address: str, exc: Exception) -> SettingsError:

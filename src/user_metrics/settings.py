@@ -1,254 +1,32 @@
-"""Settings, declared once as data: flag > ``USER_METRICS_*`` environment > TOML file > default.
+"""Settings, declared once as data (``settings_specs.py``): flag > ``USER_METRICS_*`` environment >
+TOML file > default.
 
 ``load_settings`` is the only place that reads the environment or the config file; the frozen
-``Settings`` it returns is passed down explicitly.
+``Settings`` it returns, validated as a whole (settings that go together, ranges), is passed
+down explicitly.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from user_metrics import settings_input
 from user_metrics.errors import SettingsError as SettingsError
 from user_metrics.settings_input import PlanPrice, convert, plan_prices, price_entries, read_config_file
+from user_metrics.settings_specs import BILLING as BILLING
+from user_metrics.settings_specs import CONFIG_ENV as CONFIG_ENV
+from user_metrics.settings_specs import CONVENTIONS as CONVENTIONS
+from user_metrics.settings_specs import ENV_PREFIX as ENV_PREFIX
+from user_metrics.settings_specs import LAKE as LAKE
+from user_metrics.settings_specs import SPECS as SPECS
+from user_metrics.settings_specs import TOP_LEVEL_TOO
+from user_metrics.settings_specs import SettingSpec as SettingSpec
 
-ENV_PREFIX = "USER_METRICS_"
-CONFIG_ENV = ENV_PREFIX + "CONFIG"
-
-
-@dataclass(frozen=True)
-class SettingSpec:
-    """One setting: its name (TOML key), type, default, the help shown everywhere, and the TOML
-    table it is written in ('' for the top level)."""
-
-    name: str
-    kind: type
-    default: Any
-    help: str
-    section: str = ""
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-
-# The [conventions] table: attribute keys an operator adds to the built-in conventions table.
-CONVENTIONS = "conventions"
-_ORDER = (
-    '; read after the built-in ones, except those listed before a "*", which marks where the '
-    "built-in ones go (first match wins)"
-)
-# The [billing] table: the plan property and its prices.
-BILLING = "billing"
-# Settings of a table that may still be written at the top level of the file, where they used to be.
-_TOP_LEVEL_TOO = ("property_keys",)
-
-SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("db", str, "./user_metrics.duckdb", "DuckDB database file (created if missing)"),
-    SettingSpec(
-        "grpc_listen", str, "127.0.0.1:4317", "OTLP/gRPC listen address HOST:PORT (port 0 picks a free port)"
-    ),
-    SettingSpec(
-        "api_listen",
-        str,
-        "127.0.0.1:9464",
-        "HTTP API listen address HOST:PORT (JSON API; port 0 picks a free port)",
-    ),
-    SettingSpec(
-        "http_listen",
-        str,
-        "127.0.0.1:4318",
-        "OTLP/HTTP listen address HOST:PORT (POST /v1/traces, protobuf or JSON; port 0 picks a free port)",
-    ),
-    SettingSpec(
-        "ingest_tokens",
-        list,
-        (),
-        "bearer tokens accepted for sending spans (OTLP gRPC and HTTP); empty: no token needed",
-    ),
-    SettingSpec(
-        "read_tokens",
-        list,
-        (),
-        "bearer tokens accepted for reading (query API, SQL, gRPC queries, /metrics); empty: no token needed",
-    ),
-    SettingSpec(
-        "allow_unauthenticated",
-        bool,
-        False,
-        "serve a non-loopback address without tokens (anyone who reaches it may send or read)",
-    ),
-    SettingSpec("tls_cert_file", str, "", "PEM certificate chain: serve gRPC and HTTP over TLS"),
-    SettingSpec("tls_key_file", str, "", "PEM private key of tls_cert_file"),
-    SettingSpec(
-        "price_file", str, "", "TOML file of model prices that add to or override genai-prices' data"
-    ),
-    SettingSpec(
-        "property_keys",
-        list,
-        (),
-        "bare attribute keys recorded as custom properties, e.g. plan,feature (OpenLIT copies custom "
-        "attributes un-prefixed)" + _ORDER,
-        CONVENTIONS,
-    ),
-    SettingSpec(
-        "user_id_keys",
-        list,
-        (),
-        "attribute keys of your own that hold the user id, e.g. customer.id" + _ORDER,
-        CONVENTIONS,
-    ),
-    SettingSpec(
-        "session_id_keys",
-        list,
-        (),
-        "attribute keys of your own that hold the session id" + _ORDER,
-        CONVENTIONS,
-    ),
-    SettingSpec(
-        "property_prefixes",
-        list,
-        (),
-        "attribute key prefixes of your own whose keys are custom properties (the rest of the key, "
-        "lower-cased, is the name), e.g. acme.meta.; each ends in . - _ : or /" + _ORDER,
-        CONVENTIONS,
-    ),
-    SettingSpec(
-        "plan_property",
-        str,
-        "",
-        "the property that names the user's plan, e.g. plan; empty: no plan prices",
-        BILLING,
-    ),
-    SettingSpec(
-        "plan_prices",
-        list,
-        (),
-        "the recurring price of each plan, VALUE=AMOUNT/month or VALUE=AMOUNT/year in USD, e.g. "
-        "pro=20/month (a bare amount is per month); in the config file a table [billing.plan_prices]",
-        BILLING,
-    ),
-    SettingSpec("max_message_mib", int, 64, "largest OTLP request accepted, in MiB (after decompression)"),
-    SettingSpec("max_value_length", int, 4096, "longest text kept for ids, models and property values"),
-    SettingSpec("max_properties", int, 64, "most custom properties kept per request (by name order)"),
-    SettingSpec(
-        "max_span_attributes",
-        int,
-        1024,
-        "most attributes read of one span or resource (the first ones); the rest are ignored and counted",
-    ),
-    SettingSpec(
-        "max_property_keys",
-        int,
-        1000,
-        "most distinct property keys in the database; properties with further new keys are dropped",
-    ),
-    SettingSpec(
-        "max_dimension_values",
-        int,
-        1000,
-        "most distinct values of a service, environment, provider, model or property key with rollup "
-        "cells of their own (first come, first served); later values are summed under (other)",
-    ),
-    SettingSpec(
-        "write_queue_rows",
-        int,
-        100_000,
-        "most rows waiting to be committed; beyond it exports are answered retry-later (gRPC "
-        "UNAVAILABLE with RetryInfo, HTTP 503 with Retry-After)",
-    ),
-    SettingSpec(
-        "attribution_window_seconds",
-        float,
-        30.0,
-        "how long an LLM span without a user id waits, durably, for ancestors in later exports",
-    ),
-    SettingSpec(
-        "grpc_workers",
-        int,
-        16,
-        "gRPC worker threads (calls served at once); 4x as many calls may wait, more get RESOURCE_EXHAUSTED",
-    ),
-    SettingSpec(
-        "http_workers", int, 16, "OTLP/HTTP requests processed at once; more are answered 503 Retry-After"
-    ),
-    SettingSpec(
-        "http_max_connections",
-        int,
-        1024,
-        "open connections per HTTP listener (OTLP/HTTP, API), a thread each; more are answered 503 "
-        "Retry-After and closed",
-    ),
-    SettingSpec(
-        "metrics_max_users",
-        int,
-        1000,
-        "most users in the per-user /metrics families (the most recently active); 0 turns them off",
-    ),
-    SettingSpec(
-        "metrics_refresh_seconds",
-        float,
-        5.0,
-        "how often /metrics is rendered again in the background after new data; 0 renders on every scrape",
-    ),
-    SettingSpec(
-        "metrics_properties",
-        list,
-        (),
-        "property keys with /metrics families of requests and cost per value, e.g. plan",
-    ),
-    SettingSpec(
-        "metrics_max_values",
-        int,
-        100,
-        "most provider/model pairs in the per-model /metrics families, and values per key in the "
-        "per-property ones (first come, first served); the rest are summed into one (other) series",
-    ),
-    SettingSpec(
-        "memory_limit_mib",
-        int,
-        1024,
-        "DuckDB's memory limit in MiB (cache, hash tables; it spills to disk beyond it); 0: DuckDB's "
-        "default of 80 % of RAM",
-    ),
-    SettingSpec(
-        "receive_timeout_seconds",
-        float,
-        30.0,
-        "most time a client may take to send one request (HTTP headers and body, a gRPC message); "
-        "slower ones are cut off",
-    ),
-    SettingSpec(
-        "query_timeout_seconds",
-        float,
-        30.0,
-        "time limit of one query of the HTTP API, the gRPC query service or the dashboard",
-    ),
-    SettingSpec("sql_timeout_seconds", float, 10.0, "time limit of one read-only SQL query"),
-    SettingSpec("sql_max_rows", int, 10_000, "most rows one read-only SQL query may return"),
-    SettingSpec(
-        "sql_max_concurrent",
-        int,
-        4,
-        "read-only SQL queries run at once (until DuckDB really stops them); more get 503 Retry-After",
-    ),
-    SettingSpec(
-        "sql_max_result_mib",
-        int,
-        16,
-        "most MiB of JSON rows one SQL answer holds; the rest is cut (truncated: true)",
-    ),
-    SettingSpec("timezone", str, "UTC", "IANA zone of calendar periods and buckets when a query has no tz"),
-    SettingSpec("log_level", str, "info", "debug, info, warning or error"),
-    SettingSpec("ingest_path", str, "auto", "auto (native split where built), python or reference (tests)"),
-)
+# lake_store_metrics: whether a node in lake mode renders the store's /metrics families.
+STORE_METRICS = ("on", "off", "auto")
 
 
 @dataclass(frozen=True)
@@ -279,6 +57,8 @@ _RANGES: dict[str, _Range] = {
     "sql_timeout_seconds": _Range(0, 3600, above=True),
     "attribution_window_seconds": _Range(0, 3600),
     "metrics_refresh_seconds": _Range(0, 3600),
+    "lake_ship_interval": _Range(0, 3600, above=True),
+    "lake_max_lag": _Range(0, 86400, above=True),
     "metrics_max_users": _Range(0),
     "sql_max_rows": _Range(1, 100_000),
     "sql_max_concurrent": _Range(1, 64),
@@ -344,6 +124,12 @@ class Settings:
     sql_max_rows: int = 10_000
     sql_max_concurrent: int = 4
     sql_max_result_mib: int = 16
+    ingest: bool = True
+    lake: str = field(default="", repr=False)  # a connection string may hold a password
+    lake_data: str = ""
+    lake_ship_interval: float = 1.0
+    lake_max_lag: float = 60.0
+    lake_store_metrics: str = "auto"
     timezone: str = "UTC"
     log_level: str = "info"
     ingest_path: str = "auto"
@@ -378,6 +164,39 @@ class Settings:
         if bool(self.plan_property.strip()) != bool(self.plan_prices):
             raise SettingsError("plan_property and plan_prices go together: set both or neither")
         self.prices()  # each price checked: a SettingsError naming it
+        self._check_lake()
+
+    def _check_lake(self) -> None:
+        """The lake settings go together (the catalog string is never shown: it may hold a password)."""
+        if not self.lake.strip():
+            for name, given in (
+                ("lake_data", self.lake_data != ""),
+                ("lake_store_metrics", self.lake_store_metrics != "auto"),
+            ):
+                if given:
+                    raise SettingsError(f"{name} is a setting of lake mode: set lake (the catalog) too")
+            if not self.ingest:
+                raise SettingsError(
+                    "ingest off makes a reader-only node, which reads a lake: set lake (--lake CATALOG, "
+                    "USER_METRICS_LAKE or lake in [lake]) too"
+                )
+        if self.lake_store_metrics not in STORE_METRICS:
+            shown = self.lake_store_metrics
+            raise SettingsError(f"lake_store_metrics must be on, off or auto, got {shown!r}")
+        if self.lake_max_lag <= self.lake_ship_interval:
+            raise SettingsError(
+                f"lake_max_lag ({self.lake_max_lag:g} s) must be longer than lake_ship_interval "
+                f"({self.lake_ship_interval:g} s): a node refuses exports when its oldest row not yet "
+                "shipped is older than lake_max_lag"
+            )
+
+    @property
+    def store_metrics(self) -> bool:
+        """Whether /metrics renders the store's families: always with the single file; in lake
+        mode as lake_store_metrics says (auto: only on a reader-only node)."""
+        if not self.lake.strip() or self.lake_store_metrics == "on":
+            return True
+        return self.lake_store_metrics == "auto" and not self.ingest
 
     def prices(self) -> tuple[PlanPrice, ...]:
         """The plan prices, parsed (``plan_prices`` holds their text)."""
@@ -405,7 +224,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     config_file = config_file or environ.get(CONFIG_ENV) or None
     tables = {spec.name: spec.section for spec in SPECS}
-    file_values = read_config_file(config_file, tables, _TOP_LEVEL_TOO) if config_file else {}
+    file_values = read_config_file(config_file, tables, TOP_LEVEL_TOO) if config_file else {}
     values: dict[str, Any] = {}
     for spec in SPECS:
         if spec.name in flags:

@@ -31,6 +31,16 @@ class Stats:
     writer_memory_retries: int = 0  # writes retried (or made) with readers held back for memory
     store_reopens: int = 0  # the database closed and opened again after DuckDB failed inconsistently
     readers_stopped: Counter[str] = field(default_factory=Counter)  # reader queries interrupted, by why
+    # Lake mode (store/lake.py, store/shipper.py): rows shipped into the lake, rows found there
+    # already (a re-ship, a span that reached two nodes), lake write transactions committed,
+    # conflicts retried, ship attempts that failed, catalog reattaches, lake compactions.
+    lake_shipped_rows: int = 0
+    lake_duplicate_rows: int = 0
+    lake_commits: int = 0
+    lake_conflicts: int = 0
+    lake_ship_failures: int = 0
+    lake_reattaches: int = 0
+    lake_compactions: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **amounts: int | float) -> None:

@@ -33,7 +33,7 @@ def wait_until_stored(app: App, data: DemoData, timeout: float) -> None:
     """Poll the store until it holds every request of ``data`` (spans may wait for an ancestor)."""
     deadline = time.monotonic() + timeout
     while True:
-        con = app.store.reader()
+        con = app.node.reader()
         try:
             stored = query_totals(con, since=data.since).requests
         finally:
@@ -49,7 +49,7 @@ def wait_until_stored(app: App, data: DemoData, timeout: float) -> None:
 
 def _report(app: App, data: DemoData, db: Path, temporary: bool) -> str:
     """What the demo prints once everything is stored: figures, top users, where to look."""
-    con = app.store.reader()
+    con = app.node.reader()
     try:
         totals = query_totals(con, since=data.since)
         page = query_users(con, since="30d", limit=15)

@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
             metavar = "PREFIX" if spec.name.endswith("_prefixes") else metavar
             serve.add_argument(spec.flag, dest=spec.name, action="append", metavar=metavar, help=help_text)
         elif spec.kind is bool:
-            serve.add_argument(spec.flag, dest=spec.name, action="store_const", const=True, help=help_text)
+            # a switch on by default is turned off by its flag (--no-ingest)
+            const = spec.default is not True
+            serve.add_argument(spec.flag, dest=spec.name, action="store_const", const=const, help=help_text)
         else:
             serve.add_argument(
                 spec.flag, dest=spec.name, type=spec.kind, metavar=spec.name.upper(), help=help_text

@@ -42,7 +42,8 @@ class CoverageFamilies:
         self._shares: list[tuple[list[str], tuple[float, float, float]]] = []
         self._shares_at: float | None = None
 
-    def collect(self, con: duckdb.DuckDBPyConnection) -> Iterable[Metric]:
+    def collect(self, con: duckdb.DuckDBPyConnection | None) -> Iterable[Metric]:
+        """The families; without ``con`` (no store families on this node) the live counters only."""
         skipped = CounterMetricFamily(
             "user_metrics_llm_like_spans_skipped",
             "Spans not counted as LLM calls that look like them (GET /api/v1/coverage), since the start",
@@ -58,6 +59,9 @@ class CoverageFamilies:
                 labels = [_text(v) for v in key]
                 skipped.add_metric(labels, entry.llm_like_skipped)
                 unread.add_metric(labels, entry.unread_total)
+        if con is None:
+            yield from (skipped, unread)
+            return
         share = GaugeMetricFamily(
             "user_metrics_coverage_share",
             "Share of the last 24 hours' stored requests with a user id, a session, a cost (refreshed "

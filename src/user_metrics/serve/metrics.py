@@ -1,5 +1,10 @@
 """``/metrics``: the store's all-time totals and the service's own counters, as exposition text.
 
+In lake mode the store's families (``llm_*``, per user and application-wide) come from the nodes
+with ``lake_store_metrics`` on (by default the reader-only ones) and the others render only
+their own counters (``self_metrics.py``) and the lake's shipping figures (``lake_metrics.py``),
+so that a ``sum()`` over instances counts every user once.
+
 Each rendering reads ``snapshot`` (maintained totals: no scan of ``requests``) and the
 service's own counters on one reader connection; prometheus_client writes the text format or
 OpenMetrics, as the scraper's Accept header asks. The per-user families are the exception:
@@ -25,13 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -41,8 +40,9 @@ from user_metrics.query.anomalies import anomalies
 from user_metrics.query.results import Anomaly
 from user_metrics.query.snapshot import Snapshot, Usage, snapshot
 from user_metrics.serve.coverage_metrics import CoverageFamilies
+from user_metrics.serve.self_metrics import node_families
 from user_metrics.serve.user_samples import TOKEN_TYPES, families, user_samples
-from user_metrics.stats import LIMITS, READ_LIMITS, REFUSALS, Stats
+from user_metrics.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,13 @@ class UsageCollector(Collector):
         max_values: int = 100,
         now: Callable[[], datetime] = scope.now,
         coverage: CoverageCounts | None = None,
+        store_families: bool = True,
+        more: Callable[[], Iterable[Metric]] = tuple,
     ) -> None:
+        """``store_families`` False: only this node's own families (a receiver in lake mode, where
+        the store's come from the nodes that render them); ``more`` adds families (the lake's)."""
+        self._store_families = store_families
+        self._more = more
         self._open_reader = open_reader
         self._coverage = CoverageFamilies(coverage, max_values, now)  # coverage_metrics.py
         self._now = now  # the anomalies' clock
@@ -140,6 +146,9 @@ class UsageCollector(Collector):
         return self.gather().families
 
     def gather(self) -> Gathered:
+        if not self._store_families:  # the live coverage counters are this node's; no reader
+            own = (*self._coverage.collect(None), *node_families(self._stats, self._queue), *self._more())
+            return Gathered((), own)
         con = self._open_reader()
         try:
             users, exposed = self._user_families(con)
@@ -188,7 +197,8 @@ class UsageCollector(Collector):
         yield cost
         yield self._left_out(snap.models_left_out, snap.values_left_out)
         yield from coverage
-        yield from self._self()
+        yield from node_families(self._stats, self._queue)
+        yield from self._more()
 
     @staticmethod
     def _left_out(models: int, values: dict[str, int]) -> Metric:
@@ -242,89 +252,6 @@ class UsageCollector(Collector):
                 buckets.append((bound, cumulative))
             duration.add_metric(key, buckets, u.duration_ms_sum / 1000)
         yield from (requests, tokens, cost, unpriced, duration)
-
-    def _self(self) -> Iterable[Metric]:
-        s = self._stats
-        spans = [
-            _counter(name, text, getattr(s, f"spans_{name}"))
-            for name, text in (
-                ("received", "Spans received in OTLP exports"),
-                ("stored", "LLM spans stored as request records"),
-                ("duplicate", "LLM spans already stored (re-sent)"),
-                ("past_horizon", "LLM spans older than the dedupe horizon (48 h), checked against requests"),
-                ("skipped", "Spans that are not LLM calls"),
-                ("cache_added_to_input", "LLM spans whose input excluded cache: cache read and write added"),
-            )
-        ]
-        rejected = CounterMetricFamily("user_metrics_spans_rejected", "LLM spans rejected", labels=["reason"])
-        for reason, count in sorted(s.spans_rejected.items()):
-            rejected.add_metric([reason], count)
-        cuts = CounterMetricFamily(
-            "user_metrics_limit_cuts",
-            "Values, properties and requests cut or refused by a configured limit",
-            labels=["limit"],
-        )
-        refused = CounterMetricFamily(
-            "user_metrics_exports_refused",
-            "Exports (and HTTP API requests) answered retry-later (gRPC UNAVAILABLE, HTTP 503) or closed",
-            labels=["reason"],
-        )
-        reads = CounterMetricFamily(
-            "user_metrics_reads_limited",
-            "Queries of the HTTP API and SQL stopped, refused or cut by a bound",
-            labels=["limit"],
-        )
-        for family, counts, labels in (
-            (cuts, s.limit_cuts, LIMITS),
-            (refused, s.exports_refused, REFUSALS),
-            (reads, s.reads_limited, READ_LIMITS),
-        ):
-            for label in labels:  # every label always, 0 until it happens
-                family.add_metric([label], counts[label])
-        stopped = CounterMetricFamily(
-            "user_metrics_reader_queries_stopped",
-            "Reader queries interrupted to keep the writer's memory: memory (the guard), writer "
-            "(held back for a checkpoint or a retried write)",
-            labels=["reason"],
-        )
-        for reason in ("memory", "writer"):
-            stopped.add_metric([reason], s.readers_stopped[reason])
-        retries = CounterMetricFamily(
-            "user_metrics_writer_memory_retries",
-            "Writes that ran out of DuckDB's memory and were retried with readers held back",
-        )
-        retries.add_metric([], s.writer_memory_retries)
-        reopens = CounterMetricFamily(
-            "user_metrics_store_reopens",
-            "Times the database was closed and opened again after a failed COMMIT, ROLLBACK or checkpoint, "
-            "or a catalog entry a failed statement left behind",
-        )
-        reopens.add_metric([], s.store_reopens)
-        batch = SummaryMetricFamily("user_metrics_export_spans", "Spans per OTLP export")
-        batch.add_metric([], s.exports, s.spans_received)
-        commit = SummaryMetricFamily(
-            "user_metrics_commit_duration_seconds", "Time to store and commit a group"
-        )
-        commit.add_metric([], s.commits, s.commit_seconds)
-        queue = GaugeMetricFamily("user_metrics_queue_depth", "Batches waiting for the store's writer")
-        batches, rows = self._queue()
-        queue.add_metric([], batches)
-        queued = GaugeMetricFamily("user_metrics_write_queue_rows", "Rows waiting for the store's writer")
-        queued.add_metric([], rows)
-        yield from (
-            *spans,
-            rejected,
-            cuts,
-            refused,
-            stopped,
-            retries,
-            reopens,
-            reads,
-            batch,
-            commit,
-            queue,
-            queued,
-        )
 
 
 class RenderedMetrics:
@@ -410,9 +337,3 @@ def registry(collector: UsageCollector) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
     return reg
-
-
-def _counter(name: str, text: str, value: int) -> CounterMetricFamily:
-    family = CounterMetricFamily(f"user_metrics_spans_{name}", text)
-    family.add_metric([], value)
-    return family

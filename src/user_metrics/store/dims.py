@@ -57,18 +57,38 @@ TABLES = ("dims", "dim_values")
 SEQUENCES = ("dims_id_seq",)
 
 
+def insert_new(table: str, key: str, natural: str, columns: str, source: str, explicit_keys: bool) -> str:
+    """SQL: add to ``table`` the rows of relation ``source`` (``columns``, one row per ``natural``)
+    whose ``natural`` it lacks, each with a new ``key``. Locally the key column's sequence numbers
+    them and the UNIQUE constraint finds the known ones; a DuckLake table has neither
+    (``explicit_keys``): the keys are max(key) + row_number(), which is safe because every lake
+    write holds the turn (``lake.py``), and an anti-join skips the known ones."""
+    if not explicit_keys:
+        return (
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
+            f"ON CONFLICT ({natural}) DO NOTHING"
+        )
+    return f"""INSERT INTO {table} ({key}, {columns})
+        SELECT (SELECT coalesce(max({key}), 0) FROM {table}) + row_number() OVER (ORDER BY s.{natural}),
+               {", ".join(f"s.{c.strip()}" for c in columns.split(","))}
+        FROM {source} AS s WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{natural} = s.{natural})"""
+
+
 def property_dimension(key: str) -> str:
     """The dimension of a property key."""
     return f"property:{key}"
 
 
-def assign(con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int) -> int:
+def assign(
+    con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int, explicit_keys: bool = False
+) -> int:
     """Give the rows of ``cells`` whose dims_id is NULL one (inside the caller's transaction).
 
     ``cells`` has a column ``h``, the ``DIMS_HASH_SQL`` of the request row of relation ``rows``
     it came from, and ``dims_id`` from ``dims`` where that hash is already there. Only new
     combinations get here: their values are admitted while there is room, the rest folded, and
-    the (folded) combinations added to ``dims``. Returns how many rows had a value folded.
+    the (folded) combinations added to ``dims`` (``explicit_keys``: see ``insert_new``). Returns
+    how many rows had a value folded.
     """
     (missing,) = con.execute(f"SELECT count(*) FROM {cells} WHERE dims_id IS NULL").fetchone() or (0,)
     if not missing:
@@ -131,10 +151,11 @@ def assign(con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int) ->
             FROM dims_new AS n LEFT JOIN dims_folds AS f USING (h))"""
     )
     names = ", ".join((*COLUMNS, "properties"))
+    combinations = (
+        f"(SELECT DISTINCT ON (folded_h) folded_h AS dims_hash, {names} FROM dims_folded ORDER BY folded_h)"
+    )
     con.execute(
-        f"""INSERT INTO dims (dims_hash, {names})
-        SELECT DISTINCT ON (folded_h) folded_h, {names} FROM dims_folded ORDER BY folded_h
-        ON CONFLICT (dims_hash) DO NOTHING"""
+        insert_new("dims", "dims_id", "dims_hash", f"dims_hash, {names}", combinations, explicit_keys)
     )
     con.execute(
         f"""UPDATE {cells} SET dims_id = d.dims_id

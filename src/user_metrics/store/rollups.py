@@ -156,8 +156,11 @@ class Touched:
         return bool(self.hours or self.users)
 
 
-def apply(con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int) -> Touched:
-    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction).
+def apply(
+    con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int, explicit_keys: bool = False
+) -> Touched:
+    """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction;
+    ``explicit_keys`` on a DuckLake connection: ``dims.insert_new``).
 
     Values beyond ``max_dimension_values`` per dimension are folded into ``(other)`` (``dims.py``).
 
@@ -169,8 +172,8 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int) 
     appends every rollup from those cells (the latency histograms from the rows), and returns
     what was touched. Each commit thus appends at most one row per cell of each table.
     """
-    missing, hours, users = con.execute(_input_sql(rows)).fetchone() or (0, [], [])
-    folded = dims.assign(con, rows, "rollup_input", max_dimension_values) if missing else 0
+    missing, hours, users = con.execute(_input_sql(rows, explicit_keys)).fetchone() or (0, [], [])
+    folded = dims.assign(con, rows, "rollup_input", max_dimension_values, explicit_keys) if missing else 0
     # No DROP on failure: the caller's rollback removes the tables, and a statement on an aborted
     # transaction would hide the real error behind "transaction is aborted".
     con.execute(_APPEND_SQL)
@@ -180,16 +183,16 @@ def apply(con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int) 
 _DIMS = (*dims.COLUMNS, "properties")
 
 
-def _input_sql(rows: str) -> str:
+def _input_sql(rows: str, explicit_keys: bool) -> str:
     """Key new users; ``rollup_input``: a row per request of ``rows`` with its user key, dims
     hash ``h`` and dims id (NULL for a combination not yet in ``dims``); then how many lack one,
     and the hours and user keys it touches."""
     contributions = ", ".join(f"{expr} AS {name}" for name, _, expr in METRICS)
     combination = ", ".join(_DIMS)
     same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM c.{c}" for c in _DIMS)
+    new_users = f"(SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL)"
     return f"""
-    INSERT INTO users (user_id) SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL
-        ON CONFLICT (user_id) DO NOTHING;
+    {dims.insert_new("users", "user_key", "user_id", "user_id", new_users, explicit_keys)};
     CREATE OR REPLACE TEMP TABLE rollup_input AS
     WITH combinations AS (
         SELECT c.*, d.dims_id FROM (

@@ -1,0 +1,131 @@
+"""store/lake.py against a real PostgreSQL: the lake's tables, its readers, its lock-down, its turn."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import duckdb
+import pytest
+from pg import LakeCatalog
+
+from user_metrics.errors import Unavailable
+from user_metrics.query.users import users
+from user_metrics.stats import Stats
+from user_metrics.store import lake_schema, schema
+from user_metrics.store.lake import Lake, redact
+from user_metrics.store.writer import Store
+
+
+def test_the_query_layer_reads_an_empty_lake(lake: Lake) -> None:
+    with lake.reader() as con:
+        page = users(con, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+    assert page.total == 0 and not page.users
+
+
+def test_the_reader_facing_tables_have_exactly_the_local_columns(lake: Lake, tmp_path) -> None:
+    store = Store(tmp_path / "local.duckdb", Stats())
+    try:
+        local = store.reader()
+        try:
+            want = _columns(local)
+        finally:
+            local.close()
+    finally:
+        store.close()
+    with lake.reader() as con:
+        got = _columns(con)
+    for table in lake_schema.READER_TABLES:
+        assert got[table] == want[table], table
+    assert set(got) - set(want) == {"lake_turn", "lake_leases"}
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str, bool]]]:
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type, is_nullable FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' ORDER BY table_name, column_index"
+    ).fetchall()
+    tables: dict[str, list[tuple[str, str, bool]]] = {}
+    for table, column, kind, nullable in rows:
+        tables.setdefault(table, []).append((column, kind, nullable))
+    return tables
+
+
+def test_a_second_node_attaches_the_same_lake_without_a_data_path(
+    lake: Lake, lake_catalog: LakeCatalog
+) -> None:
+    """The tables are created once (idempotently) and the data path is read from the catalog."""
+    other = Lake(lake_catalog.catalog, None, Stats(), memory_limit_mib=256, max_dimension_values=1000)
+    try:
+        assert other.data_path.rstrip("/") == lake_catalog.data_path
+        with other.reader() as con:
+            assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [
+                (schema.SCHEMA_VERSION,)
+            ]
+            assert con.execute("SELECT count(*) FROM lake_turn").fetchall() == [(1,)]
+    finally:
+        other.close()
+
+
+def test_readers_reach_the_lake_and_no_other_file(lake: Lake, tmp_path) -> None:
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n1\n")
+    lake.in_turn(lambda con: con.execute("INSERT INTO plan_prices VALUES ('plan', 'pro', 10, 'month')"))
+    with lake.reader() as con:
+        assert con.execute("SELECT count(*) FROM plan_prices").fetchall() == [(1,)]
+        for attempt in (
+            f"SELECT * FROM read_csv('{outside}')",
+            "SET enable_external_access = true",
+            f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
+        ):
+            with pytest.raises(duckdb.Error):
+                con.execute(attempt).fetchall()
+
+
+def test_an_unreachable_catalog_is_unavailable_without_its_password(pg_cluster, tmp_path) -> None:
+    catalog = f"host=127.0.0.1 port={pg_cluster.port} dbname=nosuchdb user=nobody password=hunter2"
+    with pytest.raises(Unavailable) as caught:
+        Lake(catalog, str(tmp_path), Stats(), memory_limit_mib=256, max_dimension_values=1000)
+    assert "hunter2" not in str(caught.value) and "nosuchdb" in str(caught.value)
+
+
+def test_redact_hides_passwords_of_both_spellings() -> None:
+    assert redact("host=h password=s3cret user=u") == "host=h password=*** user=u"
+    assert redact("host=h password='a b' user=u") == "host=h password=*** user=u"
+    assert redact("postgresql://u:s3cret@h/db") == "postgresql://u:***@h/db"
+    assert redact("host=h user=u") == "host=h user=u"
+
+
+def test_concurrent_turns_of_two_nodes_are_serialized(lake: Lake, lake_catalog: LakeCatalog) -> None:
+    """Read-modify-write in turns from two Lake instances loses no update: conflicts are retried."""
+    stats = Stats()
+    other = Lake(lake_catalog.catalog, None, stats, memory_limit_mib=256, max_dimension_values=1000)
+    lake.in_turn(lambda con: con.execute("INSERT INTO meta VALUES ('counter', '0')"))
+
+    def bump(con: duckdb.DuckDBPyConnection) -> None:
+        ((value,),) = con.execute("SELECT value FROM meta WHERE key = 'counter'").fetchall()
+        con.execute("UPDATE meta SET value = ? WHERE key = 'counter'", [str(int(value) + 1)])
+
+    def run(node: Lake) -> None:
+        for _ in range(8):
+            node.in_turn(bump)
+
+    try:
+        threads = [threading.Thread(target=run, args=(node,)) for node in (lake, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with lake.reader() as con:
+            assert con.execute("SELECT value FROM meta WHERE key = 'counter'").fetchall() == [("16",)]
+    finally:
+        other.close()
+
+
+def test_reads_and_turns_work_again_after_postgresql_restarts(lake: Lake, lake_catalog: LakeCatalog) -> None:
+    lake.in_turn(lambda con: con.execute("INSERT INTO meta VALUES ('before', '1')"))
+    lake_catalog.cluster.restart()
+    lake.in_turn(lambda con: con.execute("INSERT INTO meta VALUES ('after', '1')"))
+    with lake.reader() as con:
+        assert con.execute("SELECT count(*) FROM meta WHERE key IN ('before', 'after')").fetchall() == [(2,)]
+    assert lake.health() is None
