@@ -38,6 +38,14 @@ DIMS_HASH_SQL = (
     "r: response_model, props: map_from_entries(list_sort(map_entries(properties)))}))"
 )
 
+
+def hash_sql(lake: bool = False) -> str:
+    """``DIMS_HASH_SQL``; on a DuckLake connection (``lake``) the same 128 bits as hexadecimal text
+    (``md5``), because DuckDB writes a (U)HUGEINT column into Parquet as a DOUBLE, losing bits:
+    the lake's ``dims.dims_hash`` is VARCHAR (``lake_schema.py``)."""
+    return DIMS_HASH_SQL.replace("md5_number(", "md5(", 1) if lake else DIMS_HASH_SQL
+
+
 DDL: tuple[str, ...] = (
     "CREATE SEQUENCE IF NOT EXISTS dims_id_seq START 1",
     """CREATE TABLE IF NOT EXISTS dims (
@@ -57,13 +65,13 @@ TABLES = ("dims", "dim_values")
 SEQUENCES = ("dims_id_seq",)
 
 
-def insert_new(table: str, key: str, natural: str, columns: str, source: str, explicit_keys: bool) -> str:
+def insert_new(table: str, key: str, natural: str, columns: str, source: str, lake: bool) -> str:
     """SQL: add to ``table`` the rows of relation ``source`` (``columns``, one row per ``natural``)
     whose ``natural`` it lacks, each with a new ``key``. Locally the key column's sequence numbers
     them and the UNIQUE constraint finds the known ones; a DuckLake table has neither
-    (``explicit_keys``): the keys are max(key) + row_number(), which is safe because every lake
+    (``lake``: a DuckLake connection): the keys are max(key) + row_number(), which is safe because every lake
     write holds the turn (``lake.py``), and an anti-join skips the known ones."""
-    if not explicit_keys:
+    if not lake:
         return (
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
             f"ON CONFLICT ({natural}) DO NOTHING"
@@ -79,15 +87,13 @@ def property_dimension(key: str) -> str:
     return f"property:{key}"
 
 
-def assign(
-    con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int, explicit_keys: bool = False
-) -> int:
+def assign(con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int, lake: bool = False) -> int:
     """Give the rows of ``cells`` whose dims_id is NULL one (inside the caller's transaction).
 
     ``cells`` has a column ``h``, the ``DIMS_HASH_SQL`` of the request row of relation ``rows``
     it came from, and ``dims_id`` from ``dims`` where that hash is already there. Only new
     combinations get here: their values are admitted while there is room, the rest folded, and
-    the (folded) combinations added to ``dims`` (``explicit_keys``: see ``insert_new``). Returns
+    the (folded) combinations added to ``dims`` (``lake``: ``insert_new``, ``hash_sql``). Returns
     how many rows had a value folded.
     """
     (missing,) = con.execute(f"SELECT count(*) FROM {cells} WHERE dims_id IS NULL").fetchone() or (0,)
@@ -97,7 +103,7 @@ def assign(
         f"""CREATE OR REPLACE TEMP TABLE dims_new AS
         SELECT h, {", ".join(f"any_value({c}) AS {c}" for c in COLUMNS)},
                any_value(properties) AS properties, min(epoch_us(start_time)) AS first_us
-        FROM (SELECT *, {DIMS_HASH_SQL} AS h FROM {rows})
+        FROM (SELECT *, {hash_sql(lake)} AS h FROM {rows})
         WHERE h IN (SELECT h FROM {cells} WHERE dims_id IS NULL) GROUP BY h"""
     )
     # One row per (combination, dimension, value); a literal (other) is neither admitted nor folded.
@@ -141,7 +147,7 @@ def assign(
     )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE dims_folded AS
-        SELECT *, {DIMS_HASH_SQL} AS folded_h FROM (
+        SELECT *, {hash_sql(lake)} AS folded_h FROM (
             SELECT n.h, {folded_columns},
                    CASE WHEN f.dims IS NULL THEN n.properties ELSE map_from_entries(list_transform(
                        map_entries(n.properties), e -> {{key: e.key, value: CASE
@@ -154,9 +160,7 @@ def assign(
     combinations = (
         f"(SELECT DISTINCT ON (folded_h) folded_h AS dims_hash, {names} FROM dims_folded ORDER BY folded_h)"
     )
-    con.execute(
-        insert_new("dims", "dims_id", "dims_hash", f"dims_hash, {names}", combinations, explicit_keys)
-    )
+    con.execute(insert_new("dims", "dims_id", "dims_hash", f"dims_hash, {names}", combinations, lake))
     con.execute(
         f"""UPDATE {cells} SET dims_id = d.dims_id
         FROM dims_folded AS f JOIN dims AS d ON d.dims_hash = f.folded_h

@@ -34,27 +34,34 @@ def insert(
     max_dimension_values: int,
     keys_from: int,
     past: int,
+    outbox: bool = False,
 ) -> Stored:
     """Store ``batch`` (registered as ``batch``) in ``transaction`` (the writer's, which rolls
     back on failure): ``insert_all``, or ``insert_new_only`` when that fails on a key stored
-    before or when some rows (``past``: ``dedupe.past``) started before ``keys_from``. Returns
-    (rows stored, touched)."""
+    before or when some rows (``past``: ``dedupe.past``) started before ``keys_from``. In lake
+    mode (``outbox``) the stored rows go into ``lake_outbox`` too. Returns (rows stored, touched)."""
     new_only = functools.partial(
-        insert_new_only, side=side, max_dimension_values=max_dimension_values, keys_from=keys_from
+        insert_new_only,
+        side=side,
+        max_dimension_values=max_dimension_values,
+        keys_from=keys_from,
+        outbox=outbox,
     )
     try:
         if past:
             return transaction(new_only)
-        return transaction(lambda con: insert_all(con, batch.num_rows, side, max_dimension_values))
+        return transaction(lambda con: insert_all(con, batch.num_rows, side, max_dimension_values, outbox))
     except duckdb.ConstraintException:  # a span stored before: store only the new ones
         return transaction(new_only)
 
 
 def insert_all(
-    con: duckdb.DuckDBPyConnection, rows: int, side: Side, max_dimension_values: int
+    con: duckdb.DuckDBPyConnection, rows: int, side: Side, max_dimension_values: int, outbox: bool = False
 ) -> tuple[int, rollups.Touched]:
     con.execute(f"INSERT INTO span_keys SELECT {KEY_ROW_SQL} FROM batch")
     con.execute("INSERT INTO requests SELECT * FROM batch")
+    if outbox:
+        con.execute("INSERT INTO lake_outbox SELECT * FROM batch")
     touched = rollups.apply(con, "batch", max_dimension_values)
     insert_side(con, side)
     return rows, touched
@@ -79,7 +86,11 @@ def insert_side(con: duckdb.DuckDBPyConnection, side: Side) -> None:
 
 
 def insert_new_only(
-    con: duckdb.DuckDBPyConnection, side: Side, max_dimension_values: int, keys_from: int = 0
+    con: duckdb.DuckDBPyConnection,
+    side: Side,
+    max_dimension_values: int,
+    keys_from: int = 0,
+    outbox: bool = False,
 ) -> tuple[int, rollups.Touched]:
     """Store the rows of ``batch`` not stored before, each once: those that started from
     ``keys_from`` on by their keys (new in ``span_keys``), those before it by ``requests``."""
@@ -108,6 +119,8 @@ def insert_new_only(
             {"lo": lo, "hi": hi} if lo is not None else {},
         )
         con.execute("INSERT INTO requests SELECT * FROM fresh_rows")
+        if outbox:
+            con.execute("INSERT INTO lake_outbox SELECT * FROM fresh_rows")
         (stored,) = con.execute("SELECT count(*) FROM fresh_rows").fetchone() or (0,)
         touched = rollups.apply(con, "fresh_rows", max_dimension_values)
         con.execute("DROP TABLE fresh_rows")

@@ -60,19 +60,19 @@ T = TypeVar("T")
 TURN_ATTEMPTS = 40
 TURN_PAUSE_S = 0.01
 TURN_MAX_PAUSE_S = 1.0
-# Times a transaction whose lake connection failed is retried after opening it again.
-REATTACH_ATTEMPTS = 3
+# Times a transaction whose catalog connection failed is retried (pausing 0.2 s, doubling; from
+# the second on after opening the connection again), before the caller is told Unavailable.
+REATTACH_ATTEMPTS = 4
 # How often ``health`` asks the catalog itself (in between, it answers what it last learned).
 HEALTH_PROBE_S = 5.0
-# Errors of the SQL itself (a bug, a bad value): running it again cannot help.
-_STATEMENT_ERRORS = (
-    duckdb.BinderException,
-    duckdb.ParserException,
-    duckdb.ConversionException,
-    duckdb.ConstraintException,
-    duckdb.NotImplementedException,
-    duckdb.OutOfMemoryException,
-    duckdb.InterruptException,
+# A lost or failing catalog connection (PostgreSQL down or restarting: IOException "Unable to
+# connect to Postgres"), or a COMMIT that failed on it: retried. Anything else is the SQL's own
+# error and is raised at once.
+_CONNECTION_ERRORS = (
+    duckdb.IOException,
+    duckdb.TransactionException,
+    duckdb.ConnectionException,
+    duckdb.FatalException,
 )
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)|(://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
 
@@ -200,7 +200,7 @@ class Lake:
         if lake_schema.current(self._con):
             return
         log.info("creating the lake's tables in %s", redact(self.catalog))
-        self._transaction(lake_schema.create, turn=False)
+        self.transaction(lake_schema.create, turn=False)
 
     def reattach(self, why: BaseException) -> None:
         """Open both instances again (the catalog connection failed); the readers' open cursors fail."""
@@ -229,17 +229,18 @@ class Lake:
         Conflicts are retried from a fresh snapshot (``TURN_ATTEMPTS``), a lost connection after
         reattaching (``REATTACH_ATTEMPTS``); then ``Unavailable``. ``work`` may run more than once
         and must be safe to (a COMMIT that failed on the connection may have committed)."""
-        return self._transaction(work, turn=True)
+        return self.transaction(work, turn=True)
 
-    def _transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, turn: bool) -> T:
+    def transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, turn: bool) -> T:
+        """``work`` in one lake transaction, retried as ``in_turn`` says; without the turn
+        (``turn=False``) for what DuckLake wants alone in its transaction: its maintenance calls
+        ("Transactions can either make changes OR perform compaction - not both")."""
         conflicts = failures = 0
         with self._turn_lock:
             while True:
                 try:
                     result = self._once(work, turn)
-                except duckdb.Error as exc:
-                    if isinstance(exc, _STATEMENT_ERRORS) and not is_conflict(exc):
-                        raise
+                except _CONNECTION_ERRORS as exc:
                     if is_conflict(exc):
                         conflicts += 1
                         self._stats.add(lake_conflicts=1)
@@ -249,11 +250,13 @@ class Lake:
                         continue
                     failures += 1
                     self.failure = f"the lake's catalog failed: {redact(first_line(exc))}"
+                    log.warning("%s (attempt %d)", self.failure, failures)
                     if failures > REATTACH_ATTEMPTS:
                         raise Unavailable(self.failure) from exc
-                    time.sleep(0.2 * 2**failures)
-                    with contextlib.suppress(Unavailable):
-                        self.reattach(exc)
+                    time.sleep(0.1 * 2**failures)
+                    if failures > 1:
+                        with contextlib.suppress(Unavailable, duckdb.Error):
+                            self.reattach(exc)
                     continue
                 self._stats.add(lake_commits=1)
                 self.failure = None

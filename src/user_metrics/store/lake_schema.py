@@ -3,7 +3,8 @@ tables only the lake has.
 
 A reader queries the lake with the very SQL it runs on a local file, so the lake has every table
 the query layer reads with exactly the local columns: ``requests``, ``meta``, ``revenue``,
-``plan_prices``, and the rollups with ``users``, ``dims`` and ``dim_values`` (``rollups.DDL``).
+``plan_prices``, and the rollups with ``users``, ``dims`` and ``dim_values`` (``rollups.DDL``;
+``dims.dims_hash``, which only the writer reads, is text: see ``_REPLACED``).
 The local DDL is reused, not copied; ``lake_ddl`` drops what DuckLake lacks: sequences, PRIMARY
 KEY and UNIQUE constraints, and the ``DEFAULT nextval(...)`` of the key columns. Keys are
 allocated explicitly instead (``rollups.py``, ``dims.py``: max(key) + row_number(), safe because
@@ -40,6 +41,10 @@ _REPLACED = (
     (re.compile(r"\s+DEFAULT nextval\('[a-z_]+'\)", re.IGNORECASE), ""),
     (re.compile(r"\s+PRIMARY KEY\b", re.IGNORECASE), " NOT NULL"),
     (re.compile(r"\s+UNIQUE\b", re.IGNORECASE), ""),
+    # DuckDB writes a (U)HUGEINT into Parquet as a DOUBLE, losing bits: the lake's dims hash is
+    # the same 128 bits as hexadecimal text (``dims.hash_sql``). The one column that differs from
+    # the local one; only the writer reads it.
+    (re.compile(r"dims_hash\s+UHUGEINT"), "dims_hash VARCHAR"),
 )
 
 

@@ -34,7 +34,6 @@ import duckdb
 import pyarrow as pa
 
 from user_metrics.store import dims
-from user_metrics.store.dims import DIMS_HASH_SQL
 
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
@@ -157,10 +156,10 @@ class Touched:
 
 
 def apply(
-    con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int, explicit_keys: bool = False
+    con: duckdb.DuckDBPyConnection, rows: str, max_dimension_values: int, lake: bool = False
 ) -> Touched:
     """Add the request rows of relation ``rows`` to every rollup (inside the caller's transaction;
-    ``explicit_keys`` on a DuckLake connection: ``dims.insert_new``).
+    ``lake``: on a DuckLake connection, ``dims.insert_new`` and ``dims.hash_sql``).
 
     Values beyond ``max_dimension_values`` per dimension are folded into ``(other)`` (``dims.py``).
 
@@ -172,8 +171,8 @@ def apply(
     appends every rollup from those cells (the latency histograms from the rows), and returns
     what was touched. Each commit thus appends at most one row per cell of each table.
     """
-    missing, hours, users = con.execute(_input_sql(rows, explicit_keys)).fetchone() or (0, [], [])
-    folded = dims.assign(con, rows, "rollup_input", max_dimension_values, explicit_keys) if missing else 0
+    missing, hours, users = con.execute(_input_sql(rows, lake)).fetchone() or (0, [], [])
+    folded = dims.assign(con, rows, "rollup_input", max_dimension_values, lake) if missing else 0
     # No DROP on failure: the caller's rollback removes the tables, and a statement on an aborted
     # transaction would hide the real error behind "transaction is aborted".
     con.execute(_APPEND_SQL)
@@ -183,7 +182,7 @@ def apply(
 _DIMS = (*dims.COLUMNS, "properties")
 
 
-def _input_sql(rows: str, explicit_keys: bool) -> str:
+def _input_sql(rows: str, lake: bool) -> str:
     """Key new users; ``rollup_input``: a row per request of ``rows`` with its user key, dims
     hash ``h`` and dims id (NULL for a combination not yet in ``dims``); then how many lack one,
     and the hours and user keys it touches."""
@@ -192,11 +191,11 @@ def _input_sql(rows: str, explicit_keys: bool) -> str:
     same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM c.{c}" for c in _DIMS)
     new_users = f"(SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL)"
     return f"""
-    {dims.insert_new("users", "user_key", "user_id", "user_id", new_users, explicit_keys)};
+    {dims.insert_new("users", "user_key", "user_id", "user_id", new_users, lake)};
     CREATE OR REPLACE TEMP TABLE rollup_input AS
     WITH combinations AS (
         SELECT c.*, d.dims_id FROM (
-            SELECT *, {DIMS_HASH_SQL} AS h FROM (SELECT DISTINCT {combination} FROM {rows})) AS c
+            SELECT *, {dims.hash_sql(lake)} AS h FROM (SELECT DISTINCT {combination} FROM {rows})) AS c
         LEFT JOIN dims AS d ON d.dims_hash = c.h)
     SELECT epoch_us(r.start_time) AS us, coalesce(u.user_key, 0) AS user_key, c.dims_id, c.h,
            {LATENCY_BUCKET_SQL} AS bucket, {DURATION_LE_SQL} AS le, duration_ms, {contributions}

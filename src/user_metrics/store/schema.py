@@ -2,7 +2,8 @@
 
 ``requests`` is the public contract (README lists its columns). The rest is the store's own:
 ``span_keys`` (each stored span once, ``dedupe.py``), ``meta`` (the schema version), ``pending``,
-``span_facts`` and ``span_links`` (attribution across requests), and the rollups (``rollups.py``).
+``span_facts`` and ``span_links`` (attribution across requests), the rollups (``rollups.py``),
+and ``lake_outbox`` (lake mode's rows on their way to the lake, ``shipper.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 # 10 pending.counterpart and pending.conversation, span_facts.llm, .model and .absorbed_by,
 # 11 revenue and plan_prices (billing), requests.<bucket>_cost_usd (the cost per bucket),
 # 12 span_keys.start_us, keys kept for the dedupe horizon only (dedupe.py),
-# 13 span_links, the facts of spans without identity as integers (links.py)
-SCHEMA_VERSION = "13"
+# 13 span_links, the facts of spans without identity as integers (links.py),
+# 14 lake_outbox (lake mode: rows committed here, not yet shipped to the lake; shipper.py)
+SCHEMA_VERSION = "14"
 
 REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -104,6 +106,9 @@ OTHER_DDL = (
     "CREATE TABLE IF NOT EXISTS pending AS SELECT *, "
     + ", ".join(f"NULL::{kind} AS {name}" for name, kind in PENDING_COLUMNS.items())
     + " FROM requests WHERE false",
+    # Lake mode: every row stored in `requests`, stored here too in the same transaction, until
+    # the shipper has committed it to the lake (shipper.py); empty in single-file mode.
+    "CREATE TABLE IF NOT EXISTS lake_outbox AS SELECT * FROM requests WHERE false",
     # Every span's own identity and parent, for a while, so spans of later requests can inherit.
     """CREATE TABLE IF NOT EXISTS span_facts (
     trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, parent_span_id VARCHAR,
@@ -137,7 +142,7 @@ def create_or_upgrade(con: duckdb.DuckDBPyConnection, path: str, max_dimension_v
         con.execute(ddl)
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = row[0] if row else None
-    if version not in (None, "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", SCHEMA_VERSION):
+    if version not in (None, *map(str, range(1, int(SCHEMA_VERSION) + 1))):
         con.execute("ROLLBACK")
         raise Unavailable(f"{path} has schema version {version}, this build needs {SCHEMA_VERSION}")
     _match_pending_columns(con)

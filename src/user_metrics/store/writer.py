@@ -81,8 +81,11 @@ class Store:
         compact_after_seconds: float = 30.0,
         attribution_window_seconds: float = 30.0,
         max_dimension_values: int = 1000,
+        outbox: bool = False,
     ) -> None:
         self.path = str(path)
+        self._outbox = outbox  # lake mode: stored rows go into lake_outbox too (shipper.py)
+        self._held: str | None = None  # why writes are refused for now (hold())
         self._max_dimension_values = max_dimension_values
         self._stats = stats
         self._max_group_rows = max_group_rows
@@ -155,8 +158,8 @@ class Store:
         (a table larger than the whole limit is still taken when the queue is empty).
         """
         future: Future[int] = Future()
-        if self._closed or not self._thread.is_alive():
-            future.set_exception(Unavailable(self.health() or "the store is shutting down"))
+        if self._closed or not self._thread.is_alive() or self._held is not None:
+            future.set_exception(Unavailable(self._held or self.health() or "the store is shutting down"))
             return future
         rows = table.num_rows + (waiting.num_rows if waiting is not None else 0)
         with self._queue_lock:
@@ -174,6 +177,11 @@ class Store:
             self._queued_rows = queued + rows
         self._queue.put(Pending(table, future, waiting, facts))
         return future
+
+    def hold(self, reason: str | None) -> None:
+        """Refuse writes (retryably: Unavailable) with ``reason`` from now on; None: take them again.
+        The shipper holds them while the lake lags past ``lake_max_lag``."""
+        self._held = reason
 
     def close(self) -> None:
         """Commit everything queued, checkpoint, and close the file."""
@@ -267,19 +275,7 @@ class Store:
                 log.exception("dropping old attribution facts and span keys failed; tried again in a minute")
         if self._db.failure is not None and now - self._last_probe >= PROBE_EVERY_S:
             self._last_probe = now
-            try:
-                self._db.in_transaction(
-                    lambda con: con.execute(
-                        "INSERT INTO meta VALUES ('last_probe', $t) "
-                        "ON CONFLICT DO UPDATE SET value = excluded.value",
-                        {"t": str(time.time_ns())},
-                    )
-                )
-            except duckdb.Error as exc:
-                log.warning("the store still cannot commit: %s", first_line(exc))
-            else:
-                log.info("the store can commit again")
-                self._db.failure = None
+            self._db.probe()
 
     def _compact(self) -> None:
         """Merge the rollup rows written since the last time (failure only costs query speed)."""
@@ -371,7 +367,13 @@ class Store:
         with registered(self._con, {"batch": batch, **side}):  # may need memory: in with_memory
             past = dedupe.past(batch, self._keys_from)
             stored, touched = inserts.insert(
-                self._db.transaction, batch, side, self._max_dimension_values, self._keys_from, past
+                self._db.transaction,
+                batch,
+                side,
+                self._max_dimension_values,
+                self._keys_from,
+                past,
+                self._outbox,
             )
         self._stats.add(spans_past_horizon=past)
         # Only once committed: a rolled-back try must not count (nor leave cells to compact).

@@ -218,6 +218,22 @@ class WriterConnection:
         self._on_reopen()
         log.info("database reopened")
 
+    def probe(self) -> None:
+        """A small write, to learn whether the store can commit again (clears ``failure`` if so)."""
+        try:
+            self.in_transaction(
+                lambda con: con.execute(
+                    "INSERT INTO meta VALUES ('last_probe', $t) "
+                    "ON CONFLICT DO UPDATE SET value = excluded.value",
+                    {"t": str(time.time_ns())},
+                )
+            )
+        except duckdb.Error as exc:
+            log.warning("the store still cannot commit: %s", first_line(exc))
+        else:
+            log.info("the store can commit again")
+            self.failure = None
+
     def maybe_checkpoint(self, at_bytes: int) -> None:
         """Checkpoint once the WAL has ``at_bytes``, while no reader holds memory, or once it has
         FORCE_CHECKPOINT_WAL_BYTES, holding readers back (see CHECKPOINT_WAL_BYTES)."""
