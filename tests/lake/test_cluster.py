@@ -79,10 +79,15 @@ LISTENING = re.compile(r"OTLP gRPC and queries on (\S+); OTLP/HTTP on (\S+); HTT
 API_ON = re.compile(r"HTTP API on (http://\S+?)[;,\s]")
 
 
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = VISIBLE_TIMEOUT_S) -> Any:
-    """Poll ``condition`` until it returns something true; fail after a generous deadline."""
+def wait_for(
+    what: str, condition: Callable[[], Any], timeout: float = VISIBLE_TIMEOUT_S, alive: Sequence[Node] = ()
+) -> Any:
+    """Poll ``condition`` until it returns something true; fail after a generous deadline, or at
+    once when a node of ``alive`` has ended (a crash would otherwise be waited out)."""
     deadline = time.monotonic() + timeout
     while True:
+        for node in alive:
+            node.check_alive()
         value = condition()
         if value:
             return value
@@ -118,8 +123,7 @@ class Node:
         assert self.proc is not None
 
         def listening() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} ended: {self.log.read_text()[-3000:]}")
+            self.check_alive()
             with open(self.log, "rb") as log:
                 log.seek(self.offset)
                 text = log.read().decode(errors="replace")
@@ -134,6 +138,12 @@ class Node:
             return False
 
         wait_for(f"{self.name} to listen", listening, START_TIMEOUT_S)
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(
+                f"{self.name} ended ({self.proc.returncode}): {self.log.read_text()[-3000:]}"
+            )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -201,6 +211,7 @@ class Acknowledged:
     duplicated: int = 0
     failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    abandoned: threading.Event = field(default_factory=threading.Event)  # the test failed: stop retrying
 
     def count(self) -> int:
         with self.lock:
@@ -215,7 +226,7 @@ class TraceIdRouter(SpanExporter):
 
     def __init__(self, targets: Sequence[str], acknowledged: Acknowledged, duplicating: threading.Event):
         self.exporters = [
-            OTLPSpanExporter(endpoint=t, insecure=True, timeout=15, channel_options=CHANNEL_OPTIONS)
+            OTLPSpanExporter(endpoint=t, insecure=True, timeout=5, channel_options=CHANNEL_OPTIONS)
             for t in targets
         ]
         self.acknowledged = acknowledged
@@ -241,7 +252,7 @@ class TraceIdRouter(SpanExporter):
     def _deliver(self, index: int, group: list[ReadableSpan]) -> None:
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
         while self.exporters[index].export(group) is not SpanExportResult.SUCCESS:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.acknowledged.abandoned.is_set():
                 with self.acknowledged.lock:
                     self.acknowledged.failures.append(
                         f"receiver {index}: {len(group)} spans never acknowledged"
@@ -396,6 +407,8 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
         tmp_path / "reader.log",
     )  # fmt: skip
     refusals = Refusals()
+    acknowledged = Acknowledged()
+    duplicating, done = threading.Event(), threading.Event()
     logging.getLogger(EXPORTER_LOG).addHandler(refusals)
     try:
         # The first receiver creates the lake; the others join it.
@@ -407,10 +420,9 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
             node.wait_listening()
         for node in receivers:
             same_ports(node)
+        nodes = [*receivers, reader]  # none may end but by the test's SIGKILL
         targets = [node.grpc for node in receivers]
 
-        acknowledged = Acknowledged()
-        duplicating, done = threading.Event(), threading.Event()
         made: list[dict[tuple[int, int], Call]] = [{} for _ in range(APPS)]
         errors: list[BaseException] = []
 
@@ -426,6 +438,7 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
                 f"{STEP_SPANS} more spans acknowledged",
                 lambda: (n := acknowledged.count()) >= than + STEP_SPANS and n,
                 DELIVERY_TIMEOUT_S,
+                nodes,
             )
 
         threads = [threading.Thread(target=run, args=(app,), daemon=True) for app in range(APPS)]
@@ -449,15 +462,22 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
         seen = refusals.count()
         lake_catalog.cluster.stop()
         try:
-            wait_for("an export refused while the lake is unreachable", lambda: refusals.count() > seen)
+            wait_for(
+                "an export refused while the lake is unreachable",
+                lambda: refusals.count() > seen,
+                alive=nodes,
+            )
         finally:
             lake_catalog.cluster.start()
         acknowledged_more(acknowledged.count())
         done.set()
 
-        for thread in threads:
-            thread.join(timeout=DELIVERY_TIMEOUT_S * 2)
-            assert not thread.is_alive()
+        wait_for(
+            "the applications to flush",
+            lambda: not any(t.is_alive() for t in threads),
+            DELIVERY_TIMEOUT_S,
+            nodes,
+        )
         assert not errors, errors
         assert not acknowledged.failures, acknowledged.failures
         assert acknowledged.duplicated > 0
@@ -467,7 +487,7 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
         assert set(calls) <= acked  # every LLM call made was acknowledged by its receiver
 
         # Every row reaches the reader's view of the lake (shipping continues after the restart).
-        wait_for(f"{len(calls)} rows in the lake", lambda: lake_rows(reader.api) >= len(calls))
+        wait_for(f"{len(calls)} rows in the lake", lambda: lake_rows(reader.api) >= len(calls), alive=nodes)
         ((rows, distinct),) = sql(
             reader.api, "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM requests"
         )
@@ -493,6 +513,8 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
         duplicates = sum(counter_total(node.api, "user_metrics_lake_duplicate_rows") for node in receivers)
         assert duplicates > 0
     finally:
+        acknowledged.abandoned.set()
+        done.set()
         logging.getLogger(EXPORTER_LOG).removeHandler(refusals)
         for node in (*receivers, reader):
             node.stop()
