@@ -94,7 +94,7 @@ def test_run_local_is_valid_bash_and_gives_every_node_the_same_lake() -> None:
     receiver a file of its own, and exactly one node (the reader) runs with --no-ingest."""
     subprocess.run(["bash", "-n", str(RUN_LOCAL)], check=True, capture_output=True)
     script = RUN_LOCAL.read_text()
-    serves = re.findall(r"\$USER_METRICS serve ([^&]*)&", script, re.DOTALL)
+    serves = re.findall(r"setsid \$USER_METRICS serve ([^&]*)&", script, re.DOTALL)
     assert len(serves) == 2  # the receivers' loop and the reader
     receiver, reader = serves
     for command in serves:

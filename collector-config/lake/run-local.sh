@@ -16,7 +16,7 @@
 #   Collector:  OTLP gRPC 4317, OTLP/HTTP 4318 -> the receivers, by trace id
 #     (collector-config/load_balancing.yaml, whose static resolver lists the ports above)
 #
-# Needs PostgreSQL's server binaries (found on PATH, in PG_BIN, or in /usr/lib/postgresql/*/bin)
+# Needs PostgreSQL's server binaries (PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH)
 # and `user-metrics` (USER_METRICS overrides, e.g. USER_METRICS="python -m user_metrics").
 set -euo pipefail
 
@@ -28,10 +28,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 USER_METRICS="${USER_METRICS:-user-metrics}"
 
 if [ -z "${PG_BIN:-}" ]; then
-  if command -v pg_ctl >/dev/null; then
-    PG_BIN="$(dirname "$(command -v pg_ctl)")"
-  else
-    PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -z "$PG_BIN" ] && command -v pg_ctl >/dev/null; then
+    PG_BIN="$(dirname "$(readlink -f "$(command -v pg_ctl)")")"
   fi
 fi
 [ -x "$PG_BIN/pg_ctl" ] || { echo "PostgreSQL binaries not found: set PG_BIN" >&2; exit 1; }
@@ -51,7 +50,8 @@ AS_PG=()
 if [ "$(id -u)" = 0 ]; then
   AS_PG=(runuser -u postgres --)
 fi
-PGDATA="$WORK/pg"
+PGROOT="$WORK/pg"  # owned by the user PostgreSQL runs as: its data and its log
+PGDATA="$PGROOT/data"
 CATALOG="host=127.0.0.1 port=$PG_PORT dbname=lake user=lake"
 LAKE_DATA="$WORK/lake-data"
 PIDS=()
@@ -88,31 +88,33 @@ wait_port() {
 }
 
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
-  mkdir -p "$PGDATA"
-  [ ${#AS_PG[@]} -eq 0 ] || chown postgres "$PGDATA"
+  mkdir -p "$PGROOT"
+  [ ${#AS_PG[@]} -eq 0 ] || chown postgres "$PGROOT"
   "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U lake --auth=trust >"$WORK/initdb.log"
 fi
-"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start \
+"${AS_PG[@]}" setsid "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGROOT/postgres.log" -w start \
   -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=''" >/dev/null
 "${AS_PG[@]}" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U lake -d postgres -qtAc \
   "SELECT 1 FROM pg_database WHERE datname = 'lake'" | grep -q 1 \
   || "${AS_PG[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U lake lake
 mkdir -p "$LAKE_DATA"
 
-# Every node names the same catalog and data path; each receiver has its own local file.
+# Every node names the same catalog and data path; each receiver has its own local file. Each
+# process runs in a session of its own (setsid): Ctrl-C reaches this script only, which stops
+# them in order (the nodes ship what they hold, then PostgreSQL stops).
 LAKE_ARGS=(--lake "$CATALOG" --lake-data "$LAKE_DATA")
 n=0
 for grpc_port in $RECEIVER_GRPC_PORTS; do
   n=$((n + 1))
   base=$((grpc_port - 4317))
-  $USER_METRICS serve "${LAKE_ARGS[@]}" --db "$WORK/receiver-$n.duckdb" \
+  setsid $USER_METRICS serve "${LAKE_ARGS[@]}" --db "$WORK/receiver-$n.duckdb" \
     --grpc-listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$((base + 4318))" \
     --api-listen "127.0.0.1:$((base + 9464))" 2>"$WORK/receiver-$n.log" &
   PIDS+=($!)
   # The first receiver creates the lake (catalog tables, data path): the others start after it.
   [ "$n" -gt 1 ] || wait_port "$grpc_port"
 done
-$USER_METRICS serve "${LAKE_ARGS[@]}" --no-ingest \
+setsid $USER_METRICS serve "${LAKE_ARGS[@]}" --no-ingest \
   --grpc-listen "$READER_GRPC" --api-listen "$READER_API" 2>"$WORK/reader.log" &
 PIDS+=($!)
 for grpc_port in $RECEIVER_GRPC_PORTS; do
@@ -121,7 +123,7 @@ done
 wait_port "${READER_API##*:}"
 
 if command -v "${OTELCOL:-otelcol-contrib}" >/dev/null; then
-  "${OTELCOL:-otelcol-contrib}" --config "$HERE/../load_balancing.yaml" 2>"$WORK/collector.log" &
+  setsid "${OTELCOL:-otelcol-contrib}" --config "$HERE/../load_balancing.yaml" 2>"$WORK/collector.log" &
   PIDS+=($!)
   front="the Collector on 127.0.0.1:4317 (gRPC) and :4318 (HTTP)"
 else
