@@ -218,6 +218,54 @@ def run_ingest(pg: PgCluster, tmp: Path, requests: int, threads: int) -> IngestF
     )
 
 
+class TimedConnection:
+    """A connection whose ``execute`` calls are timed, by the statement's first words."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, times: dict[str, float]) -> None:
+        self._con, self._times = con, times
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        words = " ".join(sql.split())[:70]
+        started = time.perf_counter()
+        try:
+            return self._con.execute(sql, *args)
+        finally:
+            self._times[words] = self._times.get(words, 0.0) + time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+def ship_breakdown(pg: PgCluster, tmp: Path, source: str, rows: int, batches: int = 4) -> dict[str, float]:
+    """Seconds per statement of ``shipper.append`` for a batch of ``rows`` request rows (from the
+    single-file run), each batch in its own turn transaction on a fresh lake: the mean over the
+    batches after the first (which meets an empty lake: every user and dimension new)."""
+    from user_metrics.store import shipper
+
+    con = duckdb.connect(source, read_only=True)
+    try:
+        table = con.execute(
+            f"SELECT * FROM requests ORDER BY start_time LIMIT {rows * batches}"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    catalog, data = new_catalog(pg, tmp / "breakdown-lake")
+    lake = Lake(catalog, data, Stats(), memory_limit_mib=1024, max_dimension_values=1000)
+    times: dict[str, float] = {}
+    whole = "(the whole turn transaction)"
+    try:
+        for k in range(batches):
+            batch = table.slice(k * rows, rows)
+            if k == 1:
+                times.clear()
+            started = time.perf_counter()
+            lake.in_turn(lambda c, b=batch: shipper.append(TimedConnection(c, times), b, 1000))  # type: ignore[misc]
+            times[whole] = times.get(whole, 0.0) + time.perf_counter() - started
+    finally:
+        lake.close()
+    return {k: v / (batches - 1) for k, v in sorted(times.items(), key=lambda kv: -kv[1])}
+
+
 # ---- 2. visibility ----------------------------------------------------------------------------------
 
 
@@ -424,7 +472,15 @@ def main() -> None:
                 print(
                     f"\n-- ingest: {args.requests} requests x {ingest.SPANS_PER_REQUEST} spans, {args.threads} threads"
                 )
-                report_ingest(run_ingest(pg, tmp, args.requests, args.threads), ship_interval)
+                figures = run_ingest(pg, tmp, args.requests, args.threads)
+                report_ingest(figures, ship_interval)
+                per_batch = max(1, int(figures.lake_rate * ship_interval))
+                parts = ship_breakdown(pg, tmp, str(tmp / "single.duckdb"), per_batch)
+                print(
+                    f"\n-- one shipping transaction of {per_batch:,} rows (a busy node's batch), by statement"
+                )
+                for words, seconds in parts.items():
+                    print(f"  {1000 * seconds:>9,.1f} ms  {words}")
             if "visible" not in skip:
                 delays = run_visibility(pg, tmp, args.visible, args.pace)
                 print(f"\n-- visibility: {len(delays)} one-span Exports, one every {args.pace:g} s")
