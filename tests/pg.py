@@ -77,7 +77,7 @@ def free_port() -> int:
 class PgCluster:
     """One PostgreSQL server in a temporary directory; ``new_database`` gives a libpq catalog string."""
 
-    def __init__(self, base: str | Path | None = None) -> None:
+    def __init__(self, base: str | Path | None = None, settings: dict[str, str] | None = None) -> None:
         found = binaries()
         if found is None:
             raise RuntimeError(missing_reason() or "no PostgreSQL")
@@ -88,6 +88,7 @@ class PgCluster:
         self.port = free_port()
         self.user = RUN_AS if os.geteuid() == 0 else os.environ.get("USER") or "postgres"
         self._databases = 0
+        self.settings = settings or {}  # extra server settings (-c name=value), e.g. for benchmarks
         if os.geteuid() == 0:
             import pwd
 
@@ -113,6 +114,7 @@ class PgCluster:
     def start(self) -> None:
         """Start the server (its port stays the same across restarts) and wait until it answers."""
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.root}'"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start"
         )

@@ -255,7 +255,7 @@ class App:
         else:
             log.info("ingest path: python (%s)", split.reason)
         for tokens, what in ((self.ingest_tokens, "sending spans"), (self.read_tokens, "reading")):
-            if tokens.open:
+            if tokens.open and (self.store is not None or tokens is self.read_tokens):
                 log.info("no %s_tokens set: %s needs no token", tokens.purpose, what)
         _settle_gc()
 

@@ -267,26 +267,62 @@ def _import_into_file(
         store.close()
 
 
+def _lake_client(catalog: str, memory_limit_mib: int, timezone: str) -> LocalClient:
+    """A client reading the lake whose catalog is ``catalog``; revenue imports are written to it."""
+    from user_metrics.ingest.revenue_import import import_revenue
+    from user_metrics.node import LakeWrites
+    from user_metrics.serve.local_client import LocalClient
+    from user_metrics.stats import Stats
+    from user_metrics.store.lake import Lake
+
+    lake = Lake(
+        catalog,
+        None,
+        Stats(),
+        memory_limit_mib=memory_limit_mib,
+        max_dimension_values=Settings.max_dimension_values,
+        create=False,
+    )
+
+    def into_lake(
+        _: Path, data: Any, fmt: str | None, mapping: Mapping[str, str], tz: str | None, source: str | None
+    ) -> tuple[int, int]:
+        body, fmt = revenue_body(data, fmt)  # as a server would receive it: the same answer
+        return import_revenue(LakeWrites(lake), body, fmt, mapping, tz, source)  # type: ignore[arg-type]
+
+    try:
+        return LocalClient(
+            "lake", memory_limit_mib=memory_limit_mib, importer=into_lake, timezone=timezone, source=lake
+        )
+    except BaseException:
+        lake.close()
+        raise
+
+
 def connect(
     path: str | Path | None = None,
     url: str | None = None,
     *,
+    lake: str | None = None,
     token: str | None = None,
     ca_file: str | None = None,
     memory_limit_mib: int = Settings.memory_limit_mib,
     timezone: str = Settings.timezone,
 ) -> LocalClient | RemoteClient:
-    """A client for the database file at ``path`` (read-only) or the server at ``url``.
+    """A client for the database file at ``path`` (read-only), the server at ``url`` or the lake
+    whose catalog is ``lake`` (a PostgreSQL connection string).
 
-    With neither, the default database file (``./user_metrics.duckdb``). ``token`` and
+    With none, the default database file (``./user_metrics.duckdb``). ``token`` and
     ``ca_file`` are for servers with read tokens and TLS; ``memory_limit_mib`` bounds DuckDB
-    when reading the file (0: DuckDB's default); ``timezone`` is the file's default zone for
+    when reading the file or the lake (0: DuckDB's default); ``timezone`` is the default zone for
     calendar periods (a server uses its own ``timezone`` setting). Every query takes ``tz=``.
     """
-    if path is not None and url is not None:
-        raise InvalidInput("connect: give path or url, not both")
+    if sum(x is not None for x in (path, url, lake)) > 1:
+        raise InvalidInput("connect: give one of path, url and lake")
     if url is not None:
         return RemoteClient(url, token=token, ca_file=ca_file)
+    if lake is not None:
+        return _lake_client(lake, memory_limit_mib, timezone)
     from user_metrics.serve.local_client import LocalClient
 
     return LocalClient(

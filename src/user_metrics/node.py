@@ -77,8 +77,8 @@ class Node:
                 memory_limit_mib=settings.memory_limit_mib,
                 max_dimension_values=settings.max_dimension_values,
             )
-        if settings.ingest:
-            try:
+        try:
+            if settings.ingest:
                 self.store = Store(
                     settings.db,
                     stats,
@@ -86,15 +86,14 @@ class Node:
                     max_queue_rows=settings.write_queue_rows,
                     attribution_window_seconds=settings.attribution_window_seconds,
                     max_dimension_values=settings.max_dimension_values,
-                    **({"outbox": True} if self.lake is not None else {}),
+                    outbox=self.lake is not None,
                 )
-            except BaseException:
-                if self.lake is not None:
-                    self.lake.close()
-                raise
-        # The plan prices of the settings replace those of the last start, before anyone reads.
-        prices = [(p.value, p.amount, p.per) for p in settings.prices()]
-        self.run(lambda con: write_plan_prices(con, settings.plan_property.strip(), prices)).result()
+            # The plan prices of the settings replace those of the last start, before anyone reads.
+            prices = [(p.value, p.amount, p.per) for p in settings.prices()]
+            self.run(lambda con: write_plan_prices(con, settings.plan_property.strip(), prices)).result()
+        except BaseException:
+            self.close(remove_new=True)
+            raise
 
     @property
     def writes(self) -> Store | LakeWrites:
@@ -122,6 +121,11 @@ class Node:
             problems.append(f"store: {problem}" if self.lake is not None else problem)
         if self.lake is not None and (problem := self.lake.health()):
             problems.append(f"lake: {problem}")
+        if self.shipper is not None and (lag := self.shipper.lag_seconds()) > self.settings.lake_max_lag:
+            problems.append(
+                f"lake: shipping is {lag:.0f} s behind (lake_max_lag {self.settings.lake_max_lag:g} s); "
+                "exports are refused until it catches up"
+            )
         return "; ".join(problems) or None
 
     @property
@@ -134,11 +138,11 @@ class Node:
         s = self._stats
         shipper = self.shipper
         return LakeFigures(
-            shipped_rows=getattr(s, "lake_shipped_rows", 0),
-            duplicate_rows=getattr(s, "lake_duplicate_rows", 0),
-            commits=getattr(s, "lake_commits", 0),
-            conflicts=getattr(s, "lake_conflicts", 0),
-            failures=getattr(s, "lake_ship_failures", 0),
+            shipped_rows=s.lake_shipped_rows,
+            duplicate_rows=s.lake_duplicate_rows,
+            commits=s.lake_commits,
+            conflicts=s.lake_conflicts,
+            failures=s.lake_ship_failures,
             outbox_rows=shipper.outbox_rows() if shipper is not None else 0,
             lag_seconds=shipper.lag_seconds() if shipper is not None else 0.0,
         )
@@ -160,13 +164,12 @@ class Node:
             self.shipper.start()
 
     def describe(self) -> str:
-        """Where the data is, for the start-up log line (the catalog redacted)."""
+        """The lake, for the start-up log line (the catalog redacted); '' without one."""
         if self.lake is None:
-            return f"database {Path(self.settings.db).resolve()}"
+            return ""
         from user_metrics.store.lake import redact
 
-        local = f"database {Path(self.settings.db).resolve()}; " if self.store is not None else ""
-        return f"{local}lake mode: catalog {redact(self.settings.lake)}, data {self.lake.data_path}"
+        return f"lake mode: catalog {redact(self.settings.lake)}, data {self.lake.data_path}"
 
     def close(self, grace: float = 10.0, *, remove_new: bool = False) -> None:
         """Stop shipping (shipping what is left, within ``grace``), close the store and the lake;

@@ -100,7 +100,8 @@ def test_redact_hides_passwords_of_both_spellings() -> None:
 
 
 def test_concurrent_turns_of_two_nodes_are_serialized(lake: Lake, lake_catalog: LakeCatalog) -> None:
-    """Read-modify-write in turns from two Lake instances loses no update: conflicts are retried."""
+    """Read-modify-write in turns from two Lake instances loses no update; and they queue for the
+    turn in PostgreSQL rather than lose their work to conflicts."""
     stats = Stats()
     other = Lake(lake_catalog.catalog, None, stats, memory_limit_mib=256, max_dimension_values=1000)
     lake.in_turn(lambda con: con.execute("INSERT INTO meta VALUES ('counter', '0')"))
@@ -121,6 +122,7 @@ def test_concurrent_turns_of_two_nodes_are_serialized(lake: Lake, lake_catalog: 
             thread.join()
         with lake.reader() as con:
             assert con.execute("SELECT value FROM meta WHERE key = 'counter'").fetchall() == [("16",)]
+        assert stats.lake_conflicts == 0 and lake._stats.lake_conflicts == 0
     finally:
         other.close()
 
@@ -132,3 +134,38 @@ def test_reads_and_turns_work_again_after_postgresql_restarts(lake: Lake, lake_c
     with lake.reader() as con:
         assert con.execute("SELECT count(*) FROM meta WHERE key IN ('before', 'after')").fetchall() == [(2,)]
     assert lake.health() is None
+
+
+def test_nodes_starting_together_on_a_new_lake_all_attach(lake_catalog: LakeCatalog) -> None:
+    """They race to create DuckLake's catalog tables and then the lake's own: the losers retry."""
+    made: list[Lake] = []
+    errors: list[BaseException] = []
+
+    def attach() -> None:
+        try:
+            made.append(
+                Lake(
+                    lake_catalog.catalog,
+                    lake_catalog.data_path,
+                    Stats(),
+                    memory_limit_mib=256,
+                    max_dimension_values=1000,
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attach) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert not errors and len(made) == 3
+        with made[0].reader() as con:
+            assert con.execute("SELECT count(*) FROM lake_turn").fetchall() == [(1,)]
+            assert con.execute("SELECT count(*) FROM users").fetchall() == [(1,)]
+            assert con.execute("SELECT count(*) FROM meta").fetchall() == [(1,)]
+    finally:
+        for node in made:
+            node.close()

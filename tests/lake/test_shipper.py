@@ -291,4 +291,34 @@ def test_the_lake_rollups_equal_a_recomputation_on_a_small_lake(
     )
     with lake.reader() as con, pytest.raises(AssertionError):
         check_exact(con, 20)
-    _ = duckdb  # the module's connection type, for readers of this file
+
+
+def test_a_schema_13_file_gets_an_empty_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    Store(path, Stats()).close()
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE lake_outbox")
+    con.execute("UPDATE meta SET value = '13' WHERE key = 'schema_version'")
+    con.close()
+    store = Store(path, Stats(), outbox=True)
+    try:
+        store.write(rows(40, 7)).result()
+        reader = store.reader()
+        try:
+            assert reader.execute("SELECT count(*) FROM lake_outbox").fetchall() == [(7,)]
+            assert reader.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [
+                ("14",)
+            ]
+        finally:
+            reader.close()
+    finally:
+        store.close()
+
+
+def test_stopping_ships_what_is_left(nodes: Callable[..., Node], lake: Lake) -> None:
+    a = nodes("a", interval_s=3600.0)  # no ship before the stop but the final one
+    a.write(rows(50, 30))
+    a.shipper.start()
+    a.shipper.stop(grace=30.0)
+    assert a.outbox() == 0 and a.stats.lake_shipped_rows == 30
+    lake_check(lake, 30)

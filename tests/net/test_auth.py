@@ -203,6 +203,16 @@ class TestLoopbackRule:
         check_exposure(Settings(**{listen: "0.0.0.0:0"}, allow_unauthenticated=True))
         check_exposure(Settings(**{listen: "0.0.0.0:0"}, ingest_tokens=(INGEST,), read_tokens=(READ,)))
 
+    def test_a_reader_only_node_needs_read_tokens_only(self) -> None:
+        """No spans are received: public addresses need the read tokens, not the ingest ones."""
+        public = {name: "0.0.0.0:0" for name in ("grpc_listen", "http_listen", "api_listen")}
+        reader = Settings(**public, ingest=False, lake="host=pg dbname=lake", read_tokens=(READ,))
+        check_exposure(reader)
+        with pytest.raises(SettingsError, match="grpc_listen 0.0.0.0:0 .* ingest_tokens is empty"):
+            check_exposure(Settings(**public, lake="host=pg dbname=lake", read_tokens=(READ,)))
+        with pytest.raises(SettingsError, match="grpc_listen 0.0.0.0:0 .* read_tokens is empty"):
+            check_exposure(Settings(**public, ingest=False, lake="host=pg dbname=lake"))
+
     def test_serve_exits_with_the_reason(self, tmp_path: Path) -> None:
         db = tmp_path / "um.duckdb"
         result = subprocess.run(

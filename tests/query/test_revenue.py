@@ -41,22 +41,25 @@ def revenue(
     return revenue_by_user_id(con, window, tz=tz)
 
 
+# Fixed plan requests; prices and records are set per test (tests/lake runs these tests on a lake).
+REVENUE_REQUESTS = [
+    *daily("feb", "pro", "2026-02-01", 28),
+    *daily("nov", "pro", "2026-11-01", 30),
+    *daily("dec", "pro", "2026-12-01", 31),
+    *daily("year", "team", "2026-01-01", 365),
+    *daily("both", "pro", "2026-11-01", 30, hour=1),
+    *daily("both", "free", "2026-11-01", 30, hour=2),
+    *daily("both", "team", "2026-11-01", 30, hour=3),
+    Req(None, at("2026-11-05T10:00"), "pro"),  # no user: no revenue
+    Req("kolkata", at("2026-11-03T19:00"), "pro"),  # local (India) 2026-11-04 00:30
+    Req("other", at("2026-11-03T10:00"), None),
+]
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A store holding fixed plan requests; prices and records are set per test."""
-    reqs = [
-        *daily("feb", "pro", "2026-02-01", 28),
-        *daily("nov", "pro", "2026-11-01", 30),
-        *daily("dec", "pro", "2026-12-01", 31),
-        *daily("year", "team", "2026-01-01", 365),
-        *daily("both", "pro", "2026-11-01", 30, hour=1),
-        *daily("both", "free", "2026-11-01", 30, hour=2),
-        *daily("both", "team", "2026-11-01", 30, hour=3),
-        Req(None, at("2026-11-05T10:00"), "pro"),  # no user: no revenue
-        Req("kolkata", at("2026-11-03T19:00"), "pro"),  # local (India) 2026-11-04 00:30
-        Req("other", at("2026-11-03T10:00"), None),
-    ]
-    write_requests(tmp_path / "um.duckdb", reqs)
+    """A store holding REVENUE_REQUESTS; prices and records are set per test."""
+    write_requests(tmp_path / "um.duckdb", REVENUE_REQUESTS)
     con = duckdb.connect(str(tmp_path / "um.duckdb"))
     yield con
     con.close()

@@ -460,3 +460,42 @@ class TestValueBound:
             assert samples(after, "llm_requests_total") == requests
         finally:
             svc.stop()
+
+
+def test_a_node_without_the_store_families_renders_its_own_and_the_lakes() -> None:
+    """lake_store_metrics off: no llm_* family and no store read at all; the node's own counters
+    and the lake's shipping figures, as a receiver in lake mode renders them."""
+    from prometheus_client.exposition import generate_latest
+
+    from user_metrics.serve.lake_metrics import LakeFigures, lake_families
+    from user_metrics.serve.metrics import UsageCollector
+    from user_metrics.stats import Stats
+
+    def no_store() -> object:
+        raise AssertionError("the store was read")
+
+    figures = LakeFigures(shipped_rows=7, duplicate_rows=2, commits=3, outbox_rows=4, lag_seconds=1.5)
+    collector = UsageCollector(
+        no_store,
+        Stats(spans_stored=9),
+        lambda: (0, 0),
+        max_users=10,
+        property_keys=(),
+        store_families=False,
+        more=lambda: lake_families(figures),
+    )
+    text = collector.gather().encode(generate_latest).decode()
+    found = {f.name: f for f in text_string_to_metric_families(text)}
+    assert not [name for name in found if name.startswith("llm_")]
+    assert "user_metrics_users_left_out" not in found and "user_metrics_coverage_share" not in found
+    assert found["user_metrics_spans_stored"].samples[0].value == 9
+    got = {name: found[name].samples[0].value for name in found if name.startswith("user_metrics_lake_")}
+    assert got == {
+        "user_metrics_lake_shipped_rows": 7,
+        "user_metrics_lake_duplicate_rows": 2,
+        "user_metrics_lake_commits": 3,
+        "user_metrics_lake_conflicts": 0,
+        "user_metrics_lake_ship_failures": 0,
+        "user_metrics_lake_outbox_rows": 4,
+        "user_metrics_lake_lag_seconds": 1.5,
+    }

@@ -2,8 +2,9 @@
 anomalies, coverage, statement, sql.
 
 They find the data the way an operator expects: ``--url`` asks that server, ``--db`` reads that
-file; with neither, the configured server is asked first (while it runs it holds the file) and
-the configured file is read when no server answers.
+file, ``--lake`` reads that lake (a PostgreSQL catalog string, as the ``lake`` setting); with
+none, the configured server is asked first (while it runs it holds the file) and the configured
+lake, else the configured file, is read when no server answers.
 """
 
 from __future__ import annotations
@@ -62,8 +63,14 @@ def add_commands(commands: Any) -> None:
     """Register the reading subcommands on the top-level parser's subparsers."""
     located = argparse.ArgumentParser(add_help=False)
     where = located.add_argument_group("where to read")
-    where.add_argument("--db", metavar="PATH", help="read this DuckDB file (only while no server holds it)")
-    where.add_argument("--url", metavar="URL", help="ask the server at this URL, e.g. http://127.0.0.1:9464")
+    one = where.add_mutually_exclusive_group()
+    one.add_argument("--db", metavar="PATH", help="read this DuckDB file (only while no server holds it)")
+    one.add_argument("--url", metavar="URL", help="ask the server at this URL, e.g. http://127.0.0.1:9464")
+    one.add_argument(
+        "--lake",
+        metavar="CATALOG",
+        help="read this lake: its PostgreSQL catalog (as the lake setting), e.g. 'host=db dbname=lake'",
+    )
     where.add_argument("--config", metavar="FILE", help="TOML config naming db and api_listen")
     where.add_argument(
         "--token",
@@ -161,15 +168,18 @@ def add_commands(commands: Any) -> None:
     add_revenue_commands(commands, located)
 
 
-def _local(path: str, memory_limit_mib: int, timezone: str) -> LocalClient:
-    # DuckDB and the query layer are loaded only to read a file; asking a server needs neither.
-    return cast("LocalClient", connect(path, memory_limit_mib=memory_limit_mib, timezone=timezone))
+def _local(path: str | None, memory_limit_mib: int, timezone: str, lake: str | None = None) -> LocalClient:
+    # DuckDB and the query layer are loaded only to read a file or a lake; asking a server needs neither.
+    client = connect(path, lake=lake, memory_limit_mib=memory_limit_mib, timezone=timezone)
+    return cast("LocalClient", client)
 
 
 def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
     settings = load_settings({"memory_limit_mib": args.memory_limit_mib}, config_file=args.config)
     if args.db:
         return _local(args.db, settings.memory_limit_mib, settings.timezone)
+    if args.lake:
+        return _local(None, settings.memory_limit_mib, settings.timezone, lake=args.lake)
     # Importing revenue writes: it takes an ingest token; everything else reads.
     writes = getattr(args, "revenue_command", None) == "import"
     tokens = (*settings.ingest_tokens, *settings.read_tokens) if writes else settings.read_tokens
@@ -187,11 +197,13 @@ def _client(args: argparse.Namespace) -> LocalClient | RemoteClient:
         return remote
     except Unavailable as not_served:
         try:
+            if settings.lake:
+                return _local(None, settings.memory_limit_mib, settings.timezone, lake=settings.lake)
             return _local(settings.db, settings.memory_limit_mib, settings.timezone)
         except Unavailable as no_file:
             raise Unavailable(
                 f"nothing to read: no server answers at {url} ({not_served}), and {no_file}. "
-                "Start `user-metrics serve`, or pass --url or --db."
+                "Start `user-metrics serve`, or pass --url, --db or --lake."
             ) from None
 
 

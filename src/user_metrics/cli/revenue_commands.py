@@ -1,8 +1,9 @@
 """``user-metrics revenue import FILE`` and ``user-metrics revenue list``: revenue records in and out.
 
-They reach the data as the reading commands do (``--url``, ``--db``, else the configured server,
-else the configured file): an import is sent to the server, or written into the file with the
-store's own writer while no server holds it.
+They reach the data as the reading commands do (``--url``, ``--db``, ``--lake``, else the
+configured server, else the configured lake or file): an import is sent to the server, written
+into the lake (in a lake transaction, any time), or into the file with the store's own writer
+while no server holds it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ LIST_FIELDS = ("id", "user_id", "amount_usd", "start", "end", "imported", "sourc
 
 
 def add_revenue_commands(commands: Any, where: argparse.ArgumentParser) -> None:
-    """``revenue import`` and ``revenue list``; ``where`` holds --url, --db, --config and the rest."""
+    """``revenue import`` and ``revenue list``; ``where`` holds --url, --db, --lake, --config and the rest."""
     revenue = commands.add_parser("revenue", help="import revenue records, or list the stored ones")
     actions = revenue.add_subparsers(dest="revenue_command", required=True)
     load = actions.add_parser(

@@ -64,7 +64,8 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(settings: Settings) -> None:
-    """Refuse to serve a non-loopback address without the tokens guarding what it serves."""
+    """Refuse to serve a non-loopback address without the tokens guarding what it serves (a
+    reader-only node receives no spans: it binds no OTLP/HTTP address and needs no ingest token)."""
     if settings.allow_unauthenticated:
         return
     needs = {
@@ -72,6 +73,8 @@ def check_exposure(settings: Settings) -> None:
         "http_listen": ("ingest_tokens",),
         "api_listen": ("read_tokens",),
     }
+    if not settings.ingest:
+        needs = {"grpc_listen": ("read_tokens",), "api_listen": ("read_tokens",)}
     for listen, token_names in needs.items():
         address = getattr(settings, listen)
         host, _ = split_address(address, listen)

@@ -1,6 +1,7 @@
-"""``LocalClient``: the query functions on the DuckDB file itself, opened read-only.
+"""``LocalClient``: the query functions on the DuckDB file itself, opened read-only, or on a lake.
 
-Possible only while no server holds the file. It answers with the same result objects as
+A file can be read only while no server holds it; a lake (``connect(lake=CATALOG)``) any time,
+as every node reads it. It answers with the same result objects as
 ``RemoteClient`` (``client.py``), which asks a running server instead; this module is imported
 only when a file is read, so asking a server never loads DuckDB.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -45,6 +46,14 @@ CLOSE_GRACE_S = 10.0  # how long close() waits for an interrupted SQL query to l
 # Writes revenue records into the file (path, data, format, mapping, tz, source) -> (new, unchanged):
 # ``client.connect`` gives one that opens the file with the store's writer.
 FileImporter = Callable[[Path, Any, str | None, Mapping[str, str], str | None, str | None], tuple[int, int]]
+
+
+class Source(Protocol):
+    """What a client reads other than a file: a lake (``store/lake.py``), handed in by ``connect``."""
+
+    def reader(self) -> duckdb.DuckDBPyConnection: ...
+
+    def close(self) -> None: ...
 
 
 def open_read_only(path: str | Path, memory_limit_mib: int = 0) -> duckdb.DuckDBPyConnection:
@@ -90,17 +99,26 @@ class LocalClient:
         memory_limit_mib: int = Settings.memory_limit_mib,
         importer: FileImporter | None = None,
         timezone: str = Settings.timezone,
+        source: Source | None = None,
     ) -> None:
+        """``source``: read it (a lake) instead of the file at ``path``, and close it with the client."""
         self.path = Path(path)
         self._memory_limit_mib = memory_limit_mib
         self._importer = importer
         self.timezone = timezone
-        self._con = open_read_only(self.path, memory_limit_mib)
-        self._sql = QueryRunner(self._con.cursor)
+        self._source = source
+        if source is not None:
+            self._con = source.reader()
+            self._sql = QueryRunner(source.reader)
+        else:
+            self._con = open_read_only(self.path, memory_limit_mib)
+            self._sql = QueryRunner(self._con.cursor)
 
     def close(self) -> None:
         self._sql.stop(CLOSE_GRACE_S)  # a query DuckDB could not stop in time may still be running
         self._con.close()
+        if self._source is not None:
+            self._source.close()
 
     def __enter__(self) -> LocalClient:
         return self
@@ -178,6 +196,8 @@ class LocalClient:
         the read-only connection is closed meanwhile, and the store's writer opens the file."""
         if self._importer is None:
             raise Unavailable("this client reads only; open it with user_metrics.connect(path) to import")
+        if self._source is not None:  # a lake is written while it is read
+            return RevenueImport(*self._importer(self.path, data, format, mapping or {}, tz, source))
         self.close()
         try:
             new, unchanged = self._importer(self.path, data, format, mapping or {}, tz, source)

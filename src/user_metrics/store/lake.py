@@ -18,7 +18,12 @@ max(key) + 1, a row must not be shipped twice), so every lake write transaction 
 ``UPDATE lake_turn SET n = n + 1``: of two concurrent ones, the second to COMMIT fails with
 "Transaction conflict" and runs again from a fresh snapshot. All lake writes of all nodes are
 thus serialized; ``in_turn`` retries conflicts with jittered backoff (``TURN_ATTEMPTS``,
-counted in ``Stats.lake_conflicts``).
+counted in ``Stats.lake_conflicts``). So that writers do not do their work only to lose it at
+COMMIT (two nodes shipping back to back lost most ships so, measured), each first queues in
+PostgreSQL: a ``LOCK TABLE`` on the catalog database, through an attachment of its own
+(``turn_lock``, the writer's instance only), held until the transaction ends and taken before
+DuckLake reads its snapshot (``_wait_for_turn``). The lock only makes conflicts rare; the turn
+row is what guarantees the order.
 
 **A lost catalog connection.** The PostgreSQL extension opens new connections on its own after
 the server restarts (measured: the first statement after a restart succeeds). Should the lake
@@ -63,6 +68,15 @@ TURN_MAX_PAUSE_S = 1.0
 # Times a transaction whose catalog connection failed is retried (pausing 0.2 s, doubling; from
 # the second on after opening the connection again), before the caller is told Unavailable.
 REATTACH_ATTEMPTS = 4
+# How long a lake writer queues for the turn in PostgreSQL before its transaction is retried.
+TURN_WAIT_S = 30
+# What lake writers queue on in PostgreSQL: see _wait_for_turn.
+_TURN_LOCK_SQL = (
+    f"SET LOCAL lock_timeout = '{TURN_WAIT_S}s'",
+    "LOCK TABLE ducklake_metadata IN SHARE UPDATE EXCLUSIVE MODE",
+)
+# ATTACHes tried while another node creates a new lake's catalog tables (pausing 0.1-0.3 s, doubling).
+INIT_ATTEMPTS = 5
 # How often ``health`` asks the catalog itself (in between, it answers what it last learned).
 HEALTH_PROBE_S = 5.0
 # A lost or failing catalog connection (PostgreSQL down or restarting: IOException "Unable to
@@ -98,6 +112,10 @@ def extension_paths() -> tuple[str, str]:
             raise Unavailable(f"{binary} is missing: {package} must match duckdb {duckdb.__version__}")
         found.append(str(binary))
     return found[0], found[1]
+
+
+class _Initializing(Exception):
+    """Another node is creating DuckLake's catalog tables right now (its ATTACH on a new lake)."""
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -139,12 +157,13 @@ class Lake:
         self._private = tempfile.mkdtemp(prefix="um-lake-ext-")
         os.symlink(self._extensions[1], os.path.join(self._private, "postgres_scanner.duckdb_extension"))
         self._turn_lock = threading.Lock()
+        self._turn_lock_works = True  # until PostgreSQL's lock fails (_wait_for_turn)
         self._health_lock = threading.Lock()
         self._last_probe = 0.0
         self.failure: str | None = None
         self.data_path = data_path or ""
         try:
-            self._con = self._open(data_path)
+            self._con = self._open(data_path, writer=True)
             self.data_path = self._data_path(self._con)
             if create:
                 self._ensure_schema()
@@ -152,6 +171,8 @@ class Lake:
             readers_root = self._open(None)
             self._lock_down(readers_root)
         except BaseException:
+            with contextlib.suppress(duckdb.Error, AttributeError):
+                self._con.close()
             shutil.rmtree(self._private, ignore_errors=True)
             raise
         self._readers_root = readers_root
@@ -159,8 +180,20 @@ class Lake:
 
     # ---- connections --------------------------------------------------------------------------
 
-    def _open(self, data_path: str | None) -> duckdb.DuckDBPyConnection:
-        """A new in-memory DuckDB with the lake attached and used (not locked down yet)."""
+    def _open(self, data_path: str | None, writer: bool = False) -> duckdb.DuckDBPyConnection:
+        """A new in-memory DuckDB with the lake attached and used (not locked down yet).
+
+        Nodes that start together on a new lake race to create DuckLake's own catalog tables;
+        the losers' ATTACH fails ("Failed to initialize DuckLake", a duplicate table) and is
+        tried again (``INIT_ATTEMPTS``), by which time the catalog exists."""
+        for attempt in range(INIT_ATTEMPTS):
+            try:
+                return self._open_once(data_path, writer)
+            except _Initializing:
+                time.sleep(random.uniform(0.1, 0.3) * 2**attempt)
+        return self._open_once(data_path, writer)
+
+    def _open_once(self, data_path: str | None, writer: bool) -> duckdb.DuckDBPyConnection:
         config: dict[str, str | bool | int | float | list[str]] = {
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
@@ -176,10 +209,14 @@ class Lake:
             raise Unavailable(f"the DuckLake extensions cannot be loaded: {first_line(exc)}") from exc
         options = f" (DATA_PATH '{_quoted(data_path)}')" if data_path else ""
         try:
+            if writer:  # the catalog database itself, for the turn's lock (_wait_for_turn)
+                con.execute(f"ATTACH '{_quoted(self.catalog)}' AS turn_lock (TYPE postgres)")
             con.execute(f"ATTACH '{_quoted('ducklake:postgres:' + self.catalog)}' AS lake{options}")
             con.execute("USE lake")
         except duckdb.Error as exc:
             con.close()
+            if "Failed to initialize DuckLake" in str(exc):
+                raise _Initializing(str(exc)) from exc
             message = redact(first_line(exc).replace(self.catalog, redact(self.catalog)))
             raise Unavailable(f"the lake at {redact(self.catalog)} cannot be attached: {message}") from exc
         return con
@@ -206,7 +243,7 @@ class Lake:
         """Open both instances again (the catalog connection failed); the readers' open cursors fail."""
         log.warning("reattaching the lake after %s", redact(first_line(why)))
         self._stats.add(lake_reattaches=1)
-        con = self._open(None)
+        con = self._open(None, writer=True)
         self._lock_down(con)
         readers_root = self._open(None)
         self._lock_down(readers_root)
@@ -264,9 +301,12 @@ class Lake:
 
     def _once(self, work: Callable[[duckdb.DuckDBPyConnection], T], turn: bool) -> T:
         con = self._con
+        con.execute("USE memory" if turn else "USE lake")  # with the turn, the lock first: _wait_for_turn
         con.execute("BEGIN")
         try:
             if turn:
+                self._wait_for_turn(con)
+                con.execute("USE lake")
                 con.execute("UPDATE lake_turn SET n = n + 1")
             result = work(con)
             con.execute("COMMIT")
@@ -275,6 +315,29 @@ class Lake:
                 con.execute("ROLLBACK")
             raise
         return result
+
+    def _wait_for_turn(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Queue for the turn in PostgreSQL, so as not to do the work only to lose at COMMIT.
+
+        ``LOCK TABLE ducklake_metadata IN SHARE UPDATE EXCLUSIVE MODE`` (a mode that conflicts
+        with itself only: DuckLake's own reads and writes never wait for it) on the catalog
+        database, in this transaction's PostgreSQL transaction of the ``turn_lock``
+        attachment, held until the transaction ends. It must come before DuckLake reads its
+        snapshot: DuckLake's PostgreSQL transactions are REPEATABLE READ, and a snapshot taken
+        before the wait would be stale after it (a conflict all the same). So the connection
+        is in ``memory`` when the transaction begins (``_once``), and ``USE lake`` follows the
+        lock. Bounded by PostgreSQL's ``lock_timeout`` (``TURN_WAIT_S``); should the lock fail
+        for any reason but the connection, conflicts alone serialize the writers."""
+        if not self._turn_lock_works:
+            return
+        try:
+            for statement in _TURN_LOCK_SQL:
+                con.execute(f"CALL postgres_execute('turn_lock', '{_quoted(statement)}')")
+        except duckdb.IOException:
+            raise  # the catalog is unreachable, or the wait timed out: retried by transaction()
+        except duckdb.Error as exc:
+            self._turn_lock_works = False
+            log.warning("cannot queue for the lake's turn in PostgreSQL (%s); relying on conflicts", exc)
 
     def health(self) -> str | None:
         """None when the lake answers; else why not (asks the catalog at most every HEALTH_PROBE_S)."""

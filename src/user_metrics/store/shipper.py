@@ -156,7 +156,8 @@ class Shipper:
 
     def _run(self) -> None:
         failures = 0
-        while not self._stopping.is_set():
+        pause = self._interval_s
+        while not self._stopping.wait(pause):
             try:
                 self.ship()
                 failures = 0
@@ -166,7 +167,6 @@ class Shipper:
             with contextlib.suppress(Exception):
                 self._maybe_compact()
             pause = self._interval_s if not failures else min(MAX_PAUSE_S, self._interval_s * 2**failures)
-            self._stopping.wait(pause)
         while True:  # the final ship
             try:
                 self.ship()
