@@ -89,8 +89,9 @@ LIMITS = (
     "coverage_keys",
     "framework_candidates",
 )
-# queue_full, workers_busy: exports; connections_full, bodies_full: requests to either HTTP listener.
-REFUSALS = ("queue_full", "workers_busy", "connections_full", "bodies_full")
+# queue_full, workers_busy: exports; connections_full, bodies_full: requests to either HTTP listener;
+# lake_lag: exports while the lake lags past lake_max_lag (store/shipper.py).
+REFUSALS = ("queue_full", "workers_busy", "connections_full", "bodies_full", "lake_lag")
 # The read path's bounds: settings, and fixed bounds of SQL (sql_bounds.py, safe_sql.py).
 READ_LIMITS = (
     "query_timeout_seconds",

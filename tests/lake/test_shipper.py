@@ -103,6 +103,7 @@ def test_a_held_store_refuses_writes_retryably_until_released(tmp_path: Path) ->
             store.write(rows(2, 3)).result()
         store.hold(None)
         assert store.write(rows(2, 3)).result() == 3
+        assert store._stats.exports_refused["lake_lag"] == 1
     finally:
         store.close()
 

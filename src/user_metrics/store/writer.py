@@ -43,6 +43,7 @@ from user_metrics.store import attribution, counterparts, dedupe, dims, groups, 
 from user_metrics.store.groups import Pending
 from user_metrics.store.writer_connection import (
     CHECKPOINT_WAL_BYTES,
+    DATA_ERRORS,
     FORCE_CHECKPOINT_WAL_BYTES,
     T,
     WriterConnection,
@@ -51,10 +52,6 @@ from user_metrics.store.writer_connection import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# Errors caused by the rows themselves (a value DuckDB cannot hold), not by the database.
-DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
 
 # How often the writer drops attribution facts older than twice the attribution window and span
 # keys past the dedupe horizon, and how often, while a write is failing, it tries a small write
@@ -158,6 +155,8 @@ class Store:
         (a table larger than the whole limit is still taken when the queue is empty).
         """
         future: Future[int] = Future()
+        if self._held is not None:  # the lake lags (shipper.py): counted as the queue's refusals are
+            self._stats.refuse("lake_lag")
         if self._closed or not self._thread.is_alive() or self._held is not None:
             future.set_exception(Unavailable(self._held or self.health() or "the store is shutting down"))
             return future
@@ -179,8 +178,7 @@ class Store:
         return future
 
     def hold(self, reason: str | None) -> None:
-        """Refuse writes (retryably: Unavailable) with ``reason`` from now on; None: take them again.
-        The shipper holds them while the lake lags past ``lake_max_lag``."""
+        """Refuse writes with Unavailable(``reason``) until ``hold(None)`` (shipper.py: the lake lags)."""
         self._held = reason
 
     def close(self) -> None:

@@ -47,6 +47,8 @@ from user_metrics.store.schema import lock_down
 
 log = logging.getLogger(__name__)
 
+# Errors caused by the rows themselves (a value DuckDB cannot hold), not by the database.
+DATA_ERRORS = (duckdb.DataError, pa.ArrowException, UnicodeError, OverflowError)
 CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024
 FORCE_CHECKPOINT_WAL_BYTES = 256 * 1024 * 1024
 # Pauses between the writer's retries after running out of memory, readers held back (about 6 s).
