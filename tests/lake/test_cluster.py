@@ -19,8 +19,8 @@ Meanwhile, each step waiting for a condition, not a time:
 Afterwards, once the reader sees every row: each user's requests, tokens by type, errors, cost and
 unpriced requests from the reader's HTTP API equal the figures computed here from what the
 exporters were acknowledged for; a SQL count over ``requests`` equals the number of LLM spans, and
-no (trace_id, span_id) appears twice; each receiver shipped rows, and the lake turned some away as
-duplicates.
+no (trace_id, span_id) appears twice; each receiver shipped rows, the lake turned some away as
+duplicates, and the receivers counted exports refused for the lake's lag.
 """
 
 from __future__ import annotations
@@ -512,6 +512,9 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
         assert all(n > 0 for n in shipped), shipped
         duplicates = sum(counter_total(node.api, "user_metrics_lake_duplicate_rows") for node in receivers)
         assert duplicates > 0
+        # The refusals the exporters retried were the lag bound's, as the receivers count them.
+        refused = [counter_total(n.api, "user_metrics_exports_refused", reason="lake_lag") for n in receivers]
+        assert sum(refused) > 0, refused
     finally:
         acknowledged.abandoned.set()
         done.set()
