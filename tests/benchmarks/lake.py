@@ -436,8 +436,9 @@ def report_ingest(f: IngestFigures, ship_interval: float) -> None:
         f"=> lake writes are serialized by the turn: at most {1 / fixed:,.0f} commits/s (catalog alone) and "
         f"{1 / per_row if per_row else float('inf'):,.0f} rows/s in all (the rows' work is inside the turn). "
         f"A node at {rate:,.0f} spans/s, shipping every {ship_interval:g} s, holds the turn "
-        f"{100 * load:.0f} % of the time: one catalog serves about {1 / load:,.1f} such nodes; idle nodes "
-        f"(no rows) cost {fixed / ship_interval * 100:.1f} % each, i.e. {ship_interval / fixed:,.0f} of them. "
+        f"{100 * load:.0f} % of the time: one catalog serves about {1 / load:,.1f} such nodes; nodes "
+        f"with a few rows each cost {fixed / ship_interval * 100:.1f} % (one small commit per interval), "
+        f"i.e. {ship_interval / fixed:,.0f} of them; an idle node ships nothing. "
         "Throughput grows ~N x one node until the turn is busy, then stays at the rows/s bound."
     )
 
