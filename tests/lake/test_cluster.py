@@ -54,7 +54,7 @@ from servers import call
 
 APPS = 3
 PACE_S = 0.04  # an application makes a trace (1.6 spans on average) every 40 ms, until told to stop
-MAX_TRACES_PER_APP = 1000  # a bound; a run makes ~1,000-2,500 spans in all
+MAX_TRACES_PER_APP = 1000  # a bound; a run makes ~600-1,500 LLM calls (~1,000-2,500 spans)
 STEP_SPANS = 100  # spans acknowledged between two steps of the run
 USERS = [f"user-{i:02d}" for i in range(12)]
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4")
