@@ -1,6 +1,6 @@
 """Lake benchmark: one lake node against the single file, the catalog's cost, visibility, queries.
 
-    python tests/benchmarks/lake.py [--requests 100] [--threads 2] [--visible 200]
+    python tests/benchmarks/lake.py [--requests 100] [--threads 2] [--visible 200] [--nodes 1,2,4]
         [--rows 200000] [--queries-db PATH] [--skip ingest,visible,users]
 
 Starts a throwaway PostgreSQL (``tests/pg.py``) with ``pg_stat_statements`` preloaded, then:
@@ -14,6 +14,10 @@ Starts a throwaway PostgreSQL (``tests/pg.py``) with ``pg_stat_statements`` prel
    (``pg_stat_statements``): catalog commits per second, PostgreSQL statements (round trips) per
    acknowledged Export, and the time a lake write transaction holds the turn (every node's lake
    writes are serialized by it), timed around ``Lake.in_turn`` in this process.
+   Then one shipping transaction of a busy node's batch timed by statement, and N writers (a
+   ``Lake`` each, as N nodes have; ``--nodes``) shipping such batches back to back into one lake:
+   commits and rows per second in all, and conflicts. The turn serializes them, so the total
+   stays flat in N: the rows' work inside the turn is the cluster's bound.
 2. **Visibility**: one-span Exports at a steady pace to a lake node (default ship interval); a
    reader of the lake (``Lake.reader``, as a reader-only node queries) polls ``requests``; the
    delay from an Export's answer to its span being visible, p50/p99.
@@ -266,6 +270,70 @@ def ship_breakdown(pg: PgCluster, tmp: Path, source: str, rows: int, batches: in
     return {k: v / (batches - 1) for k, v in sorted(times.items(), key=lambda kv: -kv[1])}
 
 
+@dataclass(frozen=True)
+class Contention:
+    nodes: int
+    seconds: float
+    commits: int
+    rows: int
+    conflicts: int
+
+
+def run_contention(
+    pg: PgCluster, tmp: Path, source: str, rows: int, nodes: int, seconds: float
+) -> Contention:
+    """``nodes`` writers (a Lake each, as many nodes would have) shipping fresh batches of ``rows``
+    request rows into one lake with ``shipper.append`` in turn transactions, back to back for
+    ``seconds``: how many commits and rows the lake took in all, and the conflicts retried."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from user_metrics.store import shipper
+
+    con = duckdb.connect(source, read_only=True)
+    try:
+        template = con.execute(f"SELECT * FROM requests LIMIT {rows}").to_arrow_table()
+    finally:
+        con.close()
+    catalog, data = new_catalog(pg, tmp / f"contention-{nodes}")
+    stats = Stats()
+    lakes = [
+        Lake(catalog, data, stats, memory_limit_mib=512, max_dimension_values=1000) for _ in range(nodes)
+    ]
+    committed = [0] * nodes
+    shipped = [0] * nodes
+    deadline = time.monotonic() + seconds
+
+    t0 = time.monotonic()
+    column = template.schema.get_field_index
+
+    def ship(i: int) -> None:
+        while time.monotonic() < deadline:
+            # New span ids, and start times moved on with the clock, as live traffic's are (the
+            # anti-join reads the lake's rows of the batch's time range only).
+            ids = pa.array([os.urandom(8).hex() for _ in range(template.num_rows)])
+            shift = pa.scalar(int((time.monotonic() - t0) * 1e6), pa.duration("us"))
+            moved = pc.add(template["start_time"], shift)
+            batch = template.set_column(column("span_id"), "span_id", ids).set_column(
+                column("start_time"), "start_time", moved
+            )
+            shipped[i] += lakes[i].in_turn(lambda c, b=batch: shipper.append(c, b, 1000))  # type: ignore[misc]
+            committed[i] += 1
+
+    try:
+        threads = [threading.Thread(target=ship, args=(i,)) for i in range(nodes)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        for lake in lakes:
+            lake.close()
+    return Contention(nodes, elapsed, sum(committed), sum(shipped), stats.lake_conflicts)
+
+
 # ---- 2. visibility ----------------------------------------------------------------------------------
 
 
@@ -456,6 +524,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000, help="request rows for the users() comparison")
     parser.add_argument("--queries-db", help="an existing queries.py build to copy into a lake instead")
     parser.add_argument("--runs", type=int, default=5, help="timed users() runs after one warm-up")
+    parser.add_argument("--nodes", default="1,2,4", help="writers in the contention runs (after ingest)")
+    parser.add_argument("--contention-s", type=float, default=10.0, help="seconds of each contention run")
     parser.add_argument("--skip", default="", help="comma-separated: ingest, visible, users")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -482,6 +552,16 @@ def main() -> None:
                 )
                 for words, seconds in parts.items():
                     print(f"  {1000 * seconds:>9,.1f} ms  {words}")
+                print(
+                    f"\n-- {args.contention_s:g} s of back-to-back shipping transactions of {per_batch:,} rows "
+                    "by N writers (a Lake each) into one lake"
+                )
+                for n in [int(x) for x in args.nodes.split(",")]:
+                    c = run_contention(pg, tmp, str(tmp / "single.duckdb"), per_batch, n, args.contention_s)
+                    print(
+                        f"  N={c.nodes}: {c.commits / c.seconds:6.1f} commits/s, {c.rows / c.seconds:9,.0f} rows/s "
+                        f"in all, {c.conflicts} conflicts retried"
+                    )
             if "visible" not in skip:
                 delays = run_visibility(pg, tmp, args.visible, args.pace)
                 print(f"\n-- visibility: {len(delays)} one-span Exports, one every {args.pace:g} s")
