@@ -411,12 +411,10 @@ def test_three_receivers_one_lake_exact_totals_through_kill_duplicates_and_catal
     duplicating, done = threading.Event(), threading.Event()
     logging.getLogger(EXPORTER_LOG).addHandler(refusals)
     try:
-        # The first receiver creates the lake; the others join it.
-        receivers[0].start()
-        receivers[0].wait_listening()
-        for node in (*receivers[1:], reader):
+        # All four start together on a new lake: one creates its catalog tables, the others wait.
+        for node in (*receivers, reader):
             node.start()
-        for node in (*receivers[1:], reader):
+        for node in (*receivers, reader):
             node.wait_listening()
         for node in receivers:
             same_ports(node)
