@@ -54,12 +54,12 @@ from servers import call
 
 APPS = 3
 PACE_S = 0.04  # an application makes a trace (1.6 spans on average) every 40 ms, until told to stop
-MAX_TRACES_PER_APP = 1000  # a bound; a run makes ~600-1,500 LLM calls (~1,000-2,500 spans)
-STEP_SPANS = 100  # spans acknowledged between two steps of the run
+MAX_TRACES_PER_APP = 1000  # a bound; a run makes ~400 LLM calls (~600 spans; 30 sent twice)
+STEP_SPANS = 80  # spans acknowledged between two steps of the run
 USERS = [f"user-{i:02d}" for i in range(12)]
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4")
 UNPRICED_MODEL = "no-such-model-xyz"  # no reported cost and no price: an unpriced request
-AHEAD = 150  # spans an application may have made and not yet had acknowledged (it waits beyond)
+AHEAD = 60  # spans an application may have made and not yet had acknowledged (it waits beyond)
 DUPLICATE_EVERY = 3  # every third batch of single-span traces also goes to the next receiver
 SHIP_INTERVAL_S = "0.2"
 MAX_LAG_S = "1.5"  # short, so that a PostgreSQL restart soon turns into refused exports
