@@ -6,8 +6,8 @@
 Starts a throwaway PostgreSQL (``tests/pg.py``) with ``pg_stat_statements`` preloaded, then:
 
 1. **Ingest**: ``tests/benchmarks/ingest.py``'s client (a separate process: N Export requests of
-   512 LLM spans, ``--threads`` senders) against the service on a fresh single file, then against
-   one lake node (a fresh lake; its own local file plus the outbox). Durable spans/s for each (an
+   512 LLM spans, ``--threads`` senders; one seed, so both runs send the same requests) against
+   the service on a fresh single file, then against one lake node (a fresh lake; its own local file plus the outbox). Durable spans/s for each (an
    answer means committed locally, in lake mode with the outbox copy) and their ratio; for the
    lake node also the rate until every row is in the lake (the outbox drained). Meanwhile the
    catalog database's ``xact_commit`` (``pg_stat_database``) and statement calls
@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -167,6 +169,22 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float = 600.0)
         time.sleep(0.05)
 
 
+CLIENT_SEED = 20261130
+
+
+def same_requests(target: str, requests: int, threads: int) -> dict[str, float]:
+    """ingest.py's client in a process of its own, with a fixed seed: both runs send the same
+    requests (its own command line seeds each client with its pid)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import ingest; "
+        f"ingest.client_main({target!r}, {requests}, {threads}, seed={CLIENT_SEED}, mixed=False)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=900, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 @dataclass
 class IngestFigures:
     file_rate: float
@@ -186,7 +204,7 @@ def run_ingest(pg: PgCluster, tmp: Path, requests: int, threads: int) -> IngestF
     app = App(ingest.service_settings(str(tmp / "single.duckdb")))
     app.start()
     try:
-        single = ingest.run_client(app.grpc_address, requests, threads, mixed=False)
+        single = same_requests(app.grpc_address, requests, threads)
     finally:
         app.stop()
     catalog, data = new_catalog(pg, tmp / "ingest-lake")
@@ -198,7 +216,7 @@ def run_ingest(pg: PgCluster, tmp: Path, requests: int, threads: int) -> IngestF
             before, commits_before = pg_counts(pg, catalog), app.stats.lake_commits
             timer.turns.clear()
             started = time.perf_counter()
-            lake = ingest.run_client(app.grpc_address, requests, threads, mixed=False)
+            lake = same_requests(app.grpc_address, requests, threads)
             spans = lake["spans"] + ingest.SPANS_PER_REQUEST  # the warm-up request is shipped too
             wait_until("the outbox to drain", lambda: app.stats.lake_shipped_rows >= spans)
             drained = time.perf_counter() - started
