@@ -1050,6 +1050,12 @@ def test_decode_json_then_map(body: bytes, conv: Conventions) -> None:
         check_mapped(req, conv)
 
 
+def test_a_lone_surrogate_quoted_by_the_parser_is_escaped_in_the_message() -> None:
+    """Found by test_decode_json_then_map under one hash seed: json.loads lets the encoded surrogate
+    through, protobuf's parser quotes it, and a google.rpc.Status message must be UTF-8."""
+    assert decode_or_invalid(decode_json, b'{"resourceSpans": "\xed\xa0\x80"}') is None
+
+
 @fuzz()
 @given(req=st.one_of(export_requests(), llm_requests()), conv=conventions_st)
 def test_map_request_invariants(req: ExportTraceServiceRequest, conv: Conventions) -> None:

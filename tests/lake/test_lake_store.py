@@ -169,3 +169,12 @@ def test_nodes_starting_together_on_a_new_lake_all_attach(lake_catalog: LakeCata
     finally:
         for node in made:
             node.close()
+
+
+def test_readers_get_a_new_instance_when_theirs_is_lost(lake: Lake) -> None:
+    """DuckDB invalidates an instance after an internal error; here it is closed under them."""
+    lake.in_turn(lambda con: con.execute("INSERT INTO meta VALUES ('x', '1')"))
+    lake._readers_root.close()
+    with lake.reader() as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'x'").fetchall() == [("1",)]
+    assert lake._stats.lake_reattaches == 1

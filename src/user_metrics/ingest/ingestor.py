@@ -93,7 +93,7 @@ def decode_json_bounded(
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidInput(f"the body is not JSON: {str(exc)[:200]}") from None
+        raise InvalidInput(f"the body is not JSON: {_utf8(str(exc)[:200])}") from None
     if not isinstance(document, dict):
         raise InvalidInput("the body is not an OTLP ExportTraceServiceRequest: not a JSON object")
     dropped = 0
@@ -112,8 +112,15 @@ def decode_json_bounded(
         request = json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     # upb raises SystemError for some invalid text (a lone surrogate in a map key).
     except (json_format.ParseError, RecursionError, ValueError, TypeError, SystemError) as exc:
-        raise InvalidInput(f"the body is not an OTLP ExportTraceServiceRequest: {str(exc)[:300]}") from None
+        what = _utf8(str(exc)[:300])
+        raise InvalidInput(f"the body is not an OTLP ExportTraceServiceRequest: {what}") from None
     return request, dropped
+
+
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it (a google.rpc.Status message): json.loads lets lone
+    surrogates through, and the parser's message may quote one; those are written escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _cut_attributes(item: dict[str, Any], limit: int) -> int:

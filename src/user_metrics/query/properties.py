@@ -84,7 +84,7 @@ def by_property(
                        coalesce(min(cost_usd) FILTER (user_key <> 0), 0) AS least_costly_user_cost_usd
                 FROM p GROUP BY pvalue),
             {_owned_sql(rel, q.filters.active)},
-            vr AS (SELECT coalesce(v.value, o.value) AS value, coalesce(v.users, 0) AS users,
+            vr AS MATERIALIZED (SELECT coalesce(v.value, o.value) AS value, coalesce(v.users, 0) AS users,
                           coalesce(v.requests, 0) AS requests,
                           CASE WHEN v.requests IS NULL THEN 0 ELSE v.cost_usd END AS cost_usd,
                           coalesce(v.unpriced_requests, 0) AS unpriced_requests,
@@ -93,7 +93,7 @@ def by_property(
                           coalesce(v.least_costly_user_cost_usd, 0) AS least_costly_user_cost_usd,
                           o.rev AS revenue_nanos
                    FROM v FULL JOIN owned AS o ON o.value IS NOT DISTINCT FROM v.value),
-            page AS (SELECT *, count(*) OVER () AS total_values FROM vr
+            page AS (SELECT *, (SELECT count(*) FROM vr) AS total_values FROM vr
                      ORDER BY cost_usd DESC, value NULLS LAST LIMIT {limit})
             SELECT v.* EXCLUDE (top, bottom), t.user_id AS most_costly_user, b.user_id AS least_costly_user
             FROM page AS v LEFT JOIN users AS t ON t.user_key = v.top

@@ -116,10 +116,13 @@ def _labelled(exprs: Sequence[str], max_values: int, where: str = "TRUE") -> str
     )
     grouped = ", ".join(f"{e} AS g{i}" for i, e in enumerate(exprs))
     partition = ", ".join(f"g{i}" for i in range(len(exprs)))
-    return f"""SELECT dims_id, {labels}, max(k) OVER () AS groups FROM (
+    # max(k) by a scalar subquery: DuckDB 1.5.5's whole-partition window aggregates can fail
+    # (duckdb/duckdb#22352, users.py).
+    return f"""WITH ranked AS MATERIALIZED (
             SELECT *, dense_rank() OVER (ORDER BY first_id) AS k FROM (
                 SELECT *, min(dims_id) OVER (PARTITION BY {partition}) AS first_id
-                FROM (SELECT dims_id, {grouped} FROM dims WHERE {where})))"""
+                FROM (SELECT dims_id, {grouped} FROM dims WHERE {where})))
+        SELECT dims_id, {labels}, (SELECT max(k) FROM ranked) AS groups FROM ranked"""
 
 
 def snapshot(

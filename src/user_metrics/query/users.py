@@ -196,9 +196,13 @@ def users(
             q.params["search"] = search
             ranked = f"SELECT * FROM ({ranked}) WHERE contains(lower(user_id), lower($search))"
         order = f"s {'DESC' if descending else 'ASC'} NULLS LAST, user_key NULLS LAST, user_id"
+        # The total by a scalar subquery, not count(*) OVER (): with ORDER BY and LIMIT, DuckDB
+        # 1.5.5 fails that now and then with an INTERNAL error that invalidates the database
+        # (duckdb/duckdb#22352). MATERIALIZED: the ranking is computed once.
         rows = fetch_dicts(
             con,
-            f"SELECT user_key, user_id, rev, count(*) OVER () AS total FROM ({ranked}) "
+            f"WITH ranked AS MATERIALIZED ({ranked}) SELECT user_key, user_id, rev, "
+            f"(SELECT count(*) FROM ranked) AS total FROM ranked "
             f"ORDER BY {order} LIMIT {limit} OFFSET {offset}",
             q.params,
         )

@@ -65,21 +65,18 @@ TABLES = ("dims", "dim_values")
 SEQUENCES = ("dims_id_seq",)
 
 
-def insert_new(table: str, key: str, natural: str, columns: str, source: str, lake: bool) -> str:
-    """SQL: add to ``table`` the rows of relation ``source`` (``columns``, one row per ``natural``)
+def insert_new(table: str, key: str, natural: str, columns: str, select: str, lake: bool) -> str:
+    """SQL: add to ``table`` the rows of ``select`` (its ``columns``, one row per ``natural``)
     whose ``natural`` it lacks, each with a new ``key``. Locally the key column's sequence numbers
-    them and the UNIQUE constraint finds the known ones; a DuckLake table has neither
-    (``lake``: a DuckLake connection): the keys are max(key) + row_number(), which is safe because every lake
-    write holds the turn (``lake.py``), and an anti-join skips the known ones."""
+    them and the UNIQUE constraint finds the known ones; a DuckLake table (``lake``) has neither:
+    the keys are max(key) + row_number(), which is safe because every lake write holds the turn
+    (``lake.py``), and an anti-join skips the known ones."""
     if not lake:
-        return (
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} "
-            f"ON CONFLICT ({natural}) DO NOTHING"
-        )
+        return f"INSERT INTO {table} ({columns}) {select} ON CONFLICT ({natural}) DO NOTHING"
     return f"""INSERT INTO {table} ({key}, {columns})
-        SELECT (SELECT coalesce(max({key}), 0) FROM {table}) + row_number() OVER (ORDER BY s.{natural}),
-               {", ".join(f"s.{c.strip()}" for c in columns.split(","))}
-        FROM {source} AS s WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{natural} = s.{natural})"""
+        SELECT (SELECT coalesce(max({key}), 0) FROM {table}) + row_number() OVER (ORDER BY s.{natural}), s.*
+        FROM ({select}) AS s({columns})
+        WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{natural} = s.{natural})"""
 
 
 def property_dimension(key: str) -> str:
@@ -157,9 +154,7 @@ def assign(con: duckdb.DuckDBPyConnection, rows: str, cells: str, limit: int, la
             FROM dims_new AS n LEFT JOIN dims_folds AS f USING (h))"""
     )
     names = ", ".join((*COLUMNS, "properties"))
-    combinations = (
-        f"(SELECT DISTINCT ON (folded_h) folded_h AS dims_hash, {names} FROM dims_folded ORDER BY folded_h)"
-    )
+    combinations = f"SELECT DISTINCT ON (folded_h) folded_h, {names} FROM dims_folded ORDER BY folded_h"
     con.execute(insert_new("dims", "dims_id", "dims_hash", f"dims_hash, {names}", combinations, lake))
     con.execute(
         f"""UPDATE {cells} SET dims_id = d.dims_id

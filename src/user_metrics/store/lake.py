@@ -124,16 +124,33 @@ def is_conflict(exc: BaseException) -> bool:
 
 
 class _LakeReaders(Readers):
-    """``Readers`` whose cursors read the lake (``USE lake``: a cursor starts in ``memory``)."""
+    """``Readers`` whose cursors read the lake (``USE lake``: a cursor starts in ``memory``).
+
+    DuckDB invalidates an instance after an internal error (1.5.5 raised one, "Attempted to
+    access index 0 within vector of size 0", now and then in the query tests, lake or not):
+    every later statement fails. So when a new reader finds its instance invalidated (or
+    closed), the readers' instance is opened again (``reopen``) and the reader made anew, once."""
+
+    def __init__(self, root: duckdb.DuckDBPyConnection, stats: Stats, reopen: Callable[[], None]) -> None:
+        super().__init__(root, stats)
+        self._reopen = reopen
 
     def open(self) -> Reader:
-        reader = super().open()
-        try:
-            reader.execute("USE lake")
-        except duckdb.Error as exc:
-            reader.close()
-            raise Unavailable(f"the lake cannot be read: {first_line(exc)}") from exc
-        return reader
+        for attempt in range(2):
+            reader: Reader | None = None
+            try:
+                reader = super().open()
+                reader.execute("USE lake")
+                return reader
+            except duckdb.Error as exc:
+                if reader is not None:
+                    reader.close()
+                if isinstance(exc, (duckdb.FatalException, duckdb.ConnectionException)) and not attempt:
+                    with contextlib.suppress(Unavailable, duckdb.Error):
+                        self._reopen()
+                    continue
+                raise Unavailable(f"the lake cannot be read: {redact(first_line(exc))}") from exc
+        raise AssertionError("unreachable")
 
 
 class Lake:
@@ -176,7 +193,8 @@ class Lake:
             shutil.rmtree(self._private, ignore_errors=True)
             raise
         self._readers_root = readers_root
-        self.readers: Readers = _LakeReaders(readers_root.cursor(), stats)
+        self._reopen_lock = threading.Lock()
+        self.readers: Readers = _LakeReaders(readers_root.cursor(), stats, self._reopen_readers)
 
     # ---- connections --------------------------------------------------------------------------
 
@@ -253,6 +271,18 @@ class Lake:
         for stale in old:
             with contextlib.suppress(duckdb.Error):
                 stale.close()
+
+    def _reopen_readers(self) -> None:
+        """Open the readers' instance again (the old one was invalidated); its cursors fail."""
+        with self._reopen_lock:
+            log.warning("reopening the lake's readers: DuckDB invalidated their instance")
+            self._stats.add(lake_reattaches=1)
+            root = self._open(None)
+            self._lock_down(root)
+            old, self._readers_root = self._readers_root, root
+            self.readers.replace_root(root.cursor())
+            with contextlib.suppress(duckdb.Error):
+                old.close()
 
     # ---- the API ------------------------------------------------------------------------------
 

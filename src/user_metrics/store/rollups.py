@@ -189,7 +189,7 @@ def _input_sql(rows: str, lake: bool) -> str:
     contributions = ", ".join(f"{expr} AS {name}" for name, _, expr in METRICS)
     combination = ", ".join(_DIMS)
     same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM c.{c}" for c in _DIMS)
-    new_users = f"(SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL)"
+    new_users = f"SELECT DISTINCT user_id FROM {rows} WHERE user_id IS NOT NULL"
     return f"""
     {dims.insert_new("users", "user_key", "user_id", "user_id", new_users, lake)};
     CREATE OR REPLACE TEMP TABLE rollup_input AS
