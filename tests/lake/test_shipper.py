@@ -248,7 +248,7 @@ def test_an_expired_lease_passes_to_another_node(lake: Lake) -> None:
     assert lake.in_turn(lambda con: lake_compaction.take(con, "compaction", "a", 3600))  # renewed
     # a's lease runs out (set back, not waited for: a wait shorter than a loaded machine's turn
     # made this test fail now and then)
-    lake.in_turn(lambda con: con.execute("UPDATE lake_leases SET until_us = until_us - 3601 * 1000000"))
+    lake.in_turn(lambda con: con.execute("UPDATE lake_leases SET until_us = until_us - 3601000000"))
     assert lake.in_turn(lambda con: lake_compaction.take(con, "compaction", "b", 3600))
     with lake.reader() as con:
         assert con.execute("SELECT holder FROM lake_leases").fetchall() == [("b",)]
