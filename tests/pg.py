@@ -204,6 +204,9 @@ class LakeCatalog:
 
 @pytest.fixture
 def lake_catalog(pg_cluster: PgCluster, tmp_path: Path) -> LakeCatalog:
+    # A test that stops the server and then fails may leave it stopped: not every later test too.
+    if not _listening(pg_cluster.port):
+        pg_cluster.start()
     data = tmp_path / "lake-data"
     data.mkdir()
     return LakeCatalog(pg_cluster.new_database(), str(data), pg_cluster)
