@@ -1,6 +1,7 @@
 """What a ship does while it holds the lake's turn, statement by statement.
 
     python tests/benchmarks/lake_turn.py [--sizes 1,1000,10000] [--ships 5] [--inlining -1,0,1000]
+        [--nodes 1,2,4 --batches 1000,10000 --seconds 8]
 
 A throwaway PostgreSQL (``tests/pg.py``) and a fresh lake. For each batch size: one warm-up ship,
 then ``--ships`` ships of that many new rows (``tests/lake/lake_rows.py``: five users, two days,
@@ -14,6 +15,10 @@ Prints the median ship and the mean milliseconds per statement, largest first.
 ``data_inlining_row_limit`` (``-1``: the lake's default, left alone), to see whether inlining
 small appends into the catalog shortens a ship.
 
+``--nodes`` then runs N writers (a ``Lake`` each, as N nodes have) shipping fresh batches of
+each ``--batches`` size back to back for ``--seconds``: commits and rows a second in all. The
+turn serializes them, so what grows the total is rows per ship, not writers.
+
 Bounded: fixed ship counts, loopback only, temporary directories.
 """
 
@@ -24,12 +29,15 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 sys.path[:0] = [str(Path(__file__).parents[1]), str(Path(__file__).parents[1] / "lake")]
 
@@ -147,10 +155,53 @@ def by_inlining(cluster: PgCluster, sizes: list[int], ships: int, limits: list[i
             lake.close()
 
 
+def contention(cluster: PgCluster, size: int, nodes: int, seconds: float) -> tuple[float, float, int]:
+    """``nodes`` writers (a ``Lake`` each, threads) shipping fresh ``size``-row batches back to
+    back for ``seconds``, start times moved on with the clock (so the anti-join's bounds prune
+    older files, as with live traffic): commits/s and rows/s in all, conflicts retried."""
+    stats = Stats()
+    catalog = cluster.new_database(f"turn_contention_{size}_{nodes}")
+    data = tempfile.mkdtemp(prefix="lake-turn-")
+    lakes = [
+        Lake(catalog, data, stats, memory_limit_mib=512, max_dimension_values=1000) for _ in range(nodes)
+    ]
+    template = rows(7, size)
+    column = template.schema.get_field_index
+    shipped, commits = [0] * nodes, [0] * nodes
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+
+    def ship(i: int) -> None:
+        while time.monotonic() < deadline:
+            ids = pa.array([os.urandom(8).hex() for _ in range(size)])
+            shift = pa.scalar(int((time.monotonic() - t0) * 1e6) + 3 * 86_400_000_000, pa.duration("us"))
+            batch = template.set_column(column("span_id"), "span_id", ids).set_column(
+                column("start_time"), "start_time", pc.add(template["start_time"], shift)
+            )
+            shipped[i] += lakes[i].in_turn(lambda c, b=batch: shipper.append(c, b, 1000))  # type: ignore[misc]
+            commits[i] += 1
+
+    threads = [threading.Thread(target=ship, args=(i,)) for i in range(nodes)]
+    started = time.perf_counter()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for lake in lakes:
+            lake.close()
+    elapsed = time.perf_counter() - started
+    return sum(commits) / elapsed, sum(shipped) / elapsed, stats.lake_conflicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,1000,10000")
     parser.add_argument("--ships", type=int, default=5)
+    parser.add_argument("--nodes", default="", help="comma-separated writer counts for back-to-back shipping")
+    parser.add_argument("--batches", default="1000,10000", help="rows per ship in the --nodes runs")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds of each --nodes run")
     parser.add_argument("--inlining", default="", help="comma-separated data_inlining_row_limit values")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -160,6 +211,13 @@ def main() -> None:
         by_statement(cluster, sizes, args.ships)
         if args.inlining:
             by_inlining(cluster, sizes, args.ships, [int(x) for x in args.inlining.split(",")])
+        if args.nodes:
+            print("\n| rows per ship | nodes shipping back to back | commits/s | rows/s in all | conflicts |")
+            print("|---:|---:|---:|---:|---:|")
+            for size in [int(x) for x in args.batches.split(",")]:
+                for nodes in [int(x) for x in args.nodes.split(",")]:
+                    per_s, rows_s, conflicts = contention(cluster, size, nodes, args.seconds)
+                    print(f"| {size:,} | {nodes} | {per_s:.1f} | {rows_s:,.0f} | {conflicts} |")
     finally:
         cluster.cleanup()
     print(f"\nload at the end {os.getloadavg()[0]:.2f}")
