@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
+from user_metrics.errors import Unavailable
 from user_metrics.serve.lake_metrics import LakeFigures
 from user_metrics.settings import Settings
 from user_metrics.stats import Stats
@@ -40,7 +41,11 @@ T = TypeVar("T")
 
 class LakeWrites:
     """The lake as ``import_revenue`` and the plan prices write it: ``run(work)`` is one lake
-    write transaction (``Lake.in_turn``), its future already resolved when ``run`` returns."""
+    write transaction (``Lake.in_turn``), its future already resolved when ``run`` returns.
+
+    The work's SQL is the store's own, run on checked rows: a DuckDB error from it comes from the
+    lake (with PostgreSQL down, DuckLake also raises binder and input errors, not only connection
+    errors), so it is answered as ``Unavailable``, retry later."""
 
     def __init__(self, lake: Lake) -> None:
         self._lake = lake
@@ -49,6 +54,11 @@ class LakeWrites:
         future: Future[T] = Future()
         try:
             future.set_result(self._lake.in_turn(work))
+        except duckdb.Error as exc:
+            from user_metrics.store.lake import redact
+
+            failed = Unavailable(f"the lake could not be written: {redact(str(exc).strip().splitlines()[0])}")
+            future.set_exception(failed)
         except BaseException as exc:  # noqa: BLE001 - the caller's .result() raises it
             future.set_exception(exc)
         return future

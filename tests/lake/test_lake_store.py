@@ -237,3 +237,16 @@ def test_an_invalidated_writer_instance_is_let_go_and_the_process_lives_on(lake_
     if "not" in lines:
         pytest.skip("this DuckDB no longer has the internal error that invalidates an instance")
     assert done.stdout.splitlines() == ["invalidated", "written 1", "closed"]  # the first never committed
+
+
+def test_a_revenue_or_plan_price_write_failing_in_the_lake_is_retry_later(lake: Lake) -> None:
+    """With PostgreSQL down DuckLake raises binder and input errors too (seen in test_cluster.py):
+    an import must answer retry-later (503), not a client or server error."""
+    from user_metrics.node import LakeWrites
+
+    def work(con: duckdb.DuckDBPyConnection) -> None:
+        raise duckdb.BinderException("Failed to get data file list from DuckLake")
+
+    with pytest.raises(Unavailable, match="could not be written: .*data file list"):
+        LakeWrites(lake).run(work).result()
+    assert LakeWrites(lake).run(lambda con: 7).result() == 7
