@@ -29,8 +29,10 @@ from user_metrics.errors import Unavailable
 from user_metrics.serve.lake_metrics import LakeFigures
 from user_metrics.settings import Settings
 from user_metrics.stats import Stats
+from user_metrics.store.lake_catalog import redact
 from user_metrics.store.revenue import write_plan_prices
 from user_metrics.store.writer import Store
+from user_metrics.store.writer_connection import first_line
 
 if TYPE_CHECKING:  # imported in lake mode only: the single file never loads DuckLake
     from user_metrics.store.lake import Lake
@@ -55,10 +57,7 @@ class LakeWrites:
         try:
             future.set_result(self._lake.in_turn(work))
         except duckdb.Error as exc:
-            from user_metrics.store.lake import redact
-
-            failed = Unavailable(f"the lake could not be written: {redact(str(exc).strip().splitlines()[0])}")
-            future.set_exception(failed)
+            future.set_exception(Unavailable(f"the lake could not be written: {redact(first_line(exc))}"))
         except BaseException as exc:  # noqa: BLE001 - the caller's .result() raises it
             future.set_exception(exc)
         return future
@@ -177,8 +176,6 @@ class Node:
         """The lake, for the start-up log line (the catalog redacted); '' without one."""
         if self.lake is None:
             return ""
-        from user_metrics.store.lake import redact
-
         return f"lake mode: catalog {redact(self.settings.lake)}, data {self.lake.data_path}"
 
     def close(self, grace: float = 10.0, *, remove_new: bool = False) -> None:
