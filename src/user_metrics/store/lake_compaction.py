@@ -15,7 +15,8 @@ every so often:
    into Parquet), ``ducklake_merge_adjacent_files`` (small files into larger ones),
    ``ducklake_expire_snapshots`` (snapshots older than ``SNAPSHOT_KEEP_S``: time travel beyond
    that is given up) and ``ducklake_cleanup_old_files`` (files no snapshot needs any more),
-   each in a turn transaction of its own.
+   each in a transaction of its own, outside the turn: DuckLake refuses a transaction that both
+   changes data and compacts.
 
 The lease is a row of ``lake_leases`` (name, holder, until_us): ``take`` claims it, in a turn
 transaction, when it is free, expired, or already this node's, for ``lease_s``. A node that
@@ -94,7 +95,7 @@ def compact(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def maintenance(con: duckdb.DuckDBPyConnection, statement: str) -> None:
-    """One of DuckLake's tidying calls (``MAINTENANCE``), inside a turn transaction."""
+    """One of DuckLake's tidying calls (``MAINTENANCE``), alone in its transaction (no turn)."""
     con.execute(
         statement, {"keep_us": int(SNAPSHOT_KEEP_S * 1e6)} if "$keep_us" in statement else {}
     ).fetchall()
